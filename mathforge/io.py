@@ -1,0 +1,224 @@
+"""Streaming, atomic reads and writes of records and raw rows (JSONL and Parquet).
+
+Nothing here loads a whole file: readers yield rows, writers take rows one at a time. A writer
+writes to a temporary sibling and renames it over the target only when it closes cleanly, so a
+reader never sees half a file. If the producer fails, what was already written is kept as
+`<target>.partial` (never silently lost) and the error is re-raised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mathforge.record import Record
+
+PARQUET_BATCH = 2048
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and line (or row) at fault."""
+
+
+@dataclass
+class BadRow:
+    path: str
+    line: int
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.error}"
+
+
+@dataclass
+class ReadReport:
+    """What a lenient read skipped; empty when every row was good."""
+
+    bad: list[BadRow] = field(default_factory=list)
+
+
+def fmt(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl" if suffix != ".json" else "json"
+    raise DataError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .json or .parquet)")
+
+
+def read_rows(
+    path: str | Path, *, skip_bad: bool = False, report: ReadReport | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line_or_row_number, row) from a JSONL, JSON array or Parquet file, streaming.
+
+    A malformed row raises DataError naming `path:line`, or, with `skip_bad`, is recorded in
+    `report` and skipped. Line numbers are 1-based.
+    """
+    kind = fmt(path)
+    if kind == "parquet":
+        yield from _read_parquet_rows(path)
+    elif kind == "json":
+        yield from _read_json_array(path, skip_bad, report)
+    else:
+        yield from _read_jsonl_rows(path, skip_bad, report)
+
+
+def _bad(path: str | Path, line: int, error: str, skip_bad: bool, report: ReadReport | None) -> None:
+    bad = BadRow(str(path), line, error)
+    if not skip_bad:
+        raise DataError(str(bad))
+    if report is not None:
+        report.bad.append(bad)
+
+
+def _read_jsonl_rows(path, skip_bad, report) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                _bad(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})", skip_bad, report)
+                continue
+            if not isinstance(row, dict):
+                _bad(path, lineno, f"expected a JSON object, got {type(row).__name__}", skip_bad, report)
+                continue
+            yield lineno, row
+
+
+def _read_json_array(path, skip_bad, report) -> Iterator[tuple[int, dict[str, Any]]]:
+    # A single JSON document (JEEBench, SciBench originals) must be parsed whole; such files are small.
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+    rows = data if isinstance(data, list) else [data]
+    for i, row in enumerate(rows, 1):
+        if isinstance(row, dict):
+            yield i, row
+        else:
+            _bad(path, i, f"item {i} is not a JSON object", skip_bad, report)
+
+
+def _read_parquet_rows(path) -> Iterator[tuple[int, dict[str, Any]]]:
+    n = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH):
+        for row in batch.to_pylist():
+            n += 1
+            yield n, row
+
+
+def read_records(path: str | Path) -> Iterator[Record]:
+    """Stream records written by `write_records` (JSONL or Parquet)."""
+    for line, row in read_rows(path):
+        if "meta" in row and isinstance(row["meta"], str):  # Parquet stores meta as JSON text
+            row = {**row, "meta": json.loads(row["meta"])}
+        try:
+            yield Record.from_dict(row)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{path}:{line}: {e}") from e
+
+
+class AtomicWriter:
+    """Write rows to `path` atomically: temp file + rename on clean close.
+
+    On an exception inside the `with` block, the rows written so far are kept in
+    `<path>.partial` and the exception propagates; an existing `path` is left untouched.
+    """
+
+    def __init__(self, path: str | Path, *, schema: pa.Schema | None = None):
+        self.path = Path(path)
+        self.kind = fmt(self.path)
+        self.count = 0
+        self._schema = schema
+        self._buffer: list[dict[str, Any]] = []
+        self._pq: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> AtomicWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "w", encoding="utf-8") if self.kind != "parquet" else os.fdopen(fd, "wb")
+        return self
+
+    def write(self, row: dict[str, Any] | Record) -> None:
+        if isinstance(row, Record):
+            row = row.to_dict()
+        self.count += 1
+        if self.kind == "parquet":
+            self._buffer.append(row)
+            if len(self._buffer) >= PARQUET_BATCH:
+                self._flush_parquet()
+        else:
+            self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def write_all(self, rows: Iterable[dict[str, Any] | Record]) -> int:
+        for row in rows:
+            self.write(row)
+        return self.count
+
+    def _flush_parquet(self) -> None:
+        if not self._buffer:
+            return
+        rows = [{**r, "meta": json.dumps(r["meta"], ensure_ascii=False)} if "meta" in r else r for r in self._buffer]
+        table = pa.Table.from_pylist(rows, schema=self._schema)
+        if self._pq is None:
+            self._schema = table.schema
+            self._pq = pq.ParquetWriter(self._file, table.schema)
+        self._pq.write_table(table)
+        self._buffer.clear()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.kind == "parquet":
+            self._flush_parquet()
+            if self._pq is not None:
+                self._pq.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        elif self.count:
+            os.replace(self._tmp, self.path.with_name(self.path.name + ".partial"))
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+
+def write_records(path: str | Path, records: Iterable[Record | dict[str, Any]]) -> int:
+    """Atomically write records (or plain rows) to JSONL or Parquet; returns the count."""
+    with AtomicWriter(path) as w:
+        return w.write_all(records)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Atomically write one JSON document (stats, summaries, configs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Atomically write a text file (reports, cards)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

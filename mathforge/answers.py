@@ -90,12 +90,24 @@ def gsm8k_answer(answer_text: str) -> str | None:
     return value or None
 
 
-def choice_letter(label: str | None) -> str | None:
-    """A multiple-choice letter from "D", "(D)", "D." or "d"; None when there is none."""
+def choice_letter(label: str | list[str] | None) -> str | None:
+    """A multiple-choice answer from "D", "(D)", "D." or "d"; multi-select labels ("A B D",
+    ["A", "B"]) become "A, B, D". None when there is none."""
     if not label:
         return None
-    m = re.fullmatch(r"\s*\(?([A-Ea-e])\)?[.:]?\s*", label)
-    return m.group(1).upper() if m else None
+    if isinstance(label, list):
+        items = label
+    elif re.fullmatch(r"[A-Ea-e]{2,5}", label.strip()):  # "AD": multi-select written without spaces
+        items = list(label.strip())
+    else:
+        items = re.split(r"[\s,;]+", label.strip())
+    letters = []
+    for item in items:
+        m = re.fullmatch(r"\(?([A-Ea-e])\)?[.:]?", item.strip())
+        if not m:
+            return None
+        letters.append(m.group(1).upper())
+    return ", ".join(letters) or None
 
 
 def option_text(options: list[str] | None, letter: str | None) -> str | None:

@@ -232,7 +232,8 @@ def load_agieval(spec: SourceSpec, rows: Rows) -> Iterator[Record]:
             answer=answer,
             split=split,
             lineage=Lineage(stage="seed"),
-            meta={"where": where, "choice_text": option_text(options, letter), "options": options,
+            meta={"where": where, "choice_text": option_text(options, letter) if letter and "," not in letter else None,
+                  "options": options,
                   "language": "zh" if task.startswith("gaokao") else "en"},
         )
 

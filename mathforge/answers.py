@@ -74,8 +74,8 @@ def boxed_answer(solution: str) -> str | None:
         if not _JOINER.match(between):
             break
         parts.insert(0, prev)
-    contents = list(dict.fromkeys(p[2] for p in parts))
-    return ", ".join(contents)
+    contents = list(dict.fromkeys(p[2] for p in parts if p[2]))
+    return ", ".join(contents) or None  # "\\boxed{}" (2 real MATH train rows) is no answer
 
 
 def gsm8k_answer(answer_text: str) -> str | None:

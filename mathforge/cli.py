@@ -53,7 +53,7 @@ def seeds(
                     per_source[record.source] += 1
                     levels[record.level or "-"] += 1
                     subjects[record.subject or "-"] += 1
-                    if record.answer is None:
+                    if not record.answer:
                         unparsed.append(record.meta.get("where", record.id))
     except DataError as e:
         kept = out.with_name(out.name + ".partial")
@@ -62,7 +62,8 @@ def seeds(
 
 
 def _print_seed_summary(out, total, per_source, levels, subjects, unparsed, report) -> None:
-    table = Table(title=f"{total} seed records -> {out}")
+    Console().print(f"{total} seed records -> {out}")
+    table = Table()
     table.add_column("group")
     table.add_column("value")
     table.add_column("records", justify="right")

@@ -52,7 +52,7 @@ class SourceSpec:
         return str(self.options.get(key, "")).lower() in ("1", "true", "yes")
 
 
-class TestSplitError(DataError):
+class RefusedTestSplit(DataError):
     """A test split offered as seeds without `allow_test=1`."""
 
 
@@ -129,7 +129,7 @@ def _split_of(spec: SourceSpec, default: str = "train") -> str:
 
 def _guard_split(spec: SourceSpec, split: str | None, where: str) -> None:
     if split == "test" and not spec.flag("allow_test"):
-        raise TestSplitError(
+        raise RefusedTestSplit(
             f"{where}: test-split data refused as seeds (evaluation data must not be trained on); "
             "add ?allow_test=1 to the source if you really mean it"
         )
@@ -213,7 +213,7 @@ def load_agieval(spec: SourceSpec, rows: Rows) -> Iterator[Record]:
     """AGIEval multiple-choice (options + label) and cloze (answer) tasks."""
     task = spec.opt("task") or Path(spec.location).stem.removeprefix("agieval_")
     if task == "math" and not spec.flag("allow_test"):
-        raise TestSplitError(f"{spec.location}: AGIEval's 'math' task is MATH test problems; refused as seeds")
+        raise RefusedTestSplit(f"{spec.location}: AGIEval's 'math' task is MATH test problems; refused as seeds")
     split = spec.opt("split", "train")
     _guard_split(spec, split, spec.location)
     for i, (where, row) in enumerate(rows):

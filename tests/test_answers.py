@@ -1,6 +1,14 @@
 import pytest
 
-from mathforge.answers import answer_line, boxed_answer, boxed_spans, choice_letter, gsm8k_answer, last_boxed, option_text
+from mathforge.answers import (
+    answer_line,
+    boxed_answer,
+    boxed_spans,
+    choice_letter,
+    gsm8k_answer,
+    last_boxed,
+    option_text,
+)
 
 BOXED = [
     # (solution text, expected answer) — real MATH conventions and their edge cases

@@ -1,3 +1,4 @@
+import contextlib
 from collections import Counter
 
 from mathforge.filters import FilterStats, apply_filter
@@ -32,10 +33,8 @@ def test_killed_stage_runs_again(tmp_path):
     def dies():
         raise KeyboardInterrupt
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run.run_stage("synth", dies)
-    except KeyboardInterrupt:
-        pass
     assert not run.is_done("synth")
 
 

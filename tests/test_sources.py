@@ -4,7 +4,14 @@ from pathlib import Path
 import pytest
 
 from mathforge.io import DataError, ReadReport
-from mathforge.sources import SourceSpec, RefusedTestSplit, guess_kind, load, normalize_level, normalize_subject
+from mathforge.sources import (
+    RefusedTestSplit,
+    SourceSpec,
+    guess_kind,
+    load,
+    normalize_level,
+    normalize_subject,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MATH_TRAIN = DATA / "math" / "math_train.jsonl"

@@ -1,0 +1,356 @@
+"""Backends behind one small interface: a batch of calls in, one Completion or BackendError per call out.
+
+- `openai`: any OpenAI-compatible endpoint (OpenAI, vLLM/SGLang servers, llama.cpp server, Ollama),
+  async, one call per sample, many in flight. Uses aiohttp under the openai client: its default
+  httpx transport costs ~12 ms of CPU per request and caps a 64-slot client at a quarter of ideal.
+- `llama`: llama.cpp in-process (the offline default, SmolLM2 embedded); one call at a time.
+- `hf`: transformers checkpoints (ours or the Hub's), batched left-padded generation.
+- `vllm`: vLLM offline on GPUs, a thin wrapper; optional extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from mathforge.engine.config import EngineConfig
+from mathforge.engine.limits import parse_retry_after
+from mathforge.engine.types import BackendError, Call, Completion
+
+Outcome = Completion | BackendError
+
+
+class Backend(Protocol):
+    name: str
+    model_id: str  # what the cache key names: includes a fingerprint for local weight files
+    batch_size: int  # calls per generate()
+    max_concurrency: int | None  # a hard cap on generate() calls in flight (None: the config's)
+
+    async def generate(self, calls: list[Call]) -> list[Outcome]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def make_backend(cfg: EngineConfig) -> Backend:
+    """The backend named by `cfg.backend` (explicit name -> class table)."""
+    return BACKEND_CLASSES[cfg.backend](cfg)
+
+
+def _fingerprint(path: Path) -> str:
+    """Cheap identity of local weights (names, sizes, mtimes): retrained weights must not hit the cache."""
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    parts = [f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files if f.is_file()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible HTTP endpoint; the key is read from the environment, never stored."""
+
+    name = "openai"
+    batch_size = 1
+    max_concurrency = None
+
+    def __init__(self, cfg: EngineConfig):
+        self.cfg = cfg
+        self.model_id = cfg.model
+        self._client: Any = None
+
+    def _make_client(self) -> Any:
+        import openai
+
+        # Local servers need no key, but the client insists on one: a placeholder is sent then.
+        key = os.environ.get(self.cfg.api_key_env) or "no-key"
+        return openai.AsyncOpenAI(
+            api_key=key,
+            base_url=self.cfg.base_url,
+            timeout=self.cfg.timeout_s,
+            max_retries=0,  # the engine retries, so that every failure is classified and counted
+            http_client=openai.DefaultAioHttpClient(timeout=self.cfg.timeout_s),
+        )
+
+    async def generate(self, calls: list[Call]) -> list[Outcome]:
+        if self._client is None:
+            self._client = self._make_client()
+        return [await self._one(call) for call in calls]
+
+    async def _one(self, call: Call) -> Outcome:
+        s = call.sampling
+        args: dict[str, Any] = dict(
+            model=self.cfg.model, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens
+        )
+        if s.sample_seed(call.sample) is not None:
+            args["seed"] = s.sample_seed(call.sample)
+        if s.stop:
+            args["stop"] = list(s.stop)
+        try:
+            async with asyncio.timeout(self.cfg.timeout_s + 5):  # a guard in case the transport hangs
+                if call.messages is not None:
+                    resp = await self._client.chat.completions.create(messages=call.messages, **args)
+                else:
+                    resp = await self._client.completions.create(prompt=call.prompt, **args)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a classified outcome
+            return classify_openai_error(e)
+        return parse_openai_response(resp, chat=call.messages is not None)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+
+def classify_openai_error(e: BaseException) -> BackendError:
+    """Map an openai-client exception to a failure kind (and the server's Retry-After)."""
+    import openai
+
+    if isinstance(e, openai.APIStatusError):
+        headers = {k.lower(): v for k, v in e.response.headers.items()}
+        retry_after = parse_retry_after(headers)
+        status = e.status_code
+        if status == 429:
+            return BackendError("rate_limit", f"HTTP 429: {_short(e.message)}", retry_after)
+        if status == 408:
+            return BackendError("timeout", f"HTTP 408: {_short(e.message)}", retry_after)
+        if status >= 500:
+            return BackendError("server_error", f"HTTP {status}: {_short(e.message)}", retry_after)
+        return BackendError("bad_request", f"HTTP {status}: {_short(e.message)}")
+    if isinstance(e, openai.APITimeoutError | TimeoutError | asyncio.TimeoutError):
+        return BackendError("timeout", "no response within the timeout")
+    if isinstance(e, openai.APIConnectionError):
+        return BackendError("connection", _short(str(e.__cause__ or e)))
+    if isinstance(e, openai.APIResponseValidationError | json.JSONDecodeError | ValueError | TypeError):
+        return BackendError("malformed", f"unreadable response body: {_short(str(e))}")
+    return BackendError("backend", f"{type(e).__name__}: {_short(str(e))}")
+
+
+def parse_openai_response(resp: Any, *, chat: bool) -> Outcome:
+    """Check a response's shape; anything unusable is a `malformed` failure with the reason."""
+    choices = getattr(resp, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        return BackendError("malformed", f"no choices in the response body ({_short(repr(resp))})")
+    choice = choices[0]
+    text = getattr(choice.message, "content", None) if chat and getattr(choice, "message", None) else None
+    if not chat:
+        text = getattr(choice, "text", None)
+    if not isinstance(text, str):
+        return BackendError("malformed", "the response's first choice has no text content")
+    usage = getattr(resp, "usage", None)
+    return Completion(
+        text=text,
+        finish_reason=str(getattr(choice, "finish_reason", None) or "unknown"),
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class LlamaBackend:
+    """llama.cpp in-process; model "smollm2" is the embedded SmolLM2-135M-Instruct GGUF."""
+
+    name = "llama"
+    batch_size = 1
+    max_concurrency = 1  # one llama.cpp context decodes one sequence at a time here
+
+    def __init__(self, cfg: EngineConfig):
+        from llama_cpp import Llama
+
+        from mathforge.models import smollm2_gguf
+
+        path = smollm2_gguf() if cfg.model == "smollm2" else Path(cfg.model)
+        if not path.exists():
+            raise FileNotFoundError(f"GGUF model file not found: {path}")
+        self.model_id = f"{path.name}@{_fingerprint(path)}"
+        self.llm = Llama(model_path=str(path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, verbose=False)
+
+    async def generate(self, calls: list[Call]) -> list[Outcome]:
+        return [await asyncio.to_thread(self._one, call) for call in calls]
+
+    def _one(self, call: Call) -> Outcome:
+        s = call.sampling
+        args: dict[str, Any] = dict(
+            temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=list(s.stop) or None
+        )
+        if s.sample_seed(call.sample) is not None:
+            args["seed"] = s.sample_seed(call.sample)
+        try:
+            if call.messages is not None:
+                out = self.llm.create_chat_completion(messages=call.messages, **args)
+                text = out["choices"][0]["message"]["content"]
+            else:
+                out = self.llm.create_completion(prompt=call.prompt, **args)
+                text = out["choices"][0]["text"]
+        except ValueError as e:  # llama.cpp reports an over-long prompt this way
+            return BackendError("bad_request", _short(str(e)))
+        usage = out.get("usage") or {}
+        return Completion(
+            text or "",
+            str(out["choices"][0].get("finish_reason") or "unknown"),
+            int(usage.get("prompt_tokens", 0)),
+            int(usage.get("completion_tokens", 0)),
+        )
+
+    async def aclose(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.close()
+
+
+class HFBackend:
+    """transformers generation, batched and left-padded; loads our training's checkpoint directories."""
+
+    name = "hf"
+    max_concurrency = 1
+
+    def __init__(self, cfg: EngineConfig):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.batch_size = cfg.batch_size
+        local = Path(cfg.model)
+        self.model_id = f"{cfg.model}@{_fingerprint(local)}" if local.exists() else cfg.model
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = getattr(torch, cfg.dtype) if cfg.dtype else "auto"
+        self.device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype).to(self.device).eval()
+
+    async def generate(self, calls: list[Call]) -> list[Outcome]:
+        # One generate() per sampling setting: a batch must share its generation config.
+        groups: dict[Any, list[int]] = {}
+        for i, call in enumerate(calls):
+            s = call.sampling
+            groups.setdefault(
+                (s.temperature, s.top_p, s.max_tokens, s.stop, s.sample_seed(call.sample)), []
+            ).append(i)
+        out: list[Outcome] = [BackendError("backend", "not generated")] * len(calls)
+        for idx in groups.values():
+            batch = [calls[i] for i in idx]
+            for i, o in zip(idx, await asyncio.to_thread(self._batch, batch), strict=True):
+                out[i] = o
+        return out
+
+    def render(self, call: Call) -> str:
+        if call.prompt is not None:
+            return call.prompt
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise BackendError("bad_request", "chat messages given but the tokenizer has no chat template")
+        return self.tokenizer.apply_chat_template(call.messages, tokenize=False, add_generation_prompt=True)
+
+    def _batch(self, calls: list[Call]) -> list[Outcome]:
+        try:
+            texts = [self.render(c) for c in calls]
+        except BackendError as e:
+            return [e] * len(calls)
+        s = calls[0].sampling
+        seed = s.sample_seed(calls[0].sample)
+        if seed is not None:
+            self.torch.manual_seed(seed)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+            self.device
+        )
+        gen: dict[str, Any] = dict(
+            max_new_tokens=s.max_tokens, do_sample=s.temperature > 0, pad_token_id=self.tokenizer.pad_token_id
+        )
+        if s.temperature > 0:
+            gen.update(temperature=s.temperature, top_p=s.top_p)
+        if s.stop:
+            gen.update(stop_strings=list(s.stop), tokenizer=self.tokenizer)
+        with self.torch.inference_mode():
+            seqs = self.model.generate(**enc, **gen)
+        new = seqs[:, enc["input_ids"].shape[1] :]
+        return [self._decode(row, int(enc["attention_mask"][i].sum()), s.stop) for i, row in enumerate(new)]
+
+    def _decode(self, row: Any, prompt_tokens: int, stop: tuple[str, ...]) -> Completion:
+        ids = row.tolist()
+        eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id
+        finish = "length"
+        if eos in ids:
+            ids, finish = ids[: ids.index(eos)], "stop"
+        ids = [t for t in ids if t != pad]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        for s in stop:
+            if s in text:
+                text, finish = text[: text.index(s)], "stop"
+        return Completion(text, finish, prompt_tokens, len(ids))
+
+    async def aclose(self) -> None:
+        self.model = None
+
+
+def vllm_sampling_kwargs(call: Call) -> dict[str, Any]:
+    """vLLM SamplingParams arguments for one call (pure, so it is testable without vLLM)."""
+    s = call.sampling
+    return dict(
+        n=1,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        max_tokens=s.max_tokens,
+        seed=s.sample_seed(call.sample),
+        stop=list(s.stop) or None,
+    )
+
+
+class VLLMBackend:
+    """vLLM offline (`vllm.LLM`) for GPUs: whole batches at once, vLLM schedules them itself."""
+
+    name = "vllm"
+    max_concurrency = 1
+
+    def __init__(self, cfg: EngineConfig):
+        try:
+            import vllm
+        except ImportError as e:
+            raise ImportError(
+                "the vllm backend needs vLLM on a CUDA machine: pip install 'mathforge[gpu]'"
+            ) from e
+        self.vllm = vllm
+        self.batch_size = max(cfg.batch_size, 256)
+        local = Path(cfg.model)
+        self.model_id = f"{cfg.model}@{_fingerprint(local)}" if local.exists() else cfg.model
+        self.llm = vllm.LLM(model=cfg.model, dtype=cfg.dtype or "auto", max_model_len=cfg.n_ctx)
+
+    async def generate(self, calls: list[Call]) -> list[Outcome]:
+        return await asyncio.to_thread(self._batch, calls)
+
+    def _batch(self, calls: list[Call]) -> list[Outcome]:
+        params = [self.vllm.SamplingParams(**vllm_sampling_kwargs(c)) for c in calls]
+        out: list[Outcome] = [BackendError("backend", "not generated")] * len(calls)
+        chat = [i for i, c in enumerate(calls) if c.messages is not None]
+        raw = [i for i, c in enumerate(calls) if c.messages is None]
+        if chat:
+            got = self.llm.chat([calls[i].messages for i in chat], [params[i] for i in chat], use_tqdm=False)
+            for i, r in zip(chat, got, strict=True):
+                out[i] = _vllm_completion(r)
+        if raw:
+            got = self.llm.generate([calls[i].prompt for i in raw], [params[i] for i in raw], use_tqdm=False)
+            for i, r in zip(raw, got, strict=True):
+                out[i] = _vllm_completion(r)
+        return out
+
+    async def aclose(self) -> None:
+        self.llm = None
+
+
+def _vllm_completion(r: Any) -> Completion:
+    o = r.outputs[0]
+    return Completion(
+        o.text, str(o.finish_reason or "unknown"), len(r.prompt_token_ids or ()), len(o.token_ids)
+    )
+
+
+BACKEND_CLASSES: dict[str, type] = {
+    "openai": OpenAIBackend,
+    "llama": LlamaBackend,
+    "hf": HFBackend,
+    "vllm": VLLMBackend,
+}

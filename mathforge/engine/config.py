@@ -1,0 +1,54 @@
+"""EngineConfig: which backend and model, and how hard to push it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BACKENDS = ("openai", "llama", "hf", "vllm")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine settings; a recipe YAML sets these fields (see `mathforge.config.load_config`).
+
+    The API key is never a field: `api_key_env` names the environment variable holding it, so it
+    cannot end up in a saved config, a cache or a log. `prices` maps a model name to
+    (USD per million prompt tokens, USD per million completion tokens).
+    """
+
+    backend: str = "llama"
+    model: str = "smollm2"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 16
+    rpm: float | None = None
+    tpm: float | None = None
+    timeout_s: float = 120.0
+    max_retries: int = 6
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    prices: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    progress: bool = True
+    # In-process backends (llama, hf, vllm)
+    batch_size: int = 8
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend '{self.backend}' (choose from {', '.join(BACKENDS)})")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        for model, price in self.prices.items():
+            if len(price) != 2:
+                raise ValueError(f"prices['{model}'] must be [prompt_usd_per_M, completion_usd_per_M]")
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        price = self.prices.get(model)
+        if price is None:
+            return 0.0
+        return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6

@@ -1,0 +1,264 @@
+"""The generation engine: cache first, then bounded-concurrency calls with limits and retries.
+
+Every sample of every request is one `Call` with its own cache key. A run looks all keys up in
+the SQLite cache, sends only the missing ones (identical calls once), writes each response the
+moment it arrives, and hands back `Result`s in request order. Failures are classified by kind,
+retried when that can help (429, 5xx, timeouts, dropped connections, malformed bodies), and
+reported in the Result and in `stats()`; they are never raised and never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mathforge.engine.backends import Backend, make_backend
+from mathforge.engine.cache import RequestCache, cache_key
+from mathforge.engine.config import EngineConfig
+from mathforge.engine.limits import TokenBucket, backoff_delay
+from mathforge.engine.progress import EngineProgress
+from mathforge.engine.types import BackendError, Call, Completion, Request, Result
+
+CHUNK = 4096  # requests resolved per round: bounds memory on huge inputs; far above any concurrency
+
+
+class Engine:
+    """Runs requests through one backend with a persistent request cache; use as a context manager."""
+
+    def __init__(
+        self, cfg: EngineConfig, cache_path: str | Path | None = None, backend: Backend | None = None
+    ):
+        self.cfg = cfg
+        self.cache = RequestCache(cache_path)
+        self.cache_path = self.cache.path
+        self.backend = backend if backend is not None else make_backend(cfg)
+        self._loop = asyncio.new_event_loop()
+        self._rpm = TokenBucket(cfg.rpm) if cfg.rpm else None
+        self._tpm = TokenBucket(cfg.tpm) if cfg.tpm else None
+        self._counts: Counter = Counter()
+        self._failures: Counter = Counter()
+        self._retries: Counter = Counter()
+        self._models: dict[str, Counter] = defaultdict(Counter)
+        self._cost = 0.0
+        self._saved = 0.0
+        self._busy = 0.0
+        self._progress: EngineProgress | None = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._drive(self.backend.aclose())
+        self._loop.close()
+        self.cache.close()
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def run(self, requests: Iterable[Request], desc: str = "generate") -> list[Result]:
+        """Results for `requests`, in the same order; failed ones have `error` set."""
+        requests = list(requests)
+        return list(self.imap(requests, desc=desc, total=sum(r.sampling.n for r in requests)))
+
+    def imap(
+        self, requests: Iterable[Request], desc: str = "generate", total: int | None = None
+    ) -> Iterator[Result]:
+        """Stream results in request order, resolving `CHUNK` requests at a time (for huge inputs).
+
+        `total` is the number of samples expected, for the progress bar (None: unknown).
+        """
+        start = time.monotonic()
+        resolved = 0
+        with EngineProgress(desc, total, enabled=self.cfg.progress) as progress:
+            self._progress = progress
+            try:
+                it = iter(requests)
+                while chunk := list(itertools.islice(it, CHUNK)):
+                    results = self._run_chunk(chunk)
+                    resolved += sum(r.sampling.n for r in chunk)
+                    progress.complete_to(resolved)
+                    yield from results
+            finally:
+                self._progress = None
+                self._busy += time.monotonic() - start
+
+    def stats(self) -> dict[str, Any]:
+        """Counts since this engine was made: requests, cache hits, calls, failures by kind, tokens, cost."""
+        c = self._counts
+        return {
+            "backend": self.backend.name,
+            "model": self.cfg.model,
+            "requests": c["requests"],
+            "samples": c["samples"],
+            "cached": c["cached"],
+            "calls": c["calls"],
+            "ok": c["ok"],
+            "failed": sum(self._failures.values()),
+            "failures": dict(self._failures),
+            "retries": dict(self._retries),
+            "prompt_tokens": c["prompt_tokens"],
+            "completion_tokens": c["completion_tokens"],
+            "tokens": c["prompt_tokens"] + c["completion_tokens"],
+            "cost_usd": round(self._cost, 6),
+            "cost_saved_usd": round(self._saved, 6),
+            "per_model": {m: dict(v) for m, v in self._models.items()},
+            "elapsed_s": round(self._busy, 3),
+        }
+
+    # -- one chunk ------------------------------------------------------------------------------
+
+    def _run_chunk(self, requests: list[Request]) -> list[Result]:
+        calls = [[self._call(r, i) for i in range(r.sampling.n)] for r in requests]
+        flat = [c for cs in calls for c in cs]
+        done: dict[str, Completion | BackendError] = {}
+        for key, comp in self.cache.get_many(c.cache_key for c in flat).items():
+            done[key] = comp
+        cached_keys = set(done)
+        self._counts["requests"] += len(requests)
+        self._counts["samples"] += len(flat)
+        self._counts["cached"] += sum(c.cache_key in cached_keys for c in flat)
+        for c in flat:
+            if c.cache_key in cached_keys:
+                comp = done[c.cache_key]
+                self._saved += self.cfg.cost(self.cfg.model, comp.prompt_tokens, comp.completion_tokens)
+        if self._progress:
+            self._progress.advance_cached(sum(c.cache_key in cached_keys for c in flat))
+        missing = list({c.cache_key: c for c in flat if c.cache_key not in done}.values())
+        # Similar lengths batch together: less padding for batched in-process backends.
+        if self.backend.batch_size > 1:
+            missing.sort(key=lambda c: len(str(c.payload())))
+        if missing:
+            self._drive(self._execute(missing, done))
+        return [self._result(r, cs, done, cached_keys) for r, cs in zip(requests, calls, strict=True)]
+
+    def _call(self, request: Request, sample: int) -> Call:
+        payload = (
+            {"messages": request.messages} if request.messages is not None else {"prompt": request.prompt}
+        )
+        key = cache_key(self.backend.name, self.backend.model_id, payload, request.sampling, sample)
+        return Call(key, request.messages, request.prompt, request.sampling, sample)
+
+    def _result(self, request: Request, calls: list[Call], done: dict, cached_keys: set[str]) -> Result:
+        res = Result(
+            key=request.key,
+            texts=[],
+            finish_reasons=[],
+            cached=all(c.cache_key in cached_keys for c in calls),
+        )
+        for c in calls:
+            out = done.get(c.cache_key, BackendError("backend", "no outcome recorded"))
+            err = out if isinstance(out, BackendError) else _empty_error(out)
+            if isinstance(out, Completion):
+                res.prompt_tokens += out.prompt_tokens
+                res.completion_tokens += out.completion_tokens
+            res.texts.append(out.text if isinstance(out, Completion) else "")
+            res.finish_reasons.append(out.finish_reason if isinstance(out, Completion) else "error")
+            res.sample_errors.append(str(err) if err else None)
+            if err is not None and err.kind == "empty":
+                self._failures["empty"] += 1
+        errors = [(i, e) for i, e in enumerate(res.sample_errors) if e]
+        if errors:
+            res.error = errors[0][1] if len(calls) == 1 else "; ".join(f"sample {i}: {e}" for i, e in errors)
+        else:
+            self._counts["ok"] += 1
+        return res
+
+    # -- async execution ---------------------------------------------------------------------------
+
+    def _drive(self, coro: Any) -> Any:
+        """Run `coro` on the engine's own loop (kept across runs so HTTP connections are reused)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._loop.run_until_complete(coro)
+        # Called from inside a running loop (a notebook): drive ours from a worker thread.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(self._loop.run_until_complete, coro).result()
+
+    async def _execute(self, calls: list[Call], done: dict[str, Completion | BackendError]) -> None:
+        size = self.backend.batch_size
+        batches = [calls[i : i + size] for i in range(0, len(calls), size)]
+        queue: asyncio.Queue[list[Call]] = asyncio.Queue()
+        for b in batches:
+            queue.put_nowait(b)
+        width = min(self.backend.max_concurrency or self.cfg.concurrency, self.cfg.concurrency, len(batches))
+
+        async def worker() -> None:
+            while not queue.empty():
+                await self._with_retries(queue.get_nowait(), done)
+
+        await asyncio.gather(*(worker() for _ in range(width)))
+
+    async def _with_retries(self, batch: list[Call], done: dict[str, Completion | BackendError]) -> None:
+        for attempt in range(self.cfg.max_retries + 1):
+            outcomes = await self._attempt(batch)
+            retry: list[Call] = []
+            waits: list[float] = []
+            for call, out in zip(batch, outcomes, strict=True):
+                if isinstance(out, Completion):
+                    self._accept(call, out, done)
+                elif out.retryable and attempt < self.cfg.max_retries:
+                    self._retries[out.kind] += 1
+                    retry.append(call)
+                    waits.append(out.retry_after or 0.0)
+                else:
+                    self._fail(call, out, done)
+            if not retry:
+                return
+            await asyncio.sleep(
+                backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, max(waits))
+            )
+            batch = retry
+
+    async def _attempt(self, batch: list[Call]) -> list[Completion | BackendError]:
+        estimate = sum(len(str(c.payload())) // 4 + c.sampling.max_tokens for c in batch)
+        if self._rpm:
+            await self._rpm.acquire(len(batch))
+        if self._tpm:
+            await self._tpm.acquire(estimate)
+        self._counts["calls"] += len(batch)
+        try:
+            outcomes = await self.backend.generate(batch)
+        except Exception as e:  # noqa: BLE001 - a backend bug fails its calls, not the run
+            outcomes = [BackendError("backend", f"{type(e).__name__}: {e}")] * len(batch)
+        if self._tpm:
+            used = sum(o.prompt_tokens + o.completion_tokens for o in outcomes if isinstance(o, Completion))
+            self._tpm.adjust(used - estimate if used else 0)
+        return outcomes
+
+    def _accept(self, call: Call, out: Completion, done: dict) -> None:
+        self.cache.put(self.backend.name, self.backend.model_id, call, out)
+        done[call.cache_key] = out
+        cost = self.cfg.cost(self.cfg.model, out.prompt_tokens, out.completion_tokens)
+        self._cost += cost
+        self._counts["prompt_tokens"] += out.prompt_tokens
+        self._counts["completion_tokens"] += out.completion_tokens
+        m = self._models[self.cfg.model]
+        m["calls"] += 1
+        m["prompt_tokens"] += out.prompt_tokens
+        m["completion_tokens"] += out.completion_tokens
+        m["cost_usd"] += cost
+        if self._progress:
+            self._progress.advance(out.prompt_tokens + out.completion_tokens, self._cost)
+
+    def _fail(self, call: Call, err: BackendError, done: dict) -> None:
+        done[call.cache_key] = err
+        self._failures[err.kind] += 1
+        if self._progress:
+            self._progress.advance(0, self._cost, failed=True)
+
+
+def _empty_error(out: Completion) -> BackendError | None:
+    if out.text.strip():
+        return None
+    return BackendError("empty", f"the model returned no text (finish_reason={out.finish_reason})")

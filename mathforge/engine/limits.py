@@ -1,0 +1,77 @@
+"""Rate limits (requests and tokens per minute) and retry timing.
+
+Hand-written rather than taken from `aiolimiter`/`tenacity`: the token bucket must take variable
+costs and be corrected after the fact (a response's real token count is known only when it
+arrives), and the retry delay must honour a server's Retry-After; both are a few lines here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+
+
+class TokenBucket:
+    """An async token bucket refilled at `per_minute / 60` per second, holding at most `per_minute`."""
+
+    def __init__(self, per_minute: float):
+        if per_minute <= 0:
+            raise ValueError(f"a rate limit must be > 0 per minute, got {per_minute}")
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.level = self.capacity
+        self.stamp = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    async def acquire(self, amount: float) -> None:
+        """Wait until `amount` is available and take it; more than the capacity waits for a full bucket."""
+        amount = min(amount, self.capacity)
+        async with self.lock:  # first come, first served: waiters queue on the lock
+            self._refill()
+            while self.level < amount:
+                await asyncio.sleep((amount - self.level) / self.rate)
+                self._refill()
+            self.level -= amount
+
+    def adjust(self, delta: float) -> None:
+        """Correct an earlier estimate: positive `delta` takes more, negative gives back."""
+        self._refill()
+        self.level = min(self.capacity, self.level - delta)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter; a server's Retry-After is a floor, not a suggestion."""
+    delay = random.uniform(0, min(cap, base * 2**attempt))
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap))
+    return delay
+
+
+def parse_retry_after(headers: dict[str, str] | None) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())

@@ -88,5 +88,60 @@ def version() -> None:
     print(v("mathforge"))
 
 
+# --- generation engine (issue 3) ---
+
+
+@app.command()
+def generate(
+    input: Path = typer.Option(..., "--input", "-i", help="input rows (.jsonl, .json or .parquet)"),
+    template: str = typer.Option(..., "--template", "-t", help="Jinja2 template file, or a shipped name (solve)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output rows (.jsonl or .parquet), one per input x sample"),
+    backend: str = typer.Option("llama", "--backend", help="openai, llama, hf or vllm"),
+    model: str = typer.Option("smollm2", "--model", help="model name, GGUF path or checkpoint directory"),
+    base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (backend openai)"),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="environment variable with the key"),
+    concurrency: int = typer.Option(16, "--concurrency", "-c", help="requests in flight"),
+    n: int = typer.Option(1, "--n", help="samples per input"),
+    temperature: float = typer.Option(0.7, "--temperature", help="0 = greedy"),
+    max_tokens: int = typer.Option(512, "--max-tokens"),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    seed: int = typer.Option(None, "--seed", help="sample i uses seed + i"),
+    stop: list[str] = typer.Option([], "--stop", help="stop sequence (repeatable)"),
+    system: str = typer.Option(None, "--system", help="system message for chat requests"),
+    raw: bool = typer.Option(False, "--raw", help="send the rendered text as a raw completion prompt"),
+    rpm: float = typer.Option(None, "--rpm", help="requests-per-minute limit"),
+    tpm: float = typer.Option(None, "--tpm", help="tokens-per-minute limit"),
+    timeout: float = typer.Option(120.0, "--timeout", help="seconds per request"),
+    max_retries: int = typer.Option(6, "--max-retries"),
+    price: list[str] = typer.Option([], "--price", help="MODEL=IN,OUT USD per million tokens (repeatable)"),
+    cache: Path = typer.Option(None, "--cache", help="request cache (default: <out>.cache.sqlite)"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="reuse cached responses (default)"),
+    id_field: str = typer.Option("id", "--id-field", help="input field naming each row (else file:line)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Run a prompt template over an input file with any backend; resumable after a kill."""
+    from mathforge.engine import EngineConfig, Sampling
+    from mathforge.engine.generate import Job, load_template, parse_prices, run_generate
+
+    try:
+        cfg = EngineConfig(
+            backend=backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
+            rpm=rpm, tpm=tpm, timeout_s=timeout, max_retries=max_retries, prices=parse_prices(price),
+            progress=progress,
+        )
+        sampling = Sampling(temperature=temperature, max_tokens=max_tokens, n=n, top_p=top_p, seed=seed,
+                            stop=tuple(stop))
+        job = Job(input=input, template=load_template(template), out=out, sampling=sampling, system=system,
+                  raw=raw, id_field=id_field)
+        stats = run_generate(job, cfg, cache_path=cache, resume=resume)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    failures = ", ".join(f"{k} {v}" for k, v in sorted(stats["failures"].items())) or "none"
+    console.print(
+        f"{stats['rows']} rows -> {out}: {stats['cached']} samples from cache, {stats['calls']} calls, "
+        f"failures: {failures}; tokens {stats['tokens']}, cost ${stats['cost_usd']:.4f}"
+    )
+
+
 if __name__ == "__main__":
     app()

@@ -117,13 +117,38 @@ def classify_openai_error(e: BaseException) -> BackendError:
         if status >= 500:
             return BackendError("server_error", f"HTTP {status}: {_short(e.message)}", retry_after)
         return BackendError("bad_request", f"HTTP {status}: {_short(e.message)}")
-    if isinstance(e, openai.APITimeoutError | TimeoutError | asyncio.TimeoutError):
+    if _dropped(e):
+        return BackendError("connection", f"connection lost: {_short(str(_root(e)))}")
+    if isinstance(e, openai.APITimeoutError | TimeoutError):
         return BackendError("timeout", "no response within the timeout")
     if isinstance(e, openai.APIConnectionError):
         return BackendError("connection", _short(str(e.__cause__ or e)))
     if isinstance(e, openai.APIResponseValidationError | json.JSONDecodeError | ValueError | TypeError):
         return BackendError("malformed", f"unreadable response body: {_short(str(e))}")
     return BackendError("backend", f"{type(e).__name__}: {_short(str(e))}")
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    x: BaseException | None = e
+    while x is not None and x not in chain:
+        chain.append(x)
+        x = x.__cause__ or x.__context__
+    return chain
+
+
+def _root(e: BaseException) -> BaseException:
+    return _chain(e)[-1]
+
+
+def _dropped(e: BaseException) -> bool:
+    """A connection the server closed or reset; the openai client reports some as timeouts."""
+    import aiohttp
+
+    return any(
+        isinstance(x, aiohttp.ClientConnectionError | ConnectionError) and not isinstance(x, TimeoutError)
+        for x in _chain(e)
+    )
 
 
 def parse_openai_response(resp: Any, *, chat: bool) -> Outcome:

@@ -32,9 +32,15 @@ class Engine:
     """Runs requests through one backend with a persistent request cache; use as a context manager."""
 
     def __init__(
-        self, cfg: EngineConfig, cache_path: str | Path | None = None, backend: Backend | None = None
+        self,
+        cfg: EngineConfig,
+        cache_path: str | Path | None = None,
+        backend: Backend | None = None,
+        refresh: bool = False,
     ):
+        """`cache_path` None keeps the cache in memory; `refresh` ignores (and overwrites) cached responses."""
         self.cfg = cfg
+        self.refresh = refresh
         self.cache = RequestCache(cache_path)
         self.cache_path = self.cache.path
         self.backend = backend if backend is not None else make_backend(cfg)
@@ -121,8 +127,8 @@ class Engine:
         calls = [[self._call(r, i) for i in range(r.sampling.n)] for r in requests]
         flat = [c for cs in calls for c in cs]
         done: dict[str, Completion | BackendError] = {}
-        for key, comp in self.cache.get_many(c.cache_key for c in flat).items():
-            done[key] = comp
+        if not self.refresh:
+            done.update(self.cache.get_many(c.cache_key for c in flat))
         cached_keys = set(done)
         self._counts["requests"] += len(requests)
         self._counts["samples"] += len(flat)

@@ -1,0 +1,244 @@
+"""What every augmentation method shares: the teacher protocol, the per-method yield meter, the
+solve step under the answer contract, parsing of generated questions, and the elimination rules."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mathforge.answers import ANSWER_PREFIX, answer_line
+from mathforge.engine.types import Request, Result, Sampling
+from mathforge.record import Record, derive, stable_id
+from mathforge.synth.contract import Checked, check_response, with_answer
+from mathforge.synth.templates import Prompt, render
+
+
+class Teacher(Protocol):
+    """What a method needs from the engine: ordered results for a batch of requests."""
+
+    def run(self, requests: list[Request], desc: str = ...) -> list[Result]: ...
+
+
+@dataclass
+class Yield:
+    """Per-method accounting for the yield table."""
+
+    requests: int = 0
+    cached: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    repaired: Counter = field(default_factory=Counter)
+
+    def add(self, other: Yield) -> None:
+        for name in ("requests", "cached", "failed", "prompt_tokens", "completion_tokens", "kept"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.dropped.update(other.dropped)
+        self.repaired.update(other.repaired)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "cached": self.cached, "failed": self.failed,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "kept": self.kept, "dropped": dict(self.dropped), "repaired": dict(self.repaired)}
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """Everything a method needs besides its seeds: sampling, few-shot pool, naming, accounting."""
+
+    teacher: Teacher
+    stage: str
+    teacher_name: str
+    fewshot_pool: tuple[Record, ...] = ()
+    fewshot: int = 2
+    solve_sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=1024))
+    question_sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=384))
+    elicit: bool = True
+    seed: int = 0
+    meter: Yield = field(default_factory=Yield)
+
+    def ask(self, requests: list[Request], desc: str) -> list[Result]:
+        """Run requests through the teacher, counting them and their tokens."""
+        if not requests:
+            return []
+        results = self.teacher.run(requests, desc=desc)
+        m = self.meter
+        m.requests += len(results)
+        m.cached += sum(r.cached for r in results)
+        m.failed += sum(r.error is not None for r in results)
+        m.prompt_tokens += sum(r.prompt_tokens for r in results)
+        m.completion_tokens += sum(r.completion_tokens for r in results)
+        return results
+
+    def examples(self, exclude: str, salt: str) -> list[dict[str, str]]:
+        """Few-shot examples from the seed pool, chosen per item (deterministic), never the item itself."""
+        pool = [r for r in self.fewshot_pool if r.id != exclude]
+        if not pool or self.fewshot <= 0:
+            return []
+        start = int(stable_id(salt, str(self.seed)), 16) % len(pool)
+        picks = [pool[(start + i) % len(pool)] for i in range(min(self.fewshot, len(pool)))]
+        return [{"problem": r.problem, "solution": solution_body(r), "answer": r.answer or ""} for r in picks]
+
+
+def solution_body(record: Record) -> str:
+    """A record's solution without its trailing answer line (few-shot templates add it back)."""
+    text = (record.solution or "").rstrip()
+    idx = text.rfind(ANSWER_PREFIX)
+    return text[:idx].rstrip() if idx >= 0 and "\n" not in text[idx:] else text
+
+
+def user(prompt: Prompt) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt.text}]
+
+
+def request(key: str, prompt: Prompt, sampling: Sampling) -> Request:
+    """A request whose key carries the template identity (name@version#hash)."""
+    return Request(key=f"{prompt.version}/{key}", messages=user(prompt), sampling=sampling)
+
+
+def replica_sampling(base: Sampling, *parts: str) -> Sampling:
+    """`base` with a seed derived from `parts`, so replicas of one prompt are distinct requests
+    (the cache keys on content) and yet reproducible."""
+    seed = int(stable_id(*parts), 16) % (2**31)
+    return Sampling(temperature=base.temperature, max_tokens=base.max_tokens, n=1, top_p=base.top_p,
+                    seed=seed, stop=base.stop)
+
+
+def text_of(result: Result) -> tuple[str, str]:
+    """(text, finish_reason) of a result's first sample; failures read as empty."""
+    if result.error or not result.texts:
+        return "", "error"
+    return result.texts[0], result.finish_reasons[0] if result.finish_reasons else "stop"
+
+
+# ---------------------------------------------------------------- solving under the contract
+
+
+@dataclass(frozen=True)
+class SolveItem:
+    key: str
+    template: str
+    variables: dict[str, Any]
+
+
+def solve(ctx: Ctx, items: Sequence[SolveItem], desc: str) -> list[tuple[Checked, str]]:
+    """Solve each item under the answer contract: (Checked, prompt version) per item, in order.
+
+    A response with a chain of thought but no parseable final answer gets one short follow-up
+    turn asking for the answer line (the answer-extraction step of zero-shot CoT): a weak teacher
+    can then still meet the contract while the parser stays strict.
+    """
+    prompts = [render(it.template, **it.variables) for it in items]
+    reqs = [request(it.key, p, replica_sampling(ctx.solve_sampling, it.key)) for it, p in zip(items, prompts, strict=True)]
+    texts = [text_of(r) for r in ctx.ask(reqs, desc)]
+    checked = [check_response(t, f) if f != "error" else Checked(reason="request_failed") for t, f in texts]
+    if ctx.elicit:
+        checked = _elicit_answers(ctx, reqs, [t for t, _ in texts], checked, desc)
+    return [(c, p.version) for c, p in zip(checked, prompts, strict=True)]
+
+
+def _elicit_answers(ctx: Ctx, reqs: list[Request], texts: list[str], checked: list[Checked], desc: str) -> list[Checked]:
+    todo = [i for i, c in enumerate(checked) if c.reason == "no_answer_line"]
+    ask = render("elicit", what="the final answer", form=f"{ANSWER_PREFIX} <final answer>")
+    followups = [follow_up(reqs[i], texts[i], ask) for i in todo]
+    out = list(checked)
+    for i, res in zip(todo, ctx.ask(followups, f"{desc}: answer line"), strict=True):
+        answer = answer_line(text_of(res)[0])
+        out[i] = with_answer(texts[i].strip(), answer, "elicited") if answer else Checked(reason="no_answer_line")
+    return out
+
+
+def follow_up(req: Request, response: str, ask: Prompt, max_tokens: int = 48) -> Request:
+    """A second turn after `response` asking for a missing final line (greedy, short)."""
+    messages = [*(req.messages or []), {"role": "assistant", "content": response}, *user(ask)]
+    return Request(key=f"{ask.version}/{req.key}", messages=messages,
+                   sampling=Sampling(temperature=0.0, max_tokens=max_tokens, seed=0))
+
+
+# ---------------------------------------------------------------- generated questions
+
+
+_LEAD_INS = re.compile(r"^\s*(?:\**\s*)?(?:restated problem|new problem|new exercise|corrected problem|"
+                       r"rewritten problem|problem|question|statement|exercise)\s*\**\s*[:：]\s*", re.I)
+
+
+def parse_question(text: str, finish_reason: str) -> tuple[str | None, str | None]:
+    """The problem a question-writing prompt produced: (problem, None) or (None, drop reason)."""
+    if finish_reason == "error":
+        return None, "request_failed"
+    if finish_reason == "length":
+        return None, "truncated"
+    q = text.strip()
+    while True:
+        stripped = _LEAD_INS.sub("", q, count=1).strip()
+        if stripped == q:
+            break
+        q = stripped
+    # A teacher that goes on to solve its own question: keep the question only.
+    q = re.split(r"\n\s*(?:\**\s*)?(?:solution|answer|step 1)\b", q, maxsplit=1, flags=re.I)[0].strip()
+    return (q, None) if q else (None, "empty")
+
+
+# Words of our own question-writing prompts: an evolved problem that repeats them copied the prompt.
+PROMPT_WORDS = ("original exercise", "new exercise", "inspiration:", "restated problem", "corrected problem",
+                "the reviewer", "self-contained, solvable", "without a solution", "the original problem",
+                "rewritten problem", "given problem")
+UNANSWERABLE = ("sorry", "cannot be determined", "can't be determined", "not enough information",
+                "insufficient information", "cannot be solved", "impossible to determine", "is not solvable",
+                "does not have a unique", "as an ai")
+
+
+def eliminate(parent: str, child: str) -> str | None:
+    """Why an evolved/rewritten problem fails (WizardLM's elimination rules), or None if it passes."""
+    words = child.split()
+    if len(child) < 15 or len(words) < 4:
+        return "degenerate"
+    if len(child) > 8 * len(parent) + 400 or _repetitive(words) or _repeated_lines(child):
+        return "degenerate"
+    if _norm(child) == _norm(parent) or difflib.SequenceMatcher(None, _norm(parent), _norm(child)).ratio() >= 0.95:
+        return "unchanged"
+    low = child.lower()
+    if any(w in low for w in PROMPT_WORDS):
+        return "copied_prompt"
+    return None
+
+
+def unanswerable(solution: str, answer: str | None) -> bool:
+    """The teacher's answer says the problem cannot be solved (an evolution that broke it)."""
+    low = solution.lower()
+    if normalize_words(answer) in ("undefined", "none", "n/a", "unknown", "cannotbedetermined", "nosolution"):
+        return True
+    return any(p in low for p in UNANSWERABLE) and len(solution.split()) < 150
+
+
+def normalize_words(text: str | None) -> str:
+    return re.sub(r"[^a-z/]", "", (text or "").lower())
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def _repetitive(words: list[str]) -> bool:
+    return len(words) >= 30 and len(set(words)) / len(words) < 0.25
+
+
+def _repeated_lines(text: str) -> bool:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return bool(lines) and Counter(lines).most_common(1)[0][1] >= 3
+
+
+def make_record(ctx: Ctx, parent: Record, problem: str, method: str, checked: Checked, version: str,
+                step: int | None = None, **meta: Any) -> Record:
+    """A synthetic record with lineage back to `parent` and what the method learned in meta['synth']."""
+    fields: dict[str, Any] = {"solution": checked.solution, "answer": checked.answer, "teacher": ctx.teacher_name,
+                              "prompt_version": version, "meta": {"synth": {"repair": checked.repair, **meta}}}
+    if step is not None:
+        fields["step"] = step
+    return derive(parent, problem=problem, method=method, stage=ctx.stage, **fields)

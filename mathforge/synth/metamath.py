@@ -1,0 +1,170 @@
+"""MetaMathQA-style augmentation (Yu et al., 2024): four sub-methods, one question each.
+
+- answer augmentation: the seed question, a fresh chain-of-thought solution;
+- rephrasing: the teacher rewrites the question (same answer), then solves it;
+- FOBAR: one number of the question becomes X, the known answer A is appended ("If we know the
+  answer to the above question is A, what is the value of the unknown variable X?"), the teacher
+  solves for X, whose true value is the masked number;
+- self-verification: with one number masked as X, the teacher restates question + answer as a
+  declarative statement; the statement plus "What is the value of the unknown variable X?" is solved.
+
+Backward questions are built deterministically (the masked number is chosen by a seeded RNG), so
+each row records its expected answer and whether the teacher's answer agrees.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mathforge.record import Record
+from mathforge.synth.common import (
+    Ctx,
+    SolveItem,
+    eliminate,
+    make_record,
+    parse_question,
+    render,
+    replica_sampling,
+    request,
+    solve,
+    text_of,
+)
+from mathforge.synth.contract import answers_agree, normalize_answer
+
+SUBMETHODS = ("answer_aug", "rephrase", "fobar", "self_verify")
+FOBAR_SUFFIX = "If we know the answer to the above question is {answer}, what is the value of the unknown variable X?"
+SV_SUFFIX = "What is the value of the unknown variable X?"
+# A maskable number stands alone: not part of a word, exponent, subscript, LaTeX command or decimal.
+_NUMBER = re.compile(r"(?<![\w.^_\\])\d+(?:\.\d+)?(?![\w]|\.\d)")
+
+
+@dataclass(frozen=True)
+class Masked:
+    question: str  # with the number replaced by X
+    value: str  # the number that was masked: the expected X
+    start: int
+
+
+def mask_number(problem: str, salt: str) -> Masked | None:
+    """Replace one number of `problem` by X (seeded choice among numbers that occur once), or None.
+
+    Numbers occurring more than once are skipped because masking one copy would leave the
+    question ambiguous; a problem already using X as a name is skipped too.
+    """
+    if re.search(r"\bX\b", problem):
+        return None
+    found = list(_NUMBER.finditer(problem))
+    counts = {m.group(): sum(o.group() == m.group() for o in found) for m in found}
+    candidates = [m for m in found if counts[m.group()] == 1]
+    if not candidates:
+        return None
+    m = random.Random(salt).choice(candidates)
+    return Masked(problem[: m.start()] + "X" + problem[m.end() :], m.group(), m.start())
+
+
+def fobar_question(problem: str, answer: str, salt: str) -> tuple[str, str] | None:
+    """(FOBAR question, expected X) for a seed with a known answer, or None if nothing can be masked."""
+    masked = mask_number(problem, salt)
+    if masked is None:
+        return None
+    return f"{masked.question.rstrip()} {FOBAR_SUFFIX.format(answer=answer)}", masked.value
+
+
+def parse_statement(text: str, finish_reason: str, answer: str) -> tuple[str | None, str | None]:
+    """A self-verification statement, checked: it keeps X and states the known answer."""
+    statement, reason = parse_question(text, finish_reason)
+    if statement is None:
+        return None, reason
+    if not re.search(r"\bX\b", statement):
+        return None, "no_unknown"
+    if normalize_answer(answer) not in normalize_answer(statement):
+        return None, "answer_missing"
+    if statement.rstrip().endswith("?"):
+        return None, "not_declarative"
+    return f"{statement.rstrip()} {SV_SUFFIX}", None
+
+
+def run(ctx: Ctx, sub: str, units: Sequence[tuple[Record, int]]) -> list[Record]:
+    """Run sub-method `sub` on (seed, replica) units; returns the kept records, counts the drops."""
+    return {"answer_aug": _answer_aug, "rephrase": _rephrase, "fobar": _fobar, "self_verify": _self_verify}[sub](ctx, units)
+
+
+def _key(ctx: Ctx, sub: str, seed: Record, replica: int) -> str:
+    return f"{ctx.stage}/metamath/{sub}/{seed.id}/{replica}"
+
+
+def _solve_and_keep(ctx: Ctx, sub: str, jobs: list[tuple[Record, str, str, str | None]], template: str) -> list[Record]:
+    """jobs: (seed, key, question, expected answer); solve each and keep what meets the contract."""
+    items = [SolveItem(key, template, {"problem": q, "fewshot": ctx.examples(seed.id, key)}) for seed, key, q, _ in jobs]
+    kept = []
+    for (seed, _, question, expected), (checked, version) in zip(jobs, solve(ctx, items, f"metamath/{sub}"), strict=True):
+        if not checked.ok:
+            ctx.meter.dropped[checked.reason] += 1
+            continue
+        if checked.repair:
+            ctx.meter.repaired[checked.repair] += 1
+        kept.append(_record(ctx, seed, question, sub, checked, version, expected))
+    ctx.meter.kept += len(kept)
+    return kept
+
+
+def _record(ctx: Ctx, seed: Record, question: str, sub: str, checked, version: str, expected: str | None) -> Record:
+    return make_record(ctx, seed, question, f"metamath/{sub}", checked, version, step=1,
+                       expected=expected, agrees=answers_agree(checked.answer, expected))
+
+
+def _answer_aug(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
+    jobs = [(s, _key(ctx, "answer_aug", s, r), s.problem, s.answer) for s, r in units]
+    return _solve_and_keep(ctx, "answer_aug", jobs, "metamath_answer")
+
+
+def _rephrase(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
+    keys = [_key(ctx, "rephrase", s, r) for s, r in units]
+    prompts = [render("metamath_rephrase", problem=s.problem) for s, _ in units]
+    reqs = [request(k, p, replica_sampling(ctx.question_sampling, k)) for k, p in zip(keys, prompts, strict=True)]
+    jobs = []
+    for (seed, _), key, res in zip(units, keys, ctx.ask(reqs, "metamath/rephrase: rewrite"), strict=True):
+        question, reason = parse_question(*text_of(res))
+        reason = reason or eliminate(seed.problem, question)
+        if reason:
+            ctx.meter.dropped[f"rephrase_{reason}"] += 1
+            continue
+        jobs.append((seed, f"{key}/solve", question, seed.answer))
+    return _solve_and_keep(ctx, "rephrase", jobs, "solve")
+
+
+def _fobar(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
+    jobs = []
+    for seed, replica in units:
+        key = _key(ctx, "fobar", seed, replica)
+        built = fobar_question(seed.problem, seed.answer, key) if seed.answer else None
+        if built is None:
+            ctx.meter.dropped["no_answer" if not seed.answer else "no_maskable_number"] += 1
+            continue
+        jobs.append((seed, key, built[0], built[1]))
+    return _solve_and_keep(ctx, "fobar", jobs, "metamath_fobar")
+
+
+def _self_verify(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
+    staged = []
+    for seed, replica in units:
+        key = _key(ctx, "self_verify", seed, replica)
+        masked = mask_number(seed.problem, key) if seed.answer else None
+        if masked is None:
+            ctx.meter.dropped["no_answer" if not seed.answer else "no_maskable_number"] += 1
+            continue
+        staged.append((seed, key, masked))
+    prompts = [render("metamath_self_verify", problem=m.question, answer=s.answer) for s, _, m in staged]
+    reqs = [request(k, p, replica_sampling(ctx.question_sampling, k)) for (_, k, _), p in zip(staged, prompts, strict=True)]
+    jobs = []
+    for (seed, key, masked), res in zip(staged, ctx.ask(reqs, "metamath/self_verify: statement"), strict=True):
+        statement, reason = parse_statement(*text_of(res), seed.answer)
+        if reason:
+            ctx.meter.dropped[f"statement_{reason}"] += 1
+            continue
+        jobs.append((seed, f"{key}/solve", statement, masked.value))
+    return _solve_and_keep(ctx, "self_verify", jobs, "solve")
+

@@ -1,0 +1,126 @@
+"""Xwin-style question generation with self-correction (Li et al., 2024).
+
+The teacher writes a refined/new problem from a seed, then checks it step by step for logical and
+mathematical consistency ("Verdict: sound|flawed"); a flawed problem is revised using the check's
+own critique and checked again, for at most `max_rounds` revisions. A problem still flawed after
+that is dropped; a sound one is solved. The row keeps every version and verdict in meta['synth'].
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mathforge.record import Record
+from mathforge.synth.common import (
+    Ctx,
+    SolveItem,
+    eliminate,
+    follow_up,
+    make_record,
+    parse_question,
+    render,
+    replica_sampling,
+    request,
+    solve,
+    text_of,
+)
+
+_VERDICT = re.compile(r"verdict\s*[:：]?\s*\**\s*(sound|flawed)", re.I)
+
+
+@dataclass
+class Draft:
+    seed: Record
+    key: str
+    problem: str
+    version: str
+    history: list[dict[str, str]] = field(default_factory=list)
+
+
+def parse_verdict(text: str) -> str | None:
+    """'sound' or 'flawed' from the last "Verdict:" line of a check, or None when there is none."""
+    found = _VERDICT.findall(text or "")
+    return found[-1].lower() if found else None
+
+
+def run(ctx: Ctx, units: Sequence[tuple[Record, int]], max_rounds: int = 2) -> list[Record]:
+    """Generate, verify (and revise up to `max_rounds` times), then solve; returns kept rows."""
+    drafts = _generate(ctx, units)
+    sound: list[Draft] = []
+    for rnd in range(max_rounds + 1):
+        if not drafts:
+            break
+        verdicts = _verify(ctx, drafts, rnd)
+        sound += [d for d, (v, _) in zip(drafts, verdicts, strict=True) if v == "sound"]
+        flawed = [(d, critique) for d, (v, critique) in zip(drafts, verdicts, strict=True) if v != "sound"]
+        if rnd == max_rounds:
+            ctx.meter.dropped["xwin_still_flawed"] += len(flawed)
+            break
+        drafts = _revise(ctx, flawed, rnd + 1)
+    return _solve(ctx, sound)
+
+
+def _generate(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Draft]:
+    keys = [f"{ctx.stage}/xwin/{s.id}/{r}" for s, r in units]
+    prompts = [render("xwin_generate", problem=s.problem) for s, _ in units]
+    reqs = [request(k, p, replica_sampling(ctx.question_sampling, k)) for k, p in zip(keys, prompts, strict=True)]
+    drafts = []
+    for (seed, _), key, prompt, res in zip(units, keys, prompts, ctx.ask(reqs, "xwin: generate"), strict=True):
+        problem, reason = parse_question(*text_of(res))
+        reason = reason or eliminate(seed.problem, problem)
+        if reason:
+            ctx.meter.dropped[f"xwin_{reason}"] += 1
+            continue
+        drafts.append(Draft(seed, key, problem, prompt.version))
+    return drafts
+
+
+def _verify(ctx: Ctx, drafts: list[Draft], rnd: int) -> list[tuple[str | None, str]]:
+    """(verdict, critique) per draft; a check with no verdict line is asked for it once."""
+    prompts = [render("xwin_verify", problem=d.problem) for d in drafts]
+    reqs = [request(f"{d.key}/verify{rnd}", p, replica_sampling(ctx.question_sampling, d.key, str(rnd)))
+            for d, p in zip(drafts, prompts, strict=True)]
+    checks = [text_of(r)[0] for r in ctx.ask(reqs, f"xwin: verify {rnd}")]
+    verdicts = [parse_verdict(c) for c in checks]
+    missing = [i for i, v in enumerate(verdicts) if v is None and checks[i].strip()]
+    ask = render("elicit", what="your conclusion", form="Verdict: sound   (or)   Verdict: flawed")
+    for i, res in zip(missing, ctx.ask([follow_up(reqs[i], checks[i], ask) for i in missing], "xwin: verdict"), strict=True):
+        verdicts[i] = parse_verdict(text_of(res)[0])
+    for d, v, c in zip(drafts, verdicts, checks, strict=True):
+        d.history.append({"problem": d.problem, "verdict": v or "none", "check": c.strip()})
+    return [(v, c) for v, c in zip(verdicts, checks, strict=True)]
+
+
+def _revise(ctx: Ctx, flawed: list[tuple[Draft, str]], rnd: int) -> list[Draft]:
+    prompts = [render("xwin_revise", problem=d.problem, critique=c.strip() or "The problem is not well posed.")
+               for d, c in flawed]
+    reqs = [request(f"{d.key}/revise{rnd}", p, replica_sampling(ctx.question_sampling, d.key, f"r{rnd}"))
+            for (d, _), p in zip(flawed, prompts, strict=True)]
+    out = []
+    for (d, _), res in zip(flawed, ctx.ask(reqs, f"xwin: revise {rnd}"), strict=True):
+        problem, reason = parse_question(*text_of(res))
+        reason = reason or eliminate(d.seed.problem, problem)
+        if reason:
+            ctx.meter.dropped[f"xwin_revise_{reason}"] += 1
+            continue
+        d.problem = problem
+        out.append(d)
+    return out
+
+
+def _solve(ctx: Ctx, sound: list[Draft]) -> list[Record]:
+    items = [SolveItem(f"{d.key}/solve", "solve", {"problem": d.problem, "fewshot": ctx.examples(d.seed.id, d.key)})
+             for d in sound]
+    kept = []
+    for d, (checked, _) in zip(sound, solve(ctx, items, "xwin: solve"), strict=True):
+        if not checked.ok:
+            ctx.meter.dropped[checked.reason] += 1
+            continue
+        if checked.repair:
+            ctx.meter.repaired[checked.repair] += 1
+        kept.append(make_record(ctx, d.seed, d.problem, "xwin", checked, d.version, step=1,
+                                revisions=len(d.history) - 1, history=d.history))
+    ctx.meter.kept += len(kept)
+    return kept

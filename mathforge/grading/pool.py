@@ -97,8 +97,13 @@ class GradingPool:
         for w in self._workers:
             if w.ready and w.job is None and todo:
                 i = todo.popleft()
+                try:
+                    w.send_conn.send((i, str(pairs[i][0]), str(pairs[i][1])))
+                except OSError:  # the worker died while idle: retry the item on a fresh one
+                    todo.appendleft(i)
+                    self._replace(w)
+                    continue
                 w.job, w.deadline = i, time.monotonic() + self.timeout_s
-                w.send_conn.send((i, str(pairs[i][0]), str(pairs[i][1])))
 
     def _collect(self, w: _Worker, results: list[Verdict | None]) -> None:
         try:
@@ -128,4 +133,9 @@ class GradingPool:
     def _replace(self, w: _Worker) -> None:
         w.kill()
         self._workers[self._workers.index(w)] = _Worker()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the current workers (for monitoring and fault-injection tests)."""
+        return [w.proc.pid for w in self._workers]
 

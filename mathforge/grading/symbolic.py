@@ -30,6 +30,9 @@ _AFTERTHOUGHT = re.compile(
     r"[,;]?\s+(?:but|which|because|since|assuming|where|given|if|so|as|although|though)\b", re.IGNORECASE
 )
 _SENTENCE_END = re.compile(r"(?<![\d\\])\.(?:\s|$)")
+# A number followed only by words is a quantity with its unit: "70000 dollars", "12 cm per hour".
+# One-letter words are kept, since "2 x" may be an expression.
+_NUMBER_WITH_UNIT = re.compile(r"(\$?[-+]?\d[\d,]*(?:\.\d+)?)\s+(?:[A-Za-z]{2,}\s*)+")
 _MAX_CANDIDATE = 1000  # longer "answers" are prose; parsing them only costs time
 
 
@@ -73,7 +76,8 @@ def _clean(text: str) -> str | None:
     text = text.strip().rstrip(".").strip()
     if len(text) >= 2 and text[0] == "$" and text[-1] == "$":
         text = text.strip("$").strip()
-    return text or None
+    unit = _NUMBER_WITH_UNIT.fullmatch(text)
+    return (unit.group(1) if unit else text) or None
 
 
 # ---------------------------------------------------------------- comparison

@@ -14,13 +14,19 @@ import time
 
 
 class TokenBucket:
-    """An async token bucket refilled at `per_minute / 60` per second, holding at most `per_minute`."""
+    """An async token bucket for a per-minute limit.
 
-    def __init__(self, per_minute: float):
+    It holds at most `burst_s` seconds of budget: providers enforce per-minute limits over shorter
+    windows (60,000 RPM may mean 1,000 per second), so a full minute's burst would draw 429s. A cost
+    larger than the bucket is taken once the bucket is full and leaves a debt that later callers
+    wait out, so the long-run rate holds for any mix of request sizes.
+    """
+
+    def __init__(self, per_minute: float, burst_s: float = 1.0):
         if per_minute <= 0:
             raise ValueError(f"a rate limit must be > 0 per minute, got {per_minute}")
-        self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
         self.level = self.capacity
         self.stamp = time.monotonic()
         self.lock = asyncio.Lock()
@@ -31,12 +37,12 @@ class TokenBucket:
         self.stamp = now
 
     async def acquire(self, amount: float) -> None:
-        """Wait until `amount` is available and take it; more than the capacity waits for a full bucket."""
-        amount = min(amount, self.capacity)
+        """Wait until `amount` (or a full bucket, for big costs) is available, then take `amount`."""
+        need = min(amount, self.capacity)
         async with self.lock:  # first come, first served: waiters queue on the lock
             self._refill()
-            while self.level < amount:
-                await asyncio.sleep((amount - self.level) / self.rate)
+            while self.level < need:
+                await asyncio.sleep((need - self.level) / self.rate)
                 self._refill()
             self.level -= amount
 

@@ -44,6 +44,8 @@ class MockServer:
         self.answered: Counter = Counter()  # request fingerprint -> successful answers delivered
         self.faults: Counter = Counter()  # fault kind -> times injected
         self.abandoned = 0
+        self.inflight = 0
+        self.max_inflight = 0
         self.auth: set[str] = set()
         self.hold_after: int | None = None
         self.released = asyncio.Event()
@@ -73,6 +75,7 @@ class MockServer:
             "faults": dict(self.faults),
             "abandoned": self.abandoned,
             "holding": self.holding,
+            "max_inflight": self.max_inflight,
         }
 
     async def control(self, request: web.Request) -> web.Response:
@@ -86,6 +89,14 @@ class MockServer:
         return web.json_response(self.snapshot())
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            return await self._complete(request)
+        finally:
+            self.inflight -= 1
+
+    async def _complete(self, request: web.Request) -> web.StreamResponse:
         self.received += 1
         self.auth.add(request.headers.get("Authorization", ""))
         body = await request.json()
@@ -153,17 +164,21 @@ class MockServer:
             loop.run_until_complete(site.start())
             self.port = site._server.sockets[0].getsockname()[1]
             self.loop = loop
+            self._runner = runner
             ready.set()
             loop.run_forever()
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
 
         threading.Thread(target=serve, daemon=True).start()
         if not ready.wait(10):
             raise RuntimeError("mock server did not start")
         return f"http://{host}:{self.port}/v1"
 
-    def call_soon(self, fn: Any, *args: Any) -> None:
-        """Run `fn(*args)` on the server's loop (state changes from the test thread)."""
-        self.loop.call_soon_threadsafe(fn, *args)
+    def stop(self) -> None:
+        """Stop a server started with `start_in_thread` (held requests are released first)."""
+        self.loop.call_soon_threadsafe(self.released.set)
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def _prompt_text(body: dict[str, Any], chat: bool) -> str:

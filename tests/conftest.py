@@ -1,0 +1,87 @@
+"""Shared fixtures: the shared data dir, a real llama.cpp OpenAI-compatible server (started once per
+session), and a scripted fault-injection server (one per test, so its counts are the test's own)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return DATA
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory) -> str:
+    """Base URL (`http://127.0.0.1:PORT/v1`) of `python -m llama_cpp.server` with the SmolLM2 GGUF."""
+    pytest.importorskip("llama_cpp.server")
+    from mathforge.models import smollm2_gguf
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama_server") / "server.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(smollm2_gguf()),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--model_alias",
+        "smollm2",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_ready(f"{url}/models", proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path, limit_s: float = 120) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama.cpp server exited ({proc.returncode}):\n{log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"llama.cpp server not ready after {limit_s}s:\n{log.read_text()[-2000:]}")
+
+
+@pytest.fixture
+def mock_server():
+    """A fresh scripted OpenAI-compatible server; yields the MockServer (its `.url` is the base URL)."""
+    from mathforge.engine.mockserver import MockServer
+
+    server = MockServer(latency=0.005, slow_s=5.0, retry_after=0.3)
+    server.url = server.start_in_thread()
+    yield server
+    server.stop()

@@ -1,0 +1,293 @@
+"""The generation engine against real local engines (llama.cpp in-process and its OpenAI-compatible
+server) and against a scripted server that injects faults."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+import pytest
+
+from mathforge.engine import Engine, EngineConfig, Request, Sampling
+from mathforge.engine.backends import vllm_sampling_kwargs
+from mathforge.engine.cache import cache_key
+from mathforge.engine.limits import TokenBucket, backoff_delay, parse_retry_after
+from mathforge.engine.types import Call
+
+GREEDY = Sampling(temperature=0, max_tokens=24)
+QUESTIONS = ["What is 2 + 3?", "Name a prime number larger than 10.", "What is half of 18?"]
+
+
+def chat(key: str, text: str, sampling: Sampling = GREEDY) -> Request:
+    return Request(key=key, messages=[{"role": "user", "content": text}], sampling=sampling)
+
+
+def mock_cfg(server, **kw) -> EngineConfig:
+    base = dict(
+        backend="openai",
+        model="mock",
+        base_url=server.url,
+        timeout_s=1.0,
+        max_retries=3,
+        backoff_base_s=0.02,
+        progress=False,
+        concurrency=8,
+    )
+    return EngineConfig(**{**base, **kw})
+
+
+def cache_rows(path) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+
+# -- real engines -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama_engine_results(tmp_path_factory):
+    """In-process llama.cpp: chat and raw requests, n samples, a duplicate; run twice on one cache."""
+    cache = tmp_path_factory.mktemp("llama") / "cache.sqlite"
+    reqs = [chat(f"q{i}", q) for i, q in enumerate(QUESTIONS)]
+    reqs.append(chat("dup", QUESTIONS[0]))  # same content as q0: sent once
+    reqs.append(Request(key="raw", prompt="Question: What is 4 + 4?\nAnswer:", sampling=GREEDY))
+    reqs.append(chat("sampled", QUESTIONS[1], Sampling(temperature=0.9, max_tokens=16, n=3, seed=7)))
+    with Engine(EngineConfig(backend="llama", model="smollm2", progress=False), cache_path=cache) as engine:
+        first = engine.run(reqs, desc="llama")
+        stats1 = engine.stats()
+        second = engine.run(reqs, desc="llama again")
+        stats2 = engine.stats()
+    return reqs, first, second, stats1, stats2, cache
+
+
+def test_llama_in_process_answers_every_request_in_order(llama_engine_results):
+    reqs, first, _, stats1, _, cache = llama_engine_results
+    assert [r.key for r in first] == [r.key for r in reqs]
+    for res in first:
+        assert res.error is None, res
+        assert all(t.strip() for t in res.texts)
+        assert res.prompt_tokens > 0 and res.completion_tokens > 0
+    assert "5" in first[0].texts[0]  # SmolLM2 gets 2 + 3 right greedily
+    assert first[0].texts == first[3].texts  # greedy and deduplicated
+    assert len(first[5].texts) == 3 and len(set(first[5].texts)) > 1  # seeds seed+i differ
+    # 3 questions + raw + 3 samples; the duplicate costs nothing
+    assert stats1["calls"] == 7 and cache_rows(cache) == 7
+    assert stats1["failures"] == {}
+
+
+def test_llama_rerun_is_served_from_cache(llama_engine_results):
+    _, first, second, stats1, stats2, _ = llama_engine_results
+    assert [r.texts for r in first] == [r.texts for r in second]
+    assert all(r.cached for r in second)
+    assert stats2["calls"] == stats1["calls"]  # zero new backend calls
+
+
+def test_openai_backend_against_real_llama_server(llama_server, llama_engine_results, tmp_path):
+    reqs, *_ = llama_engine_results
+    cfg = EngineConfig(
+        backend="openai",
+        model="smollm2",
+        base_url=llama_server,
+        concurrency=2,
+        timeout_s=60,
+        progress=False,
+        prices={"smollm2": (1.0, 2.0)},
+    )
+    greedy = [r for r in reqs if r.sampling.temperature == 0]
+    with Engine(cfg, cache_path=tmp_path / "c.sqlite") as engine:
+        results = engine.run(greedy, desc="llama server")
+        stats = engine.stats()
+    assert [r.key for r in results] == [r.key for r in greedy]
+    for got in results:
+        assert got.error is None and got.texts[0].strip() and got.finish_reasons[0] in ("stop", "length")
+    assert "5" in results[0].texts[0]  # (threads and batch sizes differ from in-process: no exact match)
+    assert stats["prompt_tokens"] > 0 and stats["completion_tokens"] > 0
+    expected = (stats["prompt_tokens"] * 1.0 + stats["completion_tokens"] * 2.0) / 1e6
+    assert stats["cost_usd"] == pytest.approx(expected)
+
+
+# -- faults -----------------------------------------------------------------------------------------
+
+# (directive, final error kind or None when a retry recovers, retry kinds counted)
+FAULTS = [
+    ("429x2", None, {"rate_limit": 2}),
+    ("500", None, {"server_error": 1}),
+    ("500x4", "server_error", {"server_error": 3}),  # 4 attempts, all fail
+    ("slow", None, {"timeout": 1}),
+    ("drop", None, {"connection": 1}),
+    ("malformed", None, {"malformed": 1}),
+    ("nochoices", None, {"malformed": 1}),
+    ("empty", "empty", {}),
+    ("400", "bad_request", {}),
+]
+
+
+@pytest.mark.timeout(60)
+def test_faults_are_retried_classified_and_counted(mock_server, tmp_path):
+    reqs = [chat(f"f{i}", f"question {i} [[fault:{d}]]") for i, (d, _, _) in enumerate(FAULTS)]
+    reqs += [chat(f"ok{i}", f"plain question {i}") for i in range(20)]
+    start = time.monotonic()
+    with Engine(mock_cfg(mock_server), cache_path=tmp_path / "c.sqlite") as engine:
+        results = engine.run(reqs)
+        stats = engine.stats()
+    elapsed = time.monotonic() - start
+    expected_failures: dict[str, int] = {}
+    expected_retries: dict[str, int] = {}
+    for (directive, kind, retries), res in zip(FAULTS, results, strict=False):
+        if kind is None:
+            assert res.error is None and res.texts[0].startswith("Reply"), (directive, res)
+        else:
+            assert res.error and res.error.startswith(kind), (directive, res)
+            expected_failures[kind] = expected_failures.get(kind, 0) + 1
+        for k, v in retries.items():
+            expected_retries[k] = expected_retries.get(k, 0) + v
+    assert all(r.error is None for r in results[len(FAULTS) :])
+    assert stats["failures"] == expected_failures
+    assert stats["retries"] == expected_retries
+    assert elapsed >= 2 * 0.3  # the two Retry-After waits were honoured
+    assert elapsed < 20  # and nothing hung: the slow response was cut at the 1 s timeout
+    # only successes are cached, so a rerun retries the failures and nothing else
+    assert cache_rows(tmp_path / "c.sqlite") == len(reqs) - 2  # "empty" is a paid answer, cached
+    with Engine(mock_cfg(mock_server), cache_path=tmp_path / "c.sqlite") as engine:
+        engine.run(reqs)
+        assert engine.stats()["calls"] == 2  # 500x4 (now past its faults) and the 400
+
+
+@pytest.mark.timeout(30)
+def test_timeout_without_retries_fails_fast(mock_server):
+    cfg = mock_cfg(mock_server, timeout_s=0.5, max_retries=0)
+    start = time.monotonic()
+    with Engine(cfg) as engine:
+        (res,) = engine.run([chat("s", "x [[fault:slowx5]]")])
+        assert engine.stats()["failures"] == {"timeout": 1}
+    assert res.error.startswith("timeout") and res.finish_reasons == ["error"] and res.texts == [""]
+    assert time.monotonic() - start < 5
+
+
+def test_concurrency_is_bounded(mock_server):
+    mock_server.latency = 0.05
+    with Engine(mock_cfg(mock_server, concurrency=4)) as engine:
+        results = engine.run([chat(f"c{i}", f"q{i}") for i in range(24)])
+    assert all(r.ok for r in results)
+    assert mock_server.snapshot()["max_inflight"] == 4
+
+
+def test_requests_per_minute_limit(mock_server):
+    # 240 rpm = 4/s with a 1 s burst: 4 at once, then one every 0.25 s
+    start = time.monotonic()
+    with Engine(mock_cfg(mock_server, rpm=240)) as engine:
+        engine.run([chat(f"r{i}", f"q{i}") for i in range(10)])
+    assert 1.3 <= time.monotonic() - start < 4
+
+
+def test_samples_are_separate_cache_entries(mock_server, tmp_path):
+    path = tmp_path / "c.sqlite"
+    with Engine(mock_cfg(mock_server), cache_path=path) as engine:
+        (three,) = engine.run([chat("a", "q", Sampling(n=3, seed=1))])
+        (four,) = engine.run([chat("a", "q", Sampling(n=4, seed=1))])
+        assert engine.stats()["calls"] == 4  # the 4th sample only
+    assert len(set(three.texts)) == 3 and four.texts[:3] == three.texts
+    assert cache_rows(path) == 4
+
+
+def test_raw_prompt_uses_the_completions_endpoint(mock_server):
+    with Engine(mock_cfg(mock_server)) as engine:
+        (res,) = engine.run([Request(key="p", prompt="### Instruction:\nAdd 1 and 1.\n\n### Response:")])
+    assert res.ok and "### Response:" in res.texts[0]
+
+
+# -- pieces -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        ({"retry-after": "3"}, 3.0),
+        ({"retry-after": "0.5"}, 0.5),
+        ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(headers, expected):
+    assert parse_retry_after(headers) == expected
+
+
+def test_backoff_is_jittered_capped_and_honours_retry_after():
+    delays = [backoff_delay(4, base=1.0, cap=10.0) for _ in range(200)]
+    assert all(0 <= d <= 10 for d in delays) and len(set(delays)) > 100
+    assert all(backoff_delay(0, 1.0, 60.0, retry_after=5.0) >= 5.0 for _ in range(20))
+    assert backoff_delay(0, 1.0, 60.0, retry_after=600.0) == 60.0
+
+
+def test_token_bucket_keeps_the_long_run_rate_for_any_cost():
+    async def take() -> float:
+        bucket = TokenBucket(per_minute=600, burst_s=0.1)  # 10/s, holds 1
+        start = time.monotonic()
+        await bucket.acquire(1)  # immediate
+        await bucket.acquire(3)  # waits 0.1 s for a full bucket, then owes 2
+        await bucket.acquire(1)  # waits out the debt: 0.3 s
+        return time.monotonic() - start
+
+    assert 0.37 <= asyncio.run(take()) < 1.0
+
+
+def test_cache_key_covers_everything_that_changes_a_response():
+    base = dict(
+        backend="openai",
+        model="m",
+        payload={"messages": [{"role": "user", "content": "x"}]},
+        sampling=Sampling(temperature=0.7),
+        sample=0,
+    )
+    key = cache_key(**base)
+    variants = [
+        {"backend": "llama"},
+        {"model": "m2"},
+        {"payload": {"messages": [{"role": "user", "content": "y"}]}},
+        {"payload": {"prompt": "x"}},
+        {"sampling": Sampling(temperature=0.8)},
+        {"sampling": Sampling(temperature=0.7, max_tokens=100)},
+        {"sampling": Sampling(temperature=0.7, stop=("\n",))},
+        {"sampling": Sampling(temperature=0.7, seed=1)},
+        {"sample": 1},
+    ]
+    keys = {cache_key(**{**base, **v}) for v in variants}
+    assert key not in keys and len(keys) == len(variants)
+    assert cache_key(**{**base, "sampling": Sampling(temperature=0.7, n=5)}) == key  # n is not the sample
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(key="k"), "exactly one of messages or prompt"),
+        (dict(key="k", prompt="p", messages=[{"role": "user", "content": "c"}]), "exactly one"),
+        (dict(key="k", messages=[{"role": "user"}]), "message 0"),
+    ],
+)
+def test_bad_requests_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Request(**kwargs)
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="unknown backend"):
+        EngineConfig(backend="gpt")
+    with pytest.raises(ValueError, match="prices"):
+        EngineConfig(prices={"m": (1.0,)})
+
+
+def test_vllm_backend_without_vllm_says_how_to_install():
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"mathforge\[gpu\]"):
+            Engine(EngineConfig(backend="vllm", model="x"))
+    call = Call("k", None, "p", Sampling(temperature=0.5, max_tokens=9, seed=3, stop=("###",)), 2)
+    assert vllm_sampling_kwargs(call) == dict(
+        n=1, temperature=0.5, top_p=1.0, max_tokens=9, seed=5, stop=["###"]
+    )

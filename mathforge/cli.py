@@ -143,5 +143,162 @@ def generate(
     )
 
 
+# --- training (issue 6) ---
+
+
+@app.command()
+def train(
+    recipe: Path = typer.Argument(..., help="training recipe YAML (recipes/train_offline.yaml, recipes/train_paper.yaml)"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory (rerun the same command to resume)"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. micro_batch=8 student.model=smollm2"),
+) -> None:
+    """Fine-tune a student through the recipe's SFT stages (stage 2 starts from stage 1's weights)."""
+    from mathforge.config import ConfigError, load_config
+    from mathforge.train.config import TrainConfig
+    from mathforge.train.sft import train as run_training
+
+    try:
+        cfg = load_config(TrainConfig, recipe, overrides or [])
+        results = run_training(cfg, out)
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    table = Table(title=f"SFT stages -> {out / 'model'}")
+    for column in ("stage", "samples", "dropped", "steps", "train loss", "seconds"):
+        table.add_column(column)
+    for name, stats in results.items():
+        table.add_row(name, str(stats.get("samples")), str(stats.get("dropped")), str(stats.get("steps")),
+                      f"{stats.get('train_loss', float('nan')):.4f}", str(stats.get("seconds")))
+    Console().print(table)
+
+
+# --- evaluation and grading (issue 4) ---
+
+
+@app.command()
+def grade(
+    file: Path = typer.Argument(..., help="rows with an id, a response and a gold answer (or a solution holding it)"),
+    out: Path = typer.Option(..., "--out", "-o", help="per-row verdicts (.jsonl)"),
+    kind: str = typer.Option("math", "--kind", help="answer comparison: math (LaTeX) or gsm8k (numbers)"),
+    graders: str = typer.Option("strict,symbolic", "--graders", help="comma-separated: strict, symbolic, metamath"),
+    id_field: str = typer.Option("id", "--id-field"),
+    response_field: str = typer.Option("response", "--response-field"),
+    gold_field: str = typer.Option("answer", "--gold-field", help="gold answer field (falls back to 'gold')"),
+    solution_field: str = typer.Option("solution", "--solution-field", help="used when the gold field is absent"),
+    timeout: float = typer.Option(5.0, "--timeout", help="seconds per symbolic verdict"),
+    workers: int = typer.Option(None, "--workers", help="symbolic grading processes (default: all cores)"),
+) -> None:
+    """Grade responses with every grader side by side: verdicts, accuracies, and the rows they disagree on."""
+    from mathforge.eval.grade_file import grade_file
+
+    try:
+        names = tuple(g.strip() for g in graders.split(",") if g.strip())
+        summary = grade_file(file, out, kind=kind, graders=names, fields=(id_field, response_field, gold_field,
+                             solution_field), timeout_s=timeout, workers=workers)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    _print_accuracy(f"{summary['n']} rows -> {out}", summary["accuracy"])
+    _print_disagreements(summary["disagreements"], names)
+
+
+@app.command("eval")
+def eval_(
+    out: Path = typer.Option(..., "--out", "-o", help="output directory (rerun the same command to resume)"),
+    backend: str = typer.Option("llama", "--backend", help="llama, hf, openai or vllm"),
+    model: str = typer.Option("smollm2", "--model", help="GGUF path or 'smollm2', checkpoint dir, or served model"),
+    benchmark: str = typer.Option("gsm8k", "--benchmark", "-b", help="gsm8k, math, math500, or a file/source spec"),
+    kind: str = typer.Option(None, "--kind", help="answer comparison for a file benchmark: math or gsm8k"),
+    data_dir: Path = typer.Option(None, "--data-dir", help="folder with gsm8k/ and math/ (default $MATHFORGE_DATA or ./data)"),
+    limit: int = typer.Option(None, "--limit", help="evaluate a fixed random subset of this many items"),
+    seed: int = typer.Option(0, "--seed", help="subset seed"),
+    prompt_style: str = typer.Option("alpaca", "--prompt-style", help="alpaca (the SFT prompt), plain, or chat"),
+    max_tokens: int = typer.Option(2048, "--max-tokens", help="maximum response length"),
+    graders: str = typer.Option("strict,symbolic", "--graders", help="comma-separated: strict, symbolic, metamath"),
+    suite: str = typer.Option("standard", "--suite", help="standard, robustness (Table 7) or bilingual (Table 6)"),
+    base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (backend openai)"),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env"),
+    concurrency: int = typer.Option(16, "--concurrency", "-c"),
+    batch_size: int = typer.Option(8, "--batch-size", help="generation batch (hf, vllm)"),
+    teacher_backend: str = typer.Option("llama", "--teacher-backend", help="writes distractors / translations"),
+    teacher_model: str = typer.Option("smollm2", "--teacher-model"),
+    teacher_base_url: str = typer.Option(None, "--teacher-base-url"),
+    max_distractors: int = typer.Option(5, "--max-distractors"),
+    check: bool = typer.Option(True, "--check/--no-check", help="teacher check that each distractor keeps the answer"),
+    language: str = typer.Option("Chinese", "--language", help="bilingual suite: target language"),
+    translations: Path = typer.Option(None, "--translations", help="bilingual suite: file of {id, problem} translations"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Evaluate a model: greedy, the SFT prompt, strict and symbolic graders, level and subject tables."""
+    from mathforge.engine import Engine, EngineConfig
+    from mathforge.eval import EvalConfig, evaluate, load_benchmark, subset
+    from mathforge.eval.bilingual import evaluate_bilingual, load_translations, translate
+    from mathforge.eval.robustness import evaluate_robustness
+    from mathforge.io import write_json
+
+    if suite not in ("standard", "robustness", "bilingual"):
+        fail(f"unknown suite '{suite}' (standard, robustness, bilingual)")
+    try:
+        cfg = EvalConfig(prompt_style=prompt_style, max_tokens=max_tokens,
+                         graders=tuple(g.strip() for g in graders.split(",") if g.strip()))
+        bench, records = load_benchmark(benchmark, kind, data_dir)
+        records = subset(records, limit, seed)
+        student_cfg = EngineConfig(backend=backend, model=model, base_url=base_url, api_key_env=api_key_env,
+                                   concurrency=concurrency, batch_size=batch_size, progress=progress)
+        teacher_cfg = EngineConfig(backend=teacher_backend, model=teacher_model, base_url=teacher_base_url,
+                                   api_key_env=api_key_env, concurrency=concurrency, progress=progress)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    meta = {"model": model, "backend": backend, "benchmark_arg": benchmark, "limit": limit, "seed": seed,
+            "items_in_benchmark": len(records) if not limit else None}
+    write_json(out / "eval_args.json", {**meta, "suite": suite, "prompt_style": prompt_style,
+                                        "max_tokens": max_tokens, "graders": cfg.graders})
+    with Engine(student_cfg, cache_path=out / "cache.sqlite") as student:
+        if suite == "standard":
+            summary = evaluate(records, bench, student, cfg, out, meta)
+            _print_accuracy(f"{bench.name}: {summary['n']} items -> {out}/summary.md", summary["accuracy"])
+            _print_disagreements(summary["disagreements"], cfg.graders)
+            return
+        needs_teacher = suite == "robustness" or translations is None
+        teacher = Engine(teacher_cfg, cache_path=out / "teacher_cache.sqlite") if needs_teacher else None
+        try:
+            if suite == "robustness":
+                result = evaluate_robustness(records, bench, student, teacher, cfg, out, max_distractors, check)
+                console.print((out / "robustness.md").read_text())
+            else:
+                translated = (load_translations(translations, records, language) if translations
+                              else translate(records, teacher, language)[0])
+                result = evaluate_bilingual(records, translated, bench, student, cfg, out, language)
+                console.print((out / "bilingual.md").read_text())
+        finally:
+            if teacher is not None:
+                teacher.close()
+    write_json(out / f"{suite}_result.json", result)
+
+
+def _print_accuracy(title: str, accuracy: dict) -> None:
+    table = Table(title=title)
+    for column in ("grader", "correct", "n", "accuracy %", "95% CI"):
+        table.add_column(column)
+    for name, a in accuracy.items():
+        lo, hi = a["ci95"]
+        table.add_row(name, str(a["correct"]), str(a["n"]), f"{100 * a['accuracy']:.2f}",
+                      f"[{100 * lo:.1f}, {100 * hi:.1f}]")
+    Console().print(table)
+
+
+def _print_disagreements(rows: list, graders: tuple, limit: int = 20) -> None:
+    if not rows:
+        console.print("graders agree on every row")
+        return
+    table = Table(title=f"{len(rows)} rows where the graders disagree (first {min(limit, len(rows))})")
+    table.add_column("id")
+    table.add_column("gold")
+    for g in graders:
+        table.add_column(g)
+    for row in rows[:limit]:
+        table.add_row(str(row["id"]), str(row["gold"])[:40],
+                      *[f"{'✓' if row[g]['correct'] else '✗'} {str(row[g]['extracted'])[:40]}" for g in graders])
+    Console().print(table)
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,107 @@
+"""Summaries of graded samples: accuracy with a 95% Wilson interval per grader, per MATH level
+(the paper's Table 2) and subject (Table 12), truncation, throughput, and the strict/symbolic
+disagreements. Rendered to markdown from the summary dict, never parsed back."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from typing import Any
+
+Z95 = 1.959963984540054
+
+
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval for a binomial proportion; sane at 0% and 100% and for small n."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = correct / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+def accuracy(flags: list[bool]) -> dict[str, Any]:
+    n, k = len(flags), sum(flags)
+    lo, hi = wilson(k, n)
+    return {"n": n, "correct": k, "accuracy": k / n if n else 0.0, "ci95": [lo, hi]}
+
+
+def summarize(samples: list[dict[str, Any]], graders: tuple[str, ...], meta: dict[str, Any]) -> dict[str, Any]:
+    """The summary of one evaluation run from its per-sample rows (see `run.sample_row`)."""
+    out: dict[str, Any] = dict(meta)
+    out["n"] = len(samples)
+    out["accuracy"] = {g: accuracy([s["verdicts"][g]["correct"] for s in samples]) for g in graders}
+    out["reasons"] = {g: dict(Counter(s["verdicts"][g]["reason"] for s in samples)) for g in graders}
+    out["by_level"] = _breakdown(samples, graders, "level")
+    out["by_subject"] = _breakdown(samples, graders, "subject")
+    out["truncation_rate"] = sum(s["truncated"] for s in samples) / len(samples) if samples else 0.0
+    out["generation_errors"] = sum(1 for s in samples if s.get("error"))
+    out["disagreements"] = disagreements(samples, graders)
+    return out
+
+
+def _breakdown(samples: list[dict[str, Any]], graders: tuple[str, ...], field: str) -> dict[str, Any]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in samples:
+        if s.get(field) is not None:
+            groups[str(s[field])].append(s)
+    return {
+        key: {g: accuracy([s["verdicts"][g]["correct"] for s in rows]) for g in graders}
+        for key, rows in sorted(groups.items())
+    }
+
+
+def disagreements(samples: list[dict[str, Any]], graders: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows where the graders do not all agree, with what each one extracted."""
+    rows = []
+    for s in samples:
+        verdicts = s["verdicts"]
+        if len({verdicts[g]["correct"] for g in graders}) > 1:
+            rows.append({"id": s["id"], "gold": s["gold"],
+                         **{g: {k: verdicts[g][k] for k in ("correct", "extracted", "reason")} for g in graders}})
+    return rows
+
+
+def _pct(a: dict[str, Any]) -> str:
+    lo, hi = a["ci95"]
+    return f"{100 * a['accuracy']:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _table(title: str, groups: dict[str, Any], graders: tuple[str, ...]) -> list[str]:
+    if not groups:
+        return []
+    lines = [f"## {title}", "", "| group | n | " + " | ".join(f"{g} % [95% CI]" for g in graders) + " |",
+             "|---|---:|" + "---:|" * len(graders)]
+    for key, per in groups.items():
+        n = next(iter(per.values()))["n"]
+        lines.append(f"| {key} | {n} | " + " | ".join(_pct(per[g]) for g in graders) + " |")
+    return [*lines, ""]
+
+
+def render_markdown(summary: dict[str, Any], graders: tuple[str, ...], max_disagreements: int = 50) -> str:
+    """A human-readable report of one summary."""
+    lines = [f"# {summary.get('benchmark', 'evaluation')}: {summary.get('model', '')}", ""]
+    lines += [f"- items: {summary['n']}", f"- truncation rate: {100 * summary['truncation_rate']:.1f}%",
+              f"- generation errors: {summary['generation_errors']}"]
+    if summary.get("tokens_per_s") is not None:
+        lines.append(f"- generation: {summary['tokens_per_s']:.1f} tokens/s")
+    lines += ["", *_table("Accuracy", {"all": summary["accuracy"]}, graders)]
+    lines += _table("By MATH level (Table 2)", summary["by_level"], graders)
+    lines += _table("By subject (Table 12)", summary["by_subject"], graders)
+    dis = summary["disagreements"]
+    lines += [f"## Grader disagreements ({len(dis)})", ""]
+    if dis:
+        lines += ["| id | gold | " + " | ".join(graders) + " |", "|---|---|" + "---|" * len(graders)]
+        for row in dis[:max_disagreements]:
+            cells = [f"{'✓' if row[g]['correct'] else '✗'} `{_short(row[g]['extracted'])}`" for g in graders]
+            lines.append(f"| {row['id']} | `{_short(row['gold'])}` | " + " | ".join(cells) + " |")
+        if len(dis) > max_disagreements:
+            lines.append(f"\n({len(dis) - max_disagreements} more in summary.json)")
+    return "\n".join(lines) + "\n"
+
+
+def _short(text: Any, limit: int = 40) -> str:
+    text = "" if text is None else str(text).replace("|", "\\|").replace("\n", " ").replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

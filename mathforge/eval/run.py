@@ -1,0 +1,128 @@
+"""One evaluation run: benchmark records -> greedy generations through the engine -> every grader
+-> `samples.jsonl`, `summary.json` and `summary.md` in the output directory.
+
+The paper's protocol (§4.1.3) is the default: zero-shot chain of thought with the SFT prompt,
+greedy decoding, responses up to 2,048 tokens, MetaMath's stop strings. Generations live in the
+engine's request cache inside the output directory, so a killed run resumes where it stopped and a
+rerun with other graders costs no generation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mathforge.config import config_to_dict
+from mathforge.eval.benchmarks import Benchmark, gold_for
+from mathforge.eval.report import render_markdown, summarize
+from mathforge.grading import DEFAULT_TIMEOUT_S, GRADERS, grade_batch
+from mathforge.io import AtomicWriter, write_json, write_text
+from mathforge.prompt import format_prompt
+from mathforge.record import Record
+
+# MetaMath's evaluation stops generation at any of these (eval_gsm8k.py / eval_math.py).
+METAMATH_STOP = ("Question:", "Question", "USER:", "USER", "ASSISTANT:", "ASSISTANT",
+                 "Instruction:", "Instruction", "Response:", "Response")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a model is evaluated. `prompt_style` "alpaca"/"plain" sends a raw prompt (SFT students);
+    "chat" sends the problem as a chat message so the backend applies the model's chat template."""
+
+    prompt_style: str = "alpaca"
+    max_tokens: int = 2048
+    stop: tuple[str, ...] | None = None  # None: MetaMath's stops for raw prompts, none for chat
+    graders: tuple[str, ...] = ("strict", "symbolic")
+    grade_timeout_s: float = DEFAULT_TIMEOUT_S
+    grade_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.prompt_style not in ("alpaca", "plain", "chat"):
+            raise ValueError(f"unknown prompt style '{self.prompt_style}' (alpaca, plain, chat)")
+        unknown = [g for g in self.graders if g not in GRADERS]
+        if unknown or not self.graders:
+            raise ValueError(f"unknown grader(s) {unknown} (known: {', '.join(GRADERS)})")
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        if self.stop is not None:
+            return tuple(self.stop)
+        return () if self.prompt_style == "chat" else METAMATH_STOP
+
+
+def build_request(record: Record, cfg: EvalConfig, key_prefix: str = "") -> Any:
+    """The engine request for one item: greedy, the SFT prompt (or the problem as a chat turn)."""
+    from mathforge.engine import Request, Sampling
+
+    sampling = Sampling(temperature=0.0, max_tokens=cfg.max_tokens, n=1, stop=cfg.stops)
+    key = f"{key_prefix}{record.id}"
+    if cfg.prompt_style == "chat":
+        return Request(key=key, messages=[{"role": "user", "content": record.problem.strip()}], sampling=sampling)
+    return Request(key=key, prompt=format_prompt(record.problem, cfg.prompt_style), sampling=sampling)
+
+
+def generate(records: list[Record], engine: Any, cfg: EvalConfig, desc: str) -> tuple[list[Any], float]:
+    """Engine results for `records` (same order) and the wall seconds generation took."""
+    requests = [build_request(r, cfg) for r in records]
+    start = time.monotonic()
+    results = engine.run(requests, desc=desc)
+    return results, time.monotonic() - start
+
+
+def grade_results(records: list[Record], results: list[Any], kind: str, cfg: EvalConfig) -> dict[str, list]:
+    """Verdicts of every grader for every generation ({grader: [Verdict, ...]})."""
+    responses = [res.texts[0] if res.ok and res.texts else "" for res in results]
+    return {
+        g: grade_batch([(gold_for(r, g), text) for r, text in zip(records, responses, strict=True)],
+                       grader=g, benchmark=kind, workers=cfg.grade_workers, timeout_s=cfg.grade_timeout_s)
+        for g in cfg.graders
+    }
+
+
+def sample_row(record: Record, request: Any, result: Any, verdicts: dict[str, Any]) -> dict[str, Any]:
+    """One line of samples.jsonl."""
+    finish = result.finish_reasons[0] if result.finish_reasons else "error"
+    return {
+        "id": record.id,
+        "level": record.level,
+        "subject": record.subject,
+        "problem": record.problem,
+        "gold": str(record.answer),
+        "prompt": request.prompt if request.prompt is not None else request.messages,
+        "response": result.texts[0] if result.texts else "",
+        "finish_reason": finish,
+        "truncated": finish == "length",
+        "error": result.error,
+        "cached": result.cached,
+        "completion_tokens": result.completion_tokens,
+        "extracted": {g: v.extracted for g, v in verdicts.items()},
+        "verdicts": {g: v.to_dict() for g, v in verdicts.items()},
+    }
+
+
+def evaluate(
+    records: list[Record], bench: Benchmark, engine: Any, cfg: EvalConfig, out_dir: str | Path,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Generate, grade, write samples.jsonl / summary.json / summary.md under `out_dir`; the summary."""
+    out = Path(out_dir)
+    results, seconds = generate(records, engine, cfg, desc=f"eval {bench.name}")
+    verdicts = grade_results(records, results, bench.kind, cfg)
+    rows = [
+        sample_row(r, build_request(r, cfg), res, {g: verdicts[g][i] for g in cfg.graders})
+        for i, (r, res) in enumerate(zip(records, results, strict=True))
+    ]
+    with AtomicWriter(out / "samples.jsonl") as writer:
+        writer.write_all(rows)
+    fresh_tokens = sum(res.completion_tokens for res in results if not res.cached)
+    summary = summarize(rows, cfg.graders, {
+        "benchmark": bench.name, "kind": bench.kind, **(meta or {}), "config": config_to_dict(cfg),
+        "tokens_per_s": fresh_tokens / seconds if fresh_tokens and seconds > 0 else None,
+        "generation_s": round(seconds, 3), "engine": engine.stats(),
+    })
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.md", render_markdown(summary, cfg.graders))
+    return summary

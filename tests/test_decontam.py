@@ -1,0 +1,155 @@
+"""N-gram decontamination on real rows: GSM8K + MATH test as the evaluation sets, MATH train as data."""
+
+import random
+from pathlib import Path
+
+import pytest
+
+from mathforge.filters import FilterStats
+from mathforge.io import AtomicWriter, read_records, write_records
+from mathforge.quality.decontam import (
+    DecontamReport,
+    NgramIndex,
+    ReferenceIndex,
+    decontaminate,
+    overlap_stats,
+    record_texts,
+    scan_records,
+    words,
+)
+from mathforge.record import Record
+from mathforge.sources import load
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def test_sets():
+    return {
+        "gsm8k_test": list(load(f"gsm8k:{DATA}/gsm8k/test.jsonl?allow_test=1")),
+        "math_test": list(load(f"math:{DATA}/math/math_test.jsonl?allow_test=1")),
+    }
+
+
+@pytest.fixture(scope="module")
+def index(test_sets):
+    return NgramIndex(test_sets, n=30)
+
+
+@pytest.fixture(scope="module")
+def reference(test_sets):
+    return ReferenceIndex(test_sets, n=30)
+
+
+@pytest.fixture(scope="module")
+def math_train():
+    return list(load(f"math:{DATA}/math/math_train.jsonl"))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Let $x$ and $y$ be", ["let", "x", "and", "y", "be"]),
+    ("x=5, X = 5", ["x", "5", "x", "5"]),
+    (r"$\dfrac{1}{2}$ vs $\frac 1 2$ vs \tfrac12", ["frac", "1", "2", "vs", "frac", "1", "2", "vs", "tfrac12"]),
+    (r"\left( a \right)\quad b\qquad c\,d\;e\!f~g", ["a", "b", "c", "d", "e", "f", "g"]),
+    (r"x \leftarrow y \rightarrow z \Left(", ["x", "leftarrow", "y", "rightarrow", "z"]),
+    ("café Élan 3·4", ["café", "Élan", "3·4"]),
+    ("", []),
+])
+def test_words_normalise_case_spacing_and_latex(text, expected):
+    assert words(text) == expected
+
+
+def test_math_train_overlap_counted_by_reference_and_fast_agree_row_for_row(index, reference, math_train):
+    fast = [(h[0].set, h[0].test_id) if h else None for _, h in scan_records(math_train, index, max_hits=1)]
+    slow = [reference.first_hit(record_texts(r)) for r in math_train]
+    assert fast == slow
+    overlapping = sum(x is not None for x in slow)
+    # a few percent of MATH train legitimately shares a 30-word span with MATH test (FACTS.md)
+    assert 0.02 * len(math_train) < overlapping < 0.08 * len(math_train)
+    assert all(x[0] == "math_test" for x in slow if x)
+
+
+def _plant(rng: random.Random, host: Record, donor: Record, field: str, n: int) -> tuple[Record, list[str]]:
+    """Copy n consecutive words of a test item into a clean row, with case/spacing/LaTeX noise."""
+    ws = words(getattr(donor, field))
+    start = rng.randrange(len(ws) - n + 1)
+    span = ws[start : start + n]
+    noisy = " ".join(w.upper() if rng.random() < 0.2 else w for w in span)
+    noisy = noisy.replace(" ", "  \\quad ", 1).replace(" ", "\n", 1)
+    where = rng.choice(["problem", "solution"])
+    text = getattr(host, where) or ""
+    cut = rng.randrange(len(text) + 1)
+    while cut < len(text) and text[cut - 1 : cut].isalnum():
+        cut += 1  # plant on a word boundary so the span stays whole
+    planted = text[:cut] + " " + noisy + ". " + text[cut:]
+    return Record(**{**host.to_dict(), where: planted, "lineage": host.lineage}), span
+
+
+def test_planted_30gram_overlaps_are_all_caught_with_item_and_span(index, reference, test_sets, math_train):
+    rng = random.Random(7)
+    clean = [r for r in math_train[:3000] if reference.first_hit(record_texts(r)) is None]
+    donors = [(d, f) for s in test_sets.values() for d in s for f in ("problem", "solution")
+              if len(words(getattr(d, f) or "")) >= 30]
+    planted, spans = [], []
+    for host in rng.sample(clean, 200):
+        donor, field = rng.choice(donors)
+        row, span = _plant(rng, host, donor, field, 30)
+        planted.append(row)
+        spans.append(span)
+    results = list(scan_records(planted, index))
+    assert all(hits for _, hits in results)
+    for (_, hits), span in zip(results, spans, strict=True):
+        assert " ".join(span) in {h.span for h in hits}
+
+
+def test_rows_sharing_only_29_words_are_kept(index, test_sets, math_train, reference):
+    rng = random.Random(3)
+    clean = [r for r in math_train[:400] if reference.first_hit(record_texts(r)) is None]
+    donors = [d for d in test_sets["math_test"] if len(words(d.problem)) >= 40]
+    rows = [_plant(rng, host, rng.choice(donors), "problem", 29)[0] for host in clean[:100]]
+    fast = [bool(h) for _, h in scan_records(rows, index)]
+    slow = [reference.first_hit(record_texts(r)) is not None for r in rows]
+    assert fast == slow
+    assert sum(fast) <= 2  # a 29-word plant can only be caught by joining an adjacent real word
+
+
+def test_ten_gram_removes_a_superset_of_thirty_gram(test_sets, math_train):
+    rows = math_train[:1500]
+    hit30 = {r.id for r, h in scan_records(rows, NgramIndex(test_sets, n=30)) if h}
+    hit10 = {r.id for r, h in scan_records(rows, NgramIndex(test_sets, n=10)) if h}
+    assert hit30 < hit10  # strictly more: 10-grams catch common phrasing (the paper's Figure 9)
+
+
+def test_ngrams_never_span_two_fields(index, test_sets):
+    donor = test_sets["gsm8k_test"][0]
+    ws = words(donor.problem)[:30]
+    row = Record(id="x", source="t", problem=" ".join(ws[:15]), solution=" ".join(ws[15:]))
+    assert list(scan_records([row], index))[0][1] == []
+
+
+def test_decontaminate_writes_rejects_with_reasons_and_matches_multiprocess(tmp_path, index, math_train):
+    rows = math_train[:1200]
+    stats, report = FilterStats("decontam_30gram"), DecontamReport(30, index.describe()["sets"])
+    with AtomicWriter(tmp_path / "rejects.jsonl") as rejects:
+        kept = list(decontaminate(rows, index, stats=stats, rejects=rejects, report=report, batch_size=100))
+    removed = list(read_records(tmp_path / "rejects.jsonl"))
+    assert len(kept) + len(removed) == len(rows) and removed
+    assert stats.to_dict()["dropped_by_reason"] == {"math_test_overlap": len(removed)}
+    first = removed[0].meta
+    assert first["rejected"]["reason"].startswith("math_test_overlap: ")
+    hit = first["decontam"]["hits"][0]
+    assert hit["test_id"].startswith("test/") and len(hit["span"].split()) == 30
+    parallel = list(decontaminate(rows, index, batch_size=100, workers=2))
+    assert [r.id for r in parallel] == [r.id for r in kept]
+    write_records(tmp_path / "kept.parquet", kept)
+    assert len(list(read_records(tmp_path / "kept.parquet"))) == len(kept)
+
+
+def test_overlap_stats_for_the_evaluation_leakage_check(test_sets, math_train):
+    stats = overlap_stats(math_train[:2000], test_sets["math_test"], n=30, name="math_test")
+    assert stats["train_rows"] == 2000
+    assert 0 < stats["train_rows_overlapping"] <= stats["train_rows"]
+    assert stats["benchmark_items"] == 5000
+    assert 0 < stats["benchmark_items_hit"] == len(stats["hit_item_ids"])
+    clean = overlap_stats(math_train[:200], test_sets["gsm8k_test"], n=30, name="gsm8k_test")
+    assert clean["benchmark_items_hit"] == 0

@@ -28,7 +28,7 @@ GRADERS = ("strict", "symbolic", "metamath")
 BENCHMARK_KINDS = ("math", "gsm8k")
 _STRICT_CONFIGS = {"strict": strict.DEFAULT, "metamath": strict.METAMATH}
 
-__all__ = ["GRADERS", "REASONS", "GradingPool", "Verdict", "extract", "grade", "grade_batch"]
+__all__ = ["DEFAULT_TIMEOUT_S", "GRADERS", "REASONS", "GradingPool", "Verdict", "extract", "grade", "grade_batch"]
 
 
 def extract(response: str, grader: str = "strict", benchmark: str = "math") -> str | None:

@@ -1,0 +1,125 @@
+"""Selection strategies under a budget, one switchable step (the paper's §4.3.2-4.3.3 ablations).
+
+- `random`: a uniform sample; the paper's hard-to-beat baseline (Table 4).
+- `verifier`: a uniform sample of the records that passed verification (`verify.verdict` True:
+  answer agreement, self-consistency and/or the verifier model). The paper finds this raises
+  correctness but lowers difficulty, and loses to random selection.
+- `hard`: hard problems first (MATH level >= `min_level` and/or the LLM judge's `hard`), then the
+  rest by descending difficulty; the paper's stage-2 choice, which beats random (Table 5).
+- `coreset`: k-center greedy on problem embeddings (diversity).
+
+Every selection reports the level/subject distribution (and judge scores) before and after, so
+a drop in difficulty is visible whichever strategy runs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mathforge.filters import Distribution
+from mathforge.quality.verify import CHECKS, verdict
+from mathforge.record import Record
+
+STRATEGIES = ("random", "verifier", "hard", "coreset")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    strategy: str = "random"
+    budget: int = 1000
+    seed: int = 0
+    min_level: int = 4  # hard: MATH levels counted as hard (the paper's stage 2 uses 4 and 5)
+    hard_by: str = "both"  # hard: "level", "judge" or "both" (either says hard)
+    checks: tuple[str, ...] = CHECKS  # verifier: which verification results count
+    embed_model: str | None = None  # coreset: sentence-transformers model (None: embedded MiniLM)
+
+
+@dataclass
+class Selection:
+    records: list[Record]
+    report: dict[str, Any]
+
+
+def select(records: Sequence[Record], config: SelectConfig) -> Selection:
+    """Choose at most `config.budget` records with `config.strategy`, in input order."""
+    if config.strategy not in _CHOOSERS:
+        raise ValueError(f"unknown selection strategy '{config.strategy}' (known: {', '.join(STRATEGIES)})")
+    if config.budget < 0:
+        raise ValueError(f"budget must be >= 0, got {config.budget}")
+    chosen, extra = _CHOOSERS[config.strategy](list(records), config)
+    picked = [records[i] for i in sorted(chosen)]
+    report = {"strategy": config.strategy, "budget": config.budget, "seen": len(records),
+              "selected": len(picked), **extra,
+              "before": _describe(records), "after": _describe(picked)}
+    return Selection(picked, report)
+
+
+def _describe(records: Sequence[Record]) -> dict[str, Any]:
+    dist = Distribution()
+    for record in records:
+        dist.add(record)
+    scores = Counter(str((r.meta.get("difficulty") or {}).get("score", "unjudged")) for r in records)
+    levels = [r.level for r in records if r.level is not None]
+    return {**dist.to_dict(), "judge_scores": dict(sorted(scores.items())),
+            "mean_level": round(sum(levels) / len(levels), 3) if levels else None}
+
+
+def _random(records: list[Record], cfg: SelectConfig) -> tuple[list[int], dict[str, Any]]:
+    k = min(cfg.budget, len(records))
+    return random.Random(cfg.seed).sample(range(len(records)), k), {}
+
+
+def _verifier(records: list[Record], cfg: SelectConfig) -> tuple[list[int], dict[str, Any]]:
+    verdicts = [verdict(r, cfg.checks) for r in records]
+    passed = [i for i, v in enumerate(verdicts) if v]
+    k = min(cfg.budget, len(passed))
+    counts = Counter(str(v) for v in verdicts)
+    return random.Random(cfg.seed).sample(passed, k), {"verified": {"passed": counts["True"],
+                                                                     "failed": counts["False"],
+                                                                     "undecided": counts["None"]}}
+
+
+def is_hard(record: Record, min_level: int = 4, hard_by: str = "both") -> bool:
+    """Hard by MATH level, by the LLM difficulty judge (`meta["difficulty"]["hard"]`), or either."""
+    by_level = record.level is not None and record.level >= min_level
+    by_judge = bool((record.meta.get("difficulty") or {}).get("hard"))
+    return {"level": by_level, "judge": by_judge, "both": by_level or by_judge}[hard_by]
+
+
+def _difficulty(record: Record) -> float:
+    score = (record.meta.get("difficulty") or {}).get("score")
+    return max(score or 0, record.level or 0)
+
+
+def _hard(records: list[Record], cfg: SelectConfig) -> tuple[list[int], dict[str, Any]]:
+    if cfg.hard_by not in ("level", "judge", "both"):
+        raise ValueError(f"hard_by must be level, judge or both, got '{cfg.hard_by}'")
+    rng = random.Random(cfg.seed)
+    hard = [i for i, r in enumerate(records) if is_hard(r, cfg.min_level, cfg.hard_by)]
+    rng.shuffle(hard)
+    hard_set = set(hard)
+    rest = [i for i in range(len(records)) if i not in hard_set]
+    rng.shuffle(rest)  # random among equals, then hardest first
+    rest.sort(key=lambda i: -_difficulty(records[i]))
+    chosen = (hard + rest)[: cfg.budget]
+    return chosen, {"hard_available": len(hard), "hard_selected": min(len(hard), cfg.budget)}
+
+
+def _coreset(records: list[Record], cfg: SelectConfig) -> tuple[list[int], dict[str, Any]]:
+    from mathforge.embed import embed_texts
+    from mathforge.synth.coreset import k_center_greedy
+
+    if cfg.budget >= len(records):
+        return list(range(len(records))), {}
+    vectors = embed_texts([r.problem for r in records], model=cfg.embed_model)
+    result = k_center_greedy(vectors, cfg.budget, seed=cfg.seed)
+    return result.indices.tolist(), {"coverage": result.report}
+
+
+_CHOOSERS: dict[str, Callable[[list[Record], SelectConfig], tuple[list[int], dict[str, Any]]]] = {
+    "random": _random, "verifier": _verifier, "hard": _hard, "coreset": _coreset,
+}

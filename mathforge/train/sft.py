@@ -1,0 +1,285 @@
+"""The SFT recipe: every stage of a `TrainConfig`, in order, each starting from the previous one.
+
+Read top to bottom, `train` is the whole flow:
+
+    student init -> for each stage: tokenise (+ pack) its records, train with the HF Trainer,
+                    save the stage's model -> next stage starts from it
+    run dir: config.yaml, metrics.jsonl, stats/sft-<stage>.json, sft/<stage>/{checkpoints,model}, model
+
+Stages are data (the paper's two stages are two entries of `cfg.stages`), not code paths. A killed
+run resumes: finished stages are skipped (RunDir markers) and an unfinished one continues from its
+last complete checkpoint, with the optimizer, scheduler, RNG and data position restored by the
+Trainer. Multi-GPU runs use the same code under `accelerate launch` (DeepSpeed ZeRO-3 or FSDP
+configs in recipes/accelerate/); only the main process writes run-dir files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from mathforge.prompt import format_prompt
+from mathforge.rundir import RunDir
+from mathforge.train.config import StageConfig, TrainConfig
+from mathforge.train.data import load_records, pad_collate, response_text, tokenize
+from mathforge.train.packing import pack, packed_collate
+from mathforge.train.students import resolve_student
+
+
+def train(cfg: TrainConfig, out: str | Path) -> dict[str, Any]:
+    """Run (or resume) every stage of `cfg` in `out`; returns per-stage stats. The final model is `out/model`."""
+    check(cfg)
+    state = PartialState()
+    run = RunDir(out)
+    if state.is_main_process:
+        run.save_config(cfg)
+    with state.main_process_first():
+        start = resolve_student(cfg.student, run.root / "student-init", _tokenizer_texts(cfg), cfg.max_length, cfg.seed)
+    results: dict[str, Any] = {}
+    for stage in cfg.stages:
+        name = f"sft-{stage.name}"
+        if not run.is_done(name):
+            stats = train_stage(cfg, stage, start, run)
+            if state.is_main_process:
+                run.mark_done(name, stats)
+        results[stage.name] = run.stats(name)
+        start = str(run.root / "sft" / stage.name / "model")
+    if state.is_main_process:
+        _link(run.root / "model", Path("sft") / cfg.stages[-1].name / "model")
+    state.wait_for_everyone()
+    return results
+
+
+def check(cfg: TrainConfig) -> None:
+    """Reject configs that would train wrongly instead of failing hours in."""
+    if not cfg.stages:
+        raise ValueError("the recipe lists no stages: add at least one under 'stages'")
+    names = [s.name for s in cfg.stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names must be unique, got {names}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.global_batch % (cfg.micro_batch * world):
+        raise ValueError(f"global_batch={cfg.global_batch} is not a multiple of micro_batch={cfg.micro_batch} "
+                         f"x {world} processes")
+    for stage in cfg.stages:
+        if not 0 <= stage.warmup_ratio < 1:
+            raise ValueError(f"stage {stage.name}: warmup_ratio must be in [0, 1), got {stage.warmup_ratio}")
+
+
+def train_stage(cfg: TrainConfig, stage: StageConfig, start: str, run: RunDir) -> dict[str, Any]:
+    """Train one stage from checkpoint `start`; saves `sft/<stage>/model` and returns the stage stats."""
+    home = run.root / "sft" / stage.name
+    model, tokenizer = load_student(start, cfg)
+    samples, tstats = tokenize(load_records(stage.dataset, stage.max_samples), tokenizer, cfg.prompt_style, cfg.max_length)
+    if not samples:
+        raise ValueError(f"stage {stage.name}: no usable sample in {stage.dataset} (dropped: {tstats.dropped})")
+    run.log.info("stage %s: %d samples (%d tokens), dropped %s", stage.name, tstats.kept, tstats.tokens, tstats.dropped)
+    if cfg.packing:
+        rows = pack(samples, cfg.max_length)
+        flash = cfg.student.attn_implementation.startswith("flash")
+        collate = partial(packed_collate, pad_id=tokenizer.pad_token_id, flatten=flash)
+    else:
+        rows = [{"input_ids": s.input_ids, "labels": s.labels} for s in samples]
+        collate = partial(pad_collate, pad_id=tokenizer.pad_token_id)
+    trainer = StageTrainer(
+        model=model,
+        args=training_args(cfg, stage, home / "checkpoints"),
+        train_dataset=rows,
+        data_collator=collate,
+        processing_class=tokenizer,
+        callbacks=[MetricsLog(run.root / "metrics.jsonl", stage.name)],
+    )
+    resume = last_checkpoint(home / "checkpoints")
+    if resume:
+        run.log.info("stage %s: resuming from %s", stage.name, resume)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    save_model(trainer, cfg, start, home / "model")
+    return {
+        "samples": tstats.kept, "rows": len(rows), "tokens": tstats.tokens, "trained_tokens": tstats.trained_tokens,
+        "dropped": tstats.dropped, "dropped_examples": tstats.examples, "steps": trainer.state.global_step,
+        "train_loss": result.training_loss, "train_runtime": result.metrics.get("train_runtime"),
+        "resumed_from": str(resume) if resume else None, "start": start,
+    }
+
+
+def load_student(path: str, cfg: TrainConfig) -> tuple[Any, Any]:
+    """The model (with LoRA adapters when asked) and its tokenizer, ready for the Trainer."""
+    kwargs: dict[str, Any] = {"attn_implementation": cfg.student.attn_implementation}
+    if cfg.lora.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        kwargs["dtype"] = torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # With a KV cache transformers skips packed-row detection, and packed samples would attend to
+    # each other; training never needs the cache.
+    model.config.use_cache = False
+    if cfg.lora.r > 0:
+        model = _with_lora(model, cfg)
+    return model, tokenizer
+
+
+def _with_lora(model: Any, cfg: TrainConfig) -> Any:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.lora.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed LoRA needs gradients flowing from frozen embeddings
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def training_args(cfg: TrainConfig, stage: StageConfig, output_dir: Path) -> TrainingArguments:
+    """TrainingArguments for one stage: the paper's optimiser settings and our checkpoint policy."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    bf16, fp16 = _precision(cfg.precision)
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=stage.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.micro_batch,
+        gradient_accumulation_steps=cfg.global_batch // (cfg.micro_batch * world),
+        learning_rate=stage.lr,
+        lr_scheduler_type=stage.schedule,
+        warmup_steps=stage.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        optim="adamw_torch",
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=bf16,
+        fp16=fp16,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        seed=cfg.seed,
+        data_seed=cfg.seed,  # one fixed shuffle order per stage; stages are never mixed
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        report_to=list(cfg.report_to) or "none",
+        remove_unused_columns=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=not PartialState().is_main_process,
+    )
+
+
+def _precision(name: str) -> tuple[bool, bool]:
+    if name == "auto":
+        name = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return name == "bf16", name == "fp16"
+
+
+class StageTrainer(Trainer):
+    """The HF Trainer plus a count of real (non-padding) tokens, logged as tokens/s."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._tokens = torch.zeros((), dtype=torch.long, device=self.args.device)
+        self._since = time.perf_counter()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        tokens = inputs.pop("num_tokens", None)
+        if tokens is not None and model.training:
+            self._tokens = self._tokens.to(tokens.device) + tokens.detach()  # stays on device: no sync per step
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            tokens = int(self.accelerator.gather(self._tokens).sum())
+            now = time.perf_counter()
+            logs["tokens"] = tokens
+            logs["tokens_per_s"] = round(tokens / max(now - self._since, 1e-9), 1)
+            self._tokens.zero_()
+            self._since = now
+        super().log(logs, start_time)
+
+
+class MetricsLog(TrainerCallback):
+    """Appends every Trainer log (loss, lr, grad norm, tokens/s) as one JSON line tagged with the stage."""
+
+    def __init__(self, path: Path, stage: str):
+        self.path, self.stage = path, stage
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            row = {"stage": self.stage, "step": state.global_step, "time": round(time.time(), 3), **logs}
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint (its trainer_state.json, written last, parses); incomplete ones are removed."""
+    if not folder.is_dir():
+        return None
+    found = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]))
+    for path in reversed(found):
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+            return path
+        except (OSError, ValueError):
+            if PartialState().is_main_process:
+                shutil.rmtree(path, ignore_errors=True)  # killed mid-save: unusable, and it would confuse rotation
+    return None
+
+
+def save_model(trainer: Trainer, cfg: TrainConfig, start: str, target: Path) -> None:
+    """Save the stage's model (LoRA merged into full weights) with its tokenizer, atomically."""
+    tmp = target.with_name(target.name + ".tmp")
+    trainer.save_model(str(tmp))  # distributed-aware: gathers ZeRO-3/FSDP shards
+    if PartialState().is_main_process:
+        if cfg.lora.r > 0:
+            _merge_adapter(start, tmp, cfg)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    PartialState().wait_for_everyone()
+
+
+def _merge_adapter(base: str, adapter_dir: Path, cfg: TrainConfig) -> None:
+    # Merge into a full-precision copy of the base (not the 4-bit one, for QLoRA) so evaluation
+    # backends load a plain checkpoint and the next stage starts from merged weights.
+    from peft import PeftModel
+
+    dtype = torch.bfloat16 if cfg.lora.load_in_4bit else None
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), adapter_dir)
+    merged = merged.merge_and_unload()
+    for name in ("adapter_model.safetensors", "adapter_config.json", "adapter_model.bin"):
+        (adapter_dir / name).unlink(missing_ok=True)
+    merged.save_pretrained(adapter_dir)
+
+
+def _link(link: Path, target: Path) -> None:
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target, target_is_directory=True)
+
+
+def _tokenizer_texts(cfg: TrainConfig):
+    """Prompt + target texts of every stage (only a tiny student's tokenizer is trained on them)."""
+    style = "plain" if cfg.prompt_style == "chat" else cfg.prompt_style  # a tokenizer-less template
+    for stage in cfg.stages:
+        for record in load_records(stage.dataset, stage.max_samples):
+            target = response_text(record)
+            if target is not None:
+                yield format_prompt(record.problem, style=style) + target

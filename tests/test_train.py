@@ -1,0 +1,253 @@
+"""SFT recipe tests on CPU with a tiny student: masking on real rows, packing isolation, stage
+chaining, resume after SIGKILL, loss going down, LoRA merge, SmolLM2 conversion."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from itertools import islice
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mathforge.config import load_config
+from mathforge.io import write_records
+from mathforge.prompt import format_prompt
+from mathforge.record import Record
+from mathforge.sources import load
+from mathforge.train.config import StageConfig, StudentConfig, TrainConfig
+from mathforge.train.data import IGNORE, NoTrainableLabels, check_trainable, encode, pad_collate, tokenize
+from mathforge.train.packing import pack, packed_collate
+from mathforge.train.students import train_tokenizer
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+MATH_TRAIN = f"math:{DATA / 'math' / 'math_train.jsonl'}"
+GSM8K_TRAIN = f"gsm8k:{DATA / 'gsm8k' / 'train.jsonl'}"
+
+
+def real(spec: str, n: int) -> list[Record]:
+    return list(islice(load(spec), n))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [r.problem + (r.solution or "") for r in real(MATH_TRAIN, 300) + real(GSM8K_TRAIN, 300)]
+    return train_tokenizer(texts, vocab_size=1024)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("spec", [MATH_TRAIN, GSM8K_TRAIN])
+def test_labels_are_masked_exactly_on_prompt_and_padding(spec, tokenizer):
+    records = real(spec, 8)
+    samples = [encode(r, tokenizer) for r in records]
+    batch = pad_collate([{"input_ids": s.input_ids, "labels": s.labels} for s in samples], tokenizer.pad_token_id)
+    for i, record in enumerate(records):
+        # The prompt length is measured independently, from the evaluation prompt alone.
+        n_prompt = len(tokenizer(format_prompt(record.problem))["input_ids"])
+        n = len(samples[i])
+        expected = torch.zeros(batch["labels"].shape[1], dtype=torch.bool)
+        expected[:n_prompt] = True
+        expected[n:] = True
+        assert torch.equal(batch["labels"][i] == IGNORE, expected), record.id
+        assert torch.equal(batch["labels"][i, n_prompt:n], batch["input_ids"][i, n_prompt:n])
+        assert tokenizer.decode(batch["input_ids"][i, :n_prompt]) == format_prompt(record.problem)
+        response = tokenizer.decode(batch["input_ids"][i, n_prompt : n - 1])
+        assert response.rstrip().endswith(f"The answer is {record.answer}")
+        assert int(batch["labels"][i, n - 1]) == tokenizer.eos_token_id  # EOS is learned
+        assert int(batch["attention_mask"][i].sum()) == n
+
+
+def test_batch_without_trainable_labels_fails_loudly():
+    with pytest.raises(NoTrainableLabels, match="no trainable labels"):
+        check_trainable(torch.full((2, 5), IGNORE))
+
+
+def test_tokenize_drops_and_counts_unusable_records(tokenizer):
+    good = real(MATH_TRAIN, 3)
+    no_solution = Record(id="x1", source="t", problem="What is 1+1?")
+    no_answer = Record(id="x2", source="t", problem="What is 1+1?", solution="It is two.")
+    with_line = Record(id="x3", source="t", problem="What is 1+1?", solution="1+1=2.\nThe answer is 2")
+    samples, stats = tokenize([*good, no_solution, no_answer, with_line], tokenizer, "alpaca", max_length=2048)
+    assert [s.id for s in samples] == [r.id for r in good] + ["x3"]
+    assert stats.dropped == {"no_target": 2} and stats.examples["no_target"] == ["x1", "x2"]
+    assert tokenizer.decode(samples[-1].input_ids).count("The answer is 2") == 1  # the line is not doubled
+    _, short = tokenize(good, tokenizer, "alpaca", max_length=16)
+    assert short.dropped == {"too_long": 3}
+
+
+def test_pack_places_every_sample_once_within_max_length(tokenizer):
+    samples, _ = tokenize(real(GSM8K_TRAIN, 60), tokenizer, "alpaca", max_length=2048)
+    rows = pack(samples, 2048)
+    total = sum(len(s) for s in samples)
+    assert sum(len(r["input_ids"]) for r in rows) == total
+    assert len(rows) <= math.ceil(1.25 * total / 2048) + 1  # best-fit decreasing is within 11/9 OPT + 1
+    for row in rows:
+        assert len(row["input_ids"]) <= 2048
+        starts = [i for i, p in enumerate(row["position_ids"]) if p == 0]
+        assert all(row["labels"][i] == IGNORE for i in starts)  # no sample learns the next one's start
+    with pytest.raises(ValueError, match="more than max_length"):
+        pack(samples, 8)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_samples_do_not_attend_to_each_other(attn, tokenizer, tiny_model):
+    tiny_model.config._attn_implementation = attn
+    samples, _ = tokenize(real(MATH_TRAIN, 5), tokenizer, "alpaca", max_length=1024)
+    rows = pack(samples, 1024)
+    batch = packed_collate(rows, tokenizer.pad_token_id)
+    assert batch["input_ids"].shape[0] >= 2 and "attention_mask" not in batch
+    with torch.no_grad():
+        # use_cache=False as in training: with a KV cache transformers does not look for packed rows.
+        packed = tiny_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        by_id = {s.id: s for s in samples}
+        for r, row in enumerate(rows):
+            offset = 0
+            for start_len in _segments(row["position_ids"]):
+                ids = torch.as_tensor(row["input_ids"][offset : offset + start_len]).long()
+                alone = tiny_model(input_ids=ids[None]).logits[0]
+                assert torch.allclose(packed[r, offset : offset + start_len], alone, atol=1e-4)
+                offset += start_len
+        assert len(by_id) == sum(len(_segments(row["position_ids"])) for row in rows)
+
+
+def _segments(position_ids) -> list[int]:
+    starts = [i for i, p in enumerate(position_ids) if p == 0] + [len(position_ids)]
+    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
+
+
+@pytest.fixture(scope="module")
+def stage_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stages")
+    records = real(MATH_TRAIN, 600)
+    write_records(root / "normal.jsonl", [r for r in records if (r.level or 0) <= 3][:160])
+    write_records(root / "hard.jsonl", [r for r in records if (r.level or 0) >= 4][:48])
+    return root
+
+
+def tiny_cfg(stages, **kw) -> TrainConfig:
+    student = StudentConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=2)
+    base = dict(stages=tuple(stages), student=student, max_length=768, global_batch=8, micro_batch=4,
+                logging_steps=1, save_steps=1000)
+    return TrainConfig(**{**base, **kw})
+
+
+def _state(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(model_dir / "model.safetensors")
+
+
+def test_two_stages_chain_weights_and_loss_goes_down(stage_files, tmp_path):
+    from mathforge.engine import Engine, EngineConfig, Request, Sampling
+    from mathforge.train.sft import train
+
+    stages = [StageConfig("normal", str(stage_files / "normal.jsonl"), epochs=2, lr=5e-3, warmup_ratio=0.0),
+              # lr 0: stage 2's weights can only equal stage 1's if it really started from them
+              StageConfig("hard", str(stage_files / "hard.jsonl"), epochs=1, lr=0.0, schedule="constant")]
+    results = train(tiny_cfg(stages), tmp_path)
+    assert results["hard"]["start"] == str(tmp_path / "sft" / "normal" / "model")
+    init, one, two = (_state(tmp_path / d) for d in ("student-init", "sft/normal/model", "sft/hard/model"))
+    assert any(not torch.equal(init[k], one[k]) for k in init)
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["stage"] == "normal" and "loss" in r]
+    assert len(losses) >= 10 and sum(losses[-3:]) / 3 < 0.85 * losses[0]
+    assert all(r["tokens_per_s"] > 0 and "learning_rate" in r for r in rows if "loss" in r)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["stages"][1]["lr"] == 0.0
+    # The final model is a plain checkpoint the evaluation's "hf" backend loads and runs.
+    with Engine(EngineConfig(backend="hf", model=str(tmp_path / "model"), progress=False)) as engine:
+        [result] = engine.run([Request(key="k", prompt=format_prompt("What is 1+1?"),
+                                       sampling=Sampling(temperature=0.0, max_tokens=8))])
+    assert result.error is None and result.completion_tokens > 0
+
+
+def test_lora_stage_saves_merged_plain_weights(stage_files, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from mathforge.train.config import LoraConfig
+    from mathforge.train.sft import train
+
+    stage = StageConfig("normal", str(stage_files / "normal.jsonl"), epochs=1, lr=1e-2, warmup_ratio=0.0)
+    train(tiny_cfg([stage], max_steps=3, lora=LoraConfig(r=4, alpha=8, dropout=0.0)), tmp_path)
+    model_dir = tmp_path / "model"
+    assert not (model_dir / "adapter_config.json").exists()
+    init, merged = _state(tmp_path / "student-init"), _state(model_dir)
+    assert set(init) == set(merged)  # no lora_A/lora_B leftovers
+    changed = [k for k in init if not torch.equal(init[k], merged[k])]
+    assert changed and all("proj" in k for k in changed)  # only the adapted projections moved
+    AutoModelForCausalLM.from_pretrained(model_dir)
+
+
+def test_resume_after_sigkill_continues_from_checkpoint(stage_files, tmp_path):
+    stage = {"name": "normal", "dataset": str(stage_files / "normal.jsonl"), "epochs": 3, "lr": 1e-3}
+    recipe = tmp_path / "recipe.yaml"
+    cfg = {"stages": [stage], "max_length": 768, "global_batch": 4, "micro_batch": 4, "max_steps": 40,
+           "save_steps": 3, "logging_steps": 1,
+           "student": {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_layers": 2}}
+    recipe.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "mathforge.cli", "train", str(recipe), "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = out / "sft" / "normal" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(checkpoints.glob("checkpoint-*/trainer_state.json")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model").exists(), "training finished before the kill: make it longer"
+    saved = max(int(p.parent.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*/trainer_state.json"))
+    first_session = len((out / "metrics.jsonl").read_text().splitlines())
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = json.loads((out / "stats" / "sft-normal.json").read_text())
+    assert stats["resumed_from"] is not None and stats["steps"] == 40
+    resumed_at = int(Path(stats["resumed_from"]).name.split("-")[1])
+    assert resumed_at >= saved
+    second = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()[first_session:]]
+    logged = [r["step"] for r in second if "loss" in r]
+    assert logged[0] == resumed_at + 1 and logged[-1] == 40  # continued, not restarted from step 1
+    assert (out / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("recipe", ["train_offline.yaml", "train_paper.yaml"])
+def test_shipped_recipes_load(recipe):
+    cfg = load_config(TrainConfig, ROOT / "recipes" / recipe)
+    assert len(cfg.stages) == 2 and cfg.global_batch == 32
+    for name in ("deepspeed_zero3.yaml", "fsdp.yaml"):
+        assert yaml.safe_load((ROOT / "recipes" / "accelerate" / name).read_text())["distributed_type"]
+
+
+def test_smollm2_converts_once_with_identical_logits(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mathforge.models import smollm2_gguf
+    from mathforge.train.students import smollm2_checkpoint
+
+    path = smollm2_checkpoint(tmp_path / "smollm2")
+    assert (path / "model.safetensors").exists() and not list(tmp_path.glob(".smollm2.*"))
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ids = tokenizer(format_prompt("What is 2+3?"), return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        converted = AutoModelForCausalLM.from_pretrained(path)(ids).logits
+        original = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)(ids).logits
+    assert torch.equal(converted, original)
+    assert tokenizer.eos_token_id is not None

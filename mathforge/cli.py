@@ -186,6 +186,7 @@ def grade(
     solution_field: str = typer.Option("solution", "--solution-field", help="used when the gold field is absent"),
     timeout: float = typer.Option(5.0, "--timeout", help="seconds per symbolic verdict"),
     workers: int = typer.Option(None, "--workers", help="symbolic grading processes (default: all cores)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Grade responses with every grader side by side: verdicts, accuracies, and the rows they disagree on."""
     from mathforge.eval.grade_file import grade_file
@@ -193,7 +194,7 @@ def grade(
     try:
         names = tuple(g.strip() for g in graders.split(",") if g.strip())
         summary = grade_file(file, out, kind=kind, graders=names, fields=(id_field, response_field, gold_field,
-                             solution_field), timeout_s=timeout, workers=workers)
+                             solution_field), timeout_s=timeout, workers=workers, progress=progress)
     except (DataError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     _print_accuracy(f"{summary['n']} rows -> {out}", summary["accuracy"])
@@ -240,6 +241,7 @@ def eval_(
         cfg = EvalConfig(prompt_style=prompt_style, max_tokens=max_tokens,
                          graders=tuple(g.strip() for g in graders.split(",") if g.strip()))
         bench, records = load_benchmark(benchmark, kind, data_dir)
+        total = len(records)
         records = subset(records, limit, seed)
         student_cfg = EngineConfig(backend=backend, model=model, base_url=base_url, api_key_env=api_key_env,
                                    concurrency=concurrency, batch_size=batch_size, progress=progress)
@@ -248,7 +250,7 @@ def eval_(
     except (DataError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     meta = {"model": model, "backend": backend, "benchmark_arg": benchmark, "limit": limit, "seed": seed,
-            "items_in_benchmark": len(records) if not limit else None}
+            "items_in_benchmark": total}
     write_json(out / "eval_args.json", {**meta, "suite": suite, "prompt_style": prompt_style,
                                         "max_tokens": max_tokens, "graders": cfg.graders})
     with Engine(student_cfg, cache_path=out / "cache.sqlite") as student:

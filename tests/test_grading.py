@@ -256,7 +256,10 @@ def test_huge_power_tower_is_a_timeout_verdict_and_the_pool_recovers(pool: Gradi
     assert [v.correct for v in verdicts[1:]] == [True, True]
 
 
-def test_a_dead_worker_is_replaced_and_no_item_is_lost(pool: GradingPool) -> None:
+@pytest.mark.parametrize("when", ["idle", "starting"])
+def test_a_dead_worker_is_replaced_and_no_item_is_lost(pool: GradingPool, when: str) -> None:
+    if when == "starting":
+        pool._replace(pool._workers[0])  # a fresh worker, killed before it says ready
     os.kill(pool.pids[0], 9)
     time.sleep(0.2)
     pairs = [(str(i), f"The answer is {i}") for i in range(6)]

@@ -46,7 +46,7 @@ def _rows(path: Path, fields: tuple[str, str, str, str]) -> list[dict[str, Any]]
 def grade_file(
     path: str | Path, out: str | Path, kind: str = "math", graders: tuple[str, ...] = ("strict", "symbolic"),
     fields: tuple[str, str, str, str] = ("id", "response", "answer", "solution"),
-    timeout_s: float = DEFAULT_TIMEOUT_S, workers: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S, workers: int | None = None, progress: bool = False,
 ) -> dict[str, Any]:
     """Write per-row verdicts to `out` and `<out>.summary.json`; return the summary."""
     rows = _rows(Path(path), fields)
@@ -55,7 +55,8 @@ def grade_file(
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start : start + CHUNK]
             pairs = [(r["gold"], r["response"]) for r in chunk]
-            verdicts = {g: grade_batch(pairs, g, kind, workers=workers, timeout_s=timeout_s) for g in graders}
+            verdicts = {g: grade_batch(pairs, g, kind, workers=workers, timeout_s=timeout_s, progress=progress)
+                        for g in graders}
             for i, r in enumerate(chunk):
                 row = {"id": r["id"], "gold": r["gold"], **{g: verdicts[g][i].to_dict() for g in graders}}
                 writer.write(row)

@@ -72,12 +72,15 @@ def generate(records: list[Record], engine: Any, cfg: EvalConfig, desc: str) -> 
     return results, time.monotonic() - start
 
 
-def grade_results(records: list[Record], results: list[Any], kind: str, cfg: EvalConfig) -> dict[str, list]:
+def grade_results(
+    records: list[Record], results: list[Any], kind: str, cfg: EvalConfig, progress: bool = False
+) -> dict[str, list]:
     """Verdicts of every grader for every generation ({grader: [Verdict, ...]})."""
     responses = [res.texts[0] if res.ok and res.texts else "" for res in results]
     return {
         g: grade_batch([(gold_for(r, g), text) for r, text in zip(records, responses, strict=True)],
-                       grader=g, benchmark=kind, workers=cfg.grade_workers, timeout_s=cfg.grade_timeout_s)
+                       grader=g, benchmark=kind, workers=cfg.grade_workers, timeout_s=cfg.grade_timeout_s,
+                       progress=progress)
         for g in cfg.graders
     }
 
@@ -110,7 +113,7 @@ def evaluate(
     """Generate, grade, write samples.jsonl / summary.json / summary.md under `out_dir`; the summary."""
     out = Path(out_dir)
     results, seconds = generate(records, engine, cfg, desc=f"eval {bench.name}")
-    verdicts = grade_results(records, results, bench.kind, cfg)
+    verdicts = grade_results(records, results, bench.kind, cfg, progress=engine.cfg.progress)
     rows = [
         sample_row(r, build_request(r, cfg), res, {g: verdicts[g][i] for g in cfg.graders})
         for i, (r, res) in enumerate(zip(records, results, strict=True))

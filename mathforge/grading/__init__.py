@@ -50,12 +50,13 @@ def grade_batch(
     benchmark: str = "math",
     workers: int | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    progress: bool = False,
 ) -> list[Verdict]:
     """Verdicts for (gold, response) pairs, in order.
 
     The strict graders are linear-time string code and run inline. The symbolic grader runs in
     worker processes (`workers`, default: all usable cores, reusing one shared pool), each item
-    killed after `timeout_s` seconds and recorded as a "timeout" verdict.
+    killed after `timeout_s` seconds and recorded as a "timeout" verdict. `progress` shows a bar.
     """
     _check(grader, benchmark)
     if grader != "symbolic":
@@ -64,9 +65,9 @@ def grade_batch(
     if not pairs:
         return []
     if workers is None:
-        return _shared_pool(timeout_s).grade(pairs)
+        return _shared_pool(timeout_s).grade(pairs, progress)
     with GradingPool(workers, timeout_s) as pool:
-        return pool.grade(pairs)
+        return pool.grade(pairs, progress)
 
 
 def _check(grader: str, benchmark: str) -> None:

@@ -26,6 +26,7 @@ from mathforge.grading.symbolic import extract
 from mathforge.grading.verdict import Verdict
 
 DEFAULT_TIMEOUT_S = 5.0
+MAX_FAILED_STARTS = 3
 READY = "ready"
 
 
@@ -61,6 +62,7 @@ class GradingPool:
 
     def __init__(self, workers: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
         self.timeout_s = timeout_s
+        self._failed_starts = 0  # in a row: one killed while starting is replaced, a broken install is not
         self._workers = [_Worker() for _ in range(workers or default_workers())]
 
     def __enter__(self) -> GradingPool:
@@ -79,18 +81,24 @@ class GradingPool:
             w.kill()
         self._workers = []
 
-    def grade(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
+    def grade(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> list[Verdict]:
         """Verdicts for (gold, response) pairs, in order; every one within `timeout_s` of dispatch."""
+        from rich.console import Console
+        from rich.progress import Progress
+
         results: list[Verdict | None] = [None] * len(pairs)
         todo = deque(range(len(pairs)))
-        while todo or any(w.job is not None for w in self._workers):
-            self._dispatch(todo, pairs)
-            watched = [w for w in self._workers if w.job is not None or (todo and not w.ready)]
-            deadlines = [w.deadline for w in watched if w.job is not None]
-            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            for conn in wait([w.conn for w in watched], timeout=timeout):
-                self._collect(next(w for w in watched if w.conn is conn), results)
-            self._expire(results, pairs)
+        with Progress(console=Console(stderr=True), disable=not progress) as bar:
+            task = bar.add_task("symbolic grading", total=len(pairs))
+            while todo or any(w.job is not None for w in self._workers):
+                self._dispatch(todo, pairs)
+                watched = [w for w in self._workers if w.job is not None or (todo and not w.ready)]
+                deadlines = [w.deadline for w in watched if w.job is not None]
+                timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+                for conn in wait([w.conn for w in watched], timeout=timeout):
+                    self._collect(next(w for w in watched if w.conn is conn), results)
+                self._expire(results, pairs)
+                bar.update(task, completed=len(pairs) - len(todo) - sum(w.job is not None for w in self._workers))
         return results  # type: ignore[return-value]
 
     def _dispatch(self, todo: deque[int], pairs: Sequence[tuple[str, str]]) -> None:
@@ -112,11 +120,14 @@ class GradingPool:
             if w.job is not None:
                 results[w.job] = Verdict(False, None, "error", "grading worker died")
             elif not w.ready:
-                raise RuntimeError("a grading worker failed to start (is math-verify installed?)") from None
+                self._failed_starts += 1
+                if self._failed_starts >= MAX_FAILED_STARTS:
+                    raise RuntimeError("grading workers fail to start (is math-verify installed?)") from None
             self._replace(w)
             return
         if message == READY:
             w.ready = True
+            self._failed_starts = 0
             return
         idx, *fields = message
         results[idx] = Verdict(*fields)

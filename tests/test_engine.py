@@ -120,6 +120,7 @@ FAULTS = [
     ("nochoices", None, {"malformed": 1}),
     ("empty", "empty", {}),
     ("400", "bad_request", {}),
+    ("401", "auth", {}),
 ]
 
 
@@ -148,10 +149,10 @@ def test_faults_are_retried_classified_and_counted(mock_server, tmp_path):
     assert elapsed >= 2 * 0.3  # the two Retry-After waits were honoured
     assert elapsed < 20  # and nothing hung: the slow response was cut at the 1 s timeout
     # only successes are cached, so a rerun retries the failures and nothing else
-    assert cache_rows(tmp_path / "c.sqlite") == len(reqs) - 2  # "empty" is a paid answer, cached
+    assert cache_rows(tmp_path / "c.sqlite") == len(reqs) - 3  # "empty" is a paid answer, cached
     with Engine(mock_cfg(mock_server), cache_path=tmp_path / "c.sqlite") as engine:
         engine.run(reqs)
-        assert engine.stats()["calls"] == 2  # 500x4 (now past its faults) and the 400
+        assert engine.stats()["calls"] == 3  # 500x4 (now past its faults), the 400 and the 401
 
 
 @pytest.mark.timeout(30)
@@ -271,6 +272,22 @@ def test_cache_key_covers_everything_that_changes_a_response():
 def test_bad_requests_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Request(**kwargs)
+
+
+def test_engine_config_loads_from_overrides():
+    from mathforge.config import load_config
+
+    cfg = load_config(
+        EngineConfig, None, ["backend=openai", "model=gpt-4o", "rpm=500", "prices.gpt-4o=[2.5, 10]"]
+    )
+    assert cfg.prices == {"gpt-4o": (2.5, 10.0)} and cfg.rpm == 500.0
+    assert cfg.cost("gpt-4o", 1_000_000, 100_000) == pytest.approx(3.5)
+
+
+def test_empty_run(mock_server):
+    with Engine(mock_cfg(mock_server)) as engine:
+        assert engine.run([]) == []
+        assert engine.stats()["requests"] == 0
 
 
 def test_bad_config_is_refused():

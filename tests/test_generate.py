@@ -100,6 +100,8 @@ def test_generate_real_rows_n_samples_parquet_round_trip(mock_server, tmp_path):
     ]
     assert rows[0]["response"] != rows[1]["response"]  # two samples, two seeds
     assert "(D)10" in rows[0]["prompt"]
+    assert json.loads(rows[0]["input"])["label"] == "D"  # the input row, as JSON text in Parquet
+    assert pq.read_schema(job.out).field("error").type == pa.string()  # typed even when all null
     assert len({r["id"] for r in rows}) == 60
 
 

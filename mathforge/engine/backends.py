@@ -117,6 +117,10 @@ def classify_openai_error(e: BaseException) -> BackendError:
             return BackendError("rate_limit", f"HTTP 429: {_short(e.message)}", retry_after)
         if status == 408:
             return BackendError("timeout", f"HTTP 408: {_short(e.message)}", retry_after)
+        if status in (401, 403):
+            return BackendError(
+                "auth", f"HTTP {status}: {_short(e.message)} (check the key named by api_key_env)"
+            )
         if status >= 500:
             return BackendError("server_error", f"HTTP {status}: {_short(e.message)}", retry_after)
         return BackendError("bad_request", f"HTTP {status}: {_short(e.message)}")

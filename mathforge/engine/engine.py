@@ -55,6 +55,7 @@ class Engine:
         self._saved = 0.0
         self._busy = 0.0
         self._progress: EngineProgress | None = None
+        self._pause_until = 0.0  # a 429's Retry-After pauses every worker, not just the one that got it
 
     def __enter__(self) -> Engine:
         return self
@@ -215,6 +216,8 @@ class Engine:
                     self._accept(call, out, done)
                 elif out.retryable and attempt < self.cfg.max_retries:
                     self._retries[out.kind] += 1
+                    if out.kind == "rate_limit" and out.retry_after:
+                        self._pause_until = max(self._pause_until, time.monotonic() + out.retry_after)
                     retry.append(call)
                     waits.append(out.retry_after or 0.0)
                 else:
@@ -227,10 +230,14 @@ class Engine:
             batch = retry
 
     async def _attempt(self, batch: list[Call]) -> list[Completion | BackendError]:
-        estimate = sum(len(str(c.payload())) // 4 + c.sampling.max_tokens for c in batch)
+        pause = self._pause_until - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
         if self._rpm:
             await self._rpm.acquire(len(batch))
         if self._tpm:
+            # A rough count (4 characters a token) plus the completion budget; corrected on arrival.
+            estimate = sum(len(str(c.payload())) // 4 + c.sampling.max_tokens for c in batch)
             await self._tpm.acquire(estimate)
         self._counts["calls"] += len(batch)
         try:

@@ -7,6 +7,7 @@ output atomically from cache and new responses alike.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import pyarrow as pa
 
 from mathforge.engine.config import EngineConfig
 from mathforge.engine.engine import Engine
@@ -96,7 +98,7 @@ def output_rows(job: Job, cfg: EngineConfig, rid: str, row: dict[str, Any], text
     parent_lineage = row.get("lineage") if isinstance(row.get("lineage"), dict) else {}
     for i, response in enumerate(res.texts):
         yield {
-            "id": stable_id(rid, job.template.version, str(i)),
+            "id": stable_id(rid, text, job.template.version, str(i)),
             "input_id": rid,
             "sample": i,
             "prompt": text,
@@ -115,22 +117,49 @@ def output_rows(job: Job, cfg: EngineConfig, rid: str, row: dict[str, Any], text
         }
 
 
+# Parquet needs one schema for all batches (a first batch without errors would type `error` as null);
+# the free-form input row is stored as JSON text there.
+_LINEAGE = pa.struct(
+    [
+        (k, pa.int64() if k == "step" else pa.string())
+        for k in ("seed_id", "parent_id", "method", "step", "teacher", "prompt_version")
+    ]
+)
+PARQUET_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("input_id", pa.string()),
+        ("sample", pa.int64()),
+        ("prompt", pa.string()),
+        ("response", pa.string()),
+        ("finish_reason", pa.string()),
+        ("error", pa.string()),
+        ("lineage", _LINEAGE),
+        ("input", pa.string()),
+    ]
+)
+
+
 def run_generate(
     job: Job, cfg: EngineConfig, cache_path: Path | None = None, resume: bool = True
 ) -> dict[str, Any]:
     """Run the job; returns the engine's stats (also written to `<out>.stats.json`)."""
-    fmt(job.out)  # fail on an unsupported output type before paying for anything
     cache_path = cache_path or job.out.with_name(job.out.name + ".cache.sqlite")
     for stale in job.out.parent.glob(
         f".{job.out.name}.*.tmp"
     ):  # left by a killed run; the cache has its work
         stale.unlink()
     pending: deque = deque()
-    with Engine(cfg, cache_path=cache_path, refresh=not resume) as engine, AtomicWriter(job.out) as writer:
+    parquet = fmt(job.out) == "parquet"
+    writer = AtomicWriter(job.out, schema=PARQUET_SCHEMA if parquet else None)
+    with Engine(cfg, cache_path=cache_path, refresh=not resume) as engine, writer:
         total = _count_rows(job.input) * job.sampling.n
         for res in engine.imap(_requests(job, pending), desc=f"generate {job.template.name}", total=total):
             rid, row, text = pending.popleft()
-            writer.write_all(output_rows(job, cfg, rid, row, text, res))
+            for out in output_rows(job, cfg, rid, row, text, res):
+                writer.write(
+                    {**out, "input": json.dumps(row, ensure_ascii=False, default=str)} if parquet else out
+                )
         stats = {**engine.stats(), "rows": writer.count, "out": str(job.out), "cache": str(cache_path)}
     write_json(job.out.with_name(job.out.name + ".stats.json"), stats)
     return stats

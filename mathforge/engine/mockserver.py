@@ -9,7 +9,7 @@ deterministic text derived from the request, and misbehaves on demand. A directi
     drop       closes the connection without answering
     malformed  HTTP 200 with a body that is not JSON
     nochoices  HTTP 200, JSON without choices  empty      HTTP 200, empty message content
-    400        HTTP 400 (not retryable)
+    400, 401   HTTP 400 / 401 (not retryable)
 
 It counts what it answers per request (`GET /stats`), and `POST /control` can hold every request
 after the k-th answer until released, so a test can kill a client at a moment when every answer
@@ -136,8 +136,8 @@ class MockServer:
             return web.json_response({"error": {"message": "rate limited"}}, status=429, headers=headers)
         if kind == "500":
             return web.json_response({"error": {"message": "internal error"}}, status=500)
-        if kind == "400":
-            return web.json_response({"error": {"message": "bad request"}}, status=400)
+        if kind in ("400", "401"):
+            return web.json_response({"error": {"message": f"refused ({kind})"}}, status=int(kind))
         if kind == "slow":
             await asyncio.sleep(self.slow_s)
             return None

@@ -112,6 +112,7 @@ ERROR_KINDS = (
     "malformed",
     "empty",
     "bad_request",
+    "auth",
     "backend",
 )
 RETRYABLE = frozenset({"rate_limit", "server_error", "timeout", "connection", "malformed"})

@@ -263,17 +263,17 @@ def eval_(
         teacher = Engine(teacher_cfg, cache_path=out / "teacher_cache.sqlite") if needs_teacher else None
         try:
             if suite == "robustness":
-                result = evaluate_robustness(records, bench, student, teacher, cfg, out, max_distractors, check)
-                console.print((out / "robustness.md").read_text())
+                evaluate_robustness(records, bench, student, teacher, cfg, out, max_distractors, check)
             else:
                 translated = (load_translations(translations, records, language) if translations
                               else translate(records, teacher, language)[0])
-                result = evaluate_bilingual(records, translated, bench, student, cfg, out, language)
-                console.print((out / "bilingual.md").read_text())
+                evaluate_bilingual(records, translated, bench, student, cfg, out, language)
+        except DataError as e:
+            fail(str(e))
         finally:
             if teacher is not None:
                 teacher.close()
-    write_json(out / f"{suite}_result.json", result)
+    console.print((out / f"{suite}.md").read_text())
 
 
 def _print_accuracy(title: str, accuracy: dict) -> None:

@@ -340,6 +340,22 @@ def test_translations_from_a_file(tmp_path: Path) -> None:
         load_translations(path, records)
 
 
+def test_bilingual_suite_through_the_command_with_a_translation_file(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    _, records = load_benchmark("gsm8k", root=DATA)
+    picked = subset(records, 2, seed=0)
+    zh = tmp_path / "gsm8k_zh.jsonl"
+    zh.write_text("\n".join(json.dumps({"id": r.id, "problem": "请解答：" + r.problem}) for r in picked))
+    res = runner.invoke(app, ["eval", "--suite", "bilingual", "-b", "gsm8k", "--data-dir", str(DATA), "--limit", "2",
+                              "--translations", str(zh), "--max-tokens", "8", "--out", str(tmp_path / "run"),
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    result = json.loads((tmp_path / "run" / "bilingual.json").read_text())
+    assert result["n_paired"] == 2 and result["graders"]["strict"]["n"] == 2
+    rows = [row for _, row in read_rows(tmp_path / "run" / "chinese" / "samples.jsonl")]
+    assert all("请解答" in row["prompt"] for row in rows)
+
+
 def test_agreement_counts() -> None:
     assert agreement([True, True, False, False], [True, False, True, False]) == {
         "n": 4, "both_correct": 1, "only_first": 1, "only_second": 1, "both_wrong": 1, "agreement": 0.5}

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mathforge.engine import Engine, EngineConfig, Request, Sampling
+from mathforge.engine import Completion, Engine, EngineConfig, Request, Sampling
 from mathforge.engine.backends import vllm_sampling_kwargs
 from mathforge.engine.cache import cache_key
 from mathforge.engine.limits import TokenBucket, backoff_delay, parse_retry_after
@@ -308,3 +308,47 @@ def test_vllm_backend_without_vllm_says_how_to_install():
     assert vllm_sampling_kwargs(call) == dict(
         n=1, temperature=0.5, top_p=1.0, max_tokens=9, seed=5, stop=["###"]
     )
+
+
+class Interrupting:
+    """A backend where call "stop" raises KeyboardInterrupt while other calls are in flight."""
+
+    name = "interrupting"
+    model_id = "interrupting-v1"
+    batch_size = 1
+    max_concurrency = None
+
+    def __init__(self):
+        self.finished = 0
+        self.cancelled = 0
+
+    async def generate(self, calls):
+        text = calls[0].messages[-1]["content"]
+        if text == "stop":
+            await asyncio.sleep(0.05)
+            raise KeyboardInterrupt
+        try:
+            await asyncio.sleep(0.01 if text.startswith("fast") else 5)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        self.finished += 1
+        return [Completion(f"done {text}", "stop", 1, 1)]
+
+    async def aclose(self):
+        pass
+
+
+def test_ctrl_c_stops_every_worker_and_keeps_finished_answers(tmp_path):
+    backend = Interrupting()
+    reqs = [chat(f"f{i}", f"fast {i}") for i in range(3)] + [chat("s", "stop")]
+    reqs += [chat(f"w{i}", f"slow {i}") for i in range(3)]
+    start = time.monotonic()
+    with (
+        pytest.raises(KeyboardInterrupt),
+        Engine(EngineConfig(progress=False, concurrency=8), tmp_path / "c.sqlite", backend=backend) as engine,
+    ):
+        engine.run(reqs)
+    assert time.monotonic() - start < 3  # the slow calls were cancelled, not awaited
+    assert backend.finished == 3 and cache_rows(tmp_path / "c.sqlite") == 3
+    assert backend.cancelled == 3

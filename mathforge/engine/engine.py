@@ -187,10 +187,21 @@ class Engine:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return self._loop.run_until_complete(coro)
+            return self._run_until_complete(coro)
         # Called from inside a running loop (a notebook): drive ours from a worker thread.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(self._loop.run_until_complete, coro).result()
+            return pool.submit(self._run_until_complete, coro).result()
+
+    def _run_until_complete(self, coro: Any) -> Any:
+        try:
+            return self._loop.run_until_complete(coro)
+        except BaseException:
+            # Ctrl-C or an error: stop the workers, or they would go on sending while we shut down.
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            raise
 
     async def _execute(self, calls: list[Call], done: dict[str, Completion | BackendError]) -> None:
         size = self.backend.batch_size

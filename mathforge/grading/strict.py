@@ -15,6 +15,12 @@ Deliberate behaviours, each a field of `StrictConfig`:
   for a gold of 2. By default we read the whole number (thousands separators, decimals, a/b) and
   compare exactly. `METAMATH` turns on all three MetaMath behaviours for byte-for-byte comparability.
 
+Kept from MetaMath on purpose: the *last* marker counts; the marker is case-sensitive ("the answer
+is" and "The final answer is" are not answer lines); one final period is dropped; no `$` is
+stripped ("$2$" != "2"); when the normalisation itself fails (two "\\text{ " units, a dangling
+"\\frac"), the raw strings are compared. MetaMath's MATH gold is the last `\\boxed{}` of the
+solution (`mathforge.eval.gold_for(record, "metamath")`).
+
 The normalisation is re-implemented here (in our own code, behaviour kept) because MetaMath and
 Hendrycks ship it only as a script file, not a library.
 """

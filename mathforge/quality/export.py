@@ -1,0 +1,216 @@
+"""Export a cleaned dataset: Parquet shards + JSONL that `datasets.load_dataset(dir)` reads, and a
+generated dataset card (README.md) that says what is in it and what was removed on the way.
+
+The card is rendered from structured step reports (the JSON the `decontam`, `dedup`, `select`
+commands write, or any `FilterStats.to_dict()`), never typed by hand: sources, methods and their
+shares, levels and subjects, filters with drop counts by reason, decontamination sets and n,
+selection strategy, size and token statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mathforge.io import AtomicWriter, write_json, write_text
+from mathforge.prompt import format_prompt, format_response
+from mathforge.record import Record
+
+SCHEMA = pa.schema([
+    ("id", pa.string()), ("source", pa.string()), ("problem", pa.string()), ("solution", pa.string()),
+    ("answer", pa.string()), ("level", pa.int64()), ("subject", pa.string()), ("split", pa.string()),
+    ("method", pa.string()), ("seed_id", pa.string()), ("parent_id", pa.string()), ("stage", pa.string()),
+    ("teacher", pa.string()), ("prompt_version", pa.string()), ("text_prompt", pa.string()),
+    ("text_response", pa.string()), ("meta", pa.string()),
+])
+
+
+def flat_row(record: Record) -> dict[str, Any]:
+    """One dataset row: the record's fields, its lineage flattened, the SFT texts, meta as JSON."""
+    lin = record.lineage
+    return {
+        "id": record.id, "source": record.source, "problem": record.problem, "solution": record.solution,
+        "answer": record.answer, "level": record.level, "subject": record.subject, "split": record.split,
+        "method": lin.method, "seed_id": lin.seed_id, "parent_id": lin.parent_id, "stage": lin.stage,
+        "teacher": lin.teacher, "prompt_version": lin.prompt_version,
+        "text_prompt": format_prompt(record.problem),
+        "text_response": format_response(record.solution or "", record.answer or ""),
+        "meta": json.dumps(record.meta, ensure_ascii=False, default=str),
+    }
+
+
+class _Profile:
+    """Counts gathered while rows stream past, for the card."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self.rows = 0
+        self.sources: Counter = Counter()
+        self.methods: Counter = Counter()
+        self.levels: Counter = Counter()
+        self.subjects: Counter = Counter()
+        self.tokens: list[int] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows += 1
+        self.sources[row["source"]] += 1
+        self.methods[row["method"] or "seed"] += 1
+        self.levels[str(row["level"] or "unknown")] += 1
+        self.subjects[row["subject"] or "unknown"] += 1
+        if self.tokenizer is not None:
+            text = row["text_prompt"] + row["text_response"]
+            self.tokens.append(len(self.tokenizer(text, add_special_tokens=False)["input_ids"]))
+
+
+def export(
+    records: Iterable[Record], out: str | Path, *, name: str = "mathforge-data", shard_rows: int = 100_000,
+    reports: Sequence[dict[str, Any]] = (), tokenizer: Any = None, tokenizer_name: str | None = None,
+) -> dict[str, Any]:
+    """Write `out/data/train-*.parquet`, `out/jsonl/train.jsonl`, `out/README.md` and
+    `out/export.json`; returns the summary the card was rendered from."""
+    out = Path(out)
+    profile = _Profile(tokenizer)
+    shards = _write(records, out, shard_rows, profile)
+    summary = {"name": name, "rows": profile.rows, "shards": shards, "sources": dict(profile.sources.most_common()),
+               "methods": dict(profile.methods.most_common()), "levels": dict(sorted(profile.levels.items())),
+               "subjects": dict(profile.subjects.most_common()), "tokens": _token_stats(profile.tokens, tokenizer_name),
+               "reports": list(reports)}
+    write_json(out / "export.json", summary)
+    write_text(out / "README.md", render_card(summary))
+    return summary
+
+
+def _write(records: Iterable[Record], out: Path, shard_rows: int, profile: _Profile) -> list[str]:
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for old in data.glob("train-*.parquet"):  # a rerun replaces the previous export's shards
+        old.unlink()
+    shards: list[str] = []
+    batch: list[dict[str, Any]] = []
+    with AtomicWriter(out / "jsonl" / "train.jsonl") as jsonl:
+        for record in records:
+            row = flat_row(record)
+            profile.add(row)
+            jsonl.write(row)
+            batch.append(row)
+            if len(batch) >= shard_rows:
+                shards.append(_shard(data, len(shards), batch))
+                batch = []
+        if batch or not shards:
+            shards.append(_shard(data, len(shards), batch))
+    return shards
+
+
+def _shard(folder: Path, index: int, rows: list[dict[str, Any]]) -> str:
+    path = folder / f"train-{index:05d}.parquet"
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
+    tmp.replace(path)
+    return f"data/{path.name}"
+
+
+def _token_stats(tokens: list[int], tokenizer_name: str | None) -> dict[str, Any] | None:
+    if not tokens:
+        return None
+    ordered = sorted(tokens)
+    return {"tokenizer": tokenizer_name, "total": sum(tokens), "mean": round(statistics.fmean(tokens), 1),
+            "median": statistics.median(ordered), "p95": ordered[int(0.95 * (len(ordered) - 1))],
+            "max": ordered[-1], "over_512": sum(t > 512 for t in tokens), "over_2048": sum(t > 2048 for t in tokens)}
+
+
+def _size_category(rows: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                         (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if rows < limit:
+            return label
+    return "10M<n<100M"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _shares(counts: dict[str, int], total: int) -> str:
+    return _table(("value", "rows", "share"), ((k, v, f"{100 * v / max(total, 1):.1f}%") for k, v in counts.items()))
+
+
+def render_card(summary: dict[str, Any]) -> str:
+    """The dataset card: YAML header for the Hub, then what the data is and how it was cleaned."""
+    rows = summary["rows"]
+    parts = [
+        "---", "language:\n- en", "task_categories:\n- text-generation", "tags:\n- math\n- synthetic\n- mathforge",
+        f"size_categories:\n- {_size_category(rows)}",
+        "configs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet", "---",
+        f"# {summary['name']}", "",
+        f"{rows} math problems with chain-of-thought solutions ending in \"The answer is X\", built with "
+        "mathforge (a Skywork-Math reproduction). Load with `datasets.load_dataset(<this folder>)`; "
+        "`jsonl/train.jsonl` holds the same rows. (`datasets` caches a local folder by its file pattern: "
+        "after re-exporting to the same folder, load with `download_mode=\"force_redownload\"`.)", "",
+        "## Sources", _shares(summary["sources"], rows), "",
+        "## Methods", _shares(summary["methods"], rows), "",
+        "## Difficulty levels", _shares(summary["levels"], rows), "",
+        "## Subjects", _shares(summary["subjects"], rows), "",
+    ]
+    parts += _steps_section(summary["reports"])
+    parts += _tokens_section(summary["tokens"])
+    parts += ["## Size", f"{rows} rows in {len(summary['shards'])} Parquet shard(s): "
+              + ", ".join(f"`{s}`" for s in summary["shards"]), ""]
+    return "\n".join(parts)
+
+
+def _steps_section(reports: Sequence[dict[str, Any]]) -> list[str]:
+    filters = [f for r in reports for f in r.get("filters", [])] + [r for r in reports if "filter" in r]
+    parts = []
+    if filters:
+        parts += ["## Filters", _table(("filter", "seen", "kept", "dropped", "dropped by reason"),
+                                       ((f["filter"], f["seen"], f["kept"], f["dropped"],
+                                         ", ".join(f"{k}: {v}" for k, v in f["dropped_by_reason"].items()) or "-")
+                                        for f in filters)), ""]
+    for r in reports:
+        if "decontam" in r:
+            d = r["decontam"]
+            sets = ", ".join(f"{k} ({v} items)" for k, v in d["sets"].items())
+            removed = ", ".join(f"{k}: {v}" for k, v in d["removed_by_set"].items()) or "none"
+            parts += ["## Decontamination",
+                      f"Rows sharing any {d['n']}-word span (after normalising case, spacing and LaTeX spacing) "
+                      f"with the problem or solution of an item in {sets} were removed. Removed: {removed}; "
+                      f"evaluation items touched: {d['test_items_hit']}.", ""]
+        if "selection" in r:
+            s = r["selection"]
+            parts += ["## Selection", f"Strategy `{s['strategy']}`, budget {s['budget']}: {s['selected']} of "
+                      f"{s['seen']} rows kept; mean level {s['before'].get('mean_level')} -> {s['after'].get('mean_level')}.", ""]
+    return parts
+
+
+def _tokens_section(tokens: dict[str, Any] | None) -> list[str]:
+    if not tokens:
+        return []
+    return ["## Token statistics",
+            f"Prompt + response in the SFT format, counted with the `{tokens['tokenizer']}` tokenizer.",
+            _table(("total", "mean", "median", "p95", "max", "> 512", "> 2048"),
+                   [(tokens["total"], tokens["mean"], tokens["median"], tokens["p95"], tokens["max"],
+                     tokens["over_512"], tokens["over_2048"])]), ""]
+
+
+def push_to_hub(out: str | Path, repo_id: str, private: bool = True, token_env: str = "HF_TOKEN") -> str:
+    """Upload an exported folder (shards, JSONL, card) as a Hub dataset repo; returns its URL.
+
+    The token is read from the environment variable `token_env`, never passed on a command line.
+    """
+    import os
+
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=os.environ.get(token_env))
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(out), repo_type="dataset")
+    return f"https://huggingface.co/datasets/{repo_id}"

@@ -302,5 +302,171 @@ def _print_disagreements(rows: list, graders: tuple, limit: int = 20) -> None:
     Console().print(table)
 
 
+# --- data quality (issue 7) ---
+
+
+def _quality_summary(result: dict) -> None:
+    for f in result.get("filters", []):
+        reasons = ", ".join(f"{k} {v}" for k, v in f["dropped_by_reason"].items()) or "none"
+        console.print(f"{f['filter']}: {f['seen']} seen, {f['kept']} kept, dropped: {reasons}; "
+                      f"levels kept {f['after']['levels']}")
+
+
+@app.command()
+def decontam(
+    data: Path = typer.Argument(..., help="record file (.jsonl or .parquet)"),
+    against: list[str] = typer.Option([], "--against", help="evaluation set: KIND:PATH[?name=...] (repeatable; "
+                                      "default: GSM8K + MATH test under $MATHFORGE_DATA)"),
+    n: int = typer.Option(30, "--n", help="words per n-gram (the paper uses 30; 10 is too strict)"),
+    out: Path = typer.Option(..., "--out", "-o", help="clean records; removed rows go to <out>.removed.jsonl"),
+    workers: int = typer.Option(1, "--workers", "-w", help="processes (local) or Ray workers"),
+    engine: str = typer.Option("local", "--engine", help="local or ray"),
+) -> None:
+    """Remove rows sharing an n-word span with any evaluation item; every removal names the item and span."""
+    from mathforge.quality.steps import default_against, run_decontam
+
+    try:
+        result = run_decontam(data, against or default_against(), out, n=n, workers=workers, engine=engine)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    _quality_summary(result)
+    console.print(f"-> {out} (removed rows with reasons beside it); evaluation items touched: "
+                  f"{result['decontam']['test_items_hit']}")
+
+
+@app.command()
+def dedup(
+    data: Path = typer.Argument(..., help="record file (.jsonl or .parquet)"),
+    out: Path = typer.Option(..., "--out", "-o", help="deduplicated records; dropped rows beside it"),
+    near: bool = typer.Option(True, "--near/--exact-only", help="also drop near duplicates (MinHash LSH)"),
+    threshold: float = typer.Option(0.8, "--threshold", help="Jaccard similarity that counts as a copy"),
+    num_perm: int = typer.Option(128, "--num-perm", help="MinHash permutations"),
+    fields: str = typer.Option("problem,solution", "--fields", help="fields compared (problem: one row per problem)"),
+    engine: str = typer.Option("local", "--engine", help="local or ray"),
+    workers: int = typer.Option(1, "--workers", "-w", help="Ray workers (engine ray)"),
+) -> None:
+    """Drop exact and near duplicates, keeping the first occurrence and naming it in each drop reason."""
+    from mathforge.quality.steps import run_dedup
+
+    try:
+        result = run_dedup(data, out, near=near, threshold=threshold, num_perm=num_perm,
+                           fields=tuple(f.strip() for f in fields.split(",")), engine=engine, workers=workers)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    _quality_summary(result)
+
+
+@app.command()
+def check(
+    data: Path = typer.Argument(..., help="record file (.jsonl or .parquet)"),
+    out: Path = typer.Option(..., "--out", "-o", help="records passing the format and length checks"),
+    max_tokens: int = typer.Option(2048, "--max-tokens", help="training max length; 0 skips the length check"),
+    tokenizer: str = typer.Option("smollm2", "--tokenizer", help="student tokenizer: hub name, directory or smollm2"),
+) -> None:
+    """Format check (a readable "The answer is X" line) and length check in the student's tokens."""
+    from mathforge.quality.steps import run_check
+
+    try:
+        result = run_check(data, out, max_tokens=max_tokens or None, tokenizer=tokenizer)
+    except (DataError, ValueError, FileNotFoundError, OSError) as e:
+        fail(str(e))
+    _quality_summary(result)
+
+
+@app.command("select")
+def select_(
+    data: Path = typer.Argument(..., help="record file (.jsonl or .parquet)"),
+    out: Path = typer.Option(..., "--out", "-o", help="selected records"),
+    strategy: str = typer.Option("random", "--strategy", help="random, verifier, hard or coreset"),
+    budget: int = typer.Option(..., "--budget", help="records to select"),
+    seed: int = typer.Option(0, "--seed"),
+    verify: list[str] = typer.Option([], "--verify", help="run a check first: answer, consistency, model (repeatable)"),
+    grader: str = typer.Option("strict", "--grader", help="answer check grader: strict or symbolic"),
+    seeds: Path = typer.Option(None, "--seeds", help="seed records whose answers are known answers"),
+    min_level: int = typer.Option(4, "--min-level", help="hard: MATH level counted as hard"),
+    hard_by: str = typer.Option("level", "--hard-by", help="hard: level, judge or both (judge runs the LLM)"),
+    backend: str = typer.Option("llama", "--backend", help="judge/verifier model backend"),
+    model: str = typer.Option("smollm2", "--model", help="judge/verifier model"),
+    base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for the judge"),
+    cache: Path = typer.Option(None, "--cache", help="judge request cache (default: <out>.cache.sqlite)"),
+) -> None:
+    """Select a budget of records: random (baseline), verifier, hard problems, or core-set diversity."""
+    from contextlib import nullcontext
+
+    from mathforge.quality.select import SelectConfig
+    from mathforge.quality.steps import run_select
+
+    config = SelectConfig(strategy=strategy, budget=budget, seed=seed, min_level=min_level, hard_by=hard_by)
+    needs_llm = "model" in verify or (strategy == "hard" and hard_by != "level")
+    try:
+        context = nullcontext(None)
+        if needs_llm:
+            from mathforge.engine import Engine, EngineConfig
+
+            context = Engine(EngineConfig(backend=backend, model=model, base_url=base_url),
+                             cache_path=cache or out.with_name(out.name + ".cache.sqlite"))
+        with context as engine:
+            result = run_select(data, out, config, checks=verify, grader=grader, judge_engine=engine, seeds=seeds)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    sel = result["selection"]
+    console.print(f"{strategy}: {sel['selected']} of {sel['seen']} -> {out}; mean level "
+                  f"{sel['before']['mean_level']} -> {sel['after']['mean_level']}; "
+                  f"levels after {sel['after']['levels']}")
+
+
+@app.command()
+def export(
+    data: Path = typer.Argument(..., help="record file (.jsonl or .parquet)"),
+    out: Path = typer.Option(..., "--out", "-o", help="dataset folder (Parquet shards, JSONL, README card)"),
+    name: str = typer.Option("mathforge-data", "--name", help="dataset name on the card"),
+    report: list[Path] = typer.Option([], "--report", help="step report JSON for the card (repeatable)"),
+    tokenizer: str = typer.Option("smollm2", "--tokenizer", help="tokenizer for token statistics ('' skips)"),
+    shard_rows: int = typer.Option(100_000, "--shard-rows"),
+    push_to_hub: str = typer.Option(None, "--push-to-hub", help="Hub dataset repo id (token from $HF_TOKEN)"),
+) -> None:
+    """Write a datasets-loadable folder with a generated dataset card; optionally push it to the Hub."""
+    import json
+
+    from mathforge.io import read_records
+    from mathforge.quality import export as ex
+
+    try:
+        reports = [json.loads(p.read_text(encoding="utf-8")) for p in report]
+        tok = None
+        if tokenizer:
+            from mathforge.quality.formatcheck import load_tokenizer
+
+            tok = load_tokenizer(tokenizer)
+        summary = ex.export(read_records(data), out, name=name, shard_rows=shard_rows, reports=reports,
+                            tokenizer=tok, tokenizer_name=tokenizer or None)
+    except (DataError, ValueError, FileNotFoundError, json.JSONDecodeError) as e:
+        fail(str(e))
+    console.print(f"{summary['rows']} rows in {len(summary['shards'])} shard(s) -> {out} (card: {out / 'README.md'})")
+    if push_to_hub:
+        console.print(f"pushed: {ex.push_to_hub(out, push_to_hub)}")
+
+
+# --- end-to-end run (issue 2) ---
+
+
+@app.command("run")
+def run_(
+    recipe: Path = typer.Argument(..., help="run recipe YAML (see recipes/offline.yaml)"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory (rerun the same command to resume)"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. eval.limit=50"),
+) -> None:
+    """The whole pipeline: synthesis -> cleaning -> export -> two-stage SFT -> evaluation -> report."""
+    from mathforge.config import ConfigError, load_config
+    from mathforge.pipeline import RunConfig, run
+
+    try:
+        cfg = load_config(RunConfig, recipe, overrides or [])
+    except (ConfigError, OSError) as e:
+        fail(str(e))
+    run(cfg, out)
+    console.print((out / "report.md").read_text())
+
+
 if __name__ == "__main__":
     app()

@@ -365,9 +365,17 @@ def decontaminate(
     A removed record goes to `rejects` with `meta["rejected"]` (reason `<set>_overlap: ...`) and
     `meta["decontam"]` (n and up to `max_hits` hits: field, set, test item id, test field, span).
     """
-    stats = stats if stats is not None else FilterStats(f"decontam_{index.n}gram")
     scan = scan_records(records, index, fields=fields, batch_size=batch_size, workers=workers, max_hits=max_hits)
-    for record, hits in scan:
+    yield from apply_hits(scan, index.n, stats=stats, rejects=rejects, report=report)
+
+
+def apply_hits(
+    scanned: Iterable[tuple[Record, list[Hit]]], n: int, *, stats: FilterStats | None = None,
+    rejects: Any = None, report: DecontamReport | None = None,
+) -> Iterator[Record]:
+    """The keep/drop decision on scanned rows, shared by the local and the Ray engine."""
+    stats = stats if stats is not None else FilterStats(f"decontam_{n}gram")
+    for record, hits in scanned:
         stats.before.add(record)
         if not hits:
             stats.kept += 1
@@ -380,8 +388,8 @@ def decontaminate(
             report.removed_by_set[first.set] += 1
             report.test_items_hit.update(f"{h.set}/{h.test_id}" for h in hits)
         if rejects is not None:
-            reason = f"{first.set}_overlap: {first.field} shares a {index.n}-gram with {first.test_id} ({first.test_field})"
-            info = {"n": index.n, "hits": [h.to_dict() for h in hits]}
+            reason = f"{first.set}_overlap: {first.field} shares a {n}-gram with {first.test_id} ({first.test_field})"
+            info = {"n": n, "hits": [h.to_dict() for h in hits]}
             rejects.write(annotate(annotate(record, "decontam", info), "rejected",
                                    {"filter": stats.name, "reason": reason}))
 

@@ -1,0 +1,176 @@
+"""File-to-file quality steps behind the CLI: read records, run one step on the chosen engine,
+write the kept records, the removed ones (with reasons) and a JSON report for the dataset card.
+
+Each report has the shape the card reads: `{"filters": [FilterStats...], "decontam": {...}}`,
+`{"selection": {...}}`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from mathforge.filters import FilterStats
+from mathforge.io import AtomicWriter, DataError, read_records, write_json
+from mathforge.quality.decontam import DecontamReport, NgramIndex, apply_hits
+from mathforge.record import Record, annotate
+from mathforge.sources import SourceSpec, load
+
+ENGINES = ("local", "ray")
+
+
+def side_paths(out: Path) -> tuple[Path, Path]:
+    """Where a step writes its removed rows and its report, next to its output."""
+    stem = out.name.split(".")[0]
+    return out.with_name(f"{stem}.removed.jsonl"), out.with_name(f"{stem}.report.json")
+
+
+def default_against() -> list[str]:
+    """GSM8K test and MATH test from `$MATHFORGE_DATA` (a folder laid out like the shared data)."""
+    root = os.environ.get("MATHFORGE_DATA")
+    if not root:
+        raise DataError("no evaluation sets: pass --against SPEC (e.g. math:math_test.jsonl) or set MATHFORGE_DATA")
+    return [f"gsm8k:{root}/gsm8k/test.jsonl?name=gsm8k_test", f"math:{root}/math/math_test.jsonl?name=math_test"]
+
+
+def evaluation_sets(specs: Sequence[str]) -> dict[str, list[Record]]:
+    """Evaluation sets by name (`?name=` or the file stem), test splits explicitly allowed."""
+    sets: dict[str, list[Record]] = {}
+    for text in specs:
+        spec = SourceSpec.parse(text)
+        name = spec.opt("name") or Path(spec.location).stem
+        sets[name] = list(load(SourceSpec(spec.kind, spec.location, {**spec.options, "allow_test": "1"})))
+    return sets
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine '{engine}' (local or ray)")
+
+
+def run_decontam(data: Path, against: Sequence[str], out: Path, *, n: int = 30, workers: int = 1,
+                 engine: str = "local", batch_size: int = 2048) -> dict[str, Any]:
+    """Decontaminate a record file against evaluation sets; returns the report it writes."""
+    _check_engine(engine)
+    index = NgramIndex(evaluation_sets(against), n=n)
+    stats, report = FilterStats(f"decontam_{n}gram"), DecontamReport(n, dict(index.set_sizes))
+    removed, report_path = side_paths(out)
+    if engine == "ray":
+        from mathforge.quality import ray_engine
+
+        ray_engine.init()
+        scanned = ray_engine.scan_records(read_records(data), index, batch_size=batch_size, workers=workers,
+                                          max_hits=5)
+    else:
+        from mathforge.quality.decontam import scan_records
+
+        scanned = scan_records(read_records(data), index, batch_size=batch_size, workers=workers, max_hits=5)
+    with AtomicWriter(out) as kept, AtomicWriter(removed) as rejects:
+        kept.write_all(apply_hits(scanned, n, stats=stats, rejects=rejects, report=report))
+    result = {"step": "decontam", "input": str(data), "against": list(against), "engine": engine,
+              "filters": [stats.to_dict()], "decontam": report.to_dict()}
+    write_json(report_path, result)
+    return result
+
+
+def run_dedup(data: Path, out: Path, *, near: bool = True, threshold: float = 0.8, num_perm: int = 128,
+              shingle: int = 3, fields: Sequence[str] = ("problem", "solution"), engine: str = "local",
+              workers: int = 1) -> dict[str, Any]:
+    """Exact then near-duplicate removal of a record file; returns the report it writes."""
+    from mathforge.quality.dedup import ExactDedup, NearDedup, NearDedupConfig
+
+    _check_engine(engine)
+    exact = ExactDedup(fields)
+    near_step = NearDedup(NearDedupConfig(threshold, num_perm, shingle), fields) if near else None
+    stats = [FilterStats(exact.name)] + ([FilterStats(near_step.name)] if near_step else [])
+    removed, report_path = side_paths(out)
+    if engine == "ray":
+        from mathforge.quality import ray_engine
+
+        ray_engine.init()
+        decisions = ray_engine.dedup_decisions(read_records(data), exact, near_step, workers=workers)
+    else:
+        decisions = _local_decisions(read_records(data), exact, near_step)
+    with AtomicWriter(out) as kept, AtomicWriter(removed) as rejects:
+        kept.write_all(_count(decisions, stats, rejects))
+    result = {"step": "dedup", "input": str(data), "engine": engine, "filters": [s.to_dict() for s in stats]}
+    write_json(report_path, result)
+    return result
+
+
+def _local_decisions(records: Iterable[Record], exact: Any, near: Any) -> Iterator[tuple[Record, str | None]]:
+    for record in records:
+        reason = exact.decide(record)
+        if reason is None and near is not None:  # like chained filters: near never sees exact copies
+            reason = near.decide(record)
+        yield record, reason
+
+
+def _count(decisions: Iterable[tuple[Record, str | None]], stats: list[FilterStats], rejects: Any) -> Iterator[Record]:
+    """Count chained dedup decisions exactly as `apply_filter` would, step by step."""
+    for record, reason in decisions:
+        last = len(stats) if reason is None else (0 if reason.startswith("exact_duplicate") else 1)
+        for st in stats[:last]:
+            st.before.add(record)
+            st.kept += 1
+            st.after.add(record)
+        if reason is None:
+            yield record
+            continue
+        st = stats[last]
+        st.before.add(record)
+        st.dropped[reason.split(":", 1)[0]] += 1
+        rejects.write(annotate(record, "rejected", {"filter": st.name, "reason": reason}))
+
+
+def run_check(data: Path, out: Path, *, max_tokens: int | None = 2048, tokenizer: str = "smollm2",
+              style: str = "alpaca") -> dict[str, Any]:
+    """The format filter (answer line present and readable), then the token-length filter."""
+    from mathforge.filters import apply_filter
+    from mathforge.quality.formatcheck import AnswerLineFilter, LengthFilter
+
+    steps: list[Any] = [AnswerLineFilter()]
+    if max_tokens:
+        steps.append(LengthFilter(tokenizer, max_tokens=max_tokens, style=style))
+    stats = [FilterStats(s.name) for s in steps]
+    removed, report_path = side_paths(out)
+    with AtomicWriter(out) as kept, AtomicWriter(removed) as rejects:
+        stream: Any = read_records(data)
+        for step, st in zip(steps, stats, strict=True):
+            stream = apply_filter(stream, step, st, rejects)
+        kept.write_all(stream)
+    result = {"step": "check", "input": str(data), "filters": [s.to_dict() for s in stats]}
+    write_json(report_path, result)
+    return result
+
+
+def run_select(data: Path, out: Path, config: Any, *, checks: Sequence[str] = (), grader: str = "strict",
+               judge_engine: Any = None, seeds: Path | None = None) -> dict[str, Any]:
+    """Optionally verify (answer / consistency / model) or judge difficulty first, then select."""
+    from mathforge.quality import verify
+    from mathforge.quality.select import select
+
+    records = list(read_records(data))
+    if "answer" in checks:
+        seed_answers = {r.id: r.answer for r in read_records(seeds) if r.answer} if seeds else None
+        records = verify.check_answers(records, grader=grader, seed_answers=seed_answers)
+    if "consistency" in checks:
+        records = verify.self_consistency(records)
+    if judge_engine is not None and "model" in checks:
+        from mathforge.quality.judge import SolutionVerifier
+
+        records = SolutionVerifier(judge_engine).annotate(records)
+    if judge_engine is not None and config.strategy == "hard" and config.hard_by != "level":
+        from mathforge.quality.judge import DifficultyJudge
+
+        records = DifficultyJudge(judge_engine).annotate(records)
+    chosen = select(records, config)
+    from mathforge.io import write_records
+
+    write_records(out, chosen.records)
+    result = {"step": "select", "input": str(data), "selection": chosen.report,
+              "verification": verify.verify_summary(records)}
+    write_json(side_paths(out)[1], result)
+    return result

@@ -450,6 +450,38 @@ def export(
 # --- end-to-end run (issue 2) ---
 
 
+@app.command()
+def leakage(
+    train_data: str = typer.Argument(..., help="training data: a record file or any seed source spec"),
+    benchmark: list[str] = typer.Option(["gsm8k", "math"], "--benchmark", "-b", help="gsm8k, math, math500 or a file"),
+    n: int = typer.Option(30, "--n", help="word n-gram length (the paper: 30; 10 is too strict)"),
+    data_dir: Path = typer.Option(None, "--data-dir", help="folder with gsm8k/ and math/ (default $MATHFORGE_DATA or ./data)"),
+    out: Path = typer.Option(None, "--out", "-o", help="write the overlap statistics as JSON"),
+) -> None:
+    """Leakage check: how many training rows and benchmark items share an n-gram (§4.3.7)."""
+    from mathforge.eval.benchmarks import load_benchmark
+    from mathforge.io import write_json
+    from mathforge.quality.decontam import overlap_stats
+    from mathforge.sources import load
+
+    results = []
+    try:
+        for name in benchmark:
+            bench, items = load_benchmark(name, root=data_dir)
+            results.append(overlap_stats(load(train_data), items, n=n, name=bench.name))
+    except (DataError, OSError) as e:
+        fail(str(e))
+    table = Table(title=f"{n}-gram overlap of {train_data}")
+    for col in ("benchmark", "train rows", "overlapping rows", "items hit", "of items"):
+        table.add_column(col, justify="right" if col != "benchmark" else "left")
+    for r in results:
+        table.add_row(r["benchmark"], str(r["train_rows"]), str(r["train_rows_overlapping"]),
+                      str(r["benchmark_items_hit"]), f"{100 * r['benchmark_fraction_hit']:.2f}%")
+    Console().print(table)
+    if out:
+        write_json(out, results)
+
+
 @app.command("run")
 def run_(
     recipe: Path = typer.Argument(..., help="run recipe YAML (see recipes/offline.yaml)"),

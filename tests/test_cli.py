@@ -48,3 +48,15 @@ def test_seeds_refuses_test_split(tmp_path):
     result = runner.invoke(app, ["seeds", str(DATA / "gsm8k" / "test.jsonl"), "--allow-test",
                                  "--out", str(tmp_path / "s.jsonl")])
     assert result.exit_code == 0 and "1319 seed records" in result.output
+
+
+def test_leakage_counts_math_train_overlap_with_math_test(tmp_path):
+    # Real finding (FACTS.md): a few percent of MATH train rows share a 30-word span with MATH test.
+    out = tmp_path / "leak.json"
+    result = runner.invoke(app, ["leakage", f"math:{DATA / 'math' / 'math_train.jsonl'}?limit=800",
+                                 "-b", "math", "--data-dir", str(DATA), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (stats,) = __import__("json").loads(out.read_text())
+    assert stats["train_rows"] == 800 and stats["benchmark_items"] == 5000
+    assert 0 < stats["train_rows_overlapping"] < 80
+    assert stats["benchmark_items_hit"] == len(stats["hit_item_ids"]) > 0

@@ -451,6 +451,25 @@ def export(
 
 
 @app.command()
+def scale(
+    recipe: Path = typer.Argument(..., help="scaling recipe YAML (see recipes/scale_offline.yaml)"),
+    out: Path = typer.Option(..., "--out", "-o", help="sweep directory (rerun to resume: finished sizes are skipped)"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. sizes=[100,200,400]"),
+) -> None:
+    """Data scaling: train on nested subsets of growing size, evaluate each, fit and plot the curve."""
+    from mathforge.config import ConfigError, load_config
+    from mathforge.pipeline import ScaleConfig
+    from mathforge.scale import run_scale
+
+    try:
+        cfg = load_config(ScaleConfig, recipe, overrides or [])
+    except (ConfigError, OSError) as e:
+        fail(str(e))
+    run_scale(cfg, out)
+    console.print((out / "report.md").read_text())
+
+
+@app.command()
 def leakage(
     train_data: str = typer.Argument(..., help="training data: a record file or any seed source spec"),
     benchmark: list[str] = typer.Option(["gsm8k", "math"], "--benchmark", "-b", help="gsm8k, math, math500 or a file"),

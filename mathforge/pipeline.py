@@ -85,9 +85,30 @@ def run(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
     return stats
 
 
+@dataclass(frozen=True)
+class ScaleConfig:
+    """`mathforge scale`: the data-scaling study (the paper's Figure 5, Tables 2 and 12)."""
+
+    data: str = "runs/offline/data/stage1.jsonl"  # a record file or a seed source spec
+    sizes: tuple[int, ...] = (7_500, 60_000, 360_000, 1_000_000, 1_500_000, 2_100_000, 2_500_000)
+    seed: int = 0
+    metric: str = "symbolic"
+    data_dir: str = "../shared/data"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalStage = field(default_factory=EvalStage)
+
+
+def resolve_data_dir(data_dir: str) -> Path:
+    """A benchmark data dir; a relative one is read from the working directory when it exists
+    there, else from the repository root (recipes name `../shared/data` relative to the repo)."""
+    path = Path(data_dir)
+    if path.is_absolute() or path.exists():
+        return path
+    return (REPO_ROOT / path).resolve()
+
+
 def _data_dir(cfg: RunConfig) -> Path:
-    path = Path(cfg.data_dir)
-    return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+    return resolve_data_dir(cfg.data_dir)
 
 
 # ---------------------------------------------------------------- the steps
@@ -156,17 +177,20 @@ def _train(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
 
 
 def _eval(cfg: RunConfig, rd: RunDir, data: Path, bench_name: str) -> dict[str, Any]:
+    summary = evaluate_model(cfg.eval, rd.root / "train" / "model", bench_name, data, rd.root / "eval" / bench_name)
+    return {k: summary[k] for k in ("n", "accuracy", "by_level", "by_subject", "truncation_rate") if k in summary}
+
+
+def evaluate_model(ev: EvalStage, model: Path, bench_name: str, data: Path, out: Path) -> dict[str, Any]:
+    """Evaluate a trained checkpoint on one benchmark (a fixed subset when `ev.limit` is set)."""
     from mathforge.engine import Engine
     from mathforge.eval import evaluate, load_benchmark, subset
 
     bench, records = load_benchmark(bench_name, root=data)
-    records = subset(records, cfg.eval.limit, cfg.eval.seed)
-    engine_cfg = EngineConfig(**{"model": str(rd.root / "train" / "model"), **cfg.eval.engine})
-    out = rd.root / "eval" / bench_name
+    records = subset(records, ev.limit, ev.seed)
+    engine_cfg = EngineConfig(**{"model": str(model), **ev.engine})
     with Engine(engine_cfg, cache_path=out / "cache.sqlite") as engine:
-        summary = evaluate(records, bench, engine, cfg.eval.settings, out,
-                           {"model": engine_cfg.model, "limit": cfg.eval.limit, "seed": cfg.eval.seed})
-    return {k: summary[k] for k in ("n", "accuracy", "by_level", "by_subject", "truncation_rate") if k in summary}
+        return evaluate(records, bench, engine, ev.settings, out, {"model": str(model), "limit": ev.limit, "seed": ev.seed})
 
 
 # ---------------------------------------------------------------- the report

@@ -169,3 +169,59 @@ def _plot(rows, benches, metric, path: Path) -> None:
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)
+
+
+# ---------------------------------------------------------------- the sweep as a command
+
+
+def run_scale(cfg: Any, out: str | Path) -> list[dict[str, Any]]:
+    """`mathforge scale`: nested subsets of `cfg.data`, one SFT run and evaluation per size, report.
+
+    `cfg` is a `ScaleConfig` (mathforge.pipeline); each size trains `cfg.train` with every stage's
+    dataset replaced by the subset, from scratch, and evaluates it like `mathforge run` does.
+    """
+    import dataclasses
+
+    from mathforge.pipeline import evaluate_model, resolve_data_dir
+    from mathforge.rundir import RunDir
+    from mathforge.train.sft import train
+
+    rd = RunDir(out)
+    rd.save_config(cfg)
+    data = _materialise(cfg.data, rd.root / "data.jsonl")
+    subsets = nested_subsets(data, cfg.sizes, rd.root / "subsets", seed=cfg.seed)
+    bench_dir = resolve_data_dir(cfg.data_dir)
+
+    def train_and_eval(size: int, subset: Path) -> dict[str, Any]:
+        stages = tuple(dataclasses.replace(s, dataset=str(subset)) for s in cfg.train.stages)
+        run_dir = rd.root / "runs" / f"n{size}"
+        train(dataclasses.replace(cfg.train, stages=stages), run_dir / "train")
+        row: dict[str, Any] = {"accuracy": {}, "by_level": {}, "by_subject": {}}
+        for bench in cfg.eval.benchmarks:
+            summary = evaluate_model(cfg.eval, run_dir / "train" / "model", bench, bench_dir, run_dir / "eval" / bench)
+            row["accuracy"][bench] = {g: a["accuracy"] for g, a in summary["accuracy"].items()}
+            if bench.startswith("math"):
+                row["by_level"] = _flatten(summary["by_level"])
+                row["by_subject"] = _flatten(summary["by_subject"])
+        return row
+
+    rows = sweep(cfg.sizes, subsets, rd.root / "scaling.jsonl", train_and_eval)
+    report(rows, rd.root, metric=cfg.metric)
+    return rows
+
+
+def _flatten(groups: dict[str, Any]) -> dict[str, dict[str, float]]:
+    return {k: {g: a["accuracy"] for g, a in v.items()} for k, v in groups.items()}
+
+
+def _materialise(spec: str, target: Path) -> Path:
+    """The sweep's data as one record file (a seed source spec is loaded once)."""
+    from mathforge.sources import SOURCES, load
+
+    kind, sep, _ = spec.partition(":")
+    if not (sep and kind in SOURCES):
+        return Path(spec)
+    if not target.exists():
+        with AtomicWriter(target) as w:
+            w.write_all(load(spec))
+    return target

@@ -210,7 +210,7 @@ def test_unknown_grader_is_a_clear_error() -> None:
 # ---------------------------------------------------------------- bounded time, whatever the input
 
 TIMEOUT_S = 1.0
-SLACK_S = 4.0  # dispatch, a busy shared machine; far below what an unbounded sympy call takes
+SLACK_S = 6.0  # a replacement worker's start on a busy machine; far below an unbounded sympy call
 
 ADVERSARIAL = [
     "The answer is 9^{9^{9^{9}}}",
@@ -225,35 +225,50 @@ ADVERSARIAL = [
     "The answer is " + "1+" * 5_000 + "1",
     "The answer is \\boxed{" * 2_000,
     "The answer is 10^{10^{10}}!",
+    "The answer is 5 " + "a" * 40 + "1",  # backtracking bait for the unit pattern
+    "The answer is " + "1," * 5_000,
+    "The answer is " + "value of x is " * 2_000,
 ]
 
 
 @pytest.fixture(scope="module")
 def pool():
     with GradingPool(workers=2, timeout_s=TIMEOUT_S) as p:
-        p.grade([("1", "The answer is 1")])  # workers started and warm
+        p.wait_ready()
         yield p
 
 
 @pytest.mark.parametrize("response", ADVERSARIAL, ids=range(len(ADVERSARIAL)))
-def test_adversarial_inputs_return_within_the_bound(pool: GradingPool, response: str) -> None:
+def test_adversarial_inputs_are_fast_for_the_string_graders(response: str) -> None:
+    start = time.monotonic()
+    extract(response, "symbolic")  # the parent extracts on timeouts: it must be fast too
     for benchmark in ("math", "gsm8k"):
         for grader in ("strict", "metamath"):
-            start = time.monotonic()
-            v = grade("5", response, grader, benchmark)
-            assert time.monotonic() - start < 0.5
-            assert v.correct is False
+            assert grade("4", response, grader, benchmark).correct is False
+    assert time.monotonic() - start < 0.5
+
+
+def test_adversarial_inputs_get_symbolic_verdicts_within_the_bound(pool: GradingPool) -> None:
+    pool.wait_ready()
     start = time.monotonic()
-    [v] = pool.grade([("5", response)])
-    assert time.monotonic() - start < TIMEOUT_S + SLACK_S
-    assert v.correct is False
-    assert v.reason in ("mismatch", "timeout", "unparsed", "no_answer", "error")
+    verdicts = pool.grade([("4", r) for r in ADVERSARIAL])
+    elapsed = time.monotonic() - start
+    assert not any(v.correct for v in verdicts)
+    assert {v.reason for v in verdicts} <= {"mismatch", "timeout", "unparsed", "no_answer", "error"}
+    timeouts = sum(v.reason == "timeout" for v in verdicts)
+    assert timeouts >= 2  # the power towers, at least
+    # each timeout costs its bound plus, at worst, a replacement worker's start
+    assert elapsed < len(ADVERSARIAL) * 0.5 + timeouts * (TIMEOUT_S + SLACK_S)
 
 
 def test_huge_power_tower_is_a_timeout_verdict_and_the_pool_recovers(pool: GradingPool) -> None:
-    verdicts = pool.grade([("5", "The answer is 9^{9^{9^{9}}}"), ("0.24", "The answer is 24%"), ("2", "The answer is 2")])
-    assert verdicts[0].reason == "timeout" and verdicts[0].extracted == "9^{9^{9^{9}}}"
-    assert [v.correct for v in verdicts[1:]] == [True, True]
+    pool.wait_ready()
+    start = time.monotonic()
+    [tower] = pool.grade([("5", "The answer is 9^{9^{9^{9}}}")])
+    assert time.monotonic() - start < TIMEOUT_S + 1.0
+    assert tower.reason == "timeout" and tower.extracted == "9^{9^{9^{9}}}"
+    verdicts = pool.grade([("0.24", "The answer is 24%"), ("2", "The answer is 2")])
+    assert [v.correct for v in verdicts] == [True, True]
 
 
 @pytest.mark.parametrize("when", ["idle", "starting"])

@@ -81,6 +81,12 @@ class GradingPool:
             w.kill()
         self._workers = []
 
+    def wait_ready(self) -> None:
+        """Block until every worker has started (for timing, and before latency-sensitive work)."""
+        while starting := [w for w in self._workers if not w.ready]:
+            for conn in wait([w.conn for w in starting]):
+                self._collect(next(w for w in starting if w.conn is conn), [])
+
     def grade(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> list[Verdict]:
         """Verdicts for (gold, response) pairs, in order; every one within `timeout_s` of dispatch."""
         from rich.console import Console

@@ -32,7 +32,8 @@ _AFTERTHOUGHT = re.compile(
 _SENTENCE_END = re.compile(r"(?<![\d\\])\.(?:\s|$)")
 # A number followed only by words is a quantity with its unit: "70000 dollars", "12 cm per hour".
 # One-letter words are kept, since "2 x" may be an expression.
-_NUMBER_WITH_UNIT = re.compile(r"(\$?[-+]?\d[\d,]*(?:\.\d+)?)\s+(?:[A-Za-z]{2,}\s*)+")
+# Words must be separated by spaces, so the pattern cannot backtrack exponentially.
+_NUMBER_WITH_UNIT = re.compile(r"(\$?[-+]?\d[\d,]*(?:\.\d+)?)\s+(?:[A-Za-z]{2,}(?:\s+|$))+")
 _MAX_CANDIDATE = 1000  # longer "answers" are prose; parsing them only costs time
 
 

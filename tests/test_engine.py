@@ -192,6 +192,18 @@ def test_samples_are_separate_cache_entries(mock_server, tmp_path):
     assert cache_rows(path) == 4
 
 
+def test_native_n_sends_one_call_per_request_and_pays_the_prompt_once(mock_server, tmp_path):
+    cfg = mock_cfg(mock_server, native_n=True)
+    with Engine(cfg, cache_path=tmp_path / "c.sqlite") as engine:
+        (four,) = engine.run([chat("a", "one two three", Sampling(n=4, seed=1))])
+        assert mock_server.received == 1 and engine.stats()["calls"] == 4
+        assert four.ok and len(set(four.texts)) == 4
+        assert four.prompt_tokens == 3  # once, not four times
+        (six,) = engine.run([chat("a", "one two three", Sampling(n=6, seed=1))])
+        assert mock_server.received == 2 and six.texts[:4] == four.texts  # samples 4 and 5 in one call
+    assert cache_rows(tmp_path / "c.sqlite") == 6
+
+
 def test_raw_prompt_uses_the_completions_endpoint(mock_server):
     with Engine(mock_cfg(mock_server)) as engine:
         (res,) = engine.run([Request(key="p", prompt="### Instruction:\nAdd 1 and 1.\n\n### Response:")])

@@ -57,6 +57,7 @@ class OpenAIBackend:
     def __init__(self, cfg: EngineConfig):
         self.cfg = cfg
         self.model_id = cfg.model
+        self.native_n = cfg.native_n
         self._client: Any = None
 
     def _make_client(self) -> Any:
@@ -75,13 +76,17 @@ class OpenAIBackend:
     async def generate(self, calls: list[Call]) -> list[Outcome]:
         if self._client is None:
             self._client = self._make_client()
-        return [await self._one(call) for call in calls]
+        if self.native_n:  # the engine hands over all missing samples of one request
+            return await self._post(calls[0], n=len(calls))
+        return [(await self._post(call, n=1))[0] for call in calls]
 
-    async def _one(self, call: Call) -> Outcome:
+    async def _post(self, call: Call, n: int) -> list[Outcome]:
         s = call.sampling
         body: dict[str, Any] = dict(
             model=self.cfg.model, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens
         )
+        if n > 1:
+            body["n"] = n
         if s.sample_seed(call.sample) is not None:
             body["seed"] = s.sample_seed(call.sample)
         if s.stop:
@@ -96,8 +101,8 @@ class OpenAIBackend:
                     "/chat/completions" if chat else "/completions", body=body, cast_to=str
                 )
         except Exception as e:  # noqa: BLE001 - every failure becomes a classified outcome
-            return classify_openai_error(e)
-        return parse_openai_body(raw, chat=chat)
+            return [classify_openai_error(e)] * n
+        return parse_openai_body(raw, chat=chat, n=n)
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -158,26 +163,38 @@ def _dropped(e: BaseException) -> bool:
     )
 
 
-def parse_openai_body(raw: str, *, chat: bool) -> Outcome:
-    """Read a completion body; anything unusable is a `malformed` failure with the reason."""
+def parse_openai_body(raw: str, *, chat: bool, n: int = 1) -> list[Outcome]:
+    """Read a completion body into `n` samples; anything unusable is `malformed`, with the reason.
+
+    With n > 1 the usage covers all choices: the prompt is booked on the first sample and the
+    completion tokens are shared out evenly (the API does not say which choice used how many).
+    """
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, TypeError):
-        return BackendError("malformed", f"response body is not JSON: {_short(str(raw))}")
+        return [BackendError("malformed", f"response body is not JSON: {_short(str(raw))}")] * n
     choices = data.get("choices") if isinstance(data, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return BackendError("malformed", f"no choices in the response body: {_short(raw)}")
-    choice = choices[0]
-    text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
-    if not isinstance(text, str):
-        return BackendError("malformed", f"the first choice has no text content: {_short(raw)}")
+    if not isinstance(choices, list) or not choices:
+        return [BackendError("malformed", f"no choices in the response body: {_short(raw)}")] * n
+    by_index = {c.get("index", i): c for i, c in enumerate(choices) if isinstance(c, dict)}
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    return Completion(
-        text=text,
-        finish_reason=str(choice.get("finish_reason") or "unknown"),
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-    )
+    completion = int(usage.get("completion_tokens") or 0)
+    out: list[Outcome] = []
+    for i in range(n):
+        choice = by_index.get(i, {})
+        text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
+        if not isinstance(text, str):
+            out.append(BackendError("malformed", f"choice {i} has no text content: {_short(raw)}"))
+            continue
+        out.append(
+            Completion(
+                text=text,
+                finish_reason=str(choice.get("finish_reason") or "unknown"),
+                prompt_tokens=int(usage.get("prompt_tokens") or 0) if i == 0 else 0,
+                completion_tokens=completion // n + (completion % n if i == 0 else 0),
+            )
+        )
+    return out
 
 
 def _short(text: str, limit: int = 200) -> str:

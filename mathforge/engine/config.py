@@ -29,6 +29,9 @@ class EngineConfig:
     backoff_max_s: float = 60.0
     prices: dict[str, tuple[float, ...]] = field(default_factory=dict)
     progress: bool = True
+    # openai: send a request's missing samples as one call with n=k, so its prompt is paid once.
+    # Not every server takes n > 1 (llama.cpp's does not); with a seed, all k share the first one's.
+    native_n: bool = False
     # In-process backends (llama, hf, vllm)
     batch_size: int = 8
     n_ctx: int = 4096

@@ -109,6 +109,7 @@ class Engine:
             "samples": c["samples"],
             "cached": c["cached"],
             "calls": c["calls"],
+            "batches": c["batches"],
             "ok": c["ok"],
             "failed": sum(self._failures.values()),
             "failures": dict(self._failures),
@@ -153,7 +154,12 @@ class Engine:
             {"messages": request.messages} if request.messages is not None else {"prompt": request.prompt}
         )
         key = cache_key(self.backend.name, self.backend.model_id, payload, request.sampling, sample)
-        return Call(key, request.messages, request.prompt, request.sampling, sample)
+        group = (
+            key
+            if sample == 0
+            else cache_key(self.backend.name, self.backend.model_id, payload, request.sampling, 0)
+        )
+        return Call(key, request.messages, request.prompt, request.sampling, sample, group)
 
     def _result(self, request: Request, calls: list[Call], done: dict, cached_keys: set[str]) -> Result:
         res = Result(
@@ -204,8 +210,14 @@ class Engine:
             raise
 
     async def _execute(self, calls: list[Call], done: dict[str, Completion | BackendError]) -> None:
-        size = self.backend.batch_size
-        batches = [calls[i : i + size] for i in range(0, len(calls), size)]
+        if getattr(self.backend, "native_n", False):  # a request's missing samples go out as one call
+            groups: dict[str, list[Call]] = {}
+            for c in calls:
+                groups.setdefault(c.group, []).append(c)
+            batches = list(groups.values())
+        else:
+            size = self.backend.batch_size
+            batches = [calls[i : i + size] for i in range(0, len(calls), size)]
         queue: asyncio.Queue[list[Call]] = asyncio.Queue()
         for b in batches:
             queue.put_nowait(b)
@@ -251,6 +263,7 @@ class Engine:
             estimate = sum(len(str(c.payload())) // 4 + c.sampling.max_tokens for c in batch)
             await self._tpm.acquire(estimate)
         self._counts["calls"] += len(batch)
+        self._counts["batches"] += 1
         try:
             outcomes = await self.backend.generate(batch)
         except Exception as e:  # noqa: BLE001 - a backend bug fails its calls, not the run

@@ -188,26 +188,31 @@ def _prompt_text(body: dict[str, Any], chat: bool) -> str:
 
 
 def _answer(body: dict[str, Any], text: str, chat: bool, fp: str, empty: bool) -> dict[str, Any]:
-    """A deterministic reply: same request, same text, whatever the order or timing."""
-    reply = "" if empty else f"Reply {fp[:8]} to: {text[-60:]}\nThe answer is {int(fp[:4], 16) % 100}"
+    """A deterministic reply: same request, same text, whatever the order or timing (n choices)."""
+    choices, completion = [], 0
+    for i in range(int(body.get("n") or 1)):
+        tag = fp[:8] if i == 0 else f"{fp[:8]}.{i}"
+        reply = "" if empty else f"Reply {tag} to: {text[-60:]}\nThe answer is {(int(fp[:4], 16) + i) % 100}"
+        completion += len(reply.split())
+        if chat:
+            choices.append(
+                {"index": i, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
+            )
+        else:
+            choices.append({"index": i, "text": reply, "finish_reason": "stop", "logprobs": None})
     prompt_tokens = max(1, len(text.split()))
     usage = {
         "prompt_tokens": prompt_tokens,
-        "completion_tokens": len(reply.split()),
-        "total_tokens": prompt_tokens + len(reply.split()),
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
     }
-    if chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
-        kind = "chat.completion"
-    else:
-        choice = {"index": 0, "text": reply, "finish_reason": "stop", "logprobs": None}
-        kind = "text_completion"
+    kind = "chat.completion" if chat else "text_completion"
     return {
         "id": f"mock-{fp}",
         "object": kind,
         "created": 0,
         "model": body.get("model", "mock"),
-        "choices": [choice],
+        "choices": choices,
         "usage": usage,
     }
 

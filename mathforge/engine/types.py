@@ -127,6 +127,7 @@ class Call:
     prompt: str | None
     sampling: Sampling
     sample: int
+    group: str = ""  # same for every sample of one request (the key of its sample 0)
 
     def payload(self) -> dict[str, Any]:
         return {"messages": self.messages} if self.messages is not None else {"prompt": self.prompt}

@@ -71,6 +71,7 @@ def main() -> None:
     pairs = build_pairs(args.n, args.data)
     math_verify_serial(pairs[:20])  # imports and sympy caches warm before timing
     with GradingPool(args.workers) as pool:
+        pool.wait_ready()
         pool.grade(pairs[:20])
         baseline, t_base = timed(math_verify_serial, pairs)
         strict, t_strict = timed(grade_batch, pairs, "strict")
@@ -84,8 +85,9 @@ def main() -> None:
     for name, seconds, accepted in rows:
         print(f"{name:<52} {seconds:8.2f} {len(pairs) / seconds:10.0f} {t_base / seconds:11.2f}x {accepted:9d}")
     timeouts = sum(v.reason == "timeout" for v in symbolic)
-    differ = sum(v.correct != b for v, b in zip(symbolic, baseline, strict=True))
-    print(f"\nsymbolic verdicts that differ from the baseline: {differ}; symbolic timeouts: {timeouts}")
+    ours = sum(v.correct and not b for v, b in zip(symbolic, baseline, strict=True))
+    theirs = sum(b and not v.correct for v, b in zip(symbolic, baseline, strict=True))
+    print(f"\naccepted by symbolic only: {ours}; by the baseline only: {theirs}; symbolic timeouts: {timeouts}")
 
 
 if __name__ == "__main__":

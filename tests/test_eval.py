@@ -82,6 +82,23 @@ def test_a_missing_benchmark_file_names_the_folder(tmp_path: Path) -> None:
         load_benchmark("math", root=tmp_path)
 
 
+def test_without_local_files_gsm8k_and_math500_come_from_the_hub(tmp_path: Path) -> None:
+    from mathforge.eval.benchmarks import BENCHMARKS, _source_spec
+
+    spec = _source_spec(BENCHMARKS["gsm8k"], "gsm8k", tmp_path)
+    assert (spec.kind, spec.location, spec.opt("split"), spec.opt("format")) == ("hf", "openai/gsm8k", "test", "gsm8k")
+    assert spec.flag("allow_test")
+    assert _source_spec(BENCHMARKS["math500"], "math500", tmp_path).location == "HuggingFaceH4/MATH-500"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"prompt_style": "fancy"}, "prompt style"),
+                                                  ({"graders": ("strict", "loose")}, "loose"),
+                                                  ({"graders": ()}, "grader")])
+def test_eval_config_rejects_unknown_choices(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EvalConfig(**kwargs)
+
+
 def test_any_file_with_a_field_mapping(tmp_path: Path) -> None:
     path = tmp_path / "quiz.jsonl"
     path.write_text("\n".join(json.dumps({"key": f"q{i}", "q": f"What is {i}+{i}?", "a": str(2 * i)}) for i in range(5)))

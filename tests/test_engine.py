@@ -204,6 +204,19 @@ def test_native_n_sends_one_call_per_request_and_pays_the_prompt_once(mock_serve
     assert cache_rows(tmp_path / "c.sqlite") == 6
 
 
+def test_cost_is_booked_per_model_and_cache_hits_are_savings(mock_server, tmp_path):
+    cfg = mock_cfg(mock_server, prices={"mock": (3.0, 15.0)})
+    with Engine(cfg, cache_path=tmp_path / "c.sqlite") as engine:
+        engine.run([chat(f"k{i}", f"question number {i}") for i in range(5)])
+        first = engine.stats()
+        engine.run([chat(f"k{i}", f"question number {i}") for i in range(5)])
+        second = engine.stats()
+    paid = (first["prompt_tokens"] * 3.0 + first["completion_tokens"] * 15.0) / 1e6
+    assert first["cost_usd"] == pytest.approx(paid) > 0
+    assert first["per_model"]["mock"]["cost_usd"] == pytest.approx(paid)
+    assert second["cost_usd"] == first["cost_usd"] and second["cost_saved_usd"] == pytest.approx(paid)
+
+
 def test_raw_prompt_uses_the_completions_endpoint(mock_server):
     with Engine(mock_cfg(mock_server)) as engine:
         (res,) = engine.run([Request(key="p", prompt="### Instruction:\nAdd 1 and 1.\n\n### Response:")])

@@ -66,9 +66,11 @@ class Engine:
     def close(self) -> None:
         if self._loop.is_closed():
             return
-        self._drive(self.backend.aclose())
-        self._loop.close()
-        self.cache.close()
+        try:
+            self._drive(self.backend.aclose())
+        finally:
+            self._loop.close()
+            self.cache.close()
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -132,15 +134,7 @@ class Engine:
         if not self.refresh:
             done.update(self.cache.get_many(c.cache_key for c in flat))
         cached_keys = set(done)
-        self._counts["requests"] += len(requests)
-        self._counts["samples"] += len(flat)
-        self._counts["cached"] += sum(c.cache_key in cached_keys for c in flat)
-        for c in flat:
-            if c.cache_key in cached_keys:
-                comp = done[c.cache_key]
-                self._saved += self.cfg.cost(self.cfg.model, comp.prompt_tokens, comp.completion_tokens)
-        if self._progress:
-            self._progress.advance_cached(sum(c.cache_key in cached_keys for c in flat))
+        self._book_cached(len(requests), flat, done)
         missing = list({c.cache_key: c for c in flat if c.cache_key not in done}.values())
         # Similar lengths batch together: less padding for batched in-process backends.
         if self.backend.batch_size > 1:
@@ -148,6 +142,15 @@ class Engine:
         if missing:
             self._drive(self._execute(missing, done))
         return [self._result(r, cs, done, cached_keys) for r, cs in zip(requests, calls, strict=True)]
+
+    def _book_cached(self, n_requests: int, flat: list[Call], done: dict) -> None:
+        hits = [done[c.cache_key] for c in flat if c.cache_key in done]
+        self._counts["requests"] += n_requests
+        self._counts["samples"] += len(flat)
+        self._counts["cached"] += len(hits)
+        self._saved += sum(self.cfg.cost(self.cfg.model, h.prompt_tokens, h.completion_tokens) for h in hits)
+        if self._progress:
+            self._progress.advance_cached(len(hits))
 
     def _call(self, request: Request, sample: int) -> Call:
         payload = (

@@ -72,3 +72,33 @@ def test_reexport_replaces_old_shards(tmp_path, pipeline):
     again = datasets.load_dataset(str(tmp_path / "ds"), split="train", download_mode="force_redownload",
                                   cache_dir=str(tmp_path / "cache"))
     assert len(again) == 30
+
+
+def test_cli_decontam_dedup_check_select_export(tmp_path):
+    from typer.testing import CliRunner
+
+    from mathforge.cli import app
+
+    run = CliRunner().invoke
+    seeds = tmp_path / "seeds.jsonl"
+    assert run(app, ["seeds", f"math:{DATA}/math/math_train.jsonl?limit=600", "--out", str(seeds)]).exit_code == 0
+    against = ["--against", f"math:{DATA}/math/math_test.jsonl?name=math_test",
+               "--against", f"gsm8k:{DATA}/gsm8k/test.jsonl?name=gsm8k_test"]
+    res = run(app, ["decontam", str(seeds), *against, "--n", "30", "--out", str(tmp_path / "clean.jsonl")])
+    assert res.exit_code == 0, res.output
+    removed = [json.loads(x) for x in (tmp_path / "clean.removed.jsonl").read_text().splitlines()]
+    assert removed and all(r["meta"]["decontam"]["hits"][0]["test_id"].startswith("test/") for r in removed)
+    res = run(app, ["dedup", str(tmp_path / "clean.jsonl"), "--out", str(tmp_path / "dd.jsonl"), "--threshold", "0.9"])
+    assert res.exit_code == 0, res.output
+    res = run(app, ["select", str(tmp_path / "dd.jsonl"), "--strategy", "hard", "--budget", "50",
+                    "--out", str(tmp_path / "sel.jsonl")])
+    assert res.exit_code == 0, res.output
+    reports = [str(tmp_path / f"{s}.report.json") for s in ("clean", "dd", "sel")]
+    res = run(app, ["export", str(tmp_path / "sel.jsonl"), "--out", str(tmp_path / "ds"), "--tokenizer", "",
+                    *[x for r in reports for x in ("--report", r)]])
+    assert res.exit_code == 0, res.output
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert f"| decontam_30gram | 600 | {600 - len(removed)} | {len(removed)} |" in card
+    assert "| dedup_near |" in card and "Strategy `hard`, budget 50" in card
+    bad = run(app, ["decontam", str(seeds), "--against", "math:/nonexistent.jsonl", "--out", str(tmp_path / "x.jsonl")])
+    assert bad.exit_code == 1 and "nonexistent" in bad.output

@@ -1,6 +1,5 @@
 """Selection strategies on real MATH train rows: budgets, determinism, and before/after distributions."""
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -59,8 +58,8 @@ def test_random_budget_larger_than_data_and_bad_config(rows):
 
 
 def test_coreset_selection_on_real_embeddings(rows):
-    pool = [dataclasses.replace(r) for r in rows[:120]]
+    pool = rows[:120]
     sel = select(pool, SelectConfig(strategy="coreset", budget=20, seed=0))
     assert len(sel.records) == 20 and len({r.id for r in sel.records}) == 20
-    coverage = sel.report["coverage"]
-    assert coverage  # k-center greedy reports the covering radius it reached
+    coverage = sel.report["coverage"]  # k-center greedy covers the pool better than its first centre
+    assert coverage["after"]["max_dist"] < coverage["before"]["max_dist"]

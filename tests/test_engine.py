@@ -212,7 +212,7 @@ def test_cost_is_booked_per_model_and_cache_hits_are_savings(mock_server, tmp_pa
         engine.run([chat(f"k{i}", f"question number {i}") for i in range(5)])
         second = engine.stats()
     paid = (first["prompt_tokens"] * 3.0 + first["completion_tokens"] * 15.0) / 1e6
-    assert first["cost_usd"] == pytest.approx(paid) > 0
+    assert paid > 0 and first["cost_usd"] == pytest.approx(paid)
     assert first["per_model"]["mock"]["cost_usd"] == pytest.approx(paid)
     assert second["cost_usd"] == first["cost_usd"] and second["cost_saved_usd"] == pytest.approx(paid)
 

@@ -182,6 +182,15 @@ def test_requests_per_minute_limit(mock_server):
     assert 1.3 <= time.monotonic() - start < 4
 
 
+def test_tokens_per_minute_limit(mock_server):
+    # 600 tpm = 10 tokens/s; each call is estimated at ~20 tokens and really uses ~12 (booked on arrival)
+    reqs = [chat(f"t{i}", f"q{i}", Sampling(max_tokens=1)) for i in range(3)]
+    start = time.monotonic()
+    with Engine(mock_cfg(mock_server, tpm=600)) as engine:
+        assert all(r.ok for r in engine.run(reqs))
+    assert 1.0 <= time.monotonic() - start < 8
+
+
 def test_samples_are_separate_cache_entries(mock_server, tmp_path):
     path = tmp_path / "c.sqlite"
     with Engine(mock_cfg(mock_server), cache_path=path) as engine:

@@ -124,7 +124,7 @@ def _clean(cfg: RunConfig, rd: RunDir, data: Path, source: Path, name: str) -> d
     """Filters in order, then selection; rejects of every filter go to one side file with reasons."""
     from mathforge.eval.benchmarks import load_benchmark
     from mathforge.quality.decontam import DecontamReport, NgramIndex, decontaminate
-    from mathforge.quality.dedup import dedup
+    from mathforge.quality.dedup import ExactDedup, NearDedup
     from mathforge.quality.formatcheck import AnswerLineFilter, LengthFilter
     from mathforge.quality.select import select
 
@@ -133,8 +133,9 @@ def _clean(cfg: RunConfig, rd: RunDir, data: Path, source: Path, name: str) -> d
     report, steps = DecontamReport(index.n, dict(index.set_sizes)), [FilterStats("decontam")]
     with AtomicWriter(rd.path("data", f"{name}_rejects.jsonl")) as rejects:
         stream = decontaminate(read_records(source), index, stats=steps[0], rejects=rejects, report=report)
-        stream = dedup(stream, near=c.near_dedup, config=c.near, rejects=rejects, stats=steps)
-        for flt in (AnswerLineFilter(), LengthFilter(c.length_tokenizer, c.max_tokens, cfg.train.prompt_style)):
+        filters = [ExactDedup(), *([NearDedup(c.near)] if c.near_dedup else []), AnswerLineFilter(),
+                   LengthFilter(c.length_tokenizer, c.max_tokens, cfg.train.prompt_style)]
+        for flt in filters:
             steps.append(FilterStats(flt.name))
             stream = apply_filter(stream, flt, steps[-1], rejects)
         kept = list(stream)

@@ -64,9 +64,8 @@ def build_request(record: Record, cfg: EvalConfig, key_prefix: str = "") -> Any:
     return Request(key=key, prompt=format_prompt(record.problem, cfg.prompt_style), sampling=sampling)
 
 
-def generate(records: list[Record], engine: Any, cfg: EvalConfig, desc: str) -> tuple[list[Any], float]:
-    """Engine results for `records` (same order) and the wall seconds generation took."""
-    requests = [build_request(r, cfg) for r in records]
+def generate(requests: list[Any], engine: Any, desc: str) -> tuple[list[Any], float]:
+    """Engine results for `requests` (same order) and the wall seconds generation took."""
     start = time.monotonic()
     results = engine.run(requests, desc=desc)
     return results, time.monotonic() - start
@@ -112,11 +111,12 @@ def evaluate(
 ) -> dict[str, Any]:
     """Generate, grade, write samples.jsonl / summary.json / summary.md under `out_dir`; the summary."""
     out = Path(out_dir)
-    results, seconds = generate(records, engine, cfg, desc=f"eval {bench.name}")
+    requests = [build_request(r, cfg) for r in records]
+    results, seconds = generate(requests, engine, desc=f"eval {bench.name}")
     verdicts = grade_results(records, results, bench.kind, cfg, progress=engine.cfg.progress)
     rows = [
-        sample_row(r, build_request(r, cfg), res, {g: verdicts[g][i] for g in cfg.graders})
-        for i, (r, res) in enumerate(zip(records, results, strict=True))
+        sample_row(r, req, res, {g: verdicts[g][i] for g in cfg.graders})
+        for i, (r, req, res) in enumerate(zip(records, requests, results, strict=True))
     ]
     with AtomicWriter(out / "samples.jsonl") as writer:
         writer.write_all(rows)

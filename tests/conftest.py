@@ -1,4 +1,4 @@
-"""Shared fixtures: the shared data dir, a real llama.cpp OpenAI-compatible server (started once per
+"""Shared fixtures: a real llama.cpp OpenAI-compatible server (started once per
 session), and a scripted fault-injection server (one per test, so its counts are the test's own)."""
 
 from __future__ import annotations
@@ -11,13 +11,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    return DATA
 
 
 def free_port() -> int:

@@ -57,6 +57,7 @@ def train(cfg: TrainConfig, out: str | Path) -> dict[str, Any]:
             stats = train_stage(cfg, stage, start, run)
             if state.is_main_process:
                 run.mark_done(name, stats)
+            state.wait_for_everyone()
         results[stage.name] = run.stats(name)
         start = str(run.root / "sft" / stage.name / "model")
     if state.is_main_process:
@@ -168,6 +169,7 @@ def training_args(cfg: TrainConfig, stage: StageConfig, output_dir: Path) -> Tra
         max_grad_norm=cfg.max_grad_norm,
         bf16=bf16,
         fp16=fp16,
+        use_cpu=bf16 and not torch.cuda.is_available(),  # bf16 autocast on a CPU must be asked for explicitly
         activation_checkpointing=cfg.gradient_checkpointing,
         seed=cfg.seed,
         data_seed=cfg.seed,  # one fixed shuffle order per stage; stages are never mixed

@@ -11,6 +11,7 @@ import json
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,14 @@ class PromptTemplate:
     def version(self) -> str:
         return f"{self.name}@{hashlib.sha256(self.source.encode()).hexdigest()[:8]}"
 
+    @cached_property
+    def compiled(self) -> jinja2.Template:
+        # StrictUndefined: a field missing from a row is an error, never a silently empty prompt.
+        return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(self.source)
+
     def render(self, row: dict[str, Any]) -> str:
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
-        return env.from_string(self.source).render(**row, row=row).strip()
+        """The prompt for one row; the row's fields are variables, and the whole row is `row`."""
+        return self.compiled.render(**row, row=row).strip()
 
 
 def load_template(spec: str | Path) -> PromptTemplate:
@@ -80,8 +86,8 @@ def _requests(job: Job, pending: deque) -> Iterator[Request]:
     for line, row in read_rows(job.input):
         try:
             text = job.template.render(row)
-        except jinja2.UndefinedError as e:
-            raise DataError(f"{job.input}:{line}: template '{job.template.name}': {e.message}") from e
+        except (jinja2.TemplateError, TypeError, ValueError) as e:
+            raise DataError(f"{job.input}:{line}: template '{job.template.name}': {e}") from e
         rid = _input_id(job, line, row)
         pending.append((rid, row, text))
         if job.raw:

@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--ref-rows", type=int, default=20_000, help="rows the pure-Python reference scans")
     ap.add_argument("--n", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--workers", type=int, default=1, help="also time the multi-process scan with this many")
     ap.add_argument("--data", type=Path, default=DATA)
     args = ap.parse_args()

@@ -60,7 +60,7 @@ class _ScanBatch:
 
 
 def scan_records(records: Iterable[Record], index: NgramIndex, *, fields: Sequence[str] = FIELDS,
-                 batch_size: int = 2048, workers: int = 1, max_hits: int | None = None,
+                 batch_size: int = 1024, workers: int = 1, max_hits: int | None = None,
                  ) -> Iterator[tuple[Record, list[Hit]]]:
     """`decontam.scan_records` on Ray Data: (record, verified hits) in input order."""
     ds = _dataset(records).map_batches(_ScanBatch, fn_constructor_args=(index, fields, max_hits),

@@ -51,7 +51,7 @@ def _check_engine(engine: str) -> None:
 
 
 def run_decontam(data: Path, against: Sequence[str], out: Path, *, n: int = 30, workers: int = 1,
-                 engine: str = "local", batch_size: int = 2048) -> dict[str, Any]:
+                 engine: str = "local", batch_size: int = 1024) -> dict[str, Any]:
     """Decontaminate a record file against evaluation sets; returns the report it writes."""
     _check_engine(engine)
     index = NgramIndex(evaluation_sets(against), n=n)

@@ -386,3 +386,19 @@ def test_ctrl_c_stops_every_worker_and_keeps_finished_answers(tmp_path):
     assert time.monotonic() - start < 3  # the slow calls were cancelled, not awaited
     assert backend.finished == 3 and cache_rows(tmp_path / "c.sqlite") == 3
     assert backend.cancelled == 3
+
+
+def test_progress_off_a_terminal_writes_plain_status_lines():
+    import io
+
+    from rich.console import Console
+
+    from mathforge.engine.progress import EngineProgress
+
+    buf = io.StringIO()
+    with EngineProgress("solve", 10, console=Console(file=buf)) as progress:
+        progress.advance_cached(3)
+        progress.advance(tokens=100, cost=0.5)
+        progress.advance(tokens=0, cost=0.5, failed=True)
+        progress.complete_to(10)
+    assert buf.getvalue().startswith("solve: 10/10 samples,") and "$0.5000, 1 failed" in buf.getvalue()

@@ -243,7 +243,8 @@ class Engine:
                 elif out.retryable and attempt < self.cfg.max_retries:
                     self._retries[out.kind] += 1
                     if out.kind == "rate_limit" and out.retry_after:
-                        self._pause_until = max(self._pause_until, time.monotonic() + out.retry_after)
+                        wait = min(out.retry_after, self.cfg.backoff_max_s)
+                        self._pause_until = max(self._pause_until, time.monotonic() + wait)
                     retry.append(call)
                     waits.append(out.retry_after or 0.0)
                 else:

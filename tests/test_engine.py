@@ -179,7 +179,7 @@ def test_requests_per_minute_limit(mock_server):
     start = time.monotonic()
     with Engine(mock_cfg(mock_server, rpm=240)) as engine:
         engine.run([chat(f"r{i}", f"q{i}") for i in range(10)])
-    assert 1.3 <= time.monotonic() - start < 4
+    assert 1.3 <= time.monotonic() - start < 8
 
 
 def test_tokens_per_minute_limit(mock_server):
@@ -267,7 +267,7 @@ def test_token_bucket_keeps_the_long_run_rate_for_any_cost():
         await bucket.acquire(1)  # waits out the debt: 0.3 s
         return time.monotonic() - start
 
-    assert 0.37 <= asyncio.run(take()) < 1.0
+    assert 0.37 <= asyncio.run(take()) < 2.0
 
 
 def test_cache_key_covers_everything_that_changes_a_response():

@@ -234,7 +234,7 @@ def test_kill_9_mid_run_loses_nothing_and_pays_nothing_twice(tmp_path):
         _control(url, {"hold_after": _control(url)["answered_total"] + 60})
         proc = _cli(url, tpl, out, log)
         _wait(lambda: _control(url)["holding"] == 8, "the hold", proc)
-        _wait(lambda: _cache_rows(cache) == _control(url)["answered_total"], "the cache", proc, limit=5)
+        _wait(lambda: _cache_rows(cache) == _control(url)["answered_total"], "the cache", proc, limit=20)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         time.sleep(0.3)  # let the server notice the closed connections

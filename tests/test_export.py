@@ -100,5 +100,9 @@ def test_cli_decontam_dedup_check_select_export(tmp_path):
     card = (tmp_path / "ds" / "README.md").read_text()
     assert f"| decontam_30gram | 600 | {600 - len(removed)} | {len(removed)} |" in card
     assert "| dedup_near |" in card and "Strategy `hard`, budget 50" in card
+    res = run(app, ["check", str(seeds), "--max-tokens", "0", "--out", str(tmp_path / "checked.jsonl")])
+    report = json.loads((tmp_path / "checked.report.json").read_text())
+    assert res.exit_code == 0 and report["filters"][0]["seen"] == 600
+    assert report["filters"][0]["dropped_by_reason"]["no_answer_line"] >= 590  # MATH writes \boxed{}, not the line
     bad = run(app, ["decontam", str(seeds), "--against", "math:/nonexistent.jsonl", "--out", str(tmp_path / "x.jsonl")])
     assert bad.exit_code == 1 and "nonexistent" in bad.output

@@ -6,20 +6,20 @@ consecutive words with the problem or solution of any evaluation item. Words com
 `\\dfrac`/`\\tfrac` spellings removed, then maximal runs of ASCII letters/digits or non-ASCII
 characters (so "x=5" and "x = 5", or "$\\frac{1}{2}$" and "\\frac 1 2", read the same).
 
-Speed: the evaluation sets become a sorted array of 64-bit n-gram hashes (memory bounded by the
-test sets, never the data). A batch of training rows is hashed with NumPy only: the batch's text
-is one byte array, word hashes and then n-gram hashes are polynomial rolling hashes computed with
-cumulative sums, and membership is a `searchsorted`. Hash hits are then checked word for word in
-Python (they are rare), so the result is exact and equals the pure-Python `ReferenceIndex` row for
-row. Batches are spread over worker processes and the output keeps the input order.
-Hand-written because no maintained library does exact n-gram overlap with spans and item ids at
-this speed (datatrove's n-gram decontaminator is per-document Python hashing).
+Speed: the evaluation sets become a sorted array of 64-bit n-gram hashes plus a bit table
+(memory bounded by the test sets, never by the data). A batch of training rows is hashed with
+NumPy only: the batch's text is one byte array, word boundaries come from a byte lookup table, a
+word's hash from two unaligned 8-byte loads, n-gram hashes from a polynomial rolling hash over
+the word hashes (one cumulative sum), and membership from the bit table then `searchsorted`. Hash
+hits are checked word for word in Python (they are rare), so the result is exact and equals the
+pure-Python `ReferenceIndex` row for row. Batches can be spread over worker processes; the output
+keeps the input order. Hand-written because we know of no maintained library that does exact
+n-gram overlap with matched spans and evaluation item ids at this speed.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import re
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -432,6 +432,3 @@ def overlap_stats(train: Iterable[Record], benchmark: Iterable[Record], *, n: in
             "benchmark_fraction_hit": len(hit_items) / total if total else 0.0,
             "hit_item_ids": sorted(hit_items)}
 
-
-def default_workers() -> int:
-    return max(1, (os.cpu_count() or 1))

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from mathforge.filters import FilterStats
-from mathforge.io import AtomicWriter, DataError, read_records, write_json
+from mathforge.filters import FilterStats, apply_filter
+from mathforge.io import AtomicWriter, DataError, read_records, write_json, write_records
 from mathforge.quality.decontam import DecontamReport, NgramIndex, apply_hits
 from mathforge.record import Record, annotate
 from mathforge.sources import SourceSpec, load
@@ -128,7 +128,6 @@ def _count(decisions: Iterable[tuple[Record, str | None]], stats: list[FilterSta
 def run_check(data: Path, out: Path, *, max_tokens: int | None = 2048, tokenizer: str = "smollm2",
               style: str = "alpaca") -> dict[str, Any]:
     """The format filter (answer line present and readable), then the token-length filter."""
-    from mathforge.filters import apply_filter
     from mathforge.quality.formatcheck import AnswerLineFilter, LengthFilter
 
     steps: list[Any] = [AnswerLineFilter()]
@@ -152,6 +151,9 @@ def run_select(data: Path, out: Path, config: Any, *, checks: Sequence[str] = ()
     from mathforge.quality import verify
     from mathforge.quality.select import select
 
+    unknown = set(checks) - {"answer", "consistency", "model"}
+    if unknown:
+        raise ValueError(f"unknown --verify check(s) {sorted(unknown)} (answer, consistency, model)")
     records = list(read_records(data))
     if "answer" in checks:
         seed_answers = {r.id: r.answer for r in read_records(seeds) if r.answer} if seeds else None
@@ -167,8 +169,6 @@ def run_select(data: Path, out: Path, config: Any, *, checks: Sequence[str] = ()
 
         records = DifficultyJudge(judge_engine).annotate(records)
     chosen = select(records, config)
-    from mathforge.io import write_records
-
     write_records(out, chosen.records)
     result = {"step": "select", "input": str(data), "selection": chosen.report,
               "verification": verify.verify_summary(records)}

@@ -299,7 +299,7 @@ def test_variants_pass_the_structural_and_teacher_checks() -> None:
 def test_robustness_suite_through_the_command(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     res = runner.invoke(app, ["eval", "--suite", "robustness", "-b", "gsm8k", "--data-dir", str(DATA), "--limit", "1",
-                              "--max-tokens", "8", "--max-distractors", "1", "--out", str(tmp_path), "--no-progress"])
+                              "--max-tokens", "8", "--max-distractors", "1", "--no-check", "--out", str(tmp_path), "--no-progress"])
     assert res.exit_code == 0, res.output
     result = json.loads((tmp_path / "robustness.json").read_text())
     assert result["by_distractors"]["0"]["n"] == 1 and result["variant_stats"]["items"] == 1

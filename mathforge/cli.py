@@ -119,10 +119,11 @@ def generate(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="reuse cached responses (default)"),
     id_field: str = typer.Option("id", "--id-field", help="input field naming each row (else file:line)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print what would be sent and its maximum cost"),
 ) -> None:
     """Run a prompt template over an input file with any backend; resumable after a kill."""
     from mathforge.engine import EngineConfig, Sampling
-    from mathforge.engine.generate import Job, load_template, parse_prices, run_generate
+    from mathforge.engine.generate import Job, estimate_generate, load_template, parse_prices, run_generate
 
     try:
         cfg = EngineConfig(
@@ -134,6 +135,15 @@ def generate(
                             stop=tuple(stop))
         job = Job(input=input, template=load_template(template), out=out, sampling=sampling, system=system,
                   raw=raw, id_field=id_field)
+        if dry_run:
+            plan = estimate_generate(job, cfg, cache_path=cache)
+            cost = "unknown (no --price for this model)" if plan["cost_usd_max"] is None else f"${plan['cost_usd_max']}"
+            console.print(
+                f"{plan['samples']} samples: {plan['cached']} cached, {plan['to_send']} to send; "
+                f"~{plan['prompt_tokens_est']} prompt tokens, <= {plan['completion_tokens_max']} completion "
+                f"tokens; cost at most {cost}"
+            )
+            return
         stats = run_generate(job, cfg, cache_path=cache, resume=resume)
     except (DataError, ValueError, FileNotFoundError) as e:
         fail(str(e))
@@ -390,6 +400,7 @@ def select_(
     model: str = typer.Option("smollm2", "--model", help="judge/verifier model"),
     base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for the judge"),
     cache: Path = typer.Option(None, "--cache", help="judge request cache (default: <out>.cache.sqlite)"),
+    engine: str = typer.Option("local", "--engine", help="coreset: embed locally or on Ray (ray)"),
 ) -> None:
     """Select a budget of records: random (baseline), verifier, hard problems, or core-set diversity."""
     from contextlib import nullcontext
@@ -397,7 +408,8 @@ def select_(
     from mathforge.quality.select import SelectConfig
     from mathforge.quality.steps import run_select
 
-    config = SelectConfig(strategy=strategy, budget=budget, seed=seed, min_level=min_level, hard_by=hard_by)
+    config = SelectConfig(strategy=strategy, budget=budget, seed=seed, min_level=min_level, hard_by=hard_by,
+                          engine=engine)
     needs_llm = "model" in verify or (strategy == "hard" and hard_by != "level")
     try:
         context = nullcontext(None)
@@ -518,6 +530,52 @@ def run_(
         fail(str(e))
     run(cfg, out)
     console.print((out / "report.md").read_text())
+
+
+# --- data synthesis (issue 5) ---
+
+
+@app.command()
+def synth(
+    recipe: Path = typer.Argument(..., help="synthesis recipe YAML (recipes/synth_offline.yaml, synth_paper.yaml)"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory (rerun the same command to resume)"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. stage1.target=100 'mix.evol=0.5'"),
+) -> None:
+    """Skywork-MathQA synthesis: MetaMath/Evol/Xwin mix, core-set seed selection, normal + hard stages."""
+    from mathforge.config import ConfigError, load_config
+    from mathforge.synth.pipeline import SynthConfig, run_synth
+
+    try:
+        cfg = load_config(SynthConfig, recipe, overrides or [])
+        run_synth(cfg, out)
+    except (ConfigError, DataError, ValueError, OSError) as e:
+        fail(str(e))
+    Console().print((out / "yield.md").read_text(encoding="utf-8"))
+    console.print(f"datasets: {out}/stage1/normal.jsonl, {out}/stage2/hard.jsonl (yield table: {out}/yield.md)")
+
+
+@app.command()
+def coreset(
+    records: Path = typer.Argument(..., help="records (.jsonl/.parquet) whose problems are embedded"),
+    k: int = typer.Option(..., "--k", help="how many diverse records to keep"),
+    out: Path = typer.Option(..., "--out", "-o", help="selected records, in pick order"),
+    model: str = typer.Option(None, "--model", help="sentence-transformers model (default: embedded MiniLM)"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Pick k diverse records by k-center greedy on problem embeddings; prints the coverage."""
+    import json
+
+    from mathforge.embed import embed_texts
+    from mathforge.io import read_records, write_records
+    from mathforge.synth.coreset import k_center_greedy
+
+    try:
+        rows = list(read_records(records))
+        result = k_center_greedy(embed_texts([r.problem for r in rows], model), k, seed=seed)
+    except (DataError, ValueError, OSError) as e:
+        fail(str(e))
+    write_records(out, [rows[i] for i in result.indices.tolist()])
+    console.print(json.dumps(result.report, indent=1))
 
 
 if __name__ == "__main__":

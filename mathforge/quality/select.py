@@ -36,6 +36,7 @@ class SelectConfig:
     hard_by: str = "both"  # hard: "level", "judge" or "both" (either says hard)
     checks: tuple[str, ...] = CHECKS  # verifier: which verification results count
     embed_model: str | None = None  # coreset: sentence-transformers model (None: embedded MiniLM)
+    engine: str = "local"  # coreset: embed locally or on Ray Data ("ray")
 
 
 @dataclass
@@ -48,6 +49,8 @@ def select(records: Sequence[Record], config: SelectConfig) -> Selection:
     """Choose at most `config.budget` records with `config.strategy`, in input order."""
     if config.strategy not in _CHOOSERS:
         raise ValueError(f"unknown selection strategy '{config.strategy}' (known: {', '.join(STRATEGIES)})")
+    if config.engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine '{config.engine}' (local or ray)")
     if config.budget < 0:
         raise ValueError(f"budget must be >= 0, got {config.budget}")
     chosen, extra = _CHOOSERS[config.strategy](list(records), config)
@@ -115,7 +118,14 @@ def _coreset(records: list[Record], cfg: SelectConfig) -> tuple[list[int], dict[
 
     if cfg.budget >= len(records):
         return list(range(len(records))), {}
-    vectors = embed_texts([r.problem for r in records], model=cfg.embed_model)
+    texts = [r.problem for r in records]
+    if cfg.engine == "ray":
+        from mathforge.quality import ray_engine
+
+        ray_engine.init()
+        vectors = ray_engine.embed_texts(texts, model=cfg.embed_model)
+    else:
+        vectors = embed_texts(texts, model=cfg.embed_model)
     result = k_center_greedy(vectors, cfg.budget, seed=cfg.seed)
     return result.indices.tolist(), {"coverage": result.report}
 

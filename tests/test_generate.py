@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from mathforge.cli import app
 from mathforge.engine import EngineConfig, Sampling
-from mathforge.engine.generate import Job, load_template, parse_prices, run_generate
+from mathforge.engine.generate import Job, estimate_generate, load_template, parse_prices, run_generate
 from mathforge.engine.mockserver import MockServer
 from mathforge.io import DataError, read_rows
 
@@ -149,6 +149,52 @@ def test_cli_reports_bad_input_clearly(tmp_path):
         ["generate", "-i", str(SAT), "-t", "solve", "-o", str(tmp_path / "o.jsonl"), "--price", "gpt-4o=2.5"],
     )
     assert res.exit_code == 1 and "MODEL=IN,OUT" in res.output
+
+
+def test_dry_run_counts_cached_and_bounds_the_cost(mock_server, tmp_path):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"problem": f"p{i}"}) + "\n" for i in range(4)))
+    job = mock_job(tmp_path, "Solve {{ problem }}", inp, sampling=Sampling(n=2, seed=1, max_tokens=100))
+    cfg = mock_cfg(mock_server.url, prices={"mock": (1.0, 10.0)})
+    run_generate(job, cfg)  # all 8 samples now cached
+    inp.write_text(inp.read_text() + json.dumps({"problem": "new"}) + "\n")
+    plan = estimate_generate(job, cfg)
+    assert mock_server.received == 8  # the estimate sent nothing
+    assert (plan["samples"], plan["cached"], plan["to_send"], plan["completion_tokens_max"]) == (
+        10,
+        8,
+        2,
+        200,
+    )
+    assert plan["cost_usd_max"] == pytest.approx(
+        (plan["prompt_tokens_est"] * 1.0 + 200 * 10.0) / 1e6, abs=1e-4
+    )
+    res = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "-i",
+            str(inp),
+            "-t",
+            str(tmp_path / "t.j2"),
+            "-o",
+            str(job.out),
+            "--backend",
+            "openai",
+            "--model",
+            "mock",
+            "--base-url",
+            mock_server.url,
+            "--n",
+            "2",
+            "--seed",
+            "1",
+            "--max-tokens",
+            "100",
+            "--dry-run",
+        ],
+    )
+    assert res.exit_code == 0 and "8 cached, 2 to send" in res.output and "unknown" in res.output
 
 
 def test_parse_prices():

@@ -101,6 +101,26 @@ class Engine:
                 self._progress = None
                 self._busy += time.monotonic() - start
 
+    def estimate(self, requests: Iterable[Request]) -> dict[str, Any]:
+        """What a run would send and cost, without sending anything: the cache is consulted, the
+        prompt size guessed at 4 characters a token, and the completion priced at its `max_tokens`
+        (an upper bound)."""
+        plan = Counter()
+        it = iter(requests)
+        while chunk := list(itertools.islice(it, CHUNK)):
+            flat = [self._call(r, i) for r in chunk for i in range(r.sampling.n)]
+            hits = set() if self.refresh else set(self.cache.get_many(c.cache_key for c in flat))
+            missing = {c.cache_key: c for c in flat if c.cache_key not in hits}.values()
+            plan["requests"] += len(chunk)
+            plan["samples"] += len(flat)
+            plan["cached"] += sum(c.cache_key in hits for c in flat)
+            plan["to_send"] += len(missing)
+            plan["prompt_tokens_est"] += sum(len(str(c.payload())) // 4 for c in missing)
+            plan["completion_tokens_max"] += sum(c.sampling.max_tokens for c in missing)
+        cost = self.cfg.cost(self.cfg.model, plan["prompt_tokens_est"], plan["completion_tokens_max"])
+        priced = self.cfg.model in self.cfg.prices
+        return {**plan, "cost_usd_max": round(cost, 4) if priced else None}
+
     def stats(self) -> dict[str, Any]:
         """Counts since this engine was made: requests, cache hits, calls, failures by kind, tokens, cost."""
         c = self._counts

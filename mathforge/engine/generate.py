@@ -146,6 +146,13 @@ PARQUET_SCHEMA = pa.schema(
 )
 
 
+def estimate_generate(job: Job, cfg: EngineConfig, cache_path: Path | None = None) -> dict[str, Any]:
+    """A dry run: how many samples are cached, how many would be sent, and the most they can cost."""
+    cache_path = cache_path or job.out.with_name(job.out.name + ".cache.sqlite")
+    with Engine(cfg, cache_path=cache_path) as engine:
+        return engine.estimate(_requests(job, deque()))
+
+
 def run_generate(
     job: Job, cfg: EngineConfig, cache_path: Path | None = None, resume: bool = True
 ) -> dict[str, Any]:

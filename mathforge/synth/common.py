@@ -16,6 +16,13 @@ from mathforge.record import Record, derive, stable_id
 from mathforge.synth.contract import Checked, check_response, with_answer
 from mathforge.synth.templates import Prompt, render
 
+# Where a raw completion has said its piece: the templates' own field labels start the next item.
+COMPLETION_STOPS = {
+    "solve": ("\nProblem:",),
+    "question": ("\nProblem:", "\nExample", "\nOriginal exercise:", "\nInspiration:", "\nQuestion:"),
+    "check": ("\nProblem:", "\nExample"),
+}
+
 
 class Teacher(Protocol):
     """What a method needs from the engine: ordered results for a batch of requests."""
@@ -60,8 +67,49 @@ class Ctx:
     solve_sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=1024))
     question_sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=384))
     elicit: bool = True
+    completion: bool = False  # raw-completion prompts (the template text continued), not chat
     seed: int = 0
     meter: Yield = field(default_factory=Yield)
+
+    def request(self, kind: str, key: str, prompt: Prompt, *salt: str) -> Request:
+        """A request of `kind` ("solve", "question" or "check") whose key carries the template
+        identity (name@version#hash) and whose seed is derived from key and salt, so replicas of
+        one prompt are distinct requests (the cache keys on content) and yet reproducible."""
+        base = self.solve_sampling if kind == "solve" else self.question_sampling
+        seed = int(stable_id(key, *salt), 16) % (2**31)
+        stop = tuple(base.stop) + (COMPLETION_STOPS[kind] if self.completion else ())
+        sampling = Sampling(temperature=base.temperature, max_tokens=base.max_tokens, top_p=base.top_p, seed=seed, stop=stop)
+        if self.completion:
+            return Request(key=f"{prompt.version}/{key}", prompt=prompt.text, sampling=sampling)
+        return Request(key=f"{prompt.version}/{key}", messages=user(prompt), sampling=sampling)
+
+    def generated(self, result: Result) -> tuple[str, str]:
+        """(text, finish_reason) of a question-writing result; a raw completion keeps its first
+        paragraph only (it runs on past the item), a chat reply is taken whole."""
+        text, finish = text_of(result)
+        if self.completion and finish != "error":
+            parts = re.split(r"\n\s*\n", text.strip(), maxsplit=1)
+            if len(parts) == 2:  # the item ended before any cut-off
+                return parts[0], "stop"
+        return text, finish
+
+    def follow_up(self, reqs: list[Request], responses: list[str], ask: Prompt, prefix: str, desc: str) -> list[str]:
+        """Ask after each response for one missing final line (greedy, short); returns the lines.
+
+        Chat: a second user turn with `ask`. Completion: the response continued after `prefix`
+        (the answer-extraction step of zero-shot CoT), returned with the prefix.
+        """
+        sampling = Sampling(temperature=0.0, max_tokens=48, seed=0, stop=("\n",) if self.completion else ())
+        followups = []
+        for req, response in zip(reqs, responses, strict=True):
+            key = f"{ask.version}/{req.key}"
+            if self.completion:
+                followups.append(Request(key=key, prompt=f"{req.prompt}{response.rstrip()}\n{prefix}", sampling=sampling))
+            else:
+                messages = [*(req.messages or []), {"role": "assistant", "content": response}, *user(ask)]
+                followups.append(Request(key=key, messages=messages, sampling=sampling))
+        texts = [text_of(r)[0] for r in self.ask(followups, desc)]
+        return [f"{prefix}{t}" if self.completion else t for t in texts]
 
     def ask(self, requests: list[Request], desc: str) -> list[Result]:
         """Run requests through the teacher, counting them and their tokens."""
@@ -97,23 +145,10 @@ def user(prompt: Prompt) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt.text}]
 
 
-def request(key: str, prompt: Prompt, sampling: Sampling) -> Request:
-    """A request whose key carries the template identity (name@version#hash)."""
-    return Request(key=f"{prompt.version}/{key}", messages=user(prompt), sampling=sampling)
-
-
-def replica_sampling(base: Sampling, *parts: str) -> Sampling:
-    """`base` with a seed derived from `parts`, so replicas of one prompt are distinct requests
-    (the cache keys on content) and yet reproducible."""
-    seed = int(stable_id(*parts), 16) % (2**31)
-    return Sampling(temperature=base.temperature, max_tokens=base.max_tokens, n=1, top_p=base.top_p,
-                    seed=seed, stop=base.stop)
-
-
 def text_of(result: Result) -> tuple[str, str]:
     """(text, finish_reason) of a result's first sample; failures read as empty."""
     if result.error or not result.texts:
-        return "", "error"
+        return "", "error"  # the engine already counted the failure by kind
     return result.texts[0], result.finish_reasons[0] if result.finish_reasons else "stop"
 
 
@@ -135,7 +170,7 @@ def solve(ctx: Ctx, items: Sequence[SolveItem], desc: str) -> list[tuple[Checked
     can then still meet the contract while the parser stays strict.
     """
     prompts = [render(it.template, **it.variables) for it in items]
-    reqs = [request(it.key, p, replica_sampling(ctx.solve_sampling, it.key)) for it, p in zip(items, prompts, strict=True)]
+    reqs = [ctx.request("solve", it.key, p) for it, p in zip(items, prompts, strict=True)]
     texts = [text_of(r) for r in ctx.ask(reqs, desc)]
     checked = [check_response(t, f) if f != "error" else Checked(reason="request_failed") for t, f in texts]
     if ctx.elicit:
@@ -145,20 +180,15 @@ def solve(ctx: Ctx, items: Sequence[SolveItem], desc: str) -> list[tuple[Checked
 
 def _elicit_answers(ctx: Ctx, reqs: list[Request], texts: list[str], checked: list[Checked], desc: str) -> list[Checked]:
     todo = [i for i, c in enumerate(checked) if c.reason == "no_answer_line"]
+    if not todo:
+        return checked
     ask = render("elicit", what="the final answer", form=f"{ANSWER_PREFIX} <final answer>")
-    followups = [follow_up(reqs[i], texts[i], ask) for i in todo]
+    lines = ctx.follow_up([reqs[i] for i in todo], [texts[i] for i in todo], ask, f"{ANSWER_PREFIX} ", f"{desc}: answer line")
     out = list(checked)
-    for i, res in zip(todo, ctx.ask(followups, f"{desc}: answer line"), strict=True):
-        answer = answer_line(text_of(res)[0])
+    for i, line in zip(todo, lines, strict=True):
+        answer = answer_line(line)
         out[i] = with_answer(texts[i].strip(), answer, "elicited") if answer else Checked(reason="no_answer_line")
     return out
-
-
-def follow_up(req: Request, response: str, ask: Prompt, max_tokens: int = 48) -> Request:
-    """A second turn after `response` asking for a missing final line (greedy, short)."""
-    messages = [*(req.messages or []), {"role": "assistant", "content": response}, *user(ask)]
-    return Request(key=f"{ask.version}/{req.key}", messages=messages,
-                   sampling=Sampling(temperature=0.0, max_tokens=max_tokens, seed=0))
 
 
 # ---------------------------------------------------------------- generated questions
@@ -170,6 +200,14 @@ _LEAD_INS = re.compile(r"^\s*(?:\**\s*)?(?:restated problem|new problem|new exer
 
 def parse_question(text: str, finish_reason: str) -> tuple[str | None, str | None]:
     """The problem a question-writing prompt produced: (problem, None) or (None, drop reason)."""
+    q, reason = parse_generated(text, finish_reason)
+    if q is None or looks_like_problem(q):
+        return q, reason
+    return None, "not_a_problem"
+
+
+def parse_generated(text: str, finish_reason: str) -> tuple[str | None, str | None]:
+    """Generated text minus lead-ins ("New problem:") and any solution the teacher appended."""
     if finish_reason == "error":
         return None, "request_failed"
     if finish_reason == "length":
@@ -181,8 +219,19 @@ def parse_question(text: str, finish_reason: str) -> tuple[str | None, str | Non
             break
         q = stripped
     # A teacher that goes on to solve its own question: keep the question only.
-    q = re.split(r"\n\s*(?:\**\s*)?(?:solution|answer|step 1)\b", q, maxsplit=1, flags=re.I)[0].strip()
+    q = re.split(r"\n\s*(?:\**\s*)?(?:solution|answer|step 1)\b", q, maxsplit=1, flags=re.I)[0]
+    q = q.split(ANSWER_PREFIX, 1)[0].strip()
     return (q, None) if q else (None, "empty")
+
+
+_ASKS = re.compile(r"\?|\b(?:find|compute|calculate|determine|solve|evaluate|simplify|express|prove|show|"
+                   r"give|list|write|state)\b", re.I)
+
+
+def looks_like_problem(text: str) -> bool:
+    """A generated problem asks for something (a question mark or an imperative), and is not an
+    answer in disguise ("The answer to this problem is 28.")."""
+    return bool(_ASKS.search(text)) and not re.match(r"\s*the (?:answer|solution|result)\b", text, re.I)
 
 
 # Words of our own question-writing prompts: an evolved problem that repeats them copied the prompt.

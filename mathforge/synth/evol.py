@@ -21,10 +21,7 @@ from mathforge.synth.common import (
     make_record,
     parse_question,
     render,
-    replica_sampling,
-    request,
     solve,
-    text_of,
     unanswerable,
 )
 
@@ -64,10 +61,10 @@ def _advance(ctx: Ctx, alive: list[Trajectory], step: int, strategies: Sequence[
     chosen = [pick_strategy(t.key, step, strategies) for t in alive]
     keys = [f"{ctx.stage}/evol/{t.key}/{step}" for t in alive]
     prompts = [render(f"evol_{s}", problem=t.current.problem) for t, s in zip(alive, chosen, strict=True)]
-    reqs = [request(k, p, replica_sampling(ctx.question_sampling, k)) for k, p in zip(keys, prompts, strict=True)]
+    reqs = [ctx.request("question", k, p) for k, p in zip(keys, prompts, strict=True)]
     survivors = []
     for t, strategy, key, res, prompt in zip(alive, chosen, keys, ctx.ask(reqs, f"evol: step {step}"), prompts, strict=True):
-        problem, reason = parse_question(*text_of(res))
+        problem, reason = parse_question(*ctx.generated(res))
         reason = reason or eliminate(t.current.problem, problem)
         if reason:
             ctx.meter.dropped[f"evol_{reason}"] += 1

@@ -5,8 +5,10 @@
 - FOBAR: one number of the question becomes X, the known answer A is appended ("If we know the
   answer to the above question is A, what is the value of the unknown variable X?"), the teacher
   solves for X, whose true value is the masked number;
-- self-verification: with one number masked as X, the teacher restates question + answer as a
-  declarative statement; the statement plus "What is the value of the unknown variable X?" is solved.
+- self-verification: one number of the problem's context is masked as X; the teacher restates the
+  final question together with its answer as a declarative sentence ("How many fruits are in the
+  box?" + 12 -> "There are 12 fruits in the box."); context + statement + "What is the value of the
+  unknown variable X?" is solved. (A one-sentence problem is restated whole, keeping X.)
 
 Backward questions are built deterministically (the masked number is chosen by a seeded RNG), so
 each row records its expected answer and whether the teacher's answer agrees.
@@ -25,12 +27,10 @@ from mathforge.synth.common import (
     SolveItem,
     eliminate,
     make_record,
+    parse_generated,
     parse_question,
     render,
-    replica_sampling,
-    request,
     solve,
-    text_of,
 )
 from mathforge.synth.contract import answers_agree, normalize_answer
 
@@ -73,18 +73,45 @@ def fobar_question(problem: str, answer: str, salt: str) -> tuple[str, str] | No
     return f"{masked.question.rstrip()} {FOBAR_SUFFIX.format(answer=answer)}", masked.value
 
 
-def parse_statement(text: str, finish_reason: str, answer: str) -> tuple[str | None, str | None]:
-    """A self-verification statement, checked: it keeps X and states the known answer."""
-    statement, reason = parse_question(text, finish_reason)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+@dataclass(frozen=True)
+class SVQuestion:
+    context: str  # the sentences before the final question, with X masked ("" if there are none)
+    question: str  # what the teacher restates with the answer (contains X when context is "")
+    value: str  # the expected X
+    trailer: str = ""  # instructions after the question ("Give the answer in cm."), kept as they are
+
+
+def sv_question(problem: str, salt: str) -> SVQuestion | None:
+    """Split a problem into context and final question and mask a number of the context as X
+    (of the whole problem when it is a single sentence); None when nothing can be masked."""
+    parts = _SENTENCE_END.split(problem.strip())
+    asks = [i for i, p in enumerate(parts) if p.rstrip().endswith("?")]
+    last = asks[-1] if asks else len(parts) - 1
+    if last > 0:
+        context, question, trailer = " ".join(parts[:last]), parts[last], " ".join(parts[last + 1 :])
+        masked = mask_number(context, salt) if not re.search(r"\bX\b", question + trailer) else None
+        if masked is not None:
+            return SVQuestion(masked.question, question, masked.value, trailer)
+    masked = mask_number(problem, salt)
+    return SVQuestion("", masked.question, masked.value) if masked else None
+
+
+def parse_statement(text: str, finish_reason: str, sv: SVQuestion, answer: str) -> tuple[str | None, str | None]:
+    """The self-verification question from the teacher's statement, checked: the statement states
+    the known answer, is not a question, and keeps X when X is not in the context."""
+    statement, reason = parse_generated(text, finish_reason)
     if statement is None:
         return None, reason
-    if not re.search(r"\bX\b", statement):
-        return None, "no_unknown"
     if normalize_answer(answer) not in normalize_answer(statement):
         return None, "answer_missing"
     if statement.rstrip().endswith("?"):
         return None, "not_declarative"
-    return f"{statement.rstrip()} {SV_SUFFIX}", None
+    if not sv.context and not re.search(r"\bX\b", statement):
+        return None, "no_unknown"
+    return " ".join(p for p in (sv.context, statement.rstrip(), SV_SUFFIX, sv.trailer) if p), None
 
 
 def run(ctx: Ctx, sub: str, units: Sequence[tuple[Record, int]]) -> list[Record]:
@@ -124,10 +151,10 @@ def _answer_aug(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
 def _rephrase(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
     keys = [_key(ctx, "rephrase", s, r) for s, r in units]
     prompts = [render("metamath_rephrase", problem=s.problem) for s, _ in units]
-    reqs = [request(k, p, replica_sampling(ctx.question_sampling, k)) for k, p in zip(keys, prompts, strict=True)]
+    reqs = [ctx.request("question", k, p) for k, p in zip(keys, prompts, strict=True)]
     jobs = []
     for (seed, _), key, res in zip(units, keys, ctx.ask(reqs, "metamath/rephrase: rewrite"), strict=True):
-        question, reason = parse_question(*text_of(res))
+        question, reason = parse_question(*ctx.generated(res))
         reason = reason or eliminate(seed.problem, question)
         if reason:
             ctx.meter.dropped[f"rephrase_{reason}"] += 1
@@ -152,19 +179,19 @@ def _self_verify(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
     staged = []
     for seed, replica in units:
         key = _key(ctx, "self_verify", seed, replica)
-        masked = mask_number(seed.problem, key) if seed.answer else None
-        if masked is None:
+        sv = sv_question(seed.problem, key) if seed.answer else None
+        if sv is None:
             ctx.meter.dropped["no_answer" if not seed.answer else "no_maskable_number"] += 1
             continue
-        staged.append((seed, key, masked))
-    prompts = [render("metamath_self_verify", problem=m.question, answer=s.answer) for s, _, m in staged]
-    reqs = [request(k, p, replica_sampling(ctx.question_sampling, k)) for (_, k, _), p in zip(staged, prompts, strict=True)]
+        staged.append((seed, key, sv))
+    prompts = [render("metamath_self_verify", question=sv.question, answer=s.answer) for s, _, sv in staged]
+    reqs = [ctx.request("question", k, p) for (_, k, _), p in zip(staged, prompts, strict=True)]
     jobs = []
-    for (seed, key, masked), res in zip(staged, ctx.ask(reqs, "metamath/self_verify: statement"), strict=True):
-        statement, reason = parse_statement(*text_of(res), seed.answer)
+    for (seed, key, sv), res in zip(staged, ctx.ask(reqs, "metamath/self_verify: statement"), strict=True):
+        question, reason = parse_statement(*ctx.generated(res), sv, seed.answer)
         if reason:
             ctx.meter.dropped[f"statement_{reason}"] += 1
             continue
-        jobs.append((seed, f"{key}/solve", statement, masked.value))
+        jobs.append((seed, f"{key}/solve", question, sv.value))
     return _solve_and_keep(ctx, "self_verify", jobs, "solve")
 

@@ -79,6 +79,7 @@ class SynthConfig:
     fewshot: int = 2
     fewshot_pool: int = 256  # the shortest solved seeds form the few-shot pool
     elicit_answers: bool = True
+    completion: bool = False  # raw-completion prompts instead of chat (small local teachers)
     max_passes: int = 3  # extra rounds topping up a method that fell short of its quota
     seed: int = 0
     stage1: Stage1Config = field(default_factory=Stage1Config)
@@ -108,7 +109,7 @@ def _stages(cfg: SynthConfig, rd: RunDir, teacher: Any, name: str) -> dict[str, 
     base = Ctx(teacher=teacher, stage="stage1", teacher_name=name, fewshot_pool=_fewshot_pool(seeds, cfg.fewshot_pool),
                fewshot=cfg.fewshot, solve_sampling=_sampling(cfg, cfg.sampling.solve_max_tokens),
                question_sampling=_sampling(cfg, cfg.sampling.question_max_tokens), elicit=cfg.elicit_answers,
-               seed=cfg.seed)
+               completion=cfg.completion, seed=cfg.seed)
     s1 = cfg.stage1
     rd.run_stage("stage1_initial", lambda: _synth_stage(cfg, base, seeds, s1.initial_target, rd.path("stage1", "initial.jsonl")))
     rd.run_stage("stage1_coreset", lambda: _coreset_stage(cfg, rd))

@@ -17,12 +17,9 @@ from mathforge.synth.common import (
     Ctx,
     SolveItem,
     eliminate,
-    follow_up,
     make_record,
     parse_question,
     render,
-    replica_sampling,
-    request,
     solve,
     text_of,
 )
@@ -65,10 +62,10 @@ def run(ctx: Ctx, units: Sequence[tuple[Record, int]], max_rounds: int = 2) -> l
 def _generate(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Draft]:
     keys = [f"{ctx.stage}/xwin/{s.id}/{r}" for s, r in units]
     prompts = [render("xwin_generate", problem=s.problem) for s, _ in units]
-    reqs = [request(k, p, replica_sampling(ctx.question_sampling, k)) for k, p in zip(keys, prompts, strict=True)]
+    reqs = [ctx.request("question", k, p) for k, p in zip(keys, prompts, strict=True)]
     drafts = []
     for (seed, _), key, prompt, res in zip(units, keys, prompts, ctx.ask(reqs, "xwin: generate"), strict=True):
-        problem, reason = parse_question(*text_of(res))
+        problem, reason = parse_question(*ctx.generated(res))
         reason = reason or eliminate(seed.problem, problem)
         if reason:
             ctx.meter.dropped[f"xwin_{reason}"] += 1
@@ -80,14 +77,14 @@ def _generate(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Draft]:
 def _verify(ctx: Ctx, drafts: list[Draft], rnd: int) -> list[tuple[str | None, str]]:
     """(verdict, critique) per draft; a check with no verdict line is asked for it once."""
     prompts = [render("xwin_verify", problem=d.problem) for d in drafts]
-    reqs = [request(f"{d.key}/verify{rnd}", p, replica_sampling(ctx.question_sampling, d.key, str(rnd)))
-            for d, p in zip(drafts, prompts, strict=True)]
+    reqs = [ctx.request("check", f"{d.key}/verify{rnd}", p) for d, p in zip(drafts, prompts, strict=True)]
     checks = [text_of(r)[0] for r in ctx.ask(reqs, f"xwin: verify {rnd}")]
     verdicts = [parse_verdict(c) for c in checks]
     missing = [i for i, v in enumerate(verdicts) if v is None and checks[i].strip()]
     ask = render("elicit", what="your conclusion", form="Verdict: sound   (or)   Verdict: flawed")
-    for i, res in zip(missing, ctx.ask([follow_up(reqs[i], checks[i], ask) for i in missing], "xwin: verdict"), strict=True):
-        verdicts[i] = parse_verdict(text_of(res)[0])
+    lines = ctx.follow_up([reqs[i] for i in missing], [checks[i] for i in missing], ask, "Verdict: ", "xwin: verdict")
+    for i, line in zip(missing, lines, strict=True):
+        verdicts[i] = parse_verdict(line)
     for d, v, c in zip(drafts, verdicts, checks, strict=True):
         d.history.append({"problem": d.problem, "verdict": v or "none", "check": c.strip()})
     return [(v, c) for v, c in zip(verdicts, checks, strict=True)]
@@ -96,11 +93,10 @@ def _verify(ctx: Ctx, drafts: list[Draft], rnd: int) -> list[tuple[str | None, s
 def _revise(ctx: Ctx, flawed: list[tuple[Draft, str]], rnd: int) -> list[Draft]:
     prompts = [render("xwin_revise", problem=d.problem, critique=c.strip() or "The problem is not well posed.")
                for d, c in flawed]
-    reqs = [request(f"{d.key}/revise{rnd}", p, replica_sampling(ctx.question_sampling, d.key, f"r{rnd}"))
-            for (d, _), p in zip(flawed, prompts, strict=True)]
+    reqs = [ctx.request("question", f"{d.key}/revise{rnd}", p) for (d, _), p in zip(flawed, prompts, strict=True)]
     out = []
     for (d, _), res in zip(flawed, ctx.ask(reqs, f"xwin: revise {rnd}"), strict=True):
-        problem, reason = parse_question(*text_of(res))
+        problem, reason = parse_question(*ctx.generated(res))
         reason = reason or eliminate(d.seed.problem, problem)
         if reason:
             ctx.meter.dropped[f"xwin_revise_{reason}"] += 1

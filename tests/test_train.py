@@ -228,6 +228,24 @@ def test_resume_after_sigkill_continues_from_checkpoint(stage_files, tmp_path):
     assert (out / "model" / "model.safetensors").exists()
 
 
+REAL = str(DATA / "math" / "math_train.jsonl")
+
+
+@pytest.mark.parametrize("fields, error", [
+    ({"stages": ()}, "no stages"),
+    ({"stages": (StageConfig("a", REAL), StageConfig("a", REAL))}, "unique"),
+    ({"stages": (StageConfig("a", REAL),), "global_batch": 30, "micro_batch": 4}, "not a multiple"),
+    ({"stages": (StageConfig("a", "/nowhere/data.jsonl"),)}, "does not exist"),
+    ({"stages": (StageConfig("a", REAL, warmup_ratio=1.0),)}, "warmup_ratio"),
+])
+def test_bad_configs_fail_before_training(fields, error, tmp_path):
+    from mathforge.train.sft import train
+
+    with pytest.raises((ValueError, FileNotFoundError), match=error):
+        train(TrainConfig(**fields), tmp_path)
+    assert not (tmp_path / "config.yaml").exists()
+
+
 @pytest.mark.parametrize("recipe", ["train_offline.yaml", "train_paper.yaml"])
 def test_shipped_recipes_load(recipe):
     cfg = load_config(TrainConfig, ROOT / "recipes" / recipe)

@@ -35,6 +35,7 @@ from transformers import (
 
 from mathforge.prompt import format_prompt
 from mathforge.rundir import RunDir
+from mathforge.sources import SOURCES
 from mathforge.train.config import StageConfig, TrainConfig
 from mathforge.train.data import load_records, pad_collate, response_text, tokenize
 from mathforge.train.packing import pack, packed_collate
@@ -78,6 +79,9 @@ def check(cfg: TrainConfig) -> None:
         raise ValueError(f"global_batch={cfg.global_batch} is not a multiple of micro_batch={cfg.micro_batch} "
                          f"x {world} processes")
     for stage in cfg.stages:
+        kind = stage.dataset.partition(":")[0]
+        if kind not in SOURCES and not Path(stage.dataset).exists():
+            raise FileNotFoundError(f"stage {stage.name}: dataset {stage.dataset} does not exist")
         if not 0 <= stage.warmup_ratio < 1:
             raise ValueError(f"stage {stage.name}: warmup_ratio must be in [0, 1), got {stage.warmup_ratio}")
 

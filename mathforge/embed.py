@@ -22,7 +22,8 @@ def embed_texts(
     """Embed `texts` into an (n, d) float32 array of unit-length rows."""
     st = load_model(model, device)
     if not texts:
-        return np.zeros((0, st.get_sentence_embedding_dimension()), dtype=np.float32)
+        dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension  # renamed in 6.x
+        return np.zeros((0, dim()), dtype=np.float32)
     vectors = st.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
                         convert_to_numpy=True, show_progress_bar=show_progress)
     return np.ascontiguousarray(vectors, dtype=np.float32)

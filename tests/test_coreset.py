@@ -1,0 +1,80 @@
+"""k-center greedy: the k-center property on real embeddings and on random data, agreement with
+the plain NumPy loop, coverage report, given initial centres, and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mathforge.synth.coreset import k_center_greedy, k_center_greedy_numpy
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def math_vectors() -> np.ndarray:
+    from mathforge.embed import embed_texts
+    from mathforge.sources import load
+
+    problems = [r.problem for r in load(f"math:{DATA / 'math' / 'math_train.jsonl'}?limit=150")]
+    return embed_texts(problems)
+
+
+def assert_k_center(x: np.ndarray, picks: np.ndarray) -> None:
+    """Each pick after the first is a farthest point from the picks before it."""
+    x64 = x.astype(np.float64)
+    min_d = np.linalg.norm(x64 - x64[picks[0]], axis=1)
+    for p in picks[1:]:
+        assert min_d[p] >= min_d.max() - 1e-4, "pick is not the farthest point from the chosen set"
+        min_d = np.minimum(min_d, np.linalg.norm(x64 - x64[p], axis=1))
+    assert len(set(picks.tolist())) == len(picks)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
+def test_k_center_property_on_real_embeddings(math_vectors, chunk):
+    result = k_center_greedy(math_vectors, 40, seed=3, chunk_size=chunk)
+    assert_k_center(math_vectors, result.indices)
+    assert result.indices.tolist() == k_center_greedy_numpy(math_vectors, 40, seed=3).tolist()
+
+
+def test_k_center_property_on_clustered_and_random_data():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 16)) * 10
+    clustered = (centres[rng.integers(5, size=500)] + rng.normal(size=(500, 16))).astype(np.float32)
+    picks = k_center_greedy(clustered, 5, seed=1).indices
+    assert_k_center(clustered, picks)
+    # Five well-separated clusters: the five picks land in five different clusters.
+    labels = np.argmin(((clustered[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    assert len(set(labels[picks].tolist())) == 5
+    uniform = rng.random((400, 8)).astype(np.float32)
+    assert_k_center(uniform, k_center_greedy(uniform, 30).indices)
+
+
+def test_coverage_report_before_after_and_random(math_vectors):
+    report = k_center_greedy(math_vectors, 30, seed=0).report
+    assert report["k"] == 30 and report["n"] == len(math_vectors) and report["device"] == "cpu"
+    assert report["after"]["max_dist"] < report["before"]["max_dist"]
+    assert report["after"]["mean_dist"] < report["before"]["mean_dist"]
+    # The point of k-center: a smaller covering radius than k random points.
+    assert report["after"]["max_dist"] <= report["random"]["max_dist"]
+
+
+def test_seed_picks_the_first_centre_and_is_reproducible(math_vectors):
+    a = k_center_greedy(math_vectors, 10, seed=5).indices
+    assert a.tolist() == k_center_greedy(math_vectors, 10, seed=5).indices.tolist()
+    assert a[0] != k_center_greedy(math_vectors, 10, seed=6).indices[0]
+
+
+def test_initial_centres_count_as_chosen(math_vectors):
+    first = k_center_greedy(math_vectors, 10, seed=0).indices
+    rest = k_center_greedy(math_vectors, 5, initial=first[:5].tolist()).indices
+    assert rest.tolist() == first[5:].tolist()
+
+
+@pytest.mark.parametrize(("shape", "k", "initial"), [((0, 4), 1, ()), ((5, 4), 0, ()), ((5, 4), 6, ()),
+                                                      ((5, 4), 5, (0,)), ((5,), 1, ())])
+def test_bad_input_is_an_error(shape, k, initial):
+    with pytest.raises(ValueError):
+        k_center_greedy(np.zeros(shape, dtype=np.float32), k, initial=initial)

@@ -324,6 +324,13 @@ def test_empty_run(mock_server):
         assert engine.stats()["requests"] == 0
 
 
+def test_the_official_endpoint_without_a_key_is_refused_before_any_call(monkeypatch):
+    monkeypatch.delenv("MF_ABSENT_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(ValueError, match=r"\$MF_ABSENT_KEY"):
+        Engine(EngineConfig(backend="openai", model="gpt-4o", api_key_env="MF_ABSENT_KEY"))
+
+
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="unknown backend"):
         EngineConfig(backend="gpt")

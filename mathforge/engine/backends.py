@@ -59,6 +59,9 @@ class OpenAIBackend:
         self.model_id = cfg.model
         self.native_n = cfg.native_n
         self._client: Any = None
+        if not os.environ.get(cfg.api_key_env) and not (cfg.base_url or os.environ.get("OPENAI_BASE_URL")):
+            # Without a key, every paid call would come back 401: refuse before sending any.
+            raise ValueError(f"backend 'openai' needs an API key in ${cfg.api_key_env} (or a base_url)")
 
     def _make_client(self) -> Any:
         import openai

@@ -41,9 +41,9 @@ class Engine:
         """`cache_path` None keeps the cache in memory; `refresh` ignores (and overwrites) cached responses."""
         self.cfg = cfg
         self.refresh = refresh
+        self.backend = backend if backend is not None else make_backend(cfg)
         self.cache = RequestCache(cache_path)
         self.cache_path = self.cache.path
-        self.backend = backend if backend is not None else make_backend(cfg)
         self._loop = asyncio.new_event_loop()
         self._rpm = TokenBucket(cfg.rpm) if cfg.rpm else None
         self._tpm = TokenBucket(cfg.tpm) if cfg.tpm else None

@@ -278,13 +278,20 @@ class HFBackend:
         self.model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype).to(self.device).eval()
 
     async def generate(self, calls: list[Call]) -> list[Outcome]:
-        # One generate() per sampling setting: a batch must share its generation config.
+        # One generate() per sampling setting (a batch shares its generation config) and kind of
+        # prompt (chat and raw prompts are tokenized differently).
         groups: dict[Any, list[int]] = {}
         for i, call in enumerate(calls):
             s = call.sampling
-            groups.setdefault(
-                (s.temperature, s.top_p, s.max_tokens, s.stop, s.sample_seed(call.sample)), []
-            ).append(i)
+            key = (
+                s.temperature,
+                s.top_p,
+                s.max_tokens,
+                s.stop,
+                s.sample_seed(call.sample),
+                call.prompt is None,
+            )
+            groups.setdefault(key, []).append(i)
         out: list[Outcome] = [BackendError("backend", "not generated")] * len(calls)
         for idx in groups.values():
             batch = [calls[i] for i in idx]
@@ -308,9 +315,10 @@ class HFBackend:
         seed = s.sample_seed(calls[0].sample)
         if seed is not None:
             self.torch.manual_seed(seed)
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-            self.device
-        )
+        # As in training: a raw prompt gets the tokenizer's special tokens (BOS); a rendered chat
+        # template already holds its own.
+        raw = calls[0].prompt is not None
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=raw).to(self.device)
         gen: dict[str, Any] = dict(
             max_new_tokens=s.max_tokens, do_sample=s.temperature > 0, pad_token_id=self.tokenizer.pad_token_id
         )

@@ -306,6 +306,21 @@ def test_robustness_suite_through_the_command(tmp_path: Path) -> None:
     assert "Table 7" in (tmp_path / "robustness.md").read_text()
 
 
+def test_a_real_teacher_writes_checks_and_translates(tmp_path: Path) -> None:
+    """SmolLM2 is no math teacher; this proves the prompts, parsing and checks run on a real model."""
+    pytest.importorskip("llama_cpp")
+    record = Record(id="g1", source="gsm8k", problem=STORY, answer="7", split="test")
+    cfg = EngineConfig(backend="llama", model="smollm2", progress=False)
+    with Engine(cfg, cache_path=tmp_path / "teacher.sqlite") as teacher:
+        variants, stats = make_variants([record], teacher, max_distractors=2, check=True, check_tokens=24)
+        translated, tstats = translate([record], teacher, max_tokens=40)
+        assert teacher.stats()["failed"] == 0
+    assert stats["items"] == 1
+    assert sum(stats.get(k, 0) for k in ("check_keep", "check_reject", "check_none")) == stats.get("well_formed", 0)
+    assert all(removes_to_original(v.problem, v.meta["robustness"]["distractors"], STORY) for v in variants)
+    assert sum(tstats.values()) == 1 and len(translated) == tstats.get("kept", 0)
+
+
 # ---------------------------------------------------------------- bilingual (Table 6)
 
 # (source, translation, problem found)

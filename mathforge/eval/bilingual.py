@@ -40,14 +40,16 @@ def _translated(record: Record, text: str, language: str, how: str, version: str
     return annotate(t, "translation", {"language": language, "source_id": record.id, "how": how})
 
 
-def translate(records: list[Record], teacher: Any, language: str = "Chinese") -> tuple[list[Record], dict[str, int]]:
+def translate(
+    records: list[Record], teacher: Any, language: str = "Chinese", max_tokens: int = 1024
+) -> tuple[list[Record], dict[str, int]]:
     """Teacher translations of `records` that pass the structural check, and rejection counts."""
     from mathforge.engine import Request, Sampling
     from mathforge.engine.generate import load_template
 
     template = load_template(PROMPTS / "translate.j2")
     replies = teacher.run([Request(
-        key=f"translate/{language}/{r.id}", sampling=Sampling(temperature=0.0, max_tokens=1024),
+        key=f"translate/{language}/{r.id}", sampling=Sampling(temperature=0.0, max_tokens=max_tokens),
         messages=[{"role": "user", "content": template.render({"problem": r.problem, "language": language})}])
         for r in records], desc=f"translate to {language}")
     out, stats = [], Counter()

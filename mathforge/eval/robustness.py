@@ -73,9 +73,11 @@ def removes_to_original(variant: str, sentences: list[str], original: str) -> bo
 
 def make_variants(
     records: list[Record], teacher: Any, max_distractors: int = MAX_DISTRACTORS, check: bool = True,
-    seed: int = 0,
+    seed: int = 0, check_tokens: int = 300,
 ) -> tuple[list[Record], dict[str, Any]]:
-    """Distractor variants of `records` (meta["robustness"] = {count, distractors}) and statistics."""
+    """Distractor variants of `records` (meta["robustness"] = {count, distractors}) and statistics.
+
+    `check_tokens` bounds the teacher's reasoning in each distractor check."""
     from mathforge.engine import Request, Sampling
     from mathforge.engine.generate import load_template
 
@@ -95,20 +97,20 @@ def make_variants(
                 kept.append(s)
         candidates[r.id] = kept
     if check:
-        candidates = _teacher_check(records, candidates, teacher, stats)
+        candidates = _teacher_check(records, candidates, teacher, stats, check_tokens)
     variants = list(_variants(records, candidates, max_distractors, stats, write.version))
     return variants, {"items": len(records), **dict(stats)}
 
 
 def _teacher_check(records: list[Record], candidates: dict[str, list[str]], teacher: Any,
-                   stats: Counter) -> dict[str, list[str]]:
+                   stats: Counter, max_tokens: int) -> dict[str, list[str]]:
     from mathforge.engine import Request, Sampling
     from mathforge.engine.generate import load_template
 
     check = load_template(PROMPTS / "distractor_check.j2")
     jobs = [(r, s) for r in records for s in candidates[r.id]]
     replies = teacher.run([Request(
-        key=f"distract-check/{r.id}/{i}", sampling=Sampling(temperature=0.0, max_tokens=300),
+        key=f"distract-check/{r.id}/{i}", sampling=Sampling(temperature=0.0, max_tokens=max_tokens),
         messages=[{"role": "user", "content": check.render({"problem": r.problem, "sentence": s})}])
         for i, (r, s) in enumerate(jobs)], desc="distractor checks")
     kept: dict[str, list[str]] = {r.id: [] for r in records}

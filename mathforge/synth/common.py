@@ -195,7 +195,7 @@ def _elicit_answers(ctx: Ctx, reqs: list[Request], texts: list[str], checked: li
 
 
 _LEAD_INS = re.compile(r"^\s*(?:\**\s*)?(?:restated problem|new problem|new exercise|corrected problem|"
-                       r"rewritten problem|problem|question|statement|exercise)\s*\**\s*[:：]\s*", re.I)
+                       r"rewritten problem|problem|question|statement|exercise)\s*\**\s*[:：]\s*\**\s*", re.I)
 
 
 def parse_question(text: str, finish_reason: str) -> tuple[str | None, str | None]:

@@ -51,18 +51,22 @@ class Masked:
 def mask_number(problem: str, salt: str) -> Masked | None:
     """Replace one number of `problem` by X (seeded choice among numbers that occur once), or None.
 
-    Numbers occurring more than once are skipped because masking one copy would leave the
-    question ambiguous; a problem already using X as a name is skipped too.
+    Numbers occurring more than once anywhere (also as a coefficient, "3q") are skipped because
+    masking one copy would leave the question ambiguous; a problem already using X is skipped too.
     """
     if re.search(r"\bX\b", problem):
         return None
     found = list(_NUMBER.finditer(problem))
-    counts = {m.group(): sum(o.group() == m.group() for o in found) for m in found}
-    candidates = [m for m in found if counts[m.group()] == 1]
+    candidates = [m for m in found if len(_digit_runs(problem, m.group())) == 1]
     if not candidates:
         return None
     m = random.Random(salt).choice(candidates)
     return Masked(problem[: m.start()] + "X" + problem[m.end() :], m.group(), m.start())
+
+
+def _digit_runs(text: str, number: str) -> list[str]:
+    """Every occurrence of `number` as a whole digit run, in any context ("3" in "3q^2" counts)."""
+    return re.findall(rf"(?<![\d.]){re.escape(number)}(?!\d|\.\d)", text)
 
 
 def fobar_question(problem: str, answer: str, salt: str) -> tuple[str, str] | None:

@@ -293,6 +293,8 @@ def test_kill_9_mid_run_loses_nothing_and_pays_nothing_twice(tmp_path):
     seen = _control(url)
     assert seen["answered_total"] == 440
     assert set(seen["answered"].values()) == {1}  # every request answered exactly once
+    # the only requests sent twice are the ones a kill cut off in flight, which were never answered
+    assert seen["abandoned"] == kills * 8 and seen["received"] == 440 + seen["abandoned"]
     stats = json.loads((tmp_path / "out.jsonl.stats.json").read_text())
     assert stats["cached"] == before and stats["calls"] == 440 - before
     server.stop()

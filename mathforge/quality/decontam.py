@@ -113,8 +113,8 @@ def _word_hash(lowered: bytes, start: np.ndarray, end: np.ndarray) -> np.ndarray
     u64 = np.ndarray(shape=(len(lowered),), dtype="<u8", buffer=padded, strides=(1,))  # a word at every byte
     length = end - start
     head = u64[start] & _HEAD_MASK[np.minimum(length, 8)]
-    tail = np.where(length > 8, u64[np.maximum(end - 8, 0)], np.uint64(0))
-    return _mix(_mix(head ^ length.astype(np.uint64) * np.uint64(_P)) ^ tail)
+    tail = u64[np.maximum(end - 8, 0)] * (length > 8)
+    return _mix(head * np.uint64(_P) ^ tail * np.uint64(_Q) ^ length.astype(np.uint64))
 
 
 @dataclass
@@ -145,10 +145,11 @@ class _Hasher:
         hashes = _word_hash(blob_bytes.lower(), start, end)
         if not latex:
             return hashes, start
-        command = blob[np.maximum(start - 1, 0)] == _BACKSLASH
-        command &= start > 0
-        hashes[command & np.isin(hashes, self.dfrac)] = self.frac
-        keep = ~(command & np.isin(hashes, self.drop))
+        command = np.flatnonzero((blob[np.maximum(start - 1, 0)] == _BACKSLASH) & (start > 0))
+        names = hashes[command]  # only words right after a backslash can be LaTeX commands
+        hashes[command[np.isin(names, self.dfrac)]] = self.frac
+        keep = np.ones(len(hashes), dtype=bool)
+        keep[command[np.isin(names, self.drop)]] = False
         return hashes[keep], start[keep]
 
     def grams(self, docs: Sequence[str]) -> _Grams:

@@ -7,14 +7,16 @@ consecutive words with the problem or solution of any evaluation item. Words com
 characters (so "x=5" and "x = 5", or "$\\frac{1}{2}$" and "\\frac 1 2", read the same).
 
 Speed: the evaluation sets become a sorted array of 64-bit n-gram hashes plus a bit table
-(memory bounded by the test sets, never by the data). A batch of training rows is hashed with
-NumPy only: the batch's text is one byte array, word boundaries come from a byte lookup table, a
-word's hash from two unaligned 8-byte loads, n-gram hashes from a polynomial rolling hash over
-the word hashes (one cumulative sum), and membership from the bit table then `searchsorted`. Hash
-hits are checked word for word in Python (they are rare), so the result is exact and equals the
-pure-Python `ReferenceIndex` row for row. Batches can be spread over worker processes; the output
-keeps the input order. Hand-written because we know of no maintained library that does exact
-n-gram overlap with matched spans and evaluation item ids at this speed.
+(memory bounded by the test sets, never by the data). A batch of training rows is one byte array
+scanned once by a Numba-compiled kernel: words are found and hashed byte by byte with a lookup
+table (LaTeX spacing commands dropped on the way), n-gram hashes come from a polynomial rolling
+hash over the word hashes, and each n-gram is rejected by one bit-table lookup or looked up by
+binary search, all without Python objects per word or per n-gram. (NumPy array passes over the
+same steps were 3x slower: a dozen temporaries per word.) Hash hits are checked word for word in
+Python (they are rare), so the result is exact and equals the pure-Python `ReferenceIndex` row
+for row. Batches can be spread over worker processes; the output keeps the input order.
+Hand-written because we know of no maintained library that does exact n-gram overlap with
+matched spans and evaluation item ids at this speed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from mathforge.filters import FilterStats
 from mathforge.record import Record, annotate
@@ -39,17 +42,16 @@ _WORD = re.compile(f"[{_W}]+")
 _DROP = ("quad", "qquad", "left", "right", "displaystyle", "textstyle")
 _SPACING = re.compile(rf"\\(?:{'|'.join(_DROP)})(?![{_W}])")
 _FRAC = re.compile(rf"\\[dt]frac(?![{_W}])")
-# A byte is part of a word when it is an ASCII letter/digit or any byte of a multi-byte UTF-8
-# character: the same rule as `_WORD` on the decoded text.
-_WORD_BYTE = np.zeros(256, dtype=bool)
-_WORD_BYTE[[*range(ord("a"), ord("z") + 1), *range(ord("A"), ord("Z") + 1), *range(ord("0"), ord("9") + 1),
-            *range(0x80, 0x100)]] = True
-_HEAD_MASK = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 _BACKSLASH = ord("\\")
-_P = 0x9E3779B97F4A7C15  # odd multipliers, so they are invertible modulo 2**64
-_Q = 0xD6E8FEB86659FD93
+# Word bytes (ASCII letters/digits, any byte of a multi-byte UTF-8 character) to their lower-case
+# value, other bytes to 0: the same rule as `_WORD` on the decoded text.
+_LOWER = np.zeros(256, dtype=np.uint8)
+for _c in [*range(ord("0"), ord("9") + 1), *range(ord("a"), ord("z") + 1), *range(0x80, 0x100)]:
+    _LOWER[_c] = _c
+_LOWER[ord("A") : ord("Z") + 1] = _LOWER[ord("a") : ord("z") + 1]
+_FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
+_X = np.uint64(0x9E3779B97F4A7C15)  # the rolling hash's base (odd)
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-
 
 def normalize(text: str) -> str:
     """Lower-case ASCII and drop LaTeX spacing commands, so presentation does not hide overlap.
@@ -69,61 +71,148 @@ def record_texts(record: Record, fields: Sequence[str] = FIELDS) -> tuple[str, .
     return tuple(getattr(record, f) or "" for f in fields)
 
 
-# ---------------------------------------------------------------- vectorised hashing
+# ---------------------------------------------------------------- compiled hashing
 
 
-class _Powers:
-    """x**i and x**-i modulo 2**64 for i < len, grown on demand (uint64 arithmetic wraps)."""
-
-    def __init__(self, x: int):
-        self.x, self.inv = np.uint64(x), np.uint64(pow(x, -1, 1 << 64))
-        self.fwd = self.bwd = np.ones(1, dtype=np.uint64)
-
-    def get(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        if size > len(self.fwd):
-            size = max(size, 2 * len(self.fwd))
-            self.fwd = np.cumprod(np.full(size, self.x, dtype=np.uint64)) * self.inv
-            self.bwd = np.cumprod(np.full(size, self.inv, dtype=np.uint64)) * self.x
-        return self.fwd, self.bwd
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
+@njit(cache=True)
+def _mix(z: np.uint64) -> np.uint64:
     """splitmix64's finaliser: spreads polynomial hashes so nearby values do not cluster."""
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2
     return z ^ (z >> np.uint64(31))
 
 
-def _span_hash(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, powers: _Powers) -> np.ndarray:
-    """Polynomial hash of values[s:e] for every (s, e), all at once via one cumulative sum."""
-    fwd, bwd = powers.get(len(values) + 1)
-    acc = np.zeros(len(values) + 1, dtype=np.uint64)
-    np.cumsum(values * fwd[: len(values)], out=acc[1:])
-    return _mix((acc[ends] - acc[starts]) * bwd[starts])
+@njit(cache=True)
+def _is_command(blob: np.ndarray, start: int, end: int, name: np.ndarray) -> bool:
+    """Whether blob[start:end], lower-cased, spells `name` (a LaTeX command after a backslash)."""
+    if end - start != len(name):
+        return False
+    for k in range(len(name)):
+        c = blob[start + k]
+        if 65 <= c <= 90:
+            c += 32
+        if c != name[k]:
+            return False
+    return True
 
 
-def _word_hash(lowered: bytes, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """A 64-bit hash per word from its first 8 bytes, its last 8 bytes and its length.
+@njit(cache=True)
+def _doc_words(blob: np.ndarray, lo: int, hi: int, drop: np.ndarray, drop_len: np.ndarray,
+               fracs: np.ndarray, frac_len: np.ndarray, frac_hash: np.uint64, out: np.ndarray) -> int:
+    """Hashes of the words of blob[lo:hi] into `out` (as `words` reads them); returns their count.
 
-    Each word costs two unaligned 8-byte loads instead of arithmetic on every byte, which is what
-    makes the scan fast. Long words that differ only in their middle collide; that costs nothing
-    but a candidate, because every n-gram hit is checked word for word afterwards.
+    A word is a maximal run of ASCII letters/digits or bytes >= 0x80 (the UTF-8 bytes of non-ASCII
+    characters), hashed byte by byte after ASCII lower-casing; after a backslash it is a LaTeX
+    command, dropped when it only changes spacing and read as "frac" for dfrac/tfrac.
     """
-    padded = lowered + bytes(8)
-    u64 = np.ndarray(shape=(len(lowered),), dtype="<u8", buffer=padded, strides=(1,))  # a word at every byte
-    length = end - start
-    head = u64[start] & _HEAD_MASK[np.minimum(length, 8)]
-    tail = u64[np.maximum(end - 8, 0)] * (length > 8)
-    return _mix(head * np.uint64(_P) ^ tail * np.uint64(_Q) ^ length.astype(np.uint64))
+    count = 0
+    i = lo
+    while i < hi:
+        if _LOWER[blob[i]] == 0:
+            i += 1
+            continue
+        start = i
+        h, acc, full = _FNV_OFFSET, np.uint64(0), 0
+        while i < hi:
+            c = _LOWER[blob[i]]
+            if c == 0:
+                break
+            # eight bytes at a time: one multiply per 8 bytes instead of one per byte
+            acc = (acc << np.uint64(8)) | np.uint64(c)
+            full += 1
+            if full == 8:
+                h = (h ^ acc) * _FNV_PRIME
+                acc, full = np.uint64(0), 0
+            i += 1
+        h = (h ^ acc) * _FNV_PRIME ^ np.uint64(i - start)
+        h = _mix(h)
+        if start > lo and blob[start - 1] == _BACKSLASH:
+            skip = False
+            for k in range(len(drop_len)):
+                if _is_command(blob, start, i, drop[k, : drop_len[k]]):
+                    skip = True
+            if skip:
+                continue
+            for k in range(len(frac_len)):
+                if _is_command(blob, start, i, fracs[k, : frac_len[k]]):
+                    h = frac_hash
+        out[count] = h
+        count += 1
+    return count
+
+
+@njit(cache=True)
+def _ngrams(blob: np.ndarray, doc_start: np.ndarray, n: int, drop: np.ndarray, drop_len: np.ndarray,
+            fracs: np.ndarray, frac_len: np.ndarray, frac_hash: np.uint64, table: np.ndarray, bits: int,
+            index: np.ndarray, everything: bool):
+    """The n-grams of each document blob[doc_start[d]:doc_start[d + 1]], never spanning two.
+
+    `everything`: every n-gram's (hash, document, word position). Otherwise only the n-grams whose
+    hash is in the sorted `index` (the bit `table` on the top `bits` hash bits rejects almost all
+    others with one lookup), with the range [lo, hi) of equal hashes in `index`. N-gram hashes are
+    a polynomial rolling hash over the word hashes, so each word costs a constant amount of work.
+    """
+    size = len(blob) // 2 + 1  # at most one word per two bytes (a word and a separator)
+    out_hash = np.empty(size if everything else 0, dtype=np.uint64)
+    out_doc = np.empty(size, dtype=np.int64)
+    out_pos = np.empty(size, dtype=np.int64)
+    out_lo = np.empty(0 if everything else size, dtype=np.int64)
+    out_hi = np.empty(0 if everything else size, dtype=np.int64)
+    word = np.empty(size, dtype=np.uint64)
+    lead = np.uint64(1)  # _X ** (n - 1): the weight of the word leaving the window
+    for _ in range(n - 1):
+        lead *= _X
+    shift = np.uint64(64 - bits)
+    found = 0
+    for d in range(len(doc_start) - 1):
+        count = _doc_words(blob, doc_start[d], doc_start[d + 1], drop, drop_len, fracs, frac_len, frac_hash, word)
+        if count < n:
+            continue
+        h = np.uint64(0)
+        for k in range(n):
+            h = h * _X + word[k]
+        for p in range(count - n + 1):
+            if p > 0:
+                h = (h - word[p - 1] * lead) * _X + word[p + n - 1]
+            g = _mix(h)
+            if everything:
+                out_hash[found], out_doc[found], out_pos[found] = g, d, p
+                found += 1
+                continue
+            slot = g >> shift
+            if (table[slot >> np.uint64(3)] >> (slot & np.uint64(7))) & 1 == 0:
+                continue
+            j = np.searchsorted(index, g)
+            if j == len(index) or index[j] != g:
+                continue
+            e = j + 1
+            while e < len(index) and index[e] == g:
+                e += 1
+            out_doc[found], out_pos[found], out_lo[found], out_hi[found] = d, p, j, e
+            found += 1
+    if everything:
+        return out_hash[:found], out_doc[:found], out_pos[:found], out_lo, out_hi
+    return out_hash, out_doc[:found], out_pos[:found], out_lo[:found], out_hi[:found]
+
+
+def _names(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Command names as a padded byte matrix and their lengths, for the compiled kernel."""
+    table = np.zeros((len(names), max(map(len, names))), dtype=np.uint8)
+    for k, name in enumerate(names):
+        table[k, : len(name)] = np.frombuffer(name.encode(), dtype=np.uint8)
+    return table, np.array([len(name) for name in names], dtype=np.int64)
 
 
 @dataclass
 class _Grams:
-    """The n-grams of a list of documents: hash, document number and word position in it."""
+    """N-grams of a list of documents: hash, document number and word position in it, and for
+    lookups the range [lo, hi) of entries of the index with the same hash."""
 
     hashes: np.ndarray
     doc: np.ndarray
     pos: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
 
 
 class _Hasher:
@@ -131,40 +220,26 @@ class _Hasher:
 
     def __init__(self, n: int):
         self.n = n
-        self.word_pow = _Powers(_Q)
-        self.drop = self._words(" ".join(_DROP).encode(), latex=False)[0]
-        self.dfrac = self._words(b"dfrac tfrac", latex=False)[0]
-        self.frac = self._words(b"frac", latex=False)[0][0]
+        self.drop = _names(_DROP)
+        self.fracs = _names(("dfrac", "tfrac"))
+        frac = np.frombuffer(b"frac", dtype=np.uint8)
+        out = np.empty(1, dtype=np.uint64)
+        _doc_words(frac, 0, len(frac), *self.drop, *self.fracs, np.uint64(0), out)
+        self.frac = out[0]
 
-    def _words(self, blob_bytes: bytes, latex: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Hashes and start offsets of the words of a byte string, LaTeX spacing dropped."""
-        blob = np.frombuffer(blob_bytes, dtype=np.uint8)
-        is_word = np.concatenate(([False], _WORD_BYTE[blob], [False]))
-        edges = np.flatnonzero(is_word[1:] != is_word[:-1])
-        start, end = edges[0::2], edges[1::2]
-        hashes = _word_hash(blob_bytes.lower(), start, end)
-        if not latex:
-            return hashes, start
-        command = np.flatnonzero((blob[np.maximum(start - 1, 0)] == _BACKSLASH) & (start > 0))
-        names = hashes[command]  # only words right after a backslash can be LaTeX commands
-        hashes[command[np.isin(names, self.dfrac)]] = self.frac
-        keep = np.ones(len(hashes), dtype=bool)
-        keep[command[np.isin(names, self.drop)]] = False
-        return hashes[keep], start[keep]
-
-    def grams(self, docs: Sequence[str]) -> _Grams:
-        """N-gram hashes of raw documents, never spanning two documents."""
+    def grams(self, docs: Sequence[str], table: np.ndarray | None = None, bits: int = 64,
+              index: np.ndarray | None = None) -> _Grams:
+        """All n-grams of raw documents, or with `index` (sorted hashes) and its bit `table` only
+        those whose hash is in it."""
         encoded = [d.encode("utf-8", "surrogatepass") for d in docs]
-        doc_start = np.cumsum([0] + [len(e) + 1 for e in encoded[:-1]]) if encoded else np.zeros(0, np.int64)
-        word_hash, w_start = self._words(b" ".join(encoded))
-        # few documents, many words: search the documents' starts among the words, not the reverse
-        doc_first_word = np.searchsorted(w_start, doc_start)
-        word_doc = np.repeat(np.arange(len(docs)), np.diff(np.append(doc_first_word, len(w_start))))
-        first = np.arange(max(len(word_hash) - self.n + 1, 0))
-        first = first[word_doc[first] == word_doc[first + self.n - 1]]
-        hashes = _span_hash(word_hash, first, first + self.n, self.word_pow)
-        doc = word_doc[first]
-        return _Grams(hashes, doc, first - doc_first_word[doc])
+        # the separating space keeps a word from running into the next document
+        doc_start = np.cumsum([0] + [len(e) + 1 for e in encoded], dtype=np.int64)
+        blob = np.frombuffer(b" ".join(encoded) + b" ", dtype=np.uint8)
+        everything = index is None
+        empty = np.zeros(0, dtype=np.uint64)
+        return _Grams(*_ngrams(blob, doc_start, self.n, *self.drop, *self.fracs, self.frac,
+                               np.zeros(1, np.uint8) if table is None else table, bits,
+                               empty if index is None else index, everything))
 
 
 # ---------------------------------------------------------------- the evaluation-set index
@@ -226,11 +301,6 @@ class NgramIndex:
         table[slots] = True
         self.table = np.packbits(table, bitorder="little")
 
-    def maybe(self, hashes: np.ndarray) -> np.ndarray:
-        """False for hashes certainly absent from the index; True needs a `searchsorted` check."""
-        slots = hashes >> np.uint64(64 - self.bits)
-        return (self.table[slots >> np.uint64(3)] >> (slots & np.uint64(7)).astype(np.uint8)) & 1 == 1
-
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.hashes, self.item, self.item_field, self.pos, self.table))
@@ -254,29 +324,34 @@ class Scanner:
         """For each row, its verified hits in field and word order (empty list: clean), at most
         `max_hits` per row (None: all, e.g. to list every evaluation item a row touches)."""
         docs = [t for row in rows for t in row]
-        grams = self.hasher.grams(docs)
         idx = self.index
-        candidates = np.flatnonzero(idx.maybe(grams.hashes))
-        lo = np.searchsorted(idx.hashes, grams.hashes[candidates], side="left")
-        hi = np.searchsorted(idx.hashes, grams.hashes[candidates], side="right")
-        found = hi > lo
-        candidates, lo, hi = candidates[found], lo[found], hi[found]
+        grams = self.hasher.grams(docs, idx.table, idx.bits, idx.hashes)
         out: list[list[Hit]] = [[] for _ in rows]
-        cache: dict[int, list[str]] = {}
-        for g, start, end in zip(candidates.tolist(), lo.tolist(), hi.tolist(), strict=True):
+        if not len(grams.doc):
+            return out
+        # hash hits are rare and sorted by document, so rows are verified one by one in Python and
+        # a row stops as soon as it has `max_hits` verified hits (a copied solution has hundreds)
+        row_of = grams.doc // len(self.fields)
+        bounds = np.flatnonzero(np.diff(row_of)) + 1
+        for first, last in zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(row_of)].tolist(), strict=True):
+            self._verify(docs, grams, range(first, last), out[int(row_of[first])], max_hits)
+        return out
+
+    def _verify(self, docs: list[str], grams: _Grams, found: range, hits: list[Hit], max_hits: int | None) -> None:
+        idx, cache = self.index, {}
+        for g in found:
             doc = int(grams.doc[g])
-            row, k = divmod(doc, len(self.fields))
-            if max_hits is not None and len(out[row]) >= max_hits:
-                continue
             if doc not in cache:
                 cache[doc] = words(docs[doc])
-            gram = cache[doc][grams.pos[g] : grams.pos[g] + idx.n]
-            for j in range(start, end):
+            pos = int(grams.pos[g])
+            gram = cache[doc][pos : pos + idx.n]
+            for j in range(int(grams.lo[g]), int(grams.hi[g])):
                 item = idx.items[idx.item[j]]
                 test_field = idx.fields[idx.item_field[j]]
                 if item.words[test_field][idx.pos[j] : idx.pos[j] + idx.n] == gram:
-                    out[row].append(Hit(self.fields[k], item.set, item.id, test_field, " ".join(gram)))
-        return out
+                    if max_hits is not None and len(hits) >= max_hits:
+                        return
+                    hits.append(Hit(self.fields[doc % len(self.fields)], item.set, item.id, test_field, " ".join(gram)))
 
 
 class ReferenceIndex:

@@ -49,7 +49,6 @@ _LOWER = np.zeros(256, dtype=np.uint8)
 for _c in [*range(ord("0"), ord("9") + 1), *range(ord("a"), ord("z") + 1), *range(0x80, 0x100)]:
     _LOWER[_c] = _c
 _LOWER[ord("A") : ord("Z") + 1] = _LOWER[ord("a") : ord("z") + 1]
-_FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
 _X = np.uint64(0x9E3779B97F4A7C15)  # the rolling hash's base (odd)
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
@@ -84,10 +83,8 @@ def _mix(z: np.uint64) -> np.uint64:
 
 @njit(cache=True)
 def _is_command(blob: np.ndarray, start: int, end: int, name: np.ndarray) -> bool:
-    """Whether blob[start:end], lower-cased, spells `name` (a LaTeX command after a backslash)."""
-    if end - start != len(name):
-        return False
-    for k in range(len(name)):
+    """Whether blob[start:end], lower-cased, spells `name` (zero-padded, as long as the span)."""
+    for k in range(end - start):
         c = blob[start + k]
         if 65 <= c <= 90:
             c += 32
@@ -97,53 +94,44 @@ def _is_command(blob: np.ndarray, start: int, end: int, name: np.ndarray) -> boo
 
 
 @njit(cache=True)
-def _doc_words(blob: np.ndarray, lo: int, hi: int, drop: np.ndarray, drop_len: np.ndarray,
-               fracs: np.ndarray, frac_len: np.ndarray, frac_hash: np.uint64, out: np.ndarray) -> int:
+def _doc_words(blob: np.ndarray, lo: int, hi: int, cmd_names: np.ndarray, cmd_lens: np.ndarray,
+               cmd_hashes: np.ndarray, cmd_frac: np.ndarray, frac_hash: np.uint64, out: np.ndarray) -> int:
     """Hashes of the words of blob[lo:hi] into `out` (as `words` reads them); returns their count.
 
     A word is a maximal run of ASCII letters/digits or bytes >= 0x80 (the UTF-8 bytes of non-ASCII
-    characters), hashed byte by byte after ASCII lower-casing; after a backslash it is a LaTeX
-    command, dropped when it only changes spacing and read as "frac" for dfrac/tfrac.
+    characters); its hash folds its lower-cased bytes with an 8-bit rotation, so a word of up to 8
+    bytes is its own bytes (no collisions) and longer words may collide (a collision only costs a
+    verification). After a backslash a word is a LaTeX command: dropped when it only changes
+    spacing, read as "frac" for dfrac/tfrac. The loop is branch-free except at command words:
+    branches on word boundaries mispredict about once per word and made it 3x slower.
     """
     count = 0
-    i = lo
-    while i < hi:
-        if _LOWER[blob[i]] == 0:
-            i += 1
-            continue
-        start = i
-        h, acc, full = _FNV_OFFSET, np.uint64(0), 0
-        while i < hi:
-            c = _LOWER[blob[i]]
-            if c == 0:
-                break
-            # eight bytes at a time: one multiply per 8 bytes instead of one per byte
-            acc = (acc << np.uint64(8)) | np.uint64(c)
-            full += 1
-            if full == 8:
-                h = (h ^ acc) * _FNV_PRIME
-                acc, full = np.uint64(0), 0
-            i += 1
-        h = (h ^ acc) * _FNV_PRIME ^ np.uint64(i - start)
-        h = _mix(h)
-        if start > lo and blob[start - 1] == _BACKSLASH:
-            skip = False
-            for k in range(len(drop_len)):
-                if _is_command(blob, start, i, drop[k, : drop_len[k]]):
-                    skip = True
-            if skip:
-                continue
-            for k in range(len(frac_len)):
-                if _is_command(blob, start, i, fracs[k, : frac_len[k]]):
-                    h = frac_hash
+    h = inword = command = backslash = np.uint64(0)
+    start = lo
+    for i in range(lo, hi):
+        b = blob[i]
+        c = np.uint64(_LOWER[b])
+        w = np.uint64(c != 0)
+        begin = w & (inword ^ np.uint64(1))
+        start = i if begin else start
+        command = backslash if begin else command
+        end = inword & (w ^ np.uint64(1))
         out[count] = h
-        count += 1
+        if end & command:
+            for k in range(len(cmd_lens)):
+                if cmd_hashes[k] == h and cmd_lens[k] == i - start and _is_command(blob, start, i, cmd_names[k]):
+                    out[count] = frac_hash
+                    end = end if cmd_frac[k] else np.uint64(0)
+        count += end
+        h = (((h << np.uint64(8)) | (h >> np.uint64(56))) ^ c) * w
+        inword = w
+        backslash = np.uint64(b == _BACKSLASH)
     return count
 
 
 @njit(cache=True)
-def _ngrams(blob: np.ndarray, doc_start: np.ndarray, n: int, drop: np.ndarray, drop_len: np.ndarray,
-            fracs: np.ndarray, frac_len: np.ndarray, frac_hash: np.uint64, table: np.ndarray, bits: int,
+def _ngrams(blob: np.ndarray, doc_start: np.ndarray, n: int, cmd_names: np.ndarray, cmd_lens: np.ndarray,
+            cmd_hashes: np.ndarray, cmd_frac: np.ndarray, frac_hash: np.uint64, table: np.ndarray, bits: int,
             index: np.ndarray, everything: bool):
     """The n-grams of each document blob[doc_start[d]:doc_start[d + 1]], never spanning two.
 
@@ -165,7 +153,8 @@ def _ngrams(blob: np.ndarray, doc_start: np.ndarray, n: int, drop: np.ndarray, d
     shift = np.uint64(64 - bits)
     found = 0
     for d in range(len(doc_start) - 1):
-        count = _doc_words(blob, doc_start[d], doc_start[d + 1], drop, drop_len, fracs, frac_len, frac_hash, word)
+        count = _doc_words(blob, doc_start[d], doc_start[d + 1], cmd_names, cmd_lens, cmd_hashes, cmd_frac,
+                           frac_hash, word)
         if count < n:
             continue
         h = np.uint64(0)
@@ -195,14 +184,6 @@ def _ngrams(blob: np.ndarray, doc_start: np.ndarray, n: int, drop: np.ndarray, d
     return out_hash, out_doc[:found], out_pos[:found], out_lo[:found], out_hi[:found]
 
 
-def _names(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Command names as a padded byte matrix and their lengths, for the compiled kernel."""
-    table = np.zeros((len(names), max(map(len, names))), dtype=np.uint8)
-    for k, name in enumerate(names):
-        table[k, : len(name)] = np.frombuffer(name.encode(), dtype=np.uint8)
-    return table, np.array([len(name) for name in names], dtype=np.int64)
-
-
 @dataclass
 class _Grams:
     """N-grams of a list of documents: hash, document number and word position in it, and for
@@ -220,12 +201,24 @@ class _Hasher:
 
     def __init__(self, n: int):
         self.n = n
-        self.drop = _names(_DROP)
-        self.fracs = _names(("dfrac", "tfrac"))
-        frac = np.frombuffer(b"frac", dtype=np.uint8)
-        out = np.empty(1, dtype=np.uint64)
-        _doc_words(frac, 0, len(frac), *self.drop, *self.fracs, np.uint64(0), out)
-        self.frac = out[0]
+        names = [*_DROP, "dfrac", "tfrac"]
+        matrix = np.zeros((len(names), max(map(len, names))), dtype=np.uint8)
+        for k, name in enumerate(names):
+            matrix[k, : len(name)] = np.frombuffer(name.encode(), dtype=np.uint8)
+        lens = np.array([len(name) for name in names], dtype=np.int64)
+        frac = np.array([name.endswith("frac") for name in names])
+        self.frac = self._word_hash("frac")
+        hashes = np.array([self._word_hash(name) for name in names], dtype=np.uint64)
+        self.commands = (matrix, lens, hashes, frac, self.frac)
+
+    @staticmethod
+    def _word_hash(word: str) -> np.uint64:
+        out = np.empty(2, dtype=np.uint64)
+        none = np.zeros(0, dtype=np.int64)
+        blob = np.frombuffer(word.encode() + b" ", dtype=np.uint8)
+        _doc_words(blob, 0, len(blob), np.zeros((0, 1), np.uint8), none, none.astype(np.uint64),
+                   none.astype(bool), np.uint64(0), out)
+        return out[0]
 
     def grams(self, docs: Sequence[str], table: np.ndarray | None = None, bits: int = 64,
               index: np.ndarray | None = None) -> _Grams:
@@ -237,7 +230,7 @@ class _Hasher:
         blob = np.frombuffer(b" ".join(encoded) + b" ", dtype=np.uint8)
         everything = index is None
         empty = np.zeros(0, dtype=np.uint64)
-        return _Grams(*_ngrams(blob, doc_start, self.n, *self.drop, *self.fracs, self.frac,
+        return _Grams(*_ngrams(blob, doc_start, self.n, *self.commands,
                                np.zeros(1, np.uint8) if table is None else table, bits,
                                empty if index is None else index, everything))
 

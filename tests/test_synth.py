@@ -476,22 +476,24 @@ def test_synth_offline_recipe_loads_and_points_at_existing_seeds():
 # ---------------------------------------------------------------- the real llama.cpp teacher
 
 
+@pytest.mark.slow
 def test_end_to_end_with_the_real_llama_teacher(tmp_path):
     """SmolLM2 through in-process llama.cpp, both stages, tiny budgets: the machinery must hold up
     (its mathematics is wrong, so only structure is checked); a rerun is served from the cache."""
     pytest.importorskip("llama_cpp")
     repo = Path(__file__).resolve().parents[1]
     overrides = [
-        f"seeds=['math:{MATH}?limit=12', 'rg:gsm_symbolic?size=4&seed=1']",
-        "mix={metamath/fobar: 1, metamath/answer_aug: 1, evol: 1}", "evol_max_steps=1", "max_passes=1",
-        "stage1.initial_target=3", "stage1.coreset_budget=2", "stage1.target=3", "stage2.target=3",
-        "sampling.solve_max_tokens=48", "sampling.question_max_tokens=40", "fewshot=0", "engine.progress=false",
+        f"seeds=['rg:gsm_symbolic?size=4&seed=1', 'math:{MATH}?limit=12']",
+        "mix={metamath/answer_aug: 1, metamath/fobar: 1}", "max_passes=2",
+        "stage1.initial_target=2", "stage1.coreset_budget=1", "stage1.target=1", "stage2.target=1",
+        "sampling.solve_max_tokens=128", "sampling.question_max_tokens=48", "engine.progress=false",
     ]
     cfg = load_config(SynthConfig, repo / "recipes" / "synth_offline.yaml", overrides)
     table = run_synth(cfg, tmp_path)
     assert set(table) == {"stage1_initial", "stage1_normal", "stage2_hard"}
-    for methods in table.values():
-        assert all(y["requests"] >= 1 and y["completion_tokens"] > 0 for y in methods.values())
+    initial = table["stage1_initial"].values()
+    assert sum(y["requests"] for y in initial) >= 2 and sum(y["completion_tokens"] for y in initial) > 0
+    assert sum(y["kept"] for y in initial) >= 1  # else the core-set stage would have had nothing to pick
     for name in ("initial", "normal"):
         for r in read_records(tmp_path / "stage1" / f"{name}.jsonl"):
             assert isinstance(r.lineage, Lineage) and r.lineage.teacher == "llama:smollm2"

@@ -67,7 +67,11 @@ class Stage2Config:
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """The synthesis recipe; `recipes/synth_*.yaml` set these fields."""
+    """The synthesis recipe; `recipes/synth_*.yaml` set these fields.
+
+    `mix` maps methods (see METHODS) to relative shares. Overrides merge into the recipe's mapping,
+    so `mix.evol=0` switches Evol off while `mix={evol: 1}` leaves the other methods' shares as set.
+    """
 
     seeds: tuple[str, ...] = ("math:../shared/data/math/math_train.jsonl",)
     engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig fields

@@ -132,12 +132,14 @@ def _doc_words(blob: np.ndarray, lo: int, hi: int, cmd_names: np.ndarray, cmd_le
 @njit(cache=True)
 def _ngrams(blob: np.ndarray, doc_start: np.ndarray, n: int, cmd_names: np.ndarray, cmd_lens: np.ndarray,
             cmd_hashes: np.ndarray, cmd_frac: np.ndarray, frac_hash: np.uint64, table: np.ndarray, bits: int,
-            index: np.ndarray, everything: bool):
+            index: np.ndarray, directory: np.ndarray, dir_bits: int, everything: bool):
     """The n-grams of each document blob[doc_start[d]:doc_start[d + 1]], never spanning two.
 
     `everything`: every n-gram's (hash, document, word position). Otherwise only the n-grams whose
     hash is in the sorted `index` (the bit `table` on the top `bits` hash bits rejects almost all
-    others with one lookup), with the range [lo, hi) of equal hashes in `index`. N-gram hashes are
+    others with one lookup; `directory[b]` is where hashes with top `dir_bits` bits b start in
+    `index`, so a lookup reads one short bucket instead of binary-searching), with the range
+    [lo, hi) of equal hashes in `index`. N-gram hashes are
     a polynomial rolling hash over the word hashes, so each word costs a constant amount of work.
     """
     size = len(blob) // 2 + 1  # at most one word per two bytes (a word and a separator)
@@ -150,7 +152,7 @@ def _ngrams(blob: np.ndarray, doc_start: np.ndarray, n: int, cmd_names: np.ndarr
     lead = np.uint64(1)  # _X ** (n - 1): the weight of the word leaving the window
     for _ in range(n - 1):
         lead *= _X
-    shift = np.uint64(64 - bits)
+    shift, dir_shift = np.uint64(64 - bits), np.uint64(64 - dir_bits)
     found = 0
     for d in range(len(doc_start) - 1):
         count = _doc_words(blob, doc_start[d], doc_start[d + 1], cmd_names, cmd_lens, cmd_hashes, cmd_frac,
@@ -171,13 +173,16 @@ def _ngrams(blob: np.ndarray, doc_start: np.ndarray, n: int, cmd_names: np.ndarr
             slot = g >> shift
             if (table[slot >> np.uint64(3)] >> (slot & np.uint64(7))) & 1 == 0:
                 continue
-            j = np.searchsorted(index, g)
-            if j == len(index) or index[j] != g:
+            bucket = g >> dir_shift
+            j, e = directory[bucket], directory[bucket + 1]
+            while j < e and index[j] < g:
+                j += 1
+            if j == e or index[j] != g:
                 continue
-            e = j + 1
-            while e < len(index) and index[e] == g:
-                e += 1
-            out_doc[found], out_pos[found], out_lo[found], out_hi[found] = d, p, j, e
+            last = j + 1
+            while last < e and index[last] == g:
+                last += 1
+            out_doc[found], out_pos[found], out_lo[found], out_hi[found] = d, p, j, last
             found += 1
     if everything:
         return out_hash[:found], out_doc[:found], out_pos[:found], out_lo, out_hi
@@ -220,19 +225,18 @@ class _Hasher:
                    none.astype(bool), np.uint64(0), out)
         return out[0]
 
-    def grams(self, docs: Sequence[str], table: np.ndarray | None = None, bits: int = 64,
-              index: np.ndarray | None = None) -> _Grams:
-        """All n-grams of raw documents, or with `index` (sorted hashes) and its bit `table` only
-        those whose hash is in it."""
+    def grams(self, docs: Sequence[str], index: NgramIndex | None = None) -> _Grams:
+        """All n-grams of raw documents, or only those whose hash is in `index`."""
         encoded = [d.encode("utf-8", "surrogatepass") for d in docs]
         # the separating space keeps a word from running into the next document
         doc_start = np.cumsum([0] + [len(e) + 1 for e in encoded], dtype=np.int64)
         blob = np.frombuffer(b" ".join(encoded) + b" ", dtype=np.uint8)
-        everything = index is None
-        empty = np.zeros(0, dtype=np.uint64)
-        return _Grams(*_ngrams(blob, doc_start, self.n, *self.commands,
-                               np.zeros(1, np.uint8) if table is None else table, bits,
-                               empty if index is None else index, everything))
+        if index is None:
+            none = np.zeros(1, dtype=np.int64)
+            lookup = (none.astype(np.uint8), 64, none.astype(np.uint64), none, 64)
+        else:
+            lookup = (index.table, index.bits, index.hashes, index.directory, index.dir_bits)
+        return _Grams(*_ngrams(blob, doc_start, self.n, *self.commands, *lookup, index is None))
 
 
 # ---------------------------------------------------------------- the evaluation-set index
@@ -293,10 +297,14 @@ class NgramIndex:
         table = np.zeros(1 << self.bits, dtype=bool)
         table[slots] = True
         self.table = np.packbits(table, bitorder="little")
+        # about one hash per bucket: a bucket is found with one read, not a binary search
+        self.dir_bits = max(1, int(np.ceil(np.log2(max(len(self.hashes), 1)))))
+        starts = np.arange(1 << self.dir_bits, dtype=np.uint64) << np.uint64(64 - self.dir_bits)
+        self.directory = np.append(np.searchsorted(self.hashes, starts), len(self.hashes)).astype(np.int64)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.hashes, self.item, self.item_field, self.pos, self.table))
+        return sum(a.nbytes for a in (self.hashes, self.item, self.item_field, self.pos, self.table, self.directory))
 
     def describe(self) -> dict[str, Any]:
         return {"n": self.n, "sets": dict(self.set_sizes), "ngrams": int(len(self.hashes)),
@@ -318,7 +326,7 @@ class Scanner:
         `max_hits` per row (None: all, e.g. to list every evaluation item a row touches)."""
         docs = [t for row in rows for t in row]
         idx = self.index
-        grams = self.hasher.grams(docs, idx.table, idx.bits, idx.hashes)
+        grams = self.hasher.grams(docs, idx)
         out: list[list[Hit]] = [[] for _ in rows]
         if not len(grams.doc):
             return out

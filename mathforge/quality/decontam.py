@@ -231,8 +231,9 @@ class _Hasher:
         # scan time); NUL is not a word byte, so no word runs from one document into the next
         text = "\0".join(docs) + "\0"
         blob = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-        ascii = text.isascii()  # O(1) in CPython; then a document has as many bytes as characters
-        sizes = np.array([len(d) if ascii else len(d.encode("utf-8", "surrogatepass")) for d in docs], dtype=np.int64)
+        # isascii is O(1) in CPython, and an ASCII document has as many bytes as characters
+        sizes = np.array([len(d) if d.isascii() else len(d.encode("utf-8", "surrogatepass")) for d in docs],
+                         dtype=np.int64)
         doc_start = np.concatenate(([0], np.cumsum(sizes + 1))).astype(np.int64)
         if index is None:
             none = np.zeros(1, dtype=np.int64)

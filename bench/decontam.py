@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mathforge.quality.decontam import NgramIndex, ReferenceIndex, Scanner, scan_records
@@ -67,13 +67,16 @@ def fast_scan(scanner: Scanner, pool: list[Record], count: int, batch_size: int,
     return firsts[:keep], contaminated, spent
 
 
-def parallel_scan(index: NgramIndex, pool: list[Record], count: int, batch_size: int, workers: int) -> float:
-    records = (Record(id=str(i), source="bench", problem=p, solution=s)
-               for i, (p, s) in enumerate(make_rows(pool, count)))
+def as_records(rows: Iterator[tuple[str, str]]) -> Iterator[Record]:
+    return (Record(id=str(i), source="bench", problem=p, solution=s) for i, (p, s) in enumerate(rows))
+
+
+def parallel_scan(index: NgramIndex, records: Iterable[Record], batch_size: int, workers: int) -> tuple[list, float]:
+    """First hits of `records` scanned by `workers` processes, and the wall time."""
     t = time.perf_counter()
-    for _ in scan_records(records, index, batch_size=batch_size, workers=workers, max_hits=1):
-        pass
-    return time.perf_counter() - t
+    firsts = [(h[0].set, h[0].test_id) if h else None
+              for _, h in scan_records(records, index, batch_size=batch_size, workers=workers, max_hits=1)]
+    return firsts, time.perf_counter() - t
 
 
 def main() -> None:
@@ -121,7 +124,13 @@ def main() -> None:
         print(f"  (the reference ran on a {ref_rows:,}-row subsample: at its rate all {args.rows:,} rows would "
               f"take ~{args.rows / (ref_rows / ref_s) / 60:.0f} min)")
     if args.workers > 1:
-        wall = parallel_scan(index, pool, args.rows, args.batch_size, args.workers)
+        records = list(as_records(make_rows(pool, ref_rows)))
+        par_sub, par_s = parallel_scan(index, records, args.batch_size, args.workers)
+        agree_par = sum(a == b for a, b in zip(par_sub, ref_sub, strict=True))
+        print(f"  fast ({args.workers} processes):      {ref_rows / par_s:,.0f} rows/s, ratio {ref_s / par_s:.1f}x, "
+              f"agreement {agree_par:,}/{ref_rows:,}")
+        agree = min(agree, agree_par)
+        _, wall = parallel_scan(index, as_records(make_rows(pool, args.rows)), args.batch_size, args.workers)
         print(f"all rows, fast ({args.workers} processes, row building included): {args.rows / wall:,.0f} rows/s")
     if agree != ref_rows:
         raise SystemExit("fast and reference implementations disagree")

@@ -32,9 +32,11 @@ def assert_k_center(x: np.ndarray, picks: np.ndarray) -> None:
     assert len(set(picks.tolist())) == len(picks)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 @pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
-def test_k_center_property_on_real_embeddings(math_vectors, chunk):
-    result = k_center_greedy(math_vectors, 40, seed=3, chunk_size=chunk)
+def test_k_center_property_on_real_embeddings(math_vectors, chunk, backend):
+    result = k_center_greedy(math_vectors, 40, seed=3, chunk_size=chunk, backend=backend)
+    assert result.report["backend"] == backend
     assert_k_center(math_vectors, result.indices)
     assert result.indices.tolist() == k_center_greedy_numpy(math_vectors, 40, seed=3).tolist()
 
@@ -55,6 +57,9 @@ def test_k_center_property_on_clustered_and_random_data():
 def test_coverage_report_before_after_and_random(math_vectors):
     report = k_center_greedy(math_vectors, 30, seed=0).report
     assert report["k"] == 30 and report["n"] == len(math_vectors) and report["device"] == "cpu"
+    other = k_center_greedy(math_vectors, 30, seed=0, backend="torch").report
+    for part in ("before", "after", "random"):
+        assert report[part] == pytest.approx(other[part], abs=1e-4)
     assert report["after"]["max_dist"] < report["before"]["max_dist"]
     assert report["after"]["mean_dist"] < report["before"]["mean_dist"]
     # The point of k-center: a smaller covering radius than k random points.
@@ -69,8 +74,9 @@ def test_seed_picks_the_first_centre_and_is_reproducible(math_vectors):
 
 def test_initial_centres_count_as_chosen(math_vectors):
     first = k_center_greedy(math_vectors, 10, seed=0).indices
-    rest = k_center_greedy(math_vectors, 5, initial=first[:5].tolist()).indices
-    assert rest.tolist() == first[5:].tolist()
+    for backend in ("numpy", "torch"):
+        rest = k_center_greedy(math_vectors, 5, initial=first[:5].tolist(), backend=backend).indices
+        assert rest.tolist() == first[5:].tolist()
 
 
 @pytest.mark.parametrize(("shape", "k", "initial"), [((0, 4), 1, ()), ((5, 4), 0, ()), ((5, 4), 6, ()),
@@ -78,3 +84,8 @@ def test_initial_centres_count_as_chosen(math_vectors):
 def test_bad_input_is_an_error(shape, k, initial):
     with pytest.raises(ValueError):
         k_center_greedy(np.zeros(shape, dtype=np.float32), k, initial=initial)
+
+
+def test_unknown_backend_is_an_error():
+    with pytest.raises(ValueError, match="backend"):
+        k_center_greedy(np.ones((3, 2), dtype=np.float32), 1, backend="faiss")

@@ -3,7 +3,7 @@
 Start from one random point (fixed seed) and repeatedly add the point farthest from the chosen set;
 the chosen set then covers the data within twice the optimal radius. The cost is k passes over the
 n x d matrix; each pass is one matrix-vector product on the data (chunked so memory stays bounded)
-and an elementwise minimum, run by torch on a GPU when one is present and on the CPU otherwise.
+and an elementwise minimum, run by torch on a GPU when one is present and by NumPy on the CPU.
 Written by hand because faiss has no k-center and scikit-learn's clustering minimises a different
 objective (k-means inertia, not the covering radius).
 """
@@ -27,40 +27,97 @@ class CoresetResult:
 
 def k_center_greedy(
     vectors: np.ndarray, k: int, seed: int = 0, *, initial: Sequence[int] = (), chunk_size: int = 1 << 20,
-    device: str | None = None, compare_random: bool = True,
+    device: str | None = None, compare_random: bool = True, backend: str = "auto",
 ) -> CoresetResult:
     """Pick `k` indices of `vectors` (n x d) by k-center greedy, Euclidean distance.
 
     `initial` indices count as already chosen (they are not returned); without them the first pick
     is drawn with `seed`. The report gives max/mean distance to the nearest centre for the first
     centre(s) ("before"), for the k picks ("after") and, when `compare_random`, for k random points.
+    `backend` "auto" runs torch on a GPU (`device`, default cuda when present) and NumPy on the CPU,
+    because each pass is a memory-bound matrix-vector product that torch's CPU thread pool does no
+    faster and, on a busy machine, measurably slower (bench/coreset.py); "torch" or "numpy" force one.
     """
-    import torch
-
     x = _as_matrix(vectors)
     n = x.shape[0]
     if not 0 < k <= n - len(initial):
         raise ValueError(f"k={k} must be between 1 and the {n - len(initial)} unchosen points")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    data = torch.from_numpy(x).to(dev)
-    sq = (data * data).sum(1)
+    ops = _Ops(x, device, chunk_size, backend)
     picks: list[int] = []
     if initial:
-        min_d = _min_sq_dist(data, sq, list(initial), chunk_size)
+        min_d = ops.min_sq_dist(list(initial))
     else:
-        first = int(np.random.default_rng(seed).integers(n))
-        picks.append(first)
-        min_d = _sq_dist_to(data, sq, first, chunk_size)
-    before = _coverage(min_d)
+        picks.append(int(np.random.default_rng(seed).integers(n)))
+        min_d = ops.sq_dist_to(picks[0])
+    before = _coverage(ops.numpy(min_d))
     while len(picks) < k:
-        nxt = int(torch.argmax(min_d))
-        picks.append(nxt)
-        torch.minimum(min_d, _sq_dist_to(data, sq, nxt, chunk_size), out=min_d)
-    report = {"n": n, "k": k, "seed": seed, "device": str(dev), "before": before, "after": _coverage(min_d)}
+        picks.append(ops.argmax(min_d))
+        min_d = ops.minimum(min_d, ops.sq_dist_to(picks[-1]))
+    report = {"n": n, "k": k, "seed": seed, "device": ops.device, "backend": ops.backend, "before": before, "after": _coverage(ops.numpy(min_d))}
     if compare_random:
         rand = np.random.default_rng(seed).choice(n, size=k, replace=False).tolist()
-        report["random"] = _coverage(_min_sq_dist(data, sq, list(initial) + rand, chunk_size))
+        report["random"] = _coverage(ops.numpy(ops.min_sq_dist(list(initial) + rand)))
     return CoresetResult(np.asarray(picks, dtype=np.int64), report)
+
+
+class _Ops:
+    """The few array operations of the greedy loop, on a torch device or in NumPy on the CPU.
+
+    Squared distances are |x|^2 + |c|^2 - 2 x.c: one fused matrix-vector product per chunk, so no
+    n x d temporary is ever made.
+    """
+
+    def __init__(self, x: np.ndarray, device: str | None, chunk: int, backend: str):
+        if backend not in ("auto", "torch", "numpy"):
+            raise ValueError(f"backend must be auto, torch or numpy, got {backend!r}")
+        self.chunk = chunk
+        self.torch = None
+        if backend == "torch" or (backend == "auto" and device != "cpu"):
+            import torch
+
+            if backend == "torch" or device or torch.cuda.is_available():
+                self.torch = torch
+                device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = str(self.torch.device(device)) if self.torch else "cpu"
+        self.backend = "torch" if self.torch else "numpy"
+        self.x = self.torch.from_numpy(x).to(self.device) if self.torch else x
+        self.sq = (self.x * self.x).sum(1)
+
+    def sq_dist_to(self, j: int):
+        n = self.x.shape[0]
+        if self.torch:
+            out = self.torch.empty_like(self.sq)
+            for s in range(0, n, self.chunk):
+                self.torch.addmv(self.sq[s : s + self.chunk], self.x[s : s + self.chunk], self.x[j], alpha=-2,
+                                 out=out[s : s + self.chunk])
+            return out.add_(self.sq[j]).clamp_(min=0)
+        out = np.empty_like(self.sq)
+        for s in range(0, n, self.chunk):
+            np.matmul(self.x[s : s + self.chunk], self.x[j], out=out[s : s + self.chunk])
+        out *= -2
+        out += self.sq
+        out += self.sq[j]
+        return np.maximum(out, 0, out=out)
+
+    def min_sq_dist(self, centres: list[int]):
+        """Squared distance of every row to its nearest centre (blocks of rows x all centres)."""
+        c, csq = self.x[centres], self.sq[centres]
+        rows = max(1, self.chunk * 64 // max(1, len(centres)))
+        parts = []
+        for s in range(0, self.x.shape[0], rows):
+            block = self.sq[s : s + rows, None] + csq[None, :] - 2 * (self.x[s : s + rows] @ c.T)
+            parts.append(block.min(1).values if self.torch else block.min(1))
+        out = self.torch.cat(parts) if self.torch else np.concatenate(parts)
+        return out.clamp_(min=0) if self.torch else np.maximum(out, 0)
+
+    def argmax(self, v) -> int:
+        return int(self.torch.argmax(v)) if self.torch else int(np.argmax(v))
+
+    def minimum(self, a, b):
+        return self.torch.minimum(a, b, out=a) if self.torch else np.minimum(a, b, out=a)
+
+    def numpy(self, v) -> np.ndarray:
+        return v.cpu().numpy() if self.torch else v
 
 
 def k_center_greedy_numpy(vectors: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -84,31 +141,6 @@ def _as_matrix(vectors: np.ndarray) -> np.ndarray:
     return x
 
 
-def _sq_dist_to(data: Any, sq: Any, j: int, chunk: int) -> Any:
-    """Squared distances of every row to row j as |x|^2 + |c|^2 - 2 x.c, one fused matrix-vector
-    product per chunk (the pass is memory-bound, so no n x d temporary is ever made)."""
-    import torch
-
-    out = torch.empty_like(sq)
-    for s in range(0, data.shape[0], chunk):
-        torch.addmv(sq[s : s + chunk], data[s : s + chunk], data[j], alpha=-2, out=out[s : s + chunk])
-    return out.add_(sq[j]).clamp_(min=0)
-
-
-def _min_sq_dist(data: Any, sq: Any, centres: list[int], chunk: int) -> Any:
-    """Squared distance of every row to its nearest centre (a few centre blocks at a time)."""
-    import torch
-
-    c = data[centres]
-    csq = sq[centres]
-    out = torch.empty_like(sq)
-    rows = max(1, chunk * 64 // max(1, len(centres)))
-    for s in range(0, data.shape[0], rows):
-        block = sq[s : s + rows, None] + csq[None, :] - 2 * (data[s : s + rows] @ c.T)
-        out[s : s + rows] = block.min(1).values
-    return out.clamp_(min=0)
-
-
-def _coverage(min_sq: Any) -> dict[str, float]:
-    d = min_sq.sqrt()
+def _coverage(min_sq: np.ndarray) -> dict[str, float]:
+    d = np.sqrt(min_sq.astype(np.float64))
     return {"max_dist": round(float(d.max()), 6), "mean_dist": round(float(d.mean()), 6)}

@@ -123,7 +123,8 @@ def _doc_words(blob: np.ndarray, lo: int, hi: int, cmd_names: np.ndarray, cmd_le
                     out[count] = frac_hash
                     end = end if cmd_frac[k] else np.uint64(0)
         count += end
-        h = (((h << np.uint64(8)) | (h >> np.uint64(56))) ^ c) * w
+        # masking, not multiplying, by w: this is the loop's longest dependency chain
+        h = (((h << np.uint64(8)) | (h >> np.uint64(56))) ^ c) & (np.uint64(0) - w)
         inword = w
         backslash = np.uint64(b == _BACKSLASH)
     return count

@@ -170,11 +170,18 @@ def _train(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
     """The recipe's stages, in order, each on the cleaned data of the synthesis stage at its position."""
     from mathforge.train.sft import train
 
-    datasets = [p for p in (rd.root / "data" / "stage1.jsonl", rd.root / "data" / "stage2.jsonl") if p.exists()]
-    stages = tuple(dataclasses.replace(s, dataset=str(d)) for s, d in zip(cfg.train.stages, datasets, strict=False))
+    data = [rd.root / "data" / f"stage{i + 1}.jsonl" for i in range(len(cfg.train.stages))]
+    stages, skipped = [], []
+    for stage, path in zip(cfg.train.stages, data, strict=True):
+        if path.exists() and path.stat().st_size > 0:
+            stages.append(dataclasses.replace(stage, dataset=str(path)))
+        else:  # a weak teacher can leave a stage with no sample; train the others, say so
+            skipped.append(stage.name)
+            rd.log.warning("train: stage %s skipped, no cleaned data at %s", stage.name, path)
     if not stages:
-        raise ValueError("nothing to train on: no cleaned data, or no stages in the train config")
-    return {"stages": train(dataclasses.replace(cfg.train, stages=stages), rd.root / "train")}
+        raise ValueError("nothing to train on: no cleaned data for any stage of the train config")
+    return {"stages": train(dataclasses.replace(cfg.train, stages=tuple(stages)), rd.root / "train"),
+            "skipped": skipped}
 
 
 def _eval(cfg: RunConfig, rd: RunDir, data: Path, bench_name: str) -> dict[str, Any]:

@@ -6,15 +6,16 @@ consecutive words with the problem or solution of any evaluation item. Words com
 `\\dfrac`/`\\tfrac` spellings removed, then maximal runs of ASCII letters/digits or non-ASCII
 characters (so "x=5" and "x = 5", or "$\\frac{1}{2}$" and "\\frac 1 2", read the same).
 
-Speed: the evaluation sets become a sorted array of 64-bit n-gram hashes plus a bit table
-(memory bounded by the test sets, never by the data). A batch of training rows is one byte array
-scanned once by a Numba-compiled kernel: words are found and hashed byte by byte with a lookup
-table (LaTeX spacing commands dropped on the way), n-gram hashes come from a polynomial rolling
-hash over the word hashes, and each n-gram is rejected by one bit-table lookup or looked up by
-binary search, all without Python objects per word or per n-gram. (NumPy array passes over the
-same steps were 3x slower: a dozen temporaries per word.) Hash hits are checked word for word in
-Python (they are rare), so the result is exact and equals the pure-Python `ReferenceIndex` row
-for row. Batches can be spread over worker processes; the output keeps the input order.
+Speed: the evaluation sets become a sorted array of 64-bit n-gram hashes, a bit table and a
+bucket directory (memory bounded by the test sets, never by the data). A batch of training rows
+is one byte array scanned once by a Numba-compiled kernel: words are found and hashed with a
+branch-free loop over the bytes (LaTeX spacing commands dropped on the way), n-gram hashes come
+from a polynomial rolling hash over the word hashes, and each n-gram is rejected by one bit-table
+lookup or found in its directory bucket, with no Python object per word or per n-gram. (NumPy
+array passes over the same steps were 2-3x slower: a dozen temporaries per word.) Hash hits are
+checked word for word in Python on the document prefix they need (they are rare), so the result
+is exact and equals the pure-Python `ReferenceIndex` row for row. Batches can be spread over
+worker processes; the output keeps the input order.
 Hand-written because we know of no maintained library that does exact n-gram overlap with
 matched spans and evaluation item ids at this speed.
 """

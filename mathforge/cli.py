@@ -25,6 +25,16 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def recipe_config(cls: type, recipe: Path, overrides: list[str] | None):
+    """A recipe YAML plus key=value overrides as config `cls`; a bad key or value exits with its message."""
+    from mathforge.config import ConfigError, load_config
+
+    try:
+        return load_config(cls, recipe, overrides or [])
+    except (ConfigError, OSError) as e:
+        fail(str(e))
+
+
 @app.command()
 def seeds(
     sources: list[str] = typer.Argument(..., help="KIND:PATH[?opt=v] or a path (kind guessed): math, gsm8k, "
@@ -470,15 +480,14 @@ def scale(
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. sizes=[100,200,400]"),
 ) -> None:
     """Data scaling: train on nested subsets of growing size, evaluate each, fit and plot the curve."""
-    from mathforge.config import ConfigError, load_config
     from mathforge.pipeline import ScaleConfig
     from mathforge.scale import run_scale
 
+    cfg = recipe_config(ScaleConfig, recipe, overrides)
     try:
-        cfg = load_config(ScaleConfig, recipe, overrides or [])
-    except (ConfigError, OSError) as e:
-        fail(str(e))
-    run_scale(cfg, out)
+        run_scale(cfg, out)
+    except (DataError, ValueError) as e:
+        fail(f"{e}\n(finished sizes are kept in {out / 'scaling.jsonl'}; rerun to resume)")
     console.print((out / "report.md").read_text())
 
 
@@ -521,14 +530,13 @@ def run_(
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. eval.limit=50"),
 ) -> None:
     """The whole pipeline: synthesis -> cleaning -> export -> two-stage SFT -> evaluation -> report."""
-    from mathforge.config import ConfigError, load_config
     from mathforge.pipeline import RunConfig, run
 
+    cfg = recipe_config(RunConfig, recipe, overrides)
     try:
-        cfg = load_config(RunConfig, recipe, overrides or [])
-    except (ConfigError, OSError) as e:
-        fail(str(e))
-    run(cfg, out)
+        run(cfg, out)
+    except (DataError, ValueError) as e:
+        fail(f"{e}\n(finished stages are kept in {out}; rerun the same command to resume)")
     console.print((out / "report.md").read_text())
 
 

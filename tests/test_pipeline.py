@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Every augmentation method is exercised by the synthesis tests; here the two the SmolLM2 teacher
 # passes most often keep the run short, since this test is about the stages around synthesis.
 SMALL = [
-    "synth.mix={metamath/answer_aug: 0.5, metamath/fobar: 0.5}", "synth.max_passes=2",
+    "synth.mix={metamath/answer_aug: 1, metamath/rephrase: 0, metamath/fobar: 1, metamath/self_verify: 0, evol: 0, xwin: 0}", "synth.max_passes=2",
     "synth.stage1.initial_target=4", "synth.stage1.coreset_budget=2", "synth.stage1.target=3",
     "synth.stage2.target=3", "synth.sampling.solve_max_tokens=128", "synth.sampling.question_max_tokens=64",
     "train.max_steps=3", "eval.limit=2", "eval.settings.max_tokens=24",

@@ -139,7 +139,7 @@ def main() -> None:
           f"({sum(x is not None for x in ref_sub):,} contaminated rows)")
     if ref_rows < args.rows:
         print(f"  (the reference ran on a {ref_rows:,}-row subsample: at its rate all {args.rows:,} rows would "
-              f"take ~{args.rows / (ref_rows / ref_s) / 60:.0f} min)")
+              f"take ~{args.rows / (ref_rows / ref_s):,.0f} s)")
     if args.workers > 1:
         records = list(as_records(make_rows(pool, ref_rows)))
         par_sub, par_s = parallel_scan(index, records, args.batch_size, args.workers)

@@ -113,6 +113,7 @@ def generate(
     concurrency: int = typer.Option(16, "--concurrency", "-c", help="requests in flight"),
     n: int = typer.Option(1, "--n", help="samples per input"),
     native_n: bool = typer.Option(False, "--native-n", help="one call with n=k per input (openai; prompt paid once)"),
+    http: str = typer.Option("aiohttp", "--http", help="openai transport: aiohttp (lean) or sdk (openai client)"),
     temperature: float = typer.Option(0.7, "--temperature", help="0 = greedy"),
     max_tokens: int = typer.Option(512, "--max-tokens"),
     top_p: float = typer.Option(1.0, "--top-p"),
@@ -139,7 +140,7 @@ def generate(
         cfg = EngineConfig(
             backend=backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
             rpm=rpm, tpm=tpm, timeout_s=timeout, max_retries=max_retries, prices=parse_prices(price),
-            progress=progress, native_n=native_n,
+            progress=progress, native_n=native_n, http=http,
         )
         sampling = Sampling(temperature=temperature, max_tokens=max_tokens, n=n, top_p=top_p, seed=seed,
                             stop=tuple(stop))

@@ -83,10 +83,12 @@ def test_llama_rerun_is_served_from_cache(llama_engine_results):
     assert stats2["calls"] == stats1["calls"]  # zero new backend calls
 
 
-def test_openai_backend_against_real_llama_server(llama_server, llama_engine_results, tmp_path):
+@pytest.mark.parametrize("http", ["aiohttp", "sdk"])
+def test_openai_backend_against_real_llama_server(llama_server, llama_engine_results, tmp_path, http):
     reqs, *_ = llama_engine_results
     cfg = EngineConfig(
         backend="openai",
+        http=http,
         model="smollm2",
         base_url=llama_server,
         concurrency=2,
@@ -125,11 +127,12 @@ FAULTS = [
 
 
 @pytest.mark.timeout(60)
-def test_faults_are_retried_classified_and_counted(mock_server, tmp_path):
+@pytest.mark.parametrize("http", ["aiohttp", "sdk"])
+def test_faults_are_retried_classified_and_counted(mock_server, tmp_path, http):
     reqs = [chat(f"f{i}", f"question {i} [[fault:{d}]]") for i, (d, _, _) in enumerate(FAULTS)]
     reqs += [chat(f"ok{i}", f"plain question {i}") for i in range(20)]
     start = time.monotonic()
-    with Engine(mock_cfg(mock_server), cache_path=tmp_path / "c.sqlite") as engine:
+    with Engine(mock_cfg(mock_server, http=http), cache_path=tmp_path / "c.sqlite") as engine:
         results = engine.run(reqs)
         stats = engine.stats()
     elapsed = time.monotonic() - start
@@ -150,14 +153,15 @@ def test_faults_are_retried_classified_and_counted(mock_server, tmp_path):
     assert elapsed < 20  # and nothing hung: the slow response was cut at the 1 s timeout
     # only successes are cached, so a rerun retries the failures and nothing else
     assert cache_rows(tmp_path / "c.sqlite") == len(reqs) - 3  # "empty" is a paid answer, cached
-    with Engine(mock_cfg(mock_server), cache_path=tmp_path / "c.sqlite") as engine:
+    with Engine(mock_cfg(mock_server, http=http), cache_path=tmp_path / "c.sqlite") as engine:
         engine.run(reqs)
         assert engine.stats()["calls"] == 3  # 500x4 (now past its faults), the 400 and the 401
 
 
 @pytest.mark.timeout(30)
-def test_timeout_without_retries_fails_fast(mock_server):
-    cfg = mock_cfg(mock_server, timeout_s=0.5, max_retries=0)
+@pytest.mark.parametrize("http", ["aiohttp", "sdk"])
+def test_timeout_without_retries_fails_fast(mock_server, http):
+    cfg = mock_cfg(mock_server, timeout_s=0.5, max_retries=0, http=http)
     start = time.monotonic()
     with Engine(cfg) as engine:
         (res,) = engine.run([chat("s", "x [[fault:slowx5]]")])
@@ -336,6 +340,8 @@ def test_bad_config_is_refused():
         EngineConfig(backend="gpt")
     with pytest.raises(ValueError, match="prices"):
         EngineConfig(prices={"m": (1.0,)})
+    with pytest.raises(ValueError, match="unknown http transport 'httpx'"):
+        EngineConfig(http="httpx")
 
 
 def test_vllm_backend_without_vllm_says_how_to_install():
@@ -409,3 +415,17 @@ def test_progress_off_a_terminal_writes_plain_status_lines():
         progress.advance(tokens=0, cost=0.5, failed=True)
         progress.complete_to(10)
     assert buf.getvalue().startswith("solve: 10/10 samples,") and "$0.5000, 1 failed" in buf.getvalue()
+
+
+def test_the_environment_proxy_is_honoured_and_looked_up_once(monkeypatch):
+    from mathforge.engine.backends import OpenAIBackend, env_proxy
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_proxy("https://api.openai.com/v1") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert env_proxy("https://api.openai.com/v1") == "http://proxy.example:3128"
+    assert env_proxy("http://127.0.0.1:8000/v1") is None  # bypassed
+    backend = OpenAIBackend(EngineConfig(backend="openai", model="m", base_url="https://llm.example/v1"))
+    assert backend._proxy == "http://proxy.example:3128"

@@ -312,7 +312,8 @@ def test_kill_9_mid_run_loses_nothing_and_pays_nothing_twice(tmp_path):
 # -- secrets ----------------------------------------------------------------------------------------------
 
 
-def test_api_key_never_reaches_any_file(mock_server, tmp_path):
+@pytest.mark.parametrize("http", ["aiohttp", "sdk"])
+def test_api_key_never_reaches_any_file(mock_server, tmp_path, http):
     key = "sk-planted-" + "7f3a9c" * 6
     env = {**os.environ, "MF_PLANTED_KEY": key}
     inp = tmp_path / "in.jsonl"
@@ -341,6 +342,8 @@ def test_api_key_never_reaches_any_file(mock_server, tmp_path):
         mock_server.url,
         "--api-key-env",
         "MF_PLANTED_KEY",
+        "--http",
+        http,
         "--progress",
     ]
     with open(tmp_path / "console.log", "wb") as log:

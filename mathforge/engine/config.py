@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 BACKENDS = ("openai", "llama", "hf", "vllm")
+HTTP_TRANSPORTS = ("aiohttp", "sdk")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class EngineConfig:
     # openai: send a request's missing samples as one call with n=k, so its prompt is paid once.
     # Not every server takes n > 1 (llama.cpp's does not); with a seed, all k share the first one's.
     native_n: bool = False
+    # openai: "aiohttp" posts the JSON itself (lean, fastest); "sdk" goes through the openai client.
+    http: str = "aiohttp"
     # In-process backends (llama, hf, vllm)
     batch_size: int = 8
     n_ctx: int = 4096
@@ -42,6 +45,10 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend '{self.backend}' (choose from {', '.join(BACKENDS)})")
+        if self.http not in HTTP_TRANSPORTS:
+            raise ValueError(
+                f"unknown http transport '{self.http}' (choose from {', '.join(HTTP_TRANSPORTS)})"
+            )
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.max_retries < 0:

@@ -3,6 +3,7 @@ heavy imports (torch, transformers, llama.cpp) happen inside the commands, so `-
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -341,14 +342,15 @@ def decontam(
                                       "default: GSM8K + MATH test under $MATHFORGE_DATA)"),
     n: int = typer.Option(30, "--n", help="words per n-gram (the paper uses 30; 10 is too strict)"),
     out: Path = typer.Option(..., "--out", "-o", help="clean records; removed rows go to <out>.removed.jsonl"),
-    workers: int = typer.Option(1, "--workers", "-w", help="processes (local) or Ray workers"),
+    workers: int = typer.Option(None, "--workers", "-w", help="threads (local; default: all cores) or Ray workers"),
     engine: str = typer.Option("local", "--engine", help="local or ray"),
 ) -> None:
     """Remove rows sharing an n-word span with any evaluation item; every removal names the item and span."""
     from mathforge.quality.steps import default_against, run_decontam
 
     try:
-        result = run_decontam(data, against or default_against(), out, n=n, workers=workers, engine=engine)
+        result = run_decontam(data, against or default_against(), out, n=n, workers=workers or os.cpu_count() or 1,
+                              engine=engine)
     except (DataError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     _quality_summary(result)

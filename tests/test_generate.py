@@ -225,23 +225,17 @@ def _cache_rows(path: Path) -> int:
         return 0
 
 
+def _generate_cmd(inp: Path, tpl: Path, out: Path, url: str, *flags: str) -> list[str]:
+    """`mathforge generate` against the mock server, with extra flags."""
+    return [sys.executable, "-m", "mathforge.cli", "generate", "-i", str(inp), "-t", str(tpl), "-o", str(out),
+            "--backend", "openai", "--model", "mock", "--base-url", url, *flags]
+
+
 def _cli(url: str, tpl: Path, out: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "mathforge.cli",
-        "generate",
-        "-i",
-        str(SAT),
-        "-t",
-        str(tpl),
-        "-o",
-        str(out),
-        "--backend",
-        "openai",
-        "--model",
-        "mock",
-        "--base-url",
+    cmd = _generate_cmd(
+        SAT,
+        tpl,
+        out,
         url,
         "--concurrency",
         "8",
@@ -254,7 +248,7 @@ def _cli(url: str, tpl: Path, out: Path, log: Path, env: dict | None = None) -> 
         "--timeout",
         "30",
         "--no-progress",
-    ]
+    )
     return subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env)
 
 
@@ -323,29 +317,7 @@ def test_api_key_never_reaches_any_file(mock_server, tmp_path, http):
     tpl = tmp_path / "t.j2"
     tpl.write_text("{{ problem }}")
     out = tmp_path / "out.jsonl"
-    cmd = [
-        sys.executable,
-        "-m",
-        "mathforge.cli",
-        "generate",
-        "-i",
-        str(inp),
-        "-t",
-        str(tpl),
-        "-o",
-        str(out),
-        "--backend",
-        "openai",
-        "--model",
-        "mock",
-        "--base-url",
-        mock_server.url,
-        "--api-key-env",
-        "MF_PLANTED_KEY",
-        "--http",
-        http,
-        "--progress",
-    ]
+    cmd = _generate_cmd(inp, tpl, out, mock_server.url, "--api-key-env", "MF_PLANTED_KEY", "--http", http, "--progress")
     with open(tmp_path / "console.log", "wb") as log:
         assert subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=120).returncode == 0
     assert mock_server.auth == {f"Bearer {key}"}  # the key was used...

@@ -4,6 +4,7 @@ cache (kill and resume), and one end-to-end run with the real llama.cpp teacher.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ from mathforge.sources import load
 from mathforge.synth import evol, metamath, xwin
 from mathforge.synth.common import Ctx, eliminate, parse_question, unanswerable
 from mathforge.synth.contract import answers_agree, check_response
-from mathforge.synth.pipeline import METHODS, SynthConfig, quotas, run_synth
+from mathforge.synth.pipeline import METHODS, SynthConfig, quotas, run_synth, synthesize
 from mathforge.synth.templates import PROMPT_DIR, template_id
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -51,9 +52,9 @@ def scripted_reply(text: str, flawed_first: bool = True) -> str:
     if "Check a math problem" in text:
         problem = text.rsplit("Problem: ", 1)[1]
         sound = "(fixed)" in problem or not flawed_first
-        return "All quantities are defined.\nVerdict: " + ("sound" if sound else "flawed")
-    if "A reviewer found a flaw" in text:
-        problem = text.rsplit("Problem: ", 1)[1].split("\n\nReview:", 1)[0]
+        return "All quantities are defined.\nVerdict: " + ("correct" if sound else "incorrect")
+    if "checked by a reviewer" in text:
+        problem = text.rsplit("Problem: ", 1)[1].split("\nCorrected problem:", 1)[0]
         return f"Corrected problem: {problem} (fixed)"
     if "Now state only" in text:
         return "The answer is 7"
@@ -119,6 +120,11 @@ def ctx_for(teacher, pool=(), **kw) -> Ctx:
     ("We find $\\boxed{3}$ early, then keep going " + "on and on " * 20, "stop", None, None, "no_answer_line"),
     ("I think it is probably nine", "stop", None, None, "no_answer_line"),
     ("Step 1: add.\nThe answer is 4", "length", None, None, "truncated"),
+    # Cut by the budget only after a finished solution (a raw completion running into a new item):
+    ("We get 100.\nThe answer is 100.\n\nQuestion: A bat and a ball", "length", "100", "cut_after_answer", None),
+    ("The answer is 3.\n\n[asy]\nimport", "length", "3", "cut_after_answer", None),
+    ("Step 1.\nThe answer is 4\nand then more\n\nQuestion: next", "length", None, None, "truncated"),
+    ("So it is 5.\n\nThen we go on and on", "length", None, None, "truncated"),
     ("   ", "stop", None, None, "empty"),
     ("Hmm.\nThe answer is ", "stop", None, None, "no_answer_line"),
     ("x.\nThe answer is " + "9" * 300, "stop", None, None, "answer_too_long"),
@@ -165,6 +171,16 @@ def test_fobar_on_natalia_and_unmaskable_problems():
     assert metamath.mask_number("What is 5 + 5?", "s") is None  # only a repeated number
     assert metamath.mask_number("Let X = 4. Find X^2.", "s") is None  # X already names something
     assert metamath.mask_number("Find $x^2$ for $x_1$.", "s") is None  # exponents and subscripts are not quantities
+
+
+def test_backward_methods_skip_seeds_they_can_never_use():
+    rows = seeds(f"math:{MATH}?limit=30")
+    unusable = {r.id: metamath.unusable("fobar", r) for r in rows}
+    assert set(unusable.values()) == {None, "no_maskable_number"}  # e.g. "What is 5 + 5?"-like problems
+    for r in rows:
+        assert (unusable[r.id] is None) == (metamath.fobar_question(r.problem, r.answer, "any salt") is not None)
+    assert metamath.unusable("answer_aug", rows[0]) is None
+    assert metamath.unusable("self_verify", dataclasses.replace(rows[0], answer=None)) == "no_answer"
 
 
 def test_self_verification_statement_on_a_real_gsm8k_seed():
@@ -319,13 +335,15 @@ def test_xwin_revises_a_flawed_question_then_solves_it():
     assert rec.problem.endswith("(fixed)") and rec.meta["synth"]["revisions"] == 1
     assert [h["verdict"] for h in rec.meta["synth"]["history"]] == ["flawed", "sound"]
     kinds = [r.messages[-1]["content"].split(" ", 2)[:2] for r in teacher.requests]
-    assert kinds.count(["Check", "a"]) == 4 and kinds.count(["A", "reviewer"]) == 2
+    assert kinds.count(["Check", "a"]) == 4 and kinds.count(["Each", "math"]) == 2
+    revise = next(r.messages[-1]["content"] for r in teacher.requests if r.messages[-1]["content"].startswith("Each"))
+    assert "Review: All quantities are defined.\nProblem: " in revise and "Verdict" not in revise.rsplit("Review:", 1)[1]
     assert rec.lineage.method == "xwin" and rec.answer == "42"
 
 
 def test_xwin_drops_a_question_still_flawed_after_the_last_round():
     rows = seeds(f"math:{MATH}?limit=1")
-    ctx = ctx_for(ScriptedTeacher(lambda t: "Verdict: flawed" if "Check a math" in t else scripted_reply(t)))
+    ctx = ctx_for(ScriptedTeacher(lambda t: "Verdict: incorrect" if "Check a math" in t else scripted_reply(t)))
     assert xwin.run(ctx, [(rows[0], 0)], max_rounds=2) == []
     assert dict(ctx.meter.dropped) == {"xwin_still_flawed": 1}
     assert ctx.meter.requests == 1 + 3 + 2  # generate, 3 checks, 2 revisions
@@ -336,11 +354,43 @@ def test_xwin_asks_once_for_a_missing_verdict():
 
     def reply(text):
         if "Now state only your conclusion" in text:
-            return "Verdict: sound"
+            return "Verdict: correct"
         return "Looks fine to me." if "Check a math" in text else scripted_reply(text)
 
     ctx = ctx_for(ScriptedTeacher(reply))
     assert len(xwin.run(ctx, [(rows[0], 0)], max_rounds=0)) == 1
+
+
+@pytest.mark.parametrize(("check", "verdict", "critique"), [
+    ("Length = 20 / 4, a single value.\nVerdict: correct", "sound", "Length = 20 / 4, a single value."),
+    ("18 + 15 = 33 contradicts the 30 students.\nVerdict: incorrect\n\nIn general, more text", "flawed",
+     "18 + 15 = 33 contradicts the 30 students."),
+    ("All defined.\n**Verdict:** Sound", "sound", "All defined."),
+    ("Verdict: flawed", "flawed", ""),
+    ("First it said Verdict: incorrect, then on reflection\nVerdict: correct", "sound", ""),
+    ("28 * (29 / 2) = 37.\nVerdict: equal", None, "28 * (29 / 2) = 37."),
+    ("The answer is correct.", None, "The answer is correct."),
+])
+def test_xwin_verdict_and_critique(check, verdict, critique):
+    assert xwin.parse_verdict(check) == verdict
+    assert xwin.critique_of(check) == critique
+
+
+def test_xwin_drops_a_revision_that_changes_nothing_or_answers_instead():
+    rows = seeds(f"math:{MATH}?limit=2")
+
+    def reply(text):
+        if "as inspiration" in text:
+            liters = 40 if rows[0].problem in text else 50
+            return f"New problem: A tank holds {liters} liters and leaks 3 liters per hour. How many hours until it is empty?"
+        if "checked by a reviewer" in text:  # SmolLM2's two habits: copy the draft, or solve it
+            problem = text.rsplit("Problem: ", 1)[1].split("\nCorrected problem:", 1)[0]
+            return problem if "40 liters" in problem else "It takes 13 hours."
+        return "Verdict: incorrect" if "Check a math" in text else scripted_reply(text)
+
+    ctx = ctx_for(ScriptedTeacher(reply))
+    assert xwin.run(ctx, [(r, 0) for r in rows], max_rounds=1) == []
+    assert dict(ctx.meter.dropped) == {"xwin_revise_unchanged": 1, "xwin_revise_not_a_problem": 1}
 
 
 # ---------------------------------------------------------------- templates and mix
@@ -365,6 +415,27 @@ def test_quotas_follow_shares_and_sum_to_the_target(target, mix, expected):
     got = quotas(target, mix)
     assert sum(got.values()) == target
     assert got == expected
+
+
+@pytest.mark.parametrize(("fail_first", "passes", "units", "kept", "over"), [
+    (0, 3, 1, 1, 0),  # the first attempt succeeds: no top-up
+    (3, 3, 1 + 2 + 4, 1, 3),  # passes grow 1, 2, 4 while nothing is kept
+    (100, 3, 1 + 2 + 4, 0, 0),  # bounded: a method that never succeeds stops after max_passes
+    (1, 2, 1 + 2, 1, 1),
+])
+def test_a_method_short_of_its_quota_is_topped_up_in_growing_passes(fail_first, passes, units, kept, over):
+    rows = seeds(f"gsm8k:{GSM}?limit=5")
+    calls = []
+
+    def reply(text):
+        calls.append(text)
+        return "We add things up." if len(calls) <= fail_first else "We add.\nThe answer is 5"
+
+    cfg = load_config(SynthConfig, None, ["mix={metamath/answer_aug: 1}", f"max_passes={passes}"])
+    records, yields = synthesize(cfg, ctx_for(ScriptedTeacher(reply), elicit=False), rows, 1)
+    y = yields["metamath/answer_aug"]
+    assert (len(calls), len(records), y.kept, y.dropped["over_quota"]) == (units, kept, kept, over)
+    assert y.dropped["no_answer_line"] == min(units, fail_first)
 
 
 # ---------------------------------------------------------------- the two-stage pipeline

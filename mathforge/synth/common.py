@@ -19,7 +19,8 @@ from mathforge.synth.templates import Prompt, render
 # Where a raw completion has said its piece: the templates' own field labels start the next item.
 COMPLETION_STOPS = {
     "solve": ("\nProblem:",),
-    "question": ("\nProblem:", "\nExample", "\nOriginal exercise:", "\nInspiration:", "\nQuestion:"),
+    "question": ("\nProblem:", "\nExample", "\nOriginal exercise:", "\nInspiration:", "\nQuestion:", "\nReview:",
+                 "\nCorrected problem:"),
     "check": ("\nProblem:", "\nExample"),
 }
 
@@ -264,6 +265,11 @@ def unanswerable(solution: str, answer: str | None) -> bool:
     if normalize_words(answer) in ("undefined", "none", "n/a", "unknown", "cannotbedetermined", "nosolution"):
         return True
     return any(p in low for p in UNANSWERABLE) and len(solution.split()) < 150
+
+
+def same_text(a: str, b: str) -> bool:
+    """Equal up to case and whitespace."""
+    return _norm(a) == _norm(b)
 
 
 def normalize_words(text: str | None) -> str:

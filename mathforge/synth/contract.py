@@ -9,7 +9,7 @@ the yield table can show what the teacher got wrong.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mathforge.answers import ANSWER_PREFIX, answer_line, boxed_answer, boxed_spans
 
@@ -36,7 +36,7 @@ class Checked:
 def check_response(text: str, finish_reason: str = "stop") -> Checked:
     """Parse `text` under the answer-line contract, repairing it when that is unambiguous."""
     if finish_reason == "length":
-        return Checked(reason="truncated")
+        return _complete_before_cut(text or "")
     body = (text or "").strip()
     if not body:
         return Checked(reason="empty")
@@ -47,6 +47,19 @@ def check_response(text: str, finish_reason: str = "stop") -> Checked:
         if found is not None:
             return found
     return Checked(reason="no_answer_line")
+
+
+def _complete_before_cut(text: str) -> Checked:
+    """A response cut off by the token budget still holds a whole solution when a paragraph ending
+    in a complete answer line comes before the cut (a raw completion that went on to a new item);
+    anything else was truncated mid-solution."""
+    for brk in re.finditer(r"\n[ \t]*\n", text):
+        head = text[: brk.start()].rstrip()
+        last = head.rpartition("\n")[2]
+        if last.lstrip().startswith(ANSWER_PREFIX) and answer_line(last) is not None:
+            found = _from_answer_line(head)
+            return replace(found, repair="cut_after_answer") if found.ok else found
+    return Checked(reason="truncated")
 
 
 def with_answer(body: str, answer: str, repair: str | None = None) -> Checked:

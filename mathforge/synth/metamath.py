@@ -118,6 +118,17 @@ def parse_statement(text: str, finish_reason: str, sv: SVQuestion, answer: str) 
     return " ".join(p for p in (sv.context, statement.rstrip(), SV_SUFFIX, sv.trailer) if p), None
 
 
+def unusable(sub: str, seed: Record) -> str | None:
+    """Why `seed` can never serve sub-method `sub` (whatever the replica), or None when it can:
+    the backward methods need a known answer and a number that can be masked."""
+    if sub not in ("fobar", "self_verify"):
+        return None
+    if not seed.answer:
+        return "no_answer"
+    build = mask_number if sub == "fobar" else sv_question
+    return "no_maskable_number" if build(seed.problem, "") is None else None
+
+
 def run(ctx: Ctx, sub: str, units: Sequence[tuple[Record, int]]) -> list[Record]:
     """Run sub-method `sub` on (seed, replica) units; returns the kept records, counts the drops."""
     return {"answer_aug": _answer_aug, "rephrase": _rephrase, "fobar": _fobar, "self_verify": _self_verify}[sub](ctx, units)

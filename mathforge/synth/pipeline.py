@@ -84,7 +84,7 @@ class SynthConfig:
     fewshot_pool: int = 256  # the shortest solved seeds form the few-shot pool
     elicit_answers: bool = True
     completion: bool = False  # raw-completion prompts instead of chat (small local teachers)
-    max_passes: int = 3  # extra rounds topping up a method that fell short of its quota
+    max_passes: int = 3  # passes per method and stage: the first, then top-ups while short of the quota
     seed: int = 0
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
@@ -159,19 +159,25 @@ def _fill_quota(cfg: SynthConfig, ctx: Ctx, method: str, seeds: Sequence[Record]
     """Run `method` on fresh (seed, replica) units, pass after pass, until `quota` rows are kept.
 
     Units cycle through the seeds in a per-method seeded order (replica r = r-th visit of a seed);
-    each pass sizes itself by the yield measured so far, so a weak teacher gets more attempts.
+    each pass sizes itself by the yield measured so far, so a weak teacher gets more attempts, but
+    at most 2**pass times what is still needed: a method whose first attempts all failed grows its
+    passes 1, 2, 4, ... rather than jumping to the cap and overshooting its quota.
     """
-    order = list(seeds)
+    if quota <= 0:
+        return []
+    order = _usable_seeds(ctx, method, seeds)
     random.Random(f"{cfg.seed}/{method}").shuffle(order)
+    if not order:
+        return []
     run = _runner(cfg, method)
     kept: list[Record] = []
     used = 0
-    for _ in range(max(1, cfg.max_passes)):
+    for p in range(max(1, cfg.max_passes)):
         need = quota - len(kept)
         if need <= 0:
             break
         rate = len(kept) / used if used else (cfg.evol_max_steps / 2 if method == "evol" else 1.0)
-        n = min(math.ceil(need / max(rate, 0.25)), 4 * need)
+        n = min(math.ceil(need / max(rate, 0.25)), need * min(2**p, 4))
         units = [(order[u % len(order)], u // len(order)) for u in range(used, used + n)]
         used += n
         kept += run(ctx, units)
@@ -179,6 +185,22 @@ def _fill_quota(cfg: SynthConfig, ctx: Ctx, method: str, seeds: Sequence[Record]
         ctx.meter.dropped["over_quota"] += len(kept) - quota
     ctx.meter.kept = min(len(kept), quota)
     return kept[:quota]
+
+
+def _usable_seeds(ctx: Ctx, method: str, seeds: Sequence[Record]) -> list[Record]:
+    """The seeds `method` can use at all; the others are counted once each as `seed_<reason>`, so
+    that no top-up attempt is spent on a seed that can never yield (FOBAR without a maskable number)."""
+    if not method.startswith("metamath/"):
+        return list(seeds)
+    sub = method.split("/", 1)[1]
+    usable = []
+    for seed in seeds:
+        reason = metamath.unusable(sub, seed)
+        if reason:
+            ctx.meter.dropped[f"seed_{reason}"] += 1
+        else:
+            usable.append(seed)
+    return usable
 
 
 def _runner(cfg: SynthConfig, method: str) -> Callable[[Ctx, list[tuple[Record, int]]], list[Record]]:

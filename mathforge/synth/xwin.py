@@ -1,9 +1,10 @@
 """Xwin-style question generation with self-correction (Li et al., 2024).
 
 The teacher writes a refined/new problem from a seed, then checks it step by step for logical and
-mathematical consistency ("Verdict: sound|flawed"); a flawed problem is revised using the check's
-own critique and checked again, for at most `max_rounds` revisions. A problem still flawed after
-that is dropped; a sound one is solved. The row keeps every version and verdict in meta['synth'].
+mathematical consistency ("Verdict: correct|incorrect", read as sound|flawed); a flawed problem is
+revised using the check's own critique (its reasoning, without the verdict line) and checked again,
+for at most `max_rounds` revisions. A problem still flawed after that is dropped; a sound one is
+solved. The row keeps every version and verdict in meta['synth'].
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ from mathforge.synth.common import (
     make_record,
     parse_question,
     render,
+    same_text,
     solve,
     text_of,
 )
 
-_VERDICT = re.compile(r"verdict\s*[:：]?\s*\**\s*(sound|flawed)", re.I)
+# "correct"/"incorrect" are the template's words: a small teacher writes them far more reliably than
+# "sound"/"flawed" (SmolLM2-135M concluded "flawed" after every check, even of real MATH problems).
+_VERDICT = re.compile(r"verdict\s*[:：]?\s*\**\s*(incorrect|correct|sound|flawed)\b", re.I)
+_VERDICT_LINE = re.compile(r"^.*\bverdict\b.*$", re.I | re.M)
+_MEANING = {"correct": "sound", "sound": "sound", "incorrect": "flawed", "flawed": "flawed"}
 
 
 @dataclass
@@ -39,7 +45,15 @@ class Draft:
 def parse_verdict(text: str) -> str | None:
     """'sound' or 'flawed' from the last "Verdict:" line of a check, or None when there is none."""
     found = _VERDICT.findall(text or "")
-    return found[-1].lower() if found else None
+    return _MEANING[found[-1].lower()] if found else None
+
+
+def critique_of(check: str) -> str:
+    """What a check found, for the revision prompt: its reasoning up to the last verdict line, without
+    verdict lines (what a raw completion writes after its verdict belongs to no check)."""
+    lines = list(_VERDICT_LINE.finditer(check))
+    head = check[: lines[-1].start()] if lines else check
+    return _VERDICT_LINE.sub("", head).strip()
 
 
 def run(ctx: Ctx, units: Sequence[tuple[Record, int]], max_rounds: int = 2) -> list[Record]:
@@ -53,7 +67,8 @@ def run(ctx: Ctx, units: Sequence[tuple[Record, int]], max_rounds: int = 2) -> l
         sound += [d for d, (v, _) in zip(drafts, verdicts, strict=True) if v == "sound"]
         flawed = [(d, critique) for d, (v, critique) in zip(drafts, verdicts, strict=True) if v != "sound"]
         if rnd == max_rounds:
-            ctx.meter.dropped["xwin_still_flawed"] += len(flawed)
+            if flawed:
+                ctx.meter.dropped["xwin_still_flawed"] += len(flawed)
             break
         drafts = _revise(ctx, flawed, rnd + 1)
     return _solve(ctx, sound)
@@ -81,7 +96,7 @@ def _verify(ctx: Ctx, drafts: list[Draft], rnd: int) -> list[tuple[str | None, s
     checks = [text_of(r)[0] for r in ctx.ask(reqs, f"xwin: verify {rnd}")]
     verdicts = [parse_verdict(c) for c in checks]
     missing = [i for i, v in enumerate(verdicts) if v is None and checks[i].strip()]
-    ask = render("elicit", what="your conclusion", form="Verdict: sound   (or)   Verdict: flawed")
+    ask = render("elicit", what="your conclusion", form="Verdict: correct   (or)   Verdict: incorrect")
     lines = ctx.follow_up([reqs[i] for i in missing], [checks[i] for i in missing], ask, "Verdict: ", "xwin: verdict")
     for i, line in zip(missing, lines, strict=True):
         verdicts[i] = parse_verdict(line)
@@ -91,12 +106,16 @@ def _verify(ctx: Ctx, drafts: list[Draft], rnd: int) -> list[tuple[str | None, s
 
 
 def _revise(ctx: Ctx, flawed: list[tuple[Draft, str]], rnd: int) -> list[Draft]:
-    prompts = [render("xwin_revise", problem=d.problem, critique=c.strip() or "The problem is not well posed.")
+    prompts = [render("xwin_revise", problem=d.problem, critique=critique_of(c) or "The problem is not well posed.")
                for d, c in flawed]
     reqs = [ctx.request("question", f"{d.key}/revise{rnd}", p) for (d, _), p in zip(flawed, prompts, strict=True)]
     out = []
     for (d, _), res in zip(flawed, ctx.ask(reqs, f"xwin: revise {rnd}"), strict=True):
         problem, reason = parse_question(*ctx.generated(res))
+        # A revision that returns the flawed draft word for word fixed nothing (a small teacher's
+        # habit); a small edit is a fix, so only the seed is held to the elimination rules.
+        if reason is None and same_text(problem, d.problem):
+            reason = "unchanged"
         reason = reason or eliminate(d.seed.problem, problem)
         if reason:
             ctx.meter.dropped[f"xwin_revise_{reason}"] += 1

@@ -482,6 +482,8 @@ def test_two_stages_every_method_lineage_and_yield_table(tmp_path):
     assert {r.lineage.method.split("/")[0] for r in hard} == {"metamath", "evol", "xwin"}
     yield_md = (tmp_path / "yield.md").read_text()
     assert all(m in yield_md for m in METHODS) and "stage2_hard" in yield_md
+    rows = [line.split(" | ") for line in yield_md.splitlines() if line.startswith("| stage |")]
+    assert len(rows) == 1 and rows[0][-1] == "repaired |"
     coverage = json.loads((tmp_path / "stats" / "stage1_coreset.json").read_text())["coverage"]
     assert coverage["after"]["max_dist"] < coverage["before"]["max_dist"]
 

@@ -298,15 +298,21 @@ def _hard_seeds(rd: RunDir, cfg: SynthConfig) -> list[Record]:
 def _write_yield_table(rd: RunDir) -> dict[str, Any]:
     table = {s: rd.stats(s)["yield"] for s in ("stage1_initial", "stage1_normal", "stage2_hard") if rd.is_done(s)}
     write_json(rd.path("yield.json"), table)
-    lines = ["| stage | method | requests | cached | prompt tok | completion tok | kept | dropped (by reason) |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| stage | method | requests | cached | prompt tok | completion tok | kept | dropped (by reason) | repaired |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for stage, methods in table.items():
         for method, y in methods.items():
-            reasons = ", ".join(f"{k} {v}" for k, v in sorted(y["dropped"].items(), key=lambda kv: -kv[1])) or "-"
             lines.append(f"| {stage} | {method} | {y['requests']} | {y['cached']} | {y['prompt_tokens']} | "
-                         f"{y['completion_tokens']} | {y['kept']} | {reasons} |")
+                         f"{y['completion_tokens']} | {y['kept']} | {_counts(y['dropped'])} | {_counts(y['repaired'])} |")
+    lines += ["", "Drops count attempts, except `seed_<reason>`: seeds a method can never use, once per seed and "
+              "stage (no attempt is spent on them); `over_quota`: rows beyond the quota from the last pass, "
+              "discarded. Repairs count responses brought under the answer contract (see synth/contract.py)."]
     write_text(rd.path("yield.md"), "\n".join(lines) + "\n")
     return table
+
+
+def _counts(counter: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items(), key=lambda kv: -kv[1])) or "-"
 
 
 def _validate(cfg: SynthConfig) -> None:

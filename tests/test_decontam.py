@@ -11,6 +11,7 @@ from mathforge.quality.decontam import (
     DecontamReport,
     NgramIndex,
     ReferenceIndex,
+    _Hasher,
     decontaminate,
     overlap_stats,
     record_texts,
@@ -57,6 +58,9 @@ def math_train():
 ])
 def test_words_normalise_case_spacing_and_latex(text, expected):
     assert words(text) == expected
+    # the compiled kernel reads the same words from the raw bytes (1-grams: one hash per word)
+    hasher = _Hasher(1)
+    assert hasher.grams([text]).hashes.tolist() == hasher.grams([" ".join(expected)]).hashes.tolist()
 
 
 def test_math_train_overlap_counted_by_reference_and_fast_agree_row_for_row(index, reference, math_train):

@@ -6,11 +6,11 @@ consecutive words with the problem or solution of any evaluation item. Words com
 `\\dfrac`/`\\tfrac` spellings removed, then maximal runs of ASCII letters/digits or non-ASCII
 characters (so "x=5" and "x = 5", or "$\\frac{1}{2}$" and "\\frac 1 2", read the same).
 
-Speed: the evaluation sets become a sorted array of 64-bit n-gram hashes, a bit table and a
+Speed: the evaluation sets become a sorted array of 64-bit n-gram hashes, a Bloom filter and a
 bucket directory (memory bounded by the test sets, never by the data). A batch of training rows
-is one byte array scanned once by a Numba-compiled kernel: words are found and hashed with a
-branch-free loop over the bytes (LaTeX spacing commands dropped on the way), n-gram hashes come
-from a polynomial rolling hash over the word hashes, and each n-gram is rejected by one bit-table
+is one byte array scanned by a Numba-compiled kernel: presentation-only LaTeX commands are blanked
+at each backslash, words are found and hashed with a branch-free loop over the bytes, n-gram hashes come
+from a polynomial rolling hash over the word hashes, and each n-gram is rejected by one Bloom-filter
 lookup or found in its directory bucket, with no Python object per word or per n-gram. (NumPy
 array passes over the same steps were 2-3x slower: a dozen temporaries per word.) Hash hits are
 checked word for word in Python on the document prefix they need (they are rare), so the result
@@ -43,7 +43,7 @@ _WORD = re.compile(f"[{_W}]+")
 _DROP = ("quad", "qquad", "left", "right", "displaystyle", "textstyle")
 _SPACING = re.compile(rf"\\(?:{'|'.join(_DROP)})(?![{_W}])")
 _FRAC = re.compile(rf"\\[dt]frac(?![{_W}])")
-_BACKSLASH = ord("\\")
+_BACKSLASH = np.uint8(ord("\\"))
 # Word bytes (ASCII letters/digits, any byte of a multi-byte UTF-8 character) to their lower-case
 # value, other bytes to 0: the same rule as `_WORD` on the decoded text.
 _LOWER = np.zeros(256, dtype=np.uint8)
@@ -95,55 +95,73 @@ def _is_command(blob: np.ndarray, start: int, end: int, name: np.ndarray) -> boo
 
 
 @njit(cache=True, nogil=True)
-def _doc_words(blob: np.ndarray, lo: int, hi: int, cmd_names: np.ndarray, cmd_lens: np.ndarray,
-               cmd_hashes: np.ndarray, cmd_frac: np.ndarray, frac_hash: np.uint64, out: np.ndarray,
-               ends: np.ndarray) -> int:
-    """Hashes of the words of blob[lo:hi] into `out` (as `words` reads them) and where each ends
-    into `ends`; returns their count.
+def _blank_commands(blob: np.ndarray, cmd_names: np.ndarray, cmd_lens: np.ndarray, cmd_frac: np.ndarray) -> None:
+    """Rewrite LaTeX commands that only change presentation, in place and length-preserving (byte
+    offsets stay valid): a spacing command and its backslash become spaces, and "\\dfrac" or
+    "\\tfrac" becomes "\\ frac", read as the word "frac". The same rules as `normalize`, done
+    once per backslash before the word loop, which then needs no command logic: with it, the
+    loop ran 3x slower (bench/decontam.py's rows)."""
+    size = len(blob)
+    for i in np.flatnonzero(blob == _BACKSLASH):
+        for k in range(len(cmd_lens)):
+            start, end = i + 1, i + 1 + cmd_lens[k]
+            if end > size or (end < size and _LOWER[blob[end]] != 0):
+                continue  # not a whole word ("\\leftarrow" stays)
+            if _is_command(blob, start, end, cmd_names[k]):
+                if cmd_frac[k]:
+                    blob[start] = 32
+                else:
+                    blob[i:end] = 32
+                break
+
+
+@njit(cache=True, nogil=True)
+def _doc_words(blob: np.ndarray, lo: int, hi: int, out: np.ndarray, ends: np.ndarray) -> int:
+    """Hashes of the words of blob[lo:hi] into `out` (as `words` reads them, once
+    `_blank_commands` has run) and where each ends into `ends`; returns their count.
 
     A word is a maximal run of ASCII letters/digits or bytes >= 0x80 (the UTF-8 bytes of non-ASCII
     characters); its hash folds its lower-cased bytes with an 8-bit rotation, so a word of up to 8
     bytes is its own bytes (no collisions) and longer words may collide (a collision only costs a
-    verification). After a backslash a word is a LaTeX command: dropped when it only changes
-    spacing, read as "frac" for dfrac/tfrac. The loop is branch-free except at command words:
-    branches on word boundaries mispredict about once per word and made it 3x slower.
+    verification). The loop is branch-free: branches on word boundaries mispredict about once per
+    word and made it 3x slower.
     """
     count = 0
-    h = inword = command = backslash = np.uint64(0)
-    start = lo
+    h = inword = np.uint64(0)
     for i in range(lo, hi):
-        b = blob[i]
-        c = np.uint64(_LOWER[b])
+        c = np.uint64(_LOWER[blob[i]])
         w = np.uint64(c != 0)
-        begin = w & (inword ^ np.uint64(1))
-        start = i if begin else start
-        command = backslash if begin else command
-        end = inword & (w ^ np.uint64(1))
         out[count], ends[count] = h, i
-        if end & command:
-            for k in range(len(cmd_lens)):
-                if cmd_hashes[k] == h and cmd_lens[k] == i - start and _is_command(blob, start, i, cmd_names[k]):
-                    out[count] = frac_hash
-                    end = end if cmd_frac[k] else np.uint64(0)
-        count += end
+        count += inword & (w ^ np.uint64(1))
         # masking, not multiplying, by w: this is the loop's longest dependency chain
         h = (((h << np.uint64(8)) | (h >> np.uint64(56))) ^ c) & (np.uint64(0) - w)
         inword = w
-        backslash = np.uint64(b == _BACKSLASH)
     return count
 
 
 @njit(cache=True, nogil=True)
+def _bloom_mask(g: np.uint64) -> np.uint64:
+    """Three bits of one 64-bit word of the Bloom filter, chosen by the low bits of a hash (the
+    word is chosen by its top bits; `NgramIndex` sets the same bits with NumPy). A blocked filter: one memory read per lookup, and at 16 bits
+    per n-gram 0.6% false positives instead of 6% with one bit. Every positive costs a
+    cache-missing directory read, which dominated the scan at 6%."""
+    one = np.uint64(1)
+    return (one << (g & np.uint64(63))) | (one << ((g >> np.uint64(6)) & np.uint64(63))) | (
+        one << ((g >> np.uint64(12)) & np.uint64(63)))
+
+
+@njit(cache=True, nogil=True)
 def _ngrams(blob: np.ndarray, doc_start: np.ndarray, n: int, cmd_names: np.ndarray, cmd_lens: np.ndarray,
-            cmd_hashes: np.ndarray, cmd_frac: np.ndarray, frac_hash: np.uint64, table: np.ndarray, bits: int,
-            index: np.ndarray, directory: np.ndarray, dir_bits: int, everything: bool):
+            cmd_frac: np.ndarray, table: np.ndarray, bits: int, index: np.ndarray, directory: np.ndarray,
+            dir_bits: int, everything: bool):
     """The n-grams of each document blob[doc_start[d]:doc_start[d + 1]], never spanning two.
 
     `everything`: every n-gram's (hash, document, word position). Otherwise only the n-grams whose
-    hash is in the sorted `index` (the bit `table` on the top `bits` hash bits rejects almost all
-    others with one lookup; `directory[b]` is where hashes with top `dir_bits` bits b start in
+    hash is in the sorted `index` (the Bloom filter `table` rejects almost all others with one
+    read, see `_bloom_mask`; `directory[b]` is where hashes with top `dir_bits` bits b start in
     `index`, so a lookup reads one short bucket instead of binary-searching), with the range
-    [lo, hi) of equal hashes in `index` and the byte offset in its document where it ends. N-gram
+    [lo, hi) of equal hashes in `index` and the byte offsets in its document where its text starts
+    (the end of the word before it) and ends. N-gram
     hashes are a polynomial rolling hash over the word hashes: constant work per word.
     """
     size = len(blob) // 2 + 1  # at most one word per two bytes (a word and a separator)
@@ -153,16 +171,17 @@ def _ngrams(blob: np.ndarray, doc_start: np.ndarray, n: int, cmd_names: np.ndarr
     out_lo = np.empty(0 if everything else size, dtype=np.int64)
     out_hi = np.empty(0 if everything else size, dtype=np.int64)
     out_end = np.empty(0 if everything else size, dtype=np.int64)
+    out_start = np.empty(0 if everything else size, dtype=np.int64)
     word = np.empty(size, dtype=np.uint64)
     word_end = np.empty(size, dtype=np.int64)
     lead = np.uint64(1)  # _X ** (n - 1): the weight of the word leaving the window
     for _ in range(n - 1):
         lead *= _X
-    shift, dir_shift = np.uint64(64 - bits), np.uint64(64 - dir_bits)
+    shift, dir_shift = np.uint64(64 - (bits - 6)), np.uint64(64 - dir_bits)
+    _blank_commands(blob, cmd_names, cmd_lens, cmd_frac)
     found = 0
     for d in range(len(doc_start) - 1):
-        count = _doc_words(blob, doc_start[d], doc_start[d + 1], cmd_names, cmd_lens, cmd_hashes, cmd_frac,
-                           frac_hash, word, word_end)
+        count = _doc_words(blob, doc_start[d], doc_start[d + 1], word, word_end)
         if count < n:
             continue
         h = np.uint64(0)
@@ -176,8 +195,8 @@ def _ngrams(blob: np.ndarray, doc_start: np.ndarray, n: int, cmd_names: np.ndarr
                 out_hash[found], out_doc[found], out_pos[found] = g, d, p
                 found += 1
                 continue
-            slot = g >> shift
-            if (table[slot >> np.uint64(3)] >> (slot & np.uint64(7))) & 1 == 0:
+            mask = _bloom_mask(g)
+            if table[g >> shift] & mask != mask:
                 continue
             bucket = g >> dir_shift
             j, e = directory[bucket], directory[bucket + 1]
@@ -190,25 +209,30 @@ def _ngrams(blob: np.ndarray, doc_start: np.ndarray, n: int, cmd_names: np.ndarr
                 last += 1
             out_doc[found], out_pos[found], out_lo[found], out_hi[found] = d, p, j, last
             out_end[found] = word_end[p + n - 1] - doc_start[d]
+            out_start[found] = word_end[p - 1] - doc_start[d] if p > 0 else 0
             found += 1
     if everything:
-        return out_hash[:found], out_doc[:found], out_pos[:found], out_lo, out_hi, out_end
-    return out_hash, out_doc[:found], out_pos[:found], out_lo[:found], out_hi[:found], out_end[:found]
+        return out_hash[:found], out_doc[:found], out_pos[:found], out_lo, out_hi, out_start, out_end
+    return (out_hash, out_doc[:found], out_pos[:found], out_lo[:found], out_hi[:found], out_start[:found],
+            out_end[:found])
 
 
 @dataclass
 class _Grams:
     """N-grams of a list of documents: hash, document number and word position in it, and for
-    lookups the range [lo, hi) of entries of the index with the same hash, the byte offset where
-    the n-gram ends and the encoded documents."""
+    lookups the range [lo, hi) of entries of the index with the same hash, the byte offsets where
+    the n-gram's text starts and ends in its document, and the encoded documents (`data`, each
+    starting at `doc_start`)."""
 
     hashes: np.ndarray
     doc: np.ndarray
     pos: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
+    start: np.ndarray
     end: np.ndarray
-    encoded: list[bytes]
+    data: bytes
+    doc_start: np.ndarray
 
 
 class _Hasher:
@@ -222,18 +246,7 @@ class _Hasher:
             matrix[k, : len(name)] = np.frombuffer(name.encode(), dtype=np.uint8)
         lens = np.array([len(name) for name in names], dtype=np.int64)
         frac = np.array([name.endswith("frac") for name in names])
-        self.frac = self._word_hash("frac")
-        hashes = np.array([self._word_hash(name) for name in names], dtype=np.uint64)
-        self.commands = (matrix, lens, hashes, frac, self.frac)
-
-    @staticmethod
-    def _word_hash(word: str) -> np.uint64:
-        out = np.empty(2, dtype=np.uint64)
-        none = np.zeros(0, dtype=np.int64)
-        blob = np.frombuffer(word.encode() + b" ", dtype=np.uint8)
-        _doc_words(blob, 0, len(blob), np.zeros((0, 1), np.uint8), none, none.astype(np.uint64),
-                   none.astype(bool), np.uint64(0), out, np.empty(2, dtype=np.int64))
-        return out[0]
+        self.commands = (matrix, lens, frac)
 
     def grams(self, docs: Sequence[str], index: NgramIndex | None = None) -> _Grams:
         """All n-grams of raw documents, or only those whose hash is in `index`."""
@@ -241,15 +254,16 @@ class _Hasher:
         # one document was not ASCII (the whole batch becomes a wide string). NUL is not a word
         # byte, so no word runs from one document into the next.
         encoded = [d.encode("utf-8", "surrogatepass") for d in docs]
-        blob = np.frombuffer(b"\0".join(encoded) + b"\0", dtype=np.uint8)
+        data = b"\0".join(encoded) + b"\0"
         sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        blob = np.frombuffer(bytearray(data), dtype=np.uint8)  # a writable copy: commands get blanked
         doc_start = np.concatenate(([0], np.cumsum(sizes + 1))).astype(np.int64)
         if index is None:
             none = np.zeros(1, dtype=np.int64)
-            lookup = (none.astype(np.uint8), 64, none.astype(np.uint64), none, 64)
+            lookup = (none.astype(np.uint64), 64, none.astype(np.uint64), none, 64)
         else:
             lookup = (index.table, index.bits, index.hashes, index.directory, index.dir_bits)
-        return _Grams(*_ngrams(blob, doc_start, self.n, *self.commands, *lookup, index is None), encoded)
+        return _Grams(*_ngrams(blob, doc_start, self.n, *self.commands, *lookup, index is None), data, doc_start)
 
 
 # ---------------------------------------------------------------- the evaluation-set index
@@ -303,13 +317,13 @@ class NgramIndex:
         self.item_field = owner[grams.doc[order], 1] if len(order) else np.zeros(0, np.int64)
         self.pos = grams.pos[order]
         self.set_sizes = Counter(item.set for item in self.items)
-        # A bit table on the top hash bits rejects almost every clean n-gram with one lookup, far
-        # cheaper than a binary search; about 16 bits per n-gram, packed so it stays in cache.
+        # A Bloom filter rejects almost every clean n-gram with one read, far cheaper than a
+        # binary search; about 16 bits per n-gram, so it stays in cache (1 MiB for GSM8K + MATH).
         self.bits = max(16, int(np.ceil(np.log2(max(len(self.hashes), 1) * 16))))
-        slots = self.hashes >> np.uint64(64 - self.bits)
-        table = np.zeros(1 << self.bits, dtype=bool)
-        table[slots] = True
-        self.table = np.packbits(table, bitorder="little")
+        self.table = np.zeros(1 << (self.bits - 6), dtype=np.uint64)
+        h, one, low6 = self.hashes, np.uint64(1), np.uint64(63)
+        masks = (one << (h & low6)) | (one << ((h >> np.uint64(6)) & low6)) | (one << ((h >> np.uint64(12)) & low6))
+        np.bitwise_or.at(self.table, self.hashes >> np.uint64(64 - (self.bits - 6)), masks)
         # about one hash per bucket: a bucket is found with one read, not a binary search
         self.dir_bits = max(1, int(np.ceil(np.log2(max(len(self.hashes), 1)))))
         starts = np.arange(1 << self.dir_bits, dtype=np.uint64) << np.uint64(64 - self.dir_bits)
@@ -352,17 +366,17 @@ class Scanner:
         return out
 
     def _verify(self, docs: list[str], grams: _Grams, found: range, hits: list[Hit], max_hits: int | None) -> None:
-        idx, cache = self.index, {}
+        idx = self.index
         for g in found:
             if max_hits is not None and len(hits) >= max_hits:
                 return
-            doc = int(grams.doc[g])
-            pos = int(grams.pos[g])
-            if doc not in cache:
-                cache[doc] = self._words_until(grams, found, g, max_hits)
-            if pos + idx.n > len(cache[doc]):  # the prefix ran out (a hash collision was skipped)
-                cache[doc] = words(docs[doc])
-            gram = cache[doc][pos : pos + idx.n]
+            doc, pos = int(grams.doc[g]), int(grams.pos[g])
+            # the n-gram's own bytes, cut at word ends, read as words: exactly its n words
+            at = int(grams.doc_start[doc])
+            text = grams.data[at + int(grams.start[g]) : at + int(grams.end[g])].decode("utf-8", "surrogatepass")
+            gram = words(text)
+            if len(gram) != idx.n:  # cannot happen if the kernel reads words as `words` does
+                gram = words(docs[doc])[pos : pos + idx.n]
             for j in range(int(grams.lo[g]), int(grams.hi[g])):
                 item = idx.items[idx.item[j]]
                 test_field = idx.fields[idx.item_field[j]]
@@ -370,16 +384,6 @@ class Scanner:
                     if max_hits is not None and len(hits) >= max_hits:
                         return
                     hits.append(Hit(self.fields[doc % len(self.fields)], item.set, item.id, test_field, " ".join(gram)))
-
-    @staticmethod
-    def _words_until(grams: _Grams, found: range, g: int, max_hits: int | None) -> list[str]:
-        """The words of document grams.doc[g] up to the last of its n-grams the row may need:
-        normalising only that prefix, not the whole document, halves the verification time.
-        Cut at a word's end, a prefix has the same words as the start of the whole document."""
-        last = found.stop - 1 if max_hits is None else min(g + max_hits, found.stop) - 1
-        while grams.doc[last] != grams.doc[g]:
-            last -= 1
-        return words(grams.encoded[int(grams.doc[g])][: int(grams.end[last])].decode("utf-8", "surrogatepass"))
 
 
 class ReferenceIndex:

@@ -142,9 +142,10 @@ def _doc_words(blob: np.ndarray, lo: int, hi: int, out: np.ndarray, ends: np.nda
 @njit(cache=True, nogil=True)
 def _bloom_mask(g: np.uint64) -> np.uint64:
     """Three bits of one 64-bit word of the Bloom filter, chosen by the low bits of a hash (the
-    word is chosen by its top bits; `NgramIndex` sets the same bits with NumPy). A blocked filter: one memory read per lookup, and at 16 bits
-    per n-gram 0.75% false positives (measured on bench/decontam.py rows) instead of 6% with one bit. Every positive costs a
-    cache-missing directory read, which dominated the scan at 6%."""
+    word is chosen by its top bits; `NgramIndex` sets the same bits with NumPy). A blocked
+    filter: one memory read per lookup, and at 16 bits per n-gram 0.75% false positives on
+    bench/decontam.py's rows, against 6% with one bit. Every positive costs a cache-missing
+    directory read, which dominated the scan at 6%."""
     one = np.uint64(1)
     return (one << (g & np.uint64(63))) | (one << ((g >> np.uint64(6)) & np.uint64(63))) | (
         one << ((g >> np.uint64(12)) & np.uint64(63)))

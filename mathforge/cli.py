@@ -3,7 +3,6 @@ heavy imports (torch, transformers, llama.cpp) happen inside the commands, so `-
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -349,8 +348,7 @@ def decontam(
     from mathforge.quality.steps import default_against, run_decontam
 
     try:
-        result = run_decontam(data, against or default_against(), out, n=n, workers=workers or os.cpu_count() or 1,
-                              engine=engine)
+        result = run_decontam(data, against or default_against(), out, n=n, workers=workers, engine=engine)
     except (DataError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     _quality_summary(result)

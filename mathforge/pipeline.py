@@ -15,7 +15,6 @@ and evaluation through the engine's request cache, training from its last checkp
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,8 +132,7 @@ def _clean(cfg: RunConfig, rd: RunDir, data: Path, source: Path, name: str) -> d
     index = NgramIndex({b: load_benchmark(b, root=data)[1] for b in c.against}, n=c.decontam_n)
     report, steps = DecontamReport(index.n, dict(index.set_sizes)), [FilterStats("decontam")]
     with AtomicWriter(rd.path("data", f"{name}_rejects.jsonl")) as rejects:
-        stream = decontaminate(read_records(source), index, stats=steps[0], rejects=rejects, report=report,
-                               workers=os.cpu_count() or 1)
+        stream = decontaminate(read_records(source), index, stats=steps[0], rejects=rejects, report=report)
         filters = [ExactDedup(), *([NearDedup(c.near)] if c.near_dedup else []), AnswerLineFilter(),
                    LengthFilter(c.length_tokenizer, c.max_tokens, cfg.train.prompt_style)]
         for flt in filters:

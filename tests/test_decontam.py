@@ -135,7 +135,8 @@ def test_decontaminate_writes_rejects_with_reasons_and_matches_threaded(tmp_path
     rows = math_train[:1200]
     stats, report = FilterStats("decontam_30gram"), DecontamReport(30, index.describe()["sets"])
     with AtomicWriter(tmp_path / "rejects.jsonl") as rejects:
-        kept = list(decontaminate(rows, index, stats=stats, rejects=rejects, report=report, batch_size=100))
+        kept = list(decontaminate(rows, index, stats=stats, rejects=rejects, report=report, batch_size=100,
+                                   workers=1))
     removed = list(read_records(tmp_path / "rejects.jsonl"))
     assert len(kept) + len(removed) == len(rows) and removed
     assert stats.to_dict()["dropped_by_reason"] == {"math_test_overlap": len(removed)}

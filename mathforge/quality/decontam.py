@@ -22,6 +22,7 @@ matched spans and evaluation item ids at this speed.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -445,9 +446,10 @@ class DecontamReport:
 
 def scan_records(
     records: Iterable[Record], index: NgramIndex, *, fields: Sequence[str] = FIELDS,
-    batch_size: int = 1024, workers: int = 1, max_hits: int | None = None,
+    batch_size: int = 1024, workers: int | None = None, max_hits: int | None = None,
 ) -> Iterator[tuple[Record, list[Hit]]]:
-    """Stream (record, verified hits) in input order; `workers` > 1 scans batches in threads.
+    """Stream (record, verified hits) in input order; batches are scanned on `workers` threads
+    (None: one per core).
 
     Threads, not processes: the compiled kernel, where the time goes, releases the GIL, so threads
     scale with cores while sharing the index and the rows without pickling either (processes lost
@@ -456,6 +458,7 @@ def scan_records(
     """
     scanner = Scanner(index, fields)
     batches = _batches(records, batch_size)
+    workers = workers or os.cpu_count() or 1
     if workers <= 1:
         for batch in batches:
             yield from zip(batch, scanner.scan([record_texts(r, fields) for r in batch], max_hits), strict=True)
@@ -475,7 +478,7 @@ def scan_records(
 def decontaminate(
     records: Iterable[Record], index: NgramIndex, *, stats: FilterStats | None = None, rejects: Any = None,
     report: DecontamReport | None = None, fields: Sequence[str] = FIELDS, batch_size: int = 1024,
-    workers: int = 1, max_hits: int = 5,
+    workers: int | None = None, max_hits: int = 5,
 ) -> Iterator[Record]:
     """Yield the records sharing no n-gram with the index; count and keep the others.
 
@@ -512,7 +515,7 @@ def apply_hits(
 
 
 def overlap_stats(train: Iterable[Record], benchmark: Iterable[Record], *, n: int = DEFAULT_N,
-                  name: str = "benchmark", workers: int = 1) -> dict[str, Any]:
+                  name: str = "benchmark", workers: int | None = None) -> dict[str, Any]:
     """Leakage check: how many training rows and benchmark items share an n-gram.
 
     For evaluation reports: a benchmark item hit by any training row may be memorised, so its

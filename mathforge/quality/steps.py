@@ -50,9 +50,10 @@ def _check_engine(engine: str) -> None:
         raise ValueError(f"unknown engine '{engine}' (local or ray)")
 
 
-def run_decontam(data: Path, against: Sequence[str], out: Path, *, n: int = 30, workers: int = 1,
+def run_decontam(data: Path, against: Sequence[str], out: Path, *, n: int = 30, workers: int | None = None,
                  engine: str = "local", batch_size: int = 1024) -> dict[str, Any]:
-    """Decontaminate a record file against evaluation sets; returns the report it writes."""
+    """Decontaminate a record file against evaluation sets; returns the report it writes.
+    `workers`: local threads (None: one per core) or Ray workers (None: 1)."""
     _check_engine(engine)
     index = NgramIndex(evaluation_sets(against), n=n)
     stats, report = FilterStats(f"decontam_{n}gram"), DecontamReport(n, dict(index.set_sizes))
@@ -61,7 +62,7 @@ def run_decontam(data: Path, against: Sequence[str], out: Path, *, n: int = 30, 
         from mathforge.quality import ray_engine
 
         ray_engine.init()
-        scanned = ray_engine.scan_records(read_records(data), index, batch_size=batch_size, workers=workers,
+        scanned = ray_engine.scan_records(read_records(data), index, batch_size=batch_size, workers=workers or 1,
                                           max_hits=5)
     else:
         from mathforge.quality.decontam import scan_records

@@ -117,8 +117,29 @@ def _read_parquet_rows(path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield n, row
 
 
+SHARD_GLOB = "part-*"  # shard files of a dataset folder, read in name order: part-00000.jsonl, ...
+
+
+def shard_name(index: int, suffix: str = ".jsonl") -> str:
+    """The file name of shard `index` in a dataset folder."""
+    return f"part-{index:05d}{suffix}"
+
+
+def dataset_files(path: str | Path) -> list[Path]:
+    """The files of a dataset: the file itself, or a folder's `part-*` shards in name order."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.glob(SHARD_GLOB) if p.suffix.lower() in (".jsonl", ".parquet"))
+
+
 def read_records(path: str | Path) -> Iterator[Record]:
-    """Stream records written by `write_records` (JSONL or Parquet)."""
+    """Stream records written by `write_records` (JSONL or Parquet), or a folder of such shards."""
+    for shard in dataset_files(path):
+        yield from _read_record_file(shard)
+
+
+def _read_record_file(path: Path) -> Iterator[Record]:
     for line, row in read_rows(path):
         if "meta" in row and isinstance(row["meta"], str):  # Parquet stores meta as JSON text
             row = {**row, "meta": json.loads(row["meta"])}

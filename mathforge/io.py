@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -79,28 +80,48 @@ def _bad(path: str | Path, line: int, error: str, skip_bad: bool, report: ReadRe
         report.bad.append(bad)
 
 
-def _read_jsonl_rows(path, skip_bad, report) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+def _read_jsonl_rows(path, skip_bad, report, span: Span | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    for lineno, line in _jsonl_lines(path, span or Span(str(path)), skip_bad, report):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            _bad(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})", skip_bad, report)
+            continue
+        if not isinstance(row, dict):
+            _bad(path, lineno, f"expected a JSON object, got {type(row).__name__}", skip_bad, report)
+            continue
+        yield lineno, row
+
+
+def _jsonl_lines(path, span: Span, skip_bad, report) -> Iterator[tuple[int, str]]:
+    """Decoded lines of `span`; bytes that are not UTF-8 are an error naming the line and column.
+    A UTF-8 byte-order mark (files saved on Windows) is skipped."""
+    with open(path, "rb") as f:
+        f.seek(span.start)
+        pos, lineno = span.start, span.first_line - 1
+        for raw in f:
+            if span.end is not None and pos >= span.end:
+                return
+            pos += len(raw)
+            lineno += 1
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                _bad(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})", skip_bad, report)
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                _bad(path, lineno, f"invalid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})", skip_bad, report)
                 continue
-            if not isinstance(row, dict):
-                _bad(path, lineno, f"expected a JSON object, got {type(row).__name__}", skip_bad, report)
-                continue
-            yield lineno, row
+            yield lineno, line.removeprefix("\ufeff") if lineno == 1 else line
 
 
 def _read_json_array(path, skip_bad, report) -> Iterator[tuple[int, dict[str, Any]]]:
     # A single JSON document (JEEBench, SciBench originals) must be parsed whole; such files are small.
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: invalid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from e
     rows = data if isinstance(data, list) else [data]
     for i, row in enumerate(rows, 1):
         if isinstance(row, dict):
@@ -110,11 +131,61 @@ def _read_json_array(path, skip_bad, report) -> Iterator[tuple[int, dict[str, An
 
 
 def _read_parquet_rows(path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        file = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable Parquet file ({e})") from e
     n = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH):
-        for row in batch.to_pylist():
+    for group in range(file.num_row_groups):
+        try:
+            rows = file.read_row_group(group).to_pylist()
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{path}: row group {group} (after row {n}) is corrupt ({e})") from e
+        for row in rows:
             n += 1
             yield n, row
+
+
+@dataclass(frozen=True)
+class Span:
+    """A piece of one record file that a task reads on its own: JSONL bytes [start, end) starting at
+    line `first_line` (end None: to the end), or a whole file."""
+
+    path: str
+    start: int = 0
+    end: int | None = None
+    first_line: int = 1
+
+
+def plan_spans(path: str | Path, rows: int) -> list[Span]:
+    """Cut a dataset into spans of about `rows` lines: each shard file, and each large JSONL file
+    at line boundaries (one binary pass counting newlines; nothing is parsed or held)."""
+    spans: list[Span] = []
+    for file in dataset_files(path):
+        if fmt(file) != "jsonl":
+            spans.append(Span(str(file)))
+            continue
+        starts, pos, line = [(0, 1)], 0, 1
+        with open(file, "rb") as f:
+            for raw in f:
+                pos += len(raw)
+                line += 1
+                if (line - 1) % rows == 0:
+                    starts.append((pos, line))
+        if len(starts) > 1 and starts[-1][0] == pos:  # the file ended exactly at a cut
+            starts.pop()
+        ends = [p for p, _ in starts[1:]] + [None]
+        spans += [Span(str(file), p, e, n) for (p, n), e in zip(starts, ends, strict=True)]
+    return spans
+
+
+def read_span(span: Span) -> Iterator[Record]:
+    """The records of one span (see `plan_spans`)."""
+    if fmt(span.path) != "jsonl":
+        yield from _read_record_file(Path(span.path))
+        return
+    for line, row in _read_jsonl_rows(span.path, False, None, span):
+        yield _record(span.path, line, row)
 
 
 SHARD_GLOB = "part-*"  # shard files of a dataset folder, read in name order: part-00000.jsonl, ...
@@ -141,12 +212,32 @@ def read_records(path: str | Path) -> Iterator[Record]:
 
 def _read_record_file(path: Path) -> Iterator[Record]:
     for line, row in read_rows(path):
+        yield _record(path, line, row)
+
+
+def _record(path: str | Path, line: int, row: dict[str, Any]) -> Record:
+    try:
         if "meta" in row and isinstance(row["meta"], str):  # Parquet stores meta as JSON text
             row = {**row, "meta": json.loads(row["meta"])}
-        try:
-            yield Record.from_dict(row)
-        except (TypeError, ValueError) as e:
-            raise DataError(f"{path}:{line}: {e}") from e
+        return Record.from_dict(row)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{path}:{line}: {e}") from e
+
+
+@lru_cache(maxsize=1)
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it; set straight back, once per process
+    os.umask(mask)
+    return mask
+
+
+def _temp(path: Path, mode: str) -> tuple[Any, Path]:
+    """An open temporary sibling of `path` with the mode a plain `open` would give (mkstemp's is 0600,
+    which would hide a run from teammates)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return (os.fdopen(fd, mode, encoding="utf-8") if "b" not in mode else os.fdopen(fd, mode)), Path(tmp)
 
 
 class AtomicWriter:
@@ -165,10 +256,7 @@ class AtomicWriter:
         self._pq: pq.ParquetWriter | None = None
 
     def __enter__(self) -> AtomicWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self._tmp = Path(tmp)
-        self._file = os.fdopen(fd, "w", encoding="utf-8") if self.kind != "parquet" else os.fdopen(fd, "wb")
+        self._file, self._tmp = _temp(self.path, "wb" if self.kind == "parquet" else "w")
         return self
 
     def write(self, row: dict[str, Any] | Record) -> None:
@@ -222,10 +310,8 @@ def write_records(path: str | Path, records: Iterable[Record | dict[str, Any]]) 
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write one JSON document (stats, summaries, configs)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    f, tmp = _temp(Path(path), "w")
+    with f:
         json.dump(obj, f, ensure_ascii=False, indent=2, default=str)
         f.write("\n")
         f.flush()
@@ -235,10 +321,8 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def write_text(path: str | Path, text: str) -> None:
     """Atomically write a text file (reports, cards)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    f, tmp = _temp(Path(path), "w")
+    with f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

@@ -60,11 +60,20 @@ class LengthFilter:
         self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
         self.max_tokens, self.style = max_tokens, style
 
-    def count(self, record: Record) -> int:
+    def text(self, record: Record) -> str:
         prompt = format_prompt(record.problem, self.style, self.tokenizer)
-        response = format_response(record.solution or "", record.answer or "")
-        return len(self.tokenizer(prompt + response, add_special_tokens=False)["input_ids"])
+        return prompt + format_response(record.solution or "", record.answer or "")
+
+    def count(self, record: Record) -> int:
+        return len(self.tokenizer(self.text(record), add_special_tokens=False)["input_ids"])
+
+    def _reason(self, n: int) -> str | None:
+        return f"too_long: {n} > {self.max_tokens} tokens" if n > self.max_tokens else None
 
     def decide(self, record: Record) -> str | None:
-        n = self.count(record)
-        return f"too_long: {n} > {self.max_tokens} tokens" if n > self.max_tokens else None
+        return self._reason(self.count(record))
+
+    def decide_batch(self, records: list[Record]) -> list[tuple[Record, str | None]]:
+        """One tokenizer call per batch: a fast tokenizer encodes a batch in parallel, in Rust."""
+        ids = self.tokenizer([self.text(r) for r in records], add_special_tokens=False)["input_ids"]
+        return [(r, self._reason(len(t))) for r, t in zip(records, ids, strict=True)]

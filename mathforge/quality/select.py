@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,18 +57,35 @@ def select(records: Sequence[Record], config: SelectConfig) -> Selection:
     picked = [records[i] for i in sorted(chosen)]
     report = {"strategy": config.strategy, "budget": config.budget, "seen": len(records),
               "selected": len(picked), **extra,
-              "before": _describe(records), "after": _describe(picked)}
+              "before": describe(records), "after": describe(picked)}
     return Selection(picked, report)
 
 
-def _describe(records: Sequence[Record]) -> dict[str, Any]:
-    dist = Distribution()
+def describe(records: Iterable[Record]) -> dict[str, Any]:
+    """Levels, subjects, judge scores and mean level of records, streaming."""
+    dist, scores = Distribution(), Counter()
     for record in records:
         dist.add(record)
-    scores = Counter(str((r.meta.get("difficulty") or {}).get("score", "unjudged")) for r in records)
-    levels = [r.level for r in records if r.level is not None]
+        scores[str((record.meta.get("difficulty") or {}).get("score", "unjudged"))] += 1
+    return _summary(dist, scores)
+
+
+def merge_descriptions(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One `describe` result from those of several shards."""
+    dist, scores = Distribution(), Counter()
+    for part in parts:
+        dist.total += part["total"]
+        dist.levels.update(part["levels"])
+        dist.subjects.update(part["subjects"])
+        scores.update(part["judge_scores"])
+    return _summary(dist, scores)
+
+
+def _summary(dist: Distribution, scores: Counter) -> dict[str, Any]:
+    known = {int(k): v for k, v in dist.levels.items() if k != "unknown"}
+    n = sum(known.values())
     return {**dist.to_dict(), "judge_scores": dict(sorted(scores.items())),
-            "mean_level": round(sum(levels) / len(levels), 3) if levels else None}
+            "mean_level": round(sum(k * v for k, v in known.items()) / n, 3) if n else None}
 
 
 def _random(records: list[Record], cfg: SelectConfig) -> tuple[list[int], dict[str, Any]]:

@@ -57,6 +57,31 @@ def check_answers(records: Sequence[Record], grader: str = "strict",
     return out
 
 
+ANSWER_CHECK_MODES = ("annotate", "drop", "off")
+
+
+class AnswerCheck:
+    """The answer check as a filter step: annotates every record with `meta["answer_check"]`; in
+    `drop` mode a record whose answer disagrees with its known answer is dropped ("wrong_answer").
+    The default is `annotate`: filtering for correctness lowers difficulty and hurts (§4.3.3, Table 4)."""
+
+    name = "answer_check"
+
+    def __init__(self, mode: str = "annotate", grader: str = "symbolic",
+                 seed_answers: Mapping[str, str] | None = None):
+        if mode not in ANSWER_CHECK_MODES:
+            raise ValueError(f"answer_check.mode must be one of {', '.join(ANSWER_CHECK_MODES)}, got '{mode}'")
+        self.mode, self.grader, self.seed_answers = mode, grader, seed_answers
+        self.verdicts: Counter = Counter()  # agree / disagree / unknown, reported whatever the mode
+
+    def decide_batch(self, records: list[Record]) -> list[tuple[Record, str | None]]:
+        checked = check_answers(records, grader=self.grader, seed_answers=self.seed_answers)
+        self.verdicts.update({True: "agree", False: "disagree", None: "unknown"}[r.meta["answer_check"]["correct"]]
+                             for r in checked)
+        wrong = self.mode == "drop"
+        return [(r, "wrong_answer" if wrong and r.meta["answer_check"]["correct"] is False else None) for r in checked]
+
+
 def _answer_key(record: Record) -> str | None:
     from mathforge.grading.strict import normalize
 

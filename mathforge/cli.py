@@ -587,5 +587,46 @@ def coreset(
     console.print(json.dumps(result.report, indent=1))
 
 
+# --- the cleaning chain on any dataset (issue 11) ---
+
+
+@app.command()
+def clean(
+    data: Path = typer.Argument(..., help="record file (.jsonl/.parquet) or a folder of part-* shards"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (rerun the same command to resume)"),
+    overrides: list[str] = typer.Argument(None, help="fields of a recipe's clean: section, e.g. decontam_n=13 "
+                                          "answer_check.mode=drop select.budget=1000 executor=ray"),
+    seeds: Path = typer.Option(None, "--seeds", help="seed records whose answers are known answers"),
+    data_dir: str = typer.Option("../shared/data", "--data-dir", help="GSM8K/MATH test files for decontamination"),
+    prompt_style: str = typer.Option("alpaca", "--prompt-style", help="SFT prompt the length check measures"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object (rows_in, rows_out, output, steps)"),
+) -> None:
+    """Decontaminate, dedup (exact + near), check format, length and answers, and select: the cleaning
+    chain of `mathforge run`, on data made anywhere; sharded, resumable, local or on Ray."""
+    import json
+
+    from mathforge.config import ConfigError, build, parse_overrides
+    from mathforge.pipeline import resolve_data_dir
+    from mathforge.quality.clean import CleanConfig
+    from mathforge.quality.clean import clean as run_clean
+
+    try:
+        cfg = build(CleanConfig, parse_overrides(overrides or []), "the command line", prefix="clean.")
+        report = run_clean(data, out, cfg, data_dir=resolve_data_dir(data_dir), seeds=seeds, style=prompt_style)
+    except (ConfigError, DataError, ValueError, OSError) as e:
+        fail(str(e))
+    if report["rows_in"] == 0:
+        fail(f"{data}: no records")
+    if as_json:
+        print(json.dumps({k: report[k] for k in ("rows_in", "rows_out", "output", "steps")}))
+        return
+    for step in report["steps"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in step["dropped"].items()) or "none"
+        console.print(f"{step['name']}: {step['seen']} seen, {step['kept']} kept, dropped: {reasons}")
+    check = report["answer_check"]
+    console.print(f"answer check ({check['mode']}): {check.get('agree', 0)} agree, {check.get('disagree', 0)} "
+                  f"disagree, {check.get('unknown', 0)} unknown -> {report['output']}")
+
+
 if __name__ == "__main__":
     app()

@@ -74,7 +74,10 @@ def build(cls: type[T], data: dict[str, Any], where: str, prefix: str = "") -> T
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}: unknown key '{prefix}{key}' (known keys: {known})")
     kwargs = {key: _coerce(hints[key], value, where, f"{prefix}{key}") for key, value in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:  # a config's own checks (__post_init__) name the field
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or cls.__name__}: {e}") from e
 
 
 def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:

@@ -1,49 +1,41 @@
-"""The whole system in one run (`mathforge run RECIPE --out DIR`), read top to bottom:
+"""The whole system in one run (`mathforge run RECIPE --out DIR`), read top to bottom in `STEPS`:
 
     synth      seeds -> stage 1 (initial synthesis, core-set, normal data) -> stage 2 (hard data)
-    clean      per stage: 30-gram decontamination -> exact + near dedup -> answer-line and length
-               checks -> answer agreement with known answers -> selection under a budget
+    clean      per dataset: decontamination -> exact + near dedup -> answer-line and length
+               checks -> answer check -> selection under a budget (`quality/clean.py`, the one chain)
     export     a datasets-loadable dataset with its card
-    train      two-stage SFT: stage 1 on normal data, stage 2 on hard data from stage 1's weights
+    train      two-stage SFT, each stage on the dataset it names (`normal_clean`, `hard_clean`, a path)
     eval       strict + symbolic grading on GSM8K and MATH, per level and subject
     report     report.md rendered from the stats files of the run
 
-Each step is a `RunDir` stage: a finished one is skipped on rerun, a killed one resumes (synthesis
-and evaluation through the engine's request cache, training from its last checkpoint).
+Each step is a `RunDir` stage whose marker is keyed by a hash of the config it reads and of the keys
+of the steps it reads from: a rerun skips exactly the unchanged steps (change `clean.decontam_n` and
+cleaning and everything after it rerun; change `eval.limit` and only evaluation does). Datasets are
+named in the run's manifest. A killed step resumes (synthesis and evaluation through the engine's
+request cache, cleaning at the shard, training from its last checkpoint).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mathforge.config import ConfigError, build, config_to_dict
 from mathforge.engine import EngineConfig
 from mathforge.eval.run import EvalConfig
-from mathforge.filters import FilterStats, apply_filter
-from mathforge.io import AtomicWriter, read_records, write_text
-from mathforge.quality.dedup import NearDedupConfig
-from mathforge.quality.select import SelectConfig
+from mathforge.io import dataset_files, read_records, write_text
+from mathforge.quality.clean import CleanConfig
 from mathforge.rundir import RunDir
 from mathforge.synth.pipeline import SynthConfig
 from mathforge.train.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class CleanConfig:
-    """The data-quality steps applied to each synthesis stage's output before training."""
-
-    decontam_n: int = 30  # the paper's filter; 10 is measurably too strict (its Table 9)
-    against: tuple[str, ...] = ("gsm8k", "math")  # benchmarks whose problems and solutions must not leak
-    near_dedup: bool = True
-    near: NearDedupConfig = field(default_factory=NearDedupConfig)
-    max_tokens: int = 2048  # prompt + response, in the length tokenizer
-    length_tokenizer: str = "smollm2"
-    answer_check: str | None = "symbolic"  # grade answers against known ones (seed answers, FOBAR's X); None: off
-    select: SelectConfig = field(default_factory=lambda: SelectConfig(strategy="random", budget=1_000_000))
+SYNTH_DATASETS = {"seeds": "seeds.jsonl", "normal": "stage1/normal.jsonl", "hard": "stage2/hard.jsonl"}
 
 
 @dataclass(frozen=True)
@@ -66,23 +58,47 @@ class RunConfig:
     eval: EvalStage = field(default_factory=EvalStage)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step of a run: what it reads (earlier steps and config) and the function that runs it."""
+
+    name: str
+    after: tuple[str, ...]  # the steps whose outputs it reads: their keys are part of its key
+    config: Callable[[RunConfig], Any]  # the config it reads: a change reruns it
+    run: Callable[[RunConfig, RunDir], dict[str, Any]]
+
+
 def run(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
-    """Run (or resume) the whole pipeline in `out`; returns the stats of every stage."""
+    """Run (or resume) the whole pipeline in `out`; returns the stats of every step."""
+    validate(cfg)
     rd = RunDir(out)
     rd.save_config(cfg)
-    data = _data_dir(cfg)
+    keys: dict[str, str] = {}
     stats: dict[str, Any] = {}
-    stats["synth"] = rd.run_stage("synth", lambda: _synth(cfg, rd))
-    for name, produced in (("stage1", "stage1/normal.jsonl"), ("stage2", "stage2/hard.jsonl")):
-        source = rd.root / "synth" / produced
-        if source.exists():
-            stats[f"clean_{name}"] = rd.run_stage(f"clean_{name}", lambda s=source, n=name: _clean(cfg, rd, data, s, n))
-    stats["export"] = rd.run_stage("export", lambda: _export(cfg, rd))
-    stats["train"] = rd.run_stage("train", lambda: _train(cfg, rd))
-    for bench in cfg.eval.benchmarks:
-        stats[f"eval_{bench}"] = rd.run_stage(f"eval_{bench}", lambda b=bench: _eval(cfg, rd, data, b))
+    for step in STEPS:
+        keys[step.name] = _key(step.config(cfg), [keys[a] for a in step.after])
+        stats[step.name] = rd.run_stage(step.name, lambda s=step: s.run(cfg, rd), key=keys[step.name])
     write_text(rd.root / "report.md", render_report(rd, cfg))
     return stats
+
+
+def _key(config: Any, inputs: list[str]) -> str:
+    plain = config_to_dict(config) if dataclasses.is_dataclass(config) else config
+    blob = json.dumps([plain, inputs], sort_keys=True, default=lambda o: config_to_dict(o))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def validate(cfg: RunConfig) -> None:
+    """Mistakes that would otherwise surface after hours of synthesis, checked before any step runs."""
+    build(EngineConfig, {"model": "-", **cfg.eval.engine}, "the recipe", prefix="eval.engine.")
+    if cfg.train.prompt_style != cfg.eval.settings.prompt_style:
+        raise ConfigError(f"the recipe: train.prompt_style '{cfg.train.prompt_style}' and eval.settings.prompt_style "
+                          f"'{cfg.eval.settings.prompt_style}' differ: a student is evaluated in the prompt it learned")
+    names = {f"{d}_clean" for d in ("normal", "hard")} | set(SYNTH_DATASETS)
+    for stage in cfg.train.stages:
+        if stage.dataset not in names and not Path(stage.dataset).exists():
+            raise ConfigError(f"the recipe: train stage {stage.name}: dataset '{stage.dataset}' is neither a "
+                              f"dataset of the run ({', '.join(sorted(names))}) nor an existing path")
 
 
 @dataclass(frozen=True)
@@ -117,76 +133,92 @@ def _data_dir(cfg: RunConfig) -> Path:
 def _synth(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
     from mathforge.synth.pipeline import run_synth
 
-    return {"yield": run_synth(cfg.synth, rd.root / "synth")}
+    result = run_synth(cfg.synth, rd.root / "synth")
+    datasets = synth_datasets(result, rd.root / "synth")
+    rd.register(datasets)
+    return {"yield": {k: v for k, v in result.items() if k != "datasets"}, "datasets": datasets}
 
 
-def _clean(cfg: RunConfig, rd: RunDir, data: Path, source: Path, name: str) -> dict[str, Any]:
-    """Filters in order, then selection; rejects of every filter go to one side file with reasons."""
-    from mathforge.eval.benchmarks import load_benchmark
-    from mathforge.quality.decontam import DecontamReport, NgramIndex, decontaminate
-    from mathforge.quality.dedup import ExactDedup, NearDedup
-    from mathforge.quality.formatcheck import AnswerLineFilter, LengthFilter
-    from mathforge.quality.select import select
-
-    c = cfg.clean
-    index = NgramIndex({b: load_benchmark(b, root=data)[1] for b in c.against}, n=c.decontam_n)
-    report, steps = DecontamReport(index.n, dict(index.set_sizes)), [FilterStats("decontam")]
-    with AtomicWriter(rd.path("data", f"{name}_rejects.jsonl")) as rejects:
-        stream = decontaminate(read_records(source), index, stats=steps[0], rejects=rejects, report=report)
-        filters = [ExactDedup(), *([NearDedup(c.near)] if c.near_dedup else []), AnswerLineFilter(),
-                   LengthFilter(c.length_tokenizer, c.max_tokens, cfg.train.prompt_style)]
-        for flt in filters:
-            steps.append(FilterStats(flt.name))
-            stream = apply_filter(stream, flt, steps[-1], rejects)
-        kept = list(stream)
-    if c.answer_check:
-        from mathforge.quality.verify import check_answers
-
-        seeds = {r.id: r.answer for r in read_records(rd.root / "synth" / "seeds.jsonl") if r.answer}
-        kept = check_answers(kept, grader=c.answer_check, seed_answers=seeds)
-    chosen = select(kept, c.select)
-    written = _write(rd.path("data", f"{name}.jsonl"), chosen.records)
-    return {"input": str(source), "output": written, "decontam": report.to_dict(),
-            "filters": [s.to_dict() for s in steps], "selection": chosen.report}
+def synth_datasets(result: dict[str, Any], root: Path) -> dict[str, str]:
+    """The synthesis outputs by name: from `run_synth`'s `datasets` when it names them, else where
+    it writes them today."""
+    named = result.get("datasets") if isinstance(result.get("datasets"), dict) else None
+    paths = named or {name: str(root / rel) for name, rel in SYNTH_DATASETS.items()}
+    return {name: str(path) for name, path in paths.items() if Path(path).exists()}
 
 
-def _write(path: Path, records: list) -> str:
-    with AtomicWriter(path) as w:
-        w.write_all(records)
-    return str(path)
+def _clean(name: str) -> Callable[[RunConfig, RunDir], dict[str, Any]]:
+    """The cleaning step of synthesis dataset `name`: it writes dataset `<name>_clean`."""
+
+    def step(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
+        from mathforge.quality.clean import clean
+
+        manifest = rd.manifest()
+        if name not in manifest:  # a weak teacher can leave a stage with no sample file
+            rd.log.warning("clean: no %s dataset from synthesis, nothing to clean", name)
+            return {}
+        out = rd.root / "datasets" / f"{name}_clean"
+        report = clean(manifest[name], out, cfg.clean, data_dir=_data_dir(cfg), seeds=manifest.get("seeds"),
+                       style=cfg.train.prompt_style)
+        rd.register({f"{name}_clean": report["output"]})
+        return report
+
+    return step
 
 
 def _export(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
     from mathforge.quality.export import export
+    from mathforge.quality.formatcheck import load_tokenizer
 
-    files = [p for p in (rd.root / "data" / "stage1.jsonl", rd.root / "data" / "stage2.jsonl") if p.exists()]
-    reports = [rd.stats(f"clean_{p.stem}") for p in files]
-    records = (r for p in files for r in read_records(p))
-    summary = export(records, rd.root / "dataset", name=f"mathforge-{rd.root.name}", reports=reports)
+    names = [n for n in ("normal_clean", "hard_clean") if n in rd.manifest()]
+    reports = [rd.stats(f"clean_{n.removesuffix('_clean')}") for n in names]
+    records = (r for n in names for r in read_records(rd.manifest()[n]))
+    summary = export(records, rd.root / "dataset", name=f"mathforge-{rd.root.name}", reports=reports,
+                     tokenizer=load_tokenizer(cfg.clean.length_tokenizer), tokenizer_name=cfg.clean.length_tokenizer)
     return {"rows": summary["rows"], "card": str(rd.root / "dataset" / "README.md")}
 
 
 def _train(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
-    """The recipe's stages, in order, each on the cleaned data of the synthesis stage at its position."""
+    """The recipe's stages, in order, each on the dataset it names."""
     from mathforge.train.sft import train
 
-    data = [rd.root / "data" / f"stage{i + 1}.jsonl" for i in range(len(cfg.train.stages))]
+    manifest = rd.manifest()
     stages, skipped = [], []
-    for stage, path in zip(cfg.train.stages, data, strict=True):
-        if path.exists() and path.stat().st_size > 0:
+    for stage in cfg.train.stages:
+        path = manifest.get(stage.dataset, stage.dataset)
+        if _has_rows(path):
             stages.append(dataclasses.replace(stage, dataset=str(path)))
         else:  # a weak teacher can leave a stage with no sample; train the others, say so
             skipped.append(stage.name)
-            rd.log.warning("train: stage %s skipped, no cleaned data at %s", stage.name, path)
+            rd.log.warning("train: stage %s skipped, no data in %s", stage.name, stage.dataset)
     if not stages:
-        raise ValueError("nothing to train on: no cleaned data for any stage of the train config")
+        raise ValueError("nothing to train on: no data for any stage of the train config")
     return {"stages": train(dataclasses.replace(cfg.train, stages=tuple(stages)), rd.root / "train"),
             "skipped": skipped}
 
 
-def _eval(cfg: RunConfig, rd: RunDir, data: Path, bench_name: str) -> dict[str, Any]:
-    summary = evaluate_model(cfg.eval, rd.root / "train" / "model", bench_name, data, rd.root / "eval" / bench_name)
-    return {k: summary[k] for k in ("n", "accuracy", "by_level", "by_subject", "truncation_rate") if k in summary}
+def _has_rows(path: str) -> bool:
+    return Path(path).exists() and any(f.stat().st_size > 0 for f in dataset_files(path))
+
+
+def _eval(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
+    data = _data_dir(cfg)
+    results = {}
+    for bench in cfg.eval.benchmarks:
+        summary = evaluate_model(cfg.eval, rd.root / "train" / "model", bench, data, rd.root / "eval" / bench)
+        results[bench] = {k: summary[k] for k in ("n", "accuracy", "by_level", "by_subject", "truncation_rate")
+                          if k in summary}
+    return results
+
+
+STEPS = (  # the paper's Figure 2, as the table of contents of a run
+    Step("synth", (), lambda c: c.synth, _synth),
+    Step("clean_normal", ("synth",), lambda c: [c.clean, c.data_dir, c.train.prompt_style], _clean("normal")),
+    Step("clean_hard", ("synth",), lambda c: [c.clean, c.data_dir, c.train.prompt_style], _clean("hard")),
+    Step("export", ("clean_normal", "clean_hard"), lambda c: c.clean.length_tokenizer, _export),
+    Step("train", ("clean_normal", "clean_hard"), lambda c: c.train, _train),
+    Step("eval", ("train",), lambda c: [c.eval, c.data_dir], _eval),
+)
 
 
 def evaluate_model(ev: EvalStage, model: Path, bench_name: str, data: Path, out: Path) -> dict[str, Any]:
@@ -210,19 +242,18 @@ def render_report(rd: RunDir, cfg: RunConfig) -> str:
     synth = rd.stats("synth").get("yield") or {}
     if synth:
         lines += ["## Synthesis yield", "", _yield_table(synth), ""]
-    for name in ("stage1", "stage2"):
+    for name in ("normal", "hard"):
         clean = rd.stats(f"clean_{name}")
         if clean:
-            lines += [f"## Cleaning: {name}", "", _filters_table(clean), ""]
+            lines += [f"## Cleaning: {name}", "", _filters_table(clean), "", _answer_check_line(clean), ""]
     train = rd.stats("train").get("stages") or {}
     if train:
         lines += ["## Training", "", "| stage | samples | trained tokens | steps | loss |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {n} | {s.get('samples')} | {s.get('trained_tokens')} | {s.get('steps')} | "
                   f"{_num(s.get('train_loss'))} |" for n, s in train.items()]
         lines.append("")
-    for bench in cfg.eval.benchmarks:
-        ev = rd.stats(f"eval_{bench}")
-        if ev:
+    for bench, ev in rd.stats("eval").items():
+        if isinstance(ev, dict):
             lines += [f"## Evaluation: {bench} ({ev.get('n')} items)", "", _accuracy_line(ev), "",
                       f"Details: `eval/{bench}/summary.md`", ""]
     return "\n".join(lines) + "\n"
@@ -247,6 +278,12 @@ def _filters_table(clean: dict[str, Any]) -> str:
     if sel:
         lines.append(f"| select ({sel.get('strategy')}) | {sel.get('seen')} | {sel.get('selected')} | budget {sel.get('budget')} |")
     return "\n".join(lines)
+
+
+def _answer_check_line(clean: dict[str, Any]) -> str:
+    check = clean.get("answer_check") or {}
+    return (f"Answer check ({check.get('mode')}, {check.get('grader')} grader): {check.get('agree', 0)} agree, "
+            f"{check.get('disagree', 0)} disagree, {check.get('unknown', 0)} without a known answer.")
 
 
 def _accuracy_line(ev: dict[str, Any]) -> str:

@@ -82,5 +82,5 @@ def test_recipe_mistakes_fail_before_any_step(tmp_path):
                               ("eval.settings.prompt_style=plain", "prompt_style"),
                               ("clean.answer_check.mode=maybe", "annotate, drop or off")):
         result = CliRunner().invoke(app, ["run", str(REPO / "recipes" / "offline.yaml"), "--out", str(out), override])
-        assert result.exit_code != 0 and message in result.output, (override, result.output)
+        assert result.exit_code != 0 and message in " ".join(result.output.split()), (override, result.output)
         assert not (out / "stages").exists() or not any((out / "stages").iterdir())

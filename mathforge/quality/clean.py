@@ -26,7 +26,6 @@ same key skips finished shards; another key starts the folder afresh.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -448,7 +447,7 @@ def _report(data: Any, out: Path, scans: list[dict], filtered: list[dict], selec
     return {"key": key, "input": str(data), "rows_in": rows_in, "rows_out": selection["selected"],
             "output": str(out / "data"), "steps": steps, "filters": filters, "decontam": _decontam(scans),
             "answer_check": {"mode": cfg.answer_check.mode, "grader": cfg.answer_check.grader, **checks},
-            "selection": selection, "config": {k: v for k, v in dataclasses.asdict(cfg).items()
+            "selection": selection, "config": {k: v for k, v in config_to_dict(cfg).items()
                                                if k not in ("executor", "workers")}}
 
 

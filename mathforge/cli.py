@@ -58,6 +58,7 @@ def seeds(
                 extra = {"skip_bad": "1"} if skip_bad else {}
                 extra |= {"allow_test": "1"} if allow_test else {}
                 spec = SourceSpec(spec.kind, spec.location, {**spec.options, **extra})
+                before = writer.count
                 for record in load(spec, report):
                     writer.write(record)
                     per_source[record.source] += 1
@@ -65,6 +66,8 @@ def seeds(
                     subjects[record.subject or "-"] += 1
                     if not record.answer:
                         unparsed.append(record.meta.get("where", record.id))
+                if writer.count == before:  # an empty folder or file is a mistake, not a source of 0 seeds
+                    raise DataError(f"{text}: no records")
     except DataError as e:
         kept = out.with_name(out.name + ".partial")
         fail(f"{e}\n{writer.count} records read before the error are kept in {kept}" if writer.count else str(e))

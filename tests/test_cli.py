@@ -60,3 +60,9 @@ def test_leakage_counts_math_train_overlap_with_math_test(tmp_path):
     assert stats["train_rows"] == 800 and stats["benchmark_items"] == 5000
     assert 0 < stats["train_rows_overlapping"] < 80
     assert stats["benchmark_items_hit"] == len(stats["hit_item_ids"]) > 0
+
+
+def test_seeds_refuses_an_input_with_no_records(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["seeds", str(tmp_path / "empty"), "--out", str(tmp_path / "s.jsonl")])
+    assert result.exit_code != 0 and "no records" in result.output

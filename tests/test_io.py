@@ -72,3 +72,60 @@ def test_annotate_and_derive_keep_parent_untouched():
     assert grandchild.lineage.seed_id == "r3" and grandchild.lineage.step == 2
     assert grandchild.lineage.stage == "stage1" and grandchild.id != child.id
     assert derive(parent, problem="Rephrased?", method="metamath/rephrase", stage="stage1").id == child.id
+
+
+def test_readers_name_file_and_line_for_undecodable_input_and_accept_a_bom(tmp_path):
+    good = json.dumps(sample(1).to_dict())
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + good.encode() + b"\n")
+    assert [r.id for r in read_records(bom)] == ["r1"]
+    cases = {"latin1.jsonl": good.encode() + b"\n" + b'{"id": "caf\xe9"}\n',  # invalid UTF-8 on line 2
+             "random.jsonl": bytes(range(256)) * 4}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match=rf"{name}:\d+: invalid (UTF-8|JSON)"):
+            list(read_records(tmp_path / name))
+    with pytest.raises(DataError, match=r"latin1.jsonl:2: invalid UTF-8 \(byte 0xe9"):
+        list(read_records(tmp_path / "latin1.jsonl"))
+
+
+def test_corrupt_parquet_is_named(tmp_path):
+    path = tmp_path / "rows.parquet"
+    write_records(path, (sample(i) for i in range(5000)))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64  # inside a row group's pages
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="rows.parquet: row group"):
+        list(read_records(path))
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match="junk.parquet: not a readable Parquet file"):
+        list(read_records(tmp_path / "junk.parquet"))
+
+
+def test_spans_cut_a_file_at_lines_and_read_it_back_whole(tmp_path):
+    from mathforge.io import plan_spans, read_span
+
+    path = tmp_path / "rows.jsonl"
+    write_records(path, (sample(i) for i in range(1000)))
+    for rows in (1, 7, 250, 1000, 5000):
+        spans = plan_spans(path, rows)
+        assert len(spans) == -(-1000 // rows)
+        assert [r.id for s in spans for r in read_span(s)] == [f"r{i}" for i in range(1000)]
+    line = json.dumps(sample(0).to_dict()) + "\n"
+    (tmp_path / "bad.jsonl").write_text(line + line + "{oops\n")
+    with pytest.raises(DataError, match=r"bad.jsonl:3: invalid JSON"):
+        [r for s in plan_spans(tmp_path / "bad.jsonl", 2) for r in read_span(s)]
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        import mathforge.io as io
+
+        io._umask.cache_clear()
+        write_records(tmp_path / "a.jsonl", [sample(0)])
+        write_json(tmp_path / "a.json", {"x": 1})
+        assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {"0o644"}
+    finally:
+        os.umask(old)
+        io._umask.cache_clear()

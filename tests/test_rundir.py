@@ -62,3 +62,20 @@ def test_filter_counts_reasons_and_distributions():
     assert report["before"]["levels"] == {"1": 1, "2": 1, "3": 1, "4": 1}
     assert report["after"]["levels"] == {"1": 1}
     assert rejects[0].meta["rejected"] == {"filter": "length", "reason": "too_long: 10 chars"}
+
+
+def test_a_changed_key_reruns_the_stage(tmp_path):
+    calls = Counter()
+
+    def stage():
+        calls["n"] += 1
+        return {"n": calls["n"]}
+
+    run = RunDir(tmp_path)
+    assert run.run_stage("clean", stage, key="a")["n"] == 1
+    assert run.run_stage("clean", stage, key="a")["n"] == 1  # same key: skipped
+    assert run.run_stage("clean", stage, key="b")["n"] == 2  # changed config or inputs: runs again
+    assert run.stats("clean")["n"] == 2 and "changed, running again" in (tmp_path / "logs" / "run.log").read_text()
+    run.register({"normal": "x.jsonl"})
+    run.register({"normal_clean": "c/data"})
+    assert run.manifest() == {"normal": "x.jsonl", "normal_clean": "c/data"}

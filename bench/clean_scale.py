@@ -18,12 +18,22 @@ symbolic one would measure math-verify, 2.5 ms a pair, in both).
 
     python bench/clean_scale.py --rows 100000          # both chains
     python bench/clean_scale.py --rows 1000000 --ours-only
+    python bench/clean_scale.py --rows 400000 --resume   # SIGKILL at 3 random moments, rerun, compare bytes
+    python bench/clean_scale.py --rows 400000 --ray      # executor=ray vs local: bytes, driver USS
+
+`--resume` and `--ray` run the `mathforge clean` command itself (an uninterrupted local run is the
+reference for both, made once per work folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import random
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +52,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--ours-only", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="kill-and-resume check instead of the speed race")
+    ap.add_argument("--ray", action="store_true", help="Ray executor check instead of the speed race")
+    ap.add_argument("--seed", type=int, default=0, help="--resume: the random kill moments")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--chain", choices=("ours", "reference"), help=argparse.SUPPRESS)
     ap.add_argument("--input", type=Path, help=argparse.SUPPRESS)
@@ -52,6 +65,11 @@ def main() -> None:
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="clean_scale."))
     data, seeds = prepare(work, args.rows)
+    if args.resume or args.ray:
+        whole = command_run(data, work / "whole", [])
+        print(f"local, uninterrupted: {whole['seconds']:.1f} s, driver peak USS {whole['uss_mb']:,.0f} MB")
+        (resume_check(data, work, whole["seconds"], args.seed) if args.resume else ray_check(data, work))
+        return
     results = {name: run_chain(name, data, work / name, args.rows)
                for name in (("ours",) if args.ours_only else ("ours", "reference"))}
     report(results, data, work)
@@ -93,6 +111,77 @@ def sample_rss(proc: psutil.Process, peak: list[int]) -> None:
         except psutil.Error:
             pass
         time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- the command: resume and Ray
+
+
+CLEAN = ["answer_check.grader=strict"]
+
+
+def command_run(data: Path, out: Path, extra: list[str], kill_after: float | None = None) -> dict:
+    """`mathforge clean` in its own process group (its workers die with it); the driver's USS sampled."""
+    if (out / "report.json").exists() and kill_after is None and not extra:
+        return json.loads((out / "whole.json").read_text())
+    cmd = [sys.executable, "-m", "mathforge.cli", "clean", str(data), "--out", str(out), *CLEAN, *extra,
+           "--seeds", str(data.parent / "seeds.jsonl")]
+    start = time.time()
+    proc = psutil.Popen(cmd, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    peak = [0]
+    thread = threading.Thread(target=sample_uss, args=(proc, peak), daemon=True)
+    thread.start()
+    try:
+        proc.wait(timeout=kill_after)
+    except psutil.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return {"killed": True}
+    if proc.returncode != 0:
+        raise SystemExit(f"mathforge clean failed (exit {proc.returncode})")
+    result = {"seconds": time.time() - start, "uss_mb": peak[0] / 2**20}
+    if not extra:
+        (out / "whole.json").write_text(json.dumps(result))
+    return result
+
+
+def sample_uss(proc: psutil.Process, peak: list[int]) -> None:
+    while proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+        with contextlib.suppress(psutil.Error):
+            peak[0] = max(peak[0], proc.memory_full_info().uss)
+        time.sleep(0.2)
+
+
+def output_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "data").glob("part-*"))}
+
+
+def resume_check(data: Path, work: Path, seconds: float, seed: int) -> None:
+    """Kill at 3 random moments of a run's time, rerun after each, then finish; compare with the whole."""
+    out = work / "killed"
+    shutil.rmtree(out, ignore_errors=True)
+    moments = sorted(random.Random(seed).uniform(0.05, 0.9) * seconds for _ in range(3))
+    redone = 0
+    for moment in moments:
+        before = {p: p.stat().st_mtime_ns for p in (out / "work").rglob("*.done.json")} if out.exists() else {}
+        result = command_run(data, out, ["workers=2"], kill_after=moment)
+        redone += sum(p.stat().st_mtime_ns != t for p, t in before.items() if p.exists())
+        print(f"killed after {moment:.0f} s: {'SIGKILL' if result.get('killed') else 'finished first'}; "
+              f"{len(before)} shard markers before it")
+    before = {p: p.stat().st_mtime_ns for p in (out / "work").rglob("*.done.json")}
+    command_run(data, out, ["workers=2"])
+    redone += sum(p.stat().st_mtime_ns != t for p, t in before.items() if p.exists())
+    same = output_bytes(out) == output_bytes(work / "whole")
+    print(f"after 3 kills and a final rerun: output byte-identical to the uninterrupted run: {same}; "
+          f"finished shards redone: {redone}")
+
+
+def ray_check(data: Path, work: Path) -> None:
+    out = work / "ray"
+    shutil.rmtree(out, ignore_errors=True)
+    result = command_run(data, out, ["executor=ray", "workers=2"])
+    same = output_bytes(out) == output_bytes(work / "whole")
+    print(f"ray executor (local Ray, 2 CPUs, object store 256 MB): {result['seconds']:.1f} s, driver peak USS "
+          f"{result['uss_mb']:,.0f} MB; output byte-identical to the local executor: {same}")
 
 
 # ---------------------------------------------------------------- the two chains

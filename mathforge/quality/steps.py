@@ -15,7 +15,7 @@ from typing import Any
 from mathforge.filters import FilterStats, apply_filter
 from mathforge.io import AtomicWriter, DataError, read_records, write_json, write_records
 from mathforge.quality.decontam import DecontamReport, NgramIndex, apply_hits
-from mathforge.record import Record, annotate
+from mathforge.record import Record
 from mathforge.sources import SourceSpec, load
 
 ENGINES = ("local", "ray")
@@ -85,45 +85,49 @@ def run_dedup(data: Path, out: Path, *, near: bool = True, threshold: float = 0.
     _check_engine(engine)
     exact = ExactDedup(fields)
     near_step = NearDedup(NearDedupConfig(threshold, num_perm, shingle), fields) if near else None
-    stats = [FilterStats(exact.name)] + ([FilterStats(near_step.name)] if near_step else [])
     removed, report_path = side_paths(out)
     if engine == "ray":
         from mathforge.quality import ray_engine
 
         ray_engine.init()
         decisions = ray_engine.dedup_decisions(read_records(data), exact, near_step, workers=workers)
+        reasons: dict[int, str | None] = {}
+        records: Iterable[Record] = _remember(decisions, reasons)
+        names = [exact.name] + ([near_step.name] if near_step else [])
+        steps: list[Any] = [Replay(n, reasons, last=n == names[-1]) for n in names]
     else:
-        decisions = _local_decisions(read_records(data), exact, near_step)
+        steps, records = [exact] + ([near_step] if near_step else []), read_records(data)
+    stats = [FilterStats(s.name) for s in steps]
     with AtomicWriter(out) as kept, AtomicWriter(removed) as rejects:
-        kept.write_all(_count(decisions, stats, rejects))
+        for step, st in zip(steps, stats, strict=True):
+            records = apply_filter(records, step, st, rejects)
+        kept.write_all(records)
     result = {"step": "dedup", "input": str(data), "engine": engine, "filters": [s.to_dict() for s in stats]}
     write_json(report_path, result)
     return result
 
 
-def _local_decisions(records: Iterable[Record], exact: Any, near: Any) -> Iterator[tuple[Record, str | None]]:
-    for record in records:
-        reason = exact.decide(record)
-        if reason is None and near is not None:  # like chained filters: near never sees exact copies
-            reason = near.decide(record)
-        yield record, reason
-
-
-def _count(decisions: Iterable[tuple[Record, str | None]], stats: list[FilterStats], rejects: Any) -> Iterator[Record]:
-    """Count chained dedup decisions exactly as `apply_filter` would, step by step."""
+def _remember(decisions: Iterable[tuple[Record, str | None]], reasons: dict[int, str | None]) -> Iterator[Record]:
     for record, reason in decisions:
-        last = len(stats) if reason is None else (0 if reason.startswith("exact_duplicate") else 1)
-        for st in stats[:last]:
-            st.before.add(record)
-            st.kept += 1
-            st.after.add(record)
-        if reason is None:
-            yield record
-            continue
-        st = stats[last]
-        st.before.add(record)
-        st.dropped[reason.split(":", 1)[0]] += 1
-        rejects.write(annotate(record, "rejected", {"filter": st.name, "reason": reason}))
+        reasons[id(record)] = reason
+        yield record
+
+
+class Replay:
+    """One dedup filter's share of decisions made elsewhere (the Ray engine decides exact and near
+    dedup in one pass), so `apply_filter` counts them like any other filter's. A record's entry is
+    dropped as soon as it is decided: one record is in flight at a time."""
+
+    def __init__(self, name: str, reasons: dict[int, str | None], last: bool):
+        self.name, self.reasons, self.last = name, reasons, last
+        self.kind = "exact_duplicate" if name == "dedup_exact" else "near_duplicate"
+
+    def decide(self, record: Record) -> str | None:
+        reason = self.reasons.get(id(record))
+        mine = reason if reason and reason.startswith(self.kind) else None
+        if mine or self.last:
+            self.reasons.pop(id(record), None)
+        return mine
 
 
 def run_check(data: Path, out: Path, *, max_tokens: int | None = 2048, tokenizer: str = "smollm2",

@@ -81,3 +81,17 @@ def test_same_problem_different_solutions_are_not_duplicates_unless_asked(rows):
     by_problem = ExactDedup(fields=("problem",))
     by_problem.decide(a)
     assert by_problem.decide(b) == f"exact_duplicate:{a.id}"
+
+
+def test_signer_matches_datasketch_value_for_value():
+    from mathforge.quality.dedup import NearDedup, Signer
+    from mathforge.simdata import simulated_records
+
+    rows = list(simulated_records(200, data_dir=Path(__file__).resolve().parents[2] / "shared" / "data"))
+    rows.append(Record(id="short", source="s", problem="Hi"))  # fewer words than a shingle
+    keys, sigs, bands = Signer().sign(rows)
+    reference = NearDedup()
+    assert all((sigs[i] == reference.signature(r)).all() for i, r in enumerate(rows))
+    assert bands.shape == (len(rows), Signer().bands) and len(set(keys.tolist())) <= len(rows)
+    exact = [r for r in rows if r.meta.get("sim", {}).get("kind") == "exact"]
+    assert exact and all(keys[rows.index(r)] in keys[: rows.index(r)] for r in exact)

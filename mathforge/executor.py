@@ -2,7 +2,8 @@
 
 A task is a top-level function of one picklable argument that reads its shard from disk, writes its
 outputs atomically and returns a small stats dict; the driver only ever sees those dicts, never the
-records. Results come back in task order, so outputs do not depend on the executor.
+records. `map` yields results in task order as they finish, so the caller can mark each finished
+shard at once (a kill loses only unfinished shards) and outputs do not depend on the executor.
 
 Reading order and files are fixed by the task list, so the local and the Ray executor write
 byte-identical outputs. Progress (shards done, rows/s, ETA) goes to stderr.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 RAY_OBJECT_STORE_BYTES = 256 * 1024**2  # records never enter the object store; stats dicts are tiny
@@ -40,10 +41,11 @@ class LocalExecutor:
     def __init__(self, workers: int | None = None):
         self.workers = workers
 
-    def map(self, fn: Callable[[Any], dict[str, Any]], tasks: Sequence[Any], label: str) -> list[dict[str, Any]]:
+    def map(self, fn: Callable[[Any], dict[str, Any]], tasks: Sequence[Any], label: str) -> Iterator[dict[str, Any]]:
         progress = Progress(label, len(tasks))
         if len(tasks) <= 1 or self.workers == 1:
-            return [_tracked(fn(t), progress) for t in tasks]
+            yield from (_tracked(fn(t), progress) for t in tasks)
+            return
         import multiprocessing as mp
         import os
         from concurrent.futures import ProcessPoolExecutor
@@ -51,7 +53,7 @@ class LocalExecutor:
         workers = min(self.workers or os.cpu_count() or 1, len(tasks))
         # spawn, not fork: the parent may hold threads (decontam scan, grading pool) that fork would copy mid-lock
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            return [_tracked(r, progress) for r in pool.map(fn, tasks)]
+            yield from (_tracked(r, progress) for r in pool.map(fn, tasks))
 
 
 class RayExecutor:
@@ -60,7 +62,7 @@ class RayExecutor:
     def __init__(self, workers: int | None = None, address: str | None = None):
         self.workers, self.address = workers, address
 
-    def map(self, fn: Callable[[Any], dict[str, Any]], tasks: Sequence[Any], label: str) -> list[dict[str, Any]]:
+    def map(self, fn: Callable[[Any], dict[str, Any]], tasks: Sequence[Any], label: str) -> Iterator[dict[str, Any]]:
         import ray
 
         if not ray.is_initialized():
@@ -70,7 +72,7 @@ class RayExecutor:
         remote = ray.remote(fn)
         progress = Progress(label, len(tasks))
         refs = [remote.remote(t) for t in tasks]
-        return [_tracked(ray.get(ref), progress) for ref in refs]
+        yield from (_tracked(ray.get(ref), progress) for ref in refs)
 
 
 def _tracked(result: dict[str, Any], progress: Progress) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from mathforge.executor import make_executor
 from mathforge.filters import FilterStats, apply_filter, batches, merge_stats
 from mathforge.io import (
     AtomicWriter,
+    DataError,
     Span,
     dataset_files,
     plan_spans,
@@ -119,6 +120,8 @@ def clean(data: str | Path, out: str | Path, cfg: CleanConfig, *, data_dir: str 
     """Run (or resume) the cleaning chain on `data` into `out`; returns the report it writes."""
     out = Path(out)
     spans = plan_spans(data, cfg.shard_rows)
+    if not spans:
+        raise DataError(f"{data}: no record files (part-*.jsonl or part-*.parquet)")
     key = clean_key(cfg, data, seeds, data_dir, style)
     if _marker(out / "report.json", key):
         return json.loads((out / "report.json").read_text(encoding="utf-8"))

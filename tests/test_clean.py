@@ -34,7 +34,8 @@ def sim(tmp_path_factory) -> Path:
 
 
 def cfg(**kw) -> CleanConfig:
-    return CleanConfig(max_tokens=0, answer_check=AnswerCheckConfig(grader="strict"), shard_rows=150, workers=1, **kw)
+    return CleanConfig(**{"max_tokens": 0, "answer_check": AnswerCheckConfig(grader="strict"), "shard_rows": 150,
+                          "workers": 1, **kw})
 
 
 def output_bytes(out: Path) -> dict[str, bytes]:

@@ -126,8 +126,7 @@ def clean(data: str | Path, out: str | Path, cfg: CleanConfig, *, data_dir: str 
     if _marker(out / "report.json", key):
         return json.loads((out / "report.json").read_text(encoding="utf-8"))
     if not _marker(out / "work" / "key.json", key):  # another config or input: start afresh
-        for sub in ("data", "rejects", "work", "report.json"):
-            shutil.rmtree(out / sub, ignore_errors=True) if sub != "report.json" else (out / sub).unlink(missing_ok=True)
+        _reset(out)
         write_json(out / "work" / "key.json", {"key": key})
     job = Job(str(out), cfg, str(data_dir), str(seeds) if seeds else None, style)
     executor = make_executor(cfg.executor, cfg.workers)
@@ -140,6 +139,12 @@ def clean(data: str | Path, out: str | Path, cfg: CleanConfig, *, data_dir: str 
     report = _report(data, out, scans, filtered, selected, cfg, key)
     write_json(out / "report.json", report)
     return report
+
+
+def _reset(out: Path) -> None:
+    (out / "report.json").unlink(missing_ok=True)
+    for sub in ("data", "rejects", "work"):
+        shutil.rmtree(out / sub, ignore_errors=True)
 
 
 def clean_key(cfg: CleanConfig, data: str | Path, seeds: Any, data_dir: Any, style: str) -> str:

@@ -22,7 +22,8 @@ BASELINE = "today: 30-word n-grams"
 
 
 def audit_rows(train: Sequence[Record], sets: dict[str, list[Record]], *, clean: int = 2000, per_kind: int = 500,
-               seed: int = 0, rewrite: Callable[[str], str] | None = None) -> tuple[list[Record], list[Record]]:
+               seed: int = 0, rewrite: Callable[[str], str] | None = None, index: NgramIndex | None = None
+               ) -> tuple[list[Record], list[Record]]:
     """(unplanted rows, planted rows): `clean` training rows as they are, and `per_kind` leaks of
     each kind, each on its own host (tagged `meta["leak"]`)."""
     rng = random.Random(seed)
@@ -30,7 +31,7 @@ def audit_rows(train: Sequence[Record], sets: dict[str, list[Record]], *, clean:
     if len(pool) < clean + len(LEAKS) * per_kind:
         raise ValueError(f"need {clean + len(LEAKS) * per_kind} training rows, got {len(pool)}")
     keys = {sibling_key(r.problem) for records in sets.values() for r in records}
-    flagged = {r.id for r, hits in scan_records(pool[clean:], NgramIndex(sets), max_hits=1) if hits}
+    flagged = {r.id for r, hits in scan_records(pool[clean:], index or NgramIndex(sets), max_hits=1) if hits}
     hosts = [r for r in pool[clean:] if r.id not in flagged and sibling_key(r.problem) not in keys]
     share = len(hosts) // len(LEAKS)
     planted = [row for k, kind in enumerate(LEAKS)
@@ -65,15 +66,17 @@ def audit(train: Sequence[Record], sets: dict[str, list[Record]], matcher_sets: 
           n: int = 30, batch_size: int = 1024, rewrite: Callable[[str], str] | None = None,
           **decontam_opts: Any) -> dict[str, Any]:
     """The trade-off table: one row per matcher set (and per threshold where `embedding` is in it)."""
-    unplanted, planted = audit_rows(train, sets, clean=clean, per_kind=per_kind, seed=seed, rewrite=rewrite)
+    index = NgramIndex(sets, n=30)
+    unplanted, planted = audit_rows(train, sets, clean=clean, per_kind=per_kind, seed=seed, rewrite=rewrite,
+                                    index=index)
     rows = [*unplanted, *planted]
     keys = {sibling_key(r.problem) for records in sets.values() for r in records}
     siblings = [sibling_key(r.problem) in keys for r in unplanted]
-    index = NgramIndex(sets, n=30)
     today = [bool(h) for _, h in scan_records(rows, index, max_hits=1)]
     table = [{"matchers": BASELINE, "threshold": None, **_rates(today, unplanted, planted, siblings)}]
     for names in matcher_sets:
-        sweep = sorted(thresholds) if "embedding" in names else [None]
+        # a threshold sweep is exact from one run at the lowest (see `_kept_at`), but not with a judge
+        sweep = sorted(thresholds) if "embedding" in names and "llm" not in names else [None]
         dc = Decontaminator(sets, names, n=n, threshold=sweep[0] or 0.9, **decontam_opts)
         found: list[Match | None] = []
         for start in range(0, len(rows), batch_size):

@@ -70,7 +70,7 @@ def paraphrase(rng: random.Random, text: str) -> str:
         text = " ".join(sentences)
     text = _prose_edit(text, lambda p: p.replace(",", "") if rng.random() < 0.5 else p.replace(", ", " , "))
     text = text.rstrip("?.") + rng.choice(["", ".", "?", " ?"])
-    return text.upper() if rng.random() < 0.1 else text[:1].lower() + text[1:]
+    return _prose_edit(text, str.upper) if rng.random() < 0.1 else text[:1].lower() + text[1:]
 
 
 def _match_case(old: str, new: str) -> str:

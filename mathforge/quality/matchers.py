@@ -31,6 +31,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -124,7 +125,7 @@ _FIGURE = (np.frombuffer(b"[asy]", dtype=np.uint8).astype(np.uint64),
 def _at(blob: np.ndarray, i: int, word: np.ndarray) -> bool:
     if i + len(word) > len(blob):
         return False
-    for k in range(len(word)):
+    for k in range(len(word)):  # noqa: SIM110 (a loop, not all(...): Numba compiles no generators here)
         if _LOWER[blob[i + k]] != word[k]:
             return False
     return True
@@ -596,3 +597,29 @@ class Decontaminator:
             if rejects is not None:
                 tagged = annotate(record, "decontam", match.to_dict())
                 rejects.write(annotate(tagged, "rejected", {"filter": self.name, "reason": match.reason()}))
+
+
+def decontaminate_file(data: Path, sets: dict[str, list[Record]], out: Path, *, against: Sequence[str] = (),
+                       batch_size: int = 1024, **opts: Any) -> dict[str, Any]:
+    """`mathforge decontam`: the clean rows to `out`, the removed ones (reason and evidence) and
+    a JSON report with removals per matcher beside it (`<stem>.removed.jsonl`, `<stem>.report.json`).
+    Rows stream through in batches, so memory holds the test sets and one batch, not the data."""
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+    from mathforge.io import AtomicWriter, read_records, write_json
+
+    decontaminator = Decontaminator(sets, **opts)
+    stats = FilterStats(decontaminator.name)
+    stem = out.name.split(".")[0]
+    removed, report = out.with_name(f"{stem}.removed.jsonl"), out.with_name(f"{stem}.report.json")
+    columns = (*Progress.get_default_columns()[:1], TextColumn("{task.completed:,} rows"), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as progress, AtomicWriter(out) as kept, \
+            AtomicWriter(removed) as rejects:
+        task = progress.add_task("decontam", total=None)
+        for record in decontaminator.run(read_records(data), stats=stats, rejects=rejects, batch_size=batch_size):
+            kept.write(record)
+            progress.advance(task)
+    result = {"step": "decontam", "input": str(data), "against": list(against), "filters": [stats.to_dict()],
+              "decontam": decontaminator.removals.to_dict()}
+    write_json(report, result)
+    return result

@@ -116,7 +116,9 @@ def threaded_scan(index: NgramIndex, records: Iterable[Record], batch_size: int,
 
 def matchers_side_by_side(sets: dict, pool: list[Record], count: int, batch_size: int) -> None:
     """Each n-gram matcher (one thread) against the pure-Python reference on the same rows, in
-    turns of 8 batches so that load changes on a shared machine hit both sides alike."""
+    turns of 8 batches so that load changes on a shared machine hit both sides alike. Timed in
+    CPU seconds of this process (all of it is one thread): on a shared 2-core box wall time
+    counted other users' jobs, and the ratios moved 2x between runs."""
     from mathforge.quality.matchers import Decontaminator
 
     reference = ReferenceIndex(sets, n=30)
@@ -126,15 +128,15 @@ def matchers_side_by_side(sets: dict, pool: list[Record], count: int, batch_size
     spent, removed = dict.fromkeys(("reference", *names), 0.0), dict.fromkeys(("reference", *names), 0)
     for turn in batches(make_rows(pool, count), 8 * batch_size):
         records = list(as_records(iter(turn)))
-        t = time.perf_counter()
+        t = time.process_time()
         removed["reference"] += sum(reference.first_hit(row) is not None for row in turn)
-        spent["reference"] += time.perf_counter() - t
+        spent["reference"] += time.process_time() - t
         for name, dc in matchers.items():
-            t = time.perf_counter()
+            t = time.process_time()
             for start in range(0, len(records), batch_size):
                 removed[name] += sum(m is not None for m in dc.matches(records[start : start + batch_size]))
-            spent[name] += time.perf_counter() - t
-    print(f"\nmatchers on the same {count:,} rows, timed in turns (1 thread each):")
+            spent[name] += time.process_time() - t
+    print(f"\nmatchers on the same {count:,} rows, timed in turns (1 thread each, rows per CPU second):")
     for name in spent:
         ratio = "" if name == "reference" else f", ratio {spent['reference'] / spent[name]:.1f}x"
         print(f"  {name:<13} {count / spent[name]:>9,.0f} rows/s{ratio}; {removed[name]:,} rows removed")
@@ -149,12 +151,14 @@ def embedding_rate(sets: dict, pool: list[Record], count: int) -> None:
     matcher = EmbeddingMatcher(sets)
     setup = time.perf_counter() - t
     records = [pool[(i * 7919) % len(pool)] for i in range(count)]
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for start in range(0, count, 1024):
         matcher.match(records[start : start + 1024])
-    rate = count / (time.perf_counter() - t)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    cores = len(os.sched_getaffinity(0))
     print(f"\nembedding matcher: model load + {len(matcher.owners):,} test problems {setup:.0f} s; "
-          f"{rate:,.0f} rows/s on {count:,} problems -> 100k rows in {100_000 / rate / 60:.1f} min; "
+          f"{count:,} problems in {wall:.1f} s wall, {cpu:.1f} CPU s -> 100k rows in {100_000 / count * wall / 60:.1f} "
+          f"min at this wall rate, {100_000 / count * cpu / cores / 60:.1f} min if the {cores} cores were ours; "
           f"peak RSS {rss_mb():.0f} MiB")
 
 

@@ -61,7 +61,14 @@ _FIGURES = re.compile(r"\[asy\].*?\[/asy\]", re.S)
 _LOWER = np.zeros(256, dtype=np.uint64)
 for _c in range(256):
     _LOWER[_c] = _c + 32 if 65 <= _c <= 90 else _c
-_WHOLE_SALT, _ANCHOR_SALT = np.uint64(0x5851F42D4C957F2D), np.uint64(0x14057B7EF767814F)
+_WHOLE_SALT = np.uint64(0x5851F42D4C957F2D)
+# A copied solution has hundreds of hash hits; one verified is all the evidence a removal needs,
+# and 64-bit hashes of different token runs agree by chance too rarely to need more than a few.
+_HITS_PER_DOC = 4
+# An anchor's key is its m-gram hash times one odd constant, not `_mix`ed: a lookup per token
+# with the full mix and Bloom filter made the whole scan 1.6x slower; one multiply and one bit of
+# `anchor_map` (about 64 bits per anchor, so ~1.5% of tokens go on to the directory) cost nothing.
+_ANCHOR_MUL = np.uint64(0xD6E8FEB86659FD93)
 
 
 def _classes(mode: str) -> np.ndarray:
@@ -87,7 +94,7 @@ def tokens(text: str, mode: str = "math") -> list[str]:
 # ---------------------------------------------------------------- the compiled kernel
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _mix(z: np.uint64) -> np.uint64:
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2
@@ -97,24 +104,25 @@ def _mix(z: np.uint64) -> np.uint64:
 @njit(cache=True, nogil=True)
 def _doc_tokens(blob: np.ndarray, lo: int, hi: int, cls: np.ndarray, out: np.ndarray) -> int:
     """Hashes of the tokens of blob[lo:hi] into `out`; returns their count. A token's hash folds
-    its lower-cased bytes with an 8-bit rotation (a placeholder run hashes as the byte '#')."""
-    count, cur, last = 0, 0, 0
+    its lower-cased bytes with an 8-bit rotation (a placeholder run hashes as the byte '#').
+    Branch-free, like `decontam._doc_words`: a branch per token boundary mispredicts. Flags stay
+    small integers and only the hash is uint64: Numba reads uint64 mixed with int64 as float64,
+    which made this loop 20x slower."""
+    count = 0
+    cur = last = np.uint8(0)
     h = np.uint64(0)
+    zero, placeholder = np.uint64(0), np.uint64(35)
     for i in range(lo, hi):
         b = blob[i]
         c = cls[b]
-        if c != cur or (c == 3 and b != last):
-            if cur != 0:
-                out[count] = np.uint64(35) if cur == 4 else h
-                count += 1
-            h, cur = np.uint64(0), c
-        if c != 0:
-            h = ((h << np.uint64(8)) | (h >> np.uint64(56))) ^ _LOWER[b]
-        last = b
-    if cur != 0:
-        out[count] = np.uint64(35) if cur == 4 else h
-        count += 1
-    return count
+        edge = (c != cur) | ((c == 3) & (b != last))
+        out[count] = placeholder if cur == 4 else h
+        count += np.int64(edge & (cur != 0))
+        h &= zero - np.uint64(not edge)  # a new token starts from zero
+        h = (((h << np.uint64(8)) | (h >> np.uint64(56))) ^ _LOWER[b]) & (zero - np.uint64(c != 0))
+        cur, last = c, b
+    out[count] = placeholder if cur == 4 else h
+    return count + np.int64(cur != 0)
 
 
 _FIGURE = (np.frombuffer(b"[asy]", dtype=np.uint8).astype(np.uint64),
@@ -148,7 +156,7 @@ def _blank_figures(blob: np.ndarray, opening: np.ndarray, closing: np.ndarray) -
         i = j
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _power(n: int) -> np.uint64:
     lead = np.uint64(1)
     for _ in range(n - 1):
@@ -156,15 +164,9 @@ def _power(n: int) -> np.uint64:
     return lead
 
 
-@njit(cache=True, nogil=True)
-def _known(g: np.uint64, table: np.ndarray, shift: np.uint64, index: np.ndarray, directory: np.ndarray,
-           dir_shift: np.uint64) -> int:
-    """Where hash `g` starts in the sorted `index`, or -1 (the Bloom filter rejects most at once)."""
-    one = np.uint64(1)
-    mask = (one << (g & np.uint64(63))) | (one << ((g >> np.uint64(6)) & np.uint64(63))) | (
-        one << ((g >> np.uint64(12)) & np.uint64(63)))
-    if table[g >> shift] & mask != mask:
-        return -1
+@njit(cache=True, nogil=True, inline="always")
+def _find(g: np.uint64, index: np.ndarray, directory: np.ndarray, dir_shift: np.uint64) -> int:
+    """Where hash `g` starts in the sorted `index` (its bucket in `directory`), or -1."""
     bucket = g >> dir_shift
     j, e = directory[bucket], directory[bucket + 1]
     while j < e and index[j] < g:
@@ -172,29 +174,62 @@ def _known(g: np.uint64, table: np.ndarray, shift: np.uint64, index: np.ndarray,
     return j if j < e and index[j] == g else -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")  # not inlined by LLVM alone: the scan ran 2.5x slower
+def _known(g: np.uint64, table: np.ndarray, shift: np.uint64, index: np.ndarray, directory: np.ndarray,
+           dir_shift: np.uint64) -> int:
+    """`_find`, after the blocked Bloom filter `table` rejected most hashes with one read."""
+    one = np.uint64(1)
+    mask = (one << (g & np.uint64(63))) | (one << ((g >> np.uint64(6)) & np.uint64(63))) | (
+        one << ((g >> np.uint64(12)) & np.uint64(63)))
+    if table[g >> shift] & mask != mask:
+        return -1
+    return _find(g, index, directory, dir_shift)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _emit(out_hash, out_doc, out_pos, found, g, d, p):
     out_hash[found], out_doc[found], out_pos[found] = g, d, p
     return found + 1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _whole_follows(pre: np.ndarray, count: int, p: int, j: int, index: np.ndarray, lengths: np.ndarray,
+                   wholes: np.ndarray) -> bool:
+    """Whether a short test text whose anchor is `index[j]` (or an equal key after it) follows at
+    token `p` in full: its hash against the window's, from the prefix hashes `pre`. A first few
+    words shared with a short test problem are common; checking them in Python was most of the time."""
+    g = index[j]
+    while j < len(index) and index[j] == g:
+        size = lengths[j]
+        if p + size <= count and pre[p + size] - pre[p] * _power(size + 1) == wholes[j]:
+            return True
+        j += 1
+    return False
+
+
 @njit(cache=True, nogil=True)
 def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m: int, cmd_names: np.ndarray,
             cmd_lens: np.ndarray, cmd_frac: np.ndarray, table: np.ndarray, bits: int, index: np.ndarray,
-            directory: np.ndarray, dir_bits: int, build: bool, anchored: np.ndarray, figures: bool,
-            opening: np.ndarray, closing: np.ndarray):
+            directory: np.ndarray, dir_bits: int, lengths: np.ndarray, wholes: np.ndarray, anchor_map: np.ndarray,
+            anchor_bits: int, build: bool,
+            anchored: np.ndarray, figures: bool, opening: np.ndarray, closing: np.ndarray):
     """`build`: the keys of each test document: all its n-grams or, when it is shorter, the hash
-    of its first `m` tokens salted as an anchor (where `anchored[d]` and it has m tokens) or of all
-    its tokens salted as whole. Otherwise the keys of each document found in `index`: its n-grams,
-    its m-grams as anchors and, when shorter than n, itself whole. Returns (hash, document,
-    token position) per key."""
+    of its first `m` tokens salted as an anchor (where `anchored[d]` and it has m tokens; then
+    with its length as position and its whole hash) or of all its tokens salted as whole.
+    Otherwise the keys of each document found in `index`: its n-grams, the anchors of short
+    texts that follow in full (`lengths`, `wholes`; `anchor_map`: see `_ANCHOR_MUL`) and, when
+    shorter than n, itself whole.
+    Returns (hash, document, token position, whole hash) per key."""
     size = len(blob) + 2
     out_hash = np.empty(size, dtype=np.uint64)
     out_doc = np.empty(size, dtype=np.int64)
     out_pos = np.empty(size, dtype=np.int64)
+    out_whole = np.zeros(size if build else 0, dtype=np.uint64)
     tok = np.empty(size, dtype=np.uint64)
-    lead_n, lead_m = _power(n), _power(m)
+    pre = np.zeros(size, dtype=np.uint64)
+    power_n, power_m = _power(n + 1), _power(m + 1)  # X**n, X**m
     shift, dir_shift = np.uint64(64 - (bits - 6)), np.uint64(64 - dir_bits)
+    anchor_shift = np.uint64(64 - anchor_bits)
     _blank_commands(blob, cmd_names, cmd_lens, cmd_frac)
     if figures:
         _blank_figures(blob, opening, closing)
@@ -203,11 +238,10 @@ def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m:
         count = _doc_tokens(blob, doc_start[d], doc_start[d + 1], cls, tok)
         if count == 0:
             continue  # an empty field matches nothing
+        for k in range(count):
+            pre[k + 1] = pre[k] * _X + tok[k]
         if count < n:
-            whole = np.uint64(0)
-            for k in range(count):
-                whole = whole * _X + tok[k]
-            g = _mix(whole ^ _WHOLE_SALT)
+            g = _mix(pre[count] ^ _WHOLE_SALT)
             if build and not (count >= m and anchored[d]):
                 found = _emit(out_hash, out_doc, out_pos, found, g, d, 0)
                 continue
@@ -215,28 +249,28 @@ def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m:
                 found = _emit(out_hash, out_doc, out_pos, found, g, d, 0)
         if count < m:
             continue
-        hn, hm = np.uint64(0), np.uint64(0)
-        for k in range(m):
-            hm = hm * _X + tok[k]
         if build and count < n:
-            found = _emit(out_hash, out_doc, out_pos, found, _mix(hm ^ _ANCHOR_SALT), d, 0)
+            out_whole[found] = pre[count]
+            found = _emit(out_hash, out_doc, out_pos, found, pre[m] * _ANCHOR_MUL, d, count)
             continue
-        for k in range(min(n, count)):
-            hn = hn * _X + tok[k]
+        # window hashes from the prefix hashes: no loop-carried state, so the loop pipelines
+        first = found
+        for p in range(count - n + 1):
+            g = _mix(pre[p + n] - pre[p] * power_n)
+            if build or _known(g, table, shift, index, directory, dir_shift) >= 0:
+                found = _emit(out_hash, out_doc, out_pos, found, g, d, p)
+                if not build and found - first >= _HITS_PER_DOC:
+                    break
+        if build or found - first >= _HITS_PER_DOC:
+            continue
         for p in range(count - m + 1):
-            if p > 0:
-                hm = (hm - tok[p - 1] * lead_m) * _X + tok[p + m - 1]
-                if p + n - 1 < count:
-                    hn = (hn - tok[p - 1] * lead_n) * _X + tok[p + n - 1]
-            if p + n <= count:
-                g = _mix(hn)
-                if build or _known(g, table, shift, index, directory, dir_shift) >= 0:
+            g = (pre[p + m] - pre[p] * power_m) * _ANCHOR_MUL
+            bit = g >> anchor_shift
+            if (anchor_map[bit >> np.uint64(6)] >> (bit & np.uint64(63))) & np.uint64(1):
+                j = _find(g, index, directory, dir_shift)
+                if j >= 0 and _whole_follows(pre, count, p, j, index, lengths, wholes):
                     found = _emit(out_hash, out_doc, out_pos, found, g, d, p)
-            if not build:
-                g = _mix(hm ^ _ANCHOR_SALT)
-                if _known(g, table, shift, index, directory, dir_shift) >= 0:
-                    found = _emit(out_hash, out_doc, out_pos, found, g, d, p)
-    return out_hash[:found], out_doc[:found], out_pos[:found]
+    return out_hash[:found], out_doc[:found], out_pos[:found], out_whole[: found if build else 0]
 
 
 def _commands() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -260,6 +294,17 @@ def _blob(docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------- evidence and the token index
+
+
+def _bloom(hashes: np.ndarray) -> tuple[np.ndarray, int]:
+    """The blocked Bloom filter `_known` reads (three bits of one word per key, ~16 bits a key)."""
+    bits = max(16, int(np.ceil(np.log2(max(len(hashes), 1) * 16))))
+    table = np.zeros(1 << (bits - 6), dtype=np.uint64)
+    one, low6 = np.uint64(1), np.uint64(63)
+    masks = (one << (hashes & low6)) | (one << ((hashes >> np.uint64(6)) & low6)) | (
+        one << ((hashes >> np.uint64(12)) & low6))
+    np.bitwise_or.at(table, hashes >> np.uint64(64 - (bits - 6)), masks)
+    return table, bits
 
 
 @dataclass(frozen=True)
@@ -304,39 +349,47 @@ class TokenIndex:
         # a short solution ("there are $\\binom 53 = \\boxed{10}$ ways") recurs inside unrelated
         # solutions: only short problems are matched wherever they appear, short solutions whole
         self.anchored = np.array([f == "problem" for _, _, f in self.owners], dtype=np.bool_)
-        hashes, doc, pos = self._run(docs, build=True)
+        hashes, doc, pos, wholes = self._run(docs, build=True)
         order = np.argsort(hashes, kind="stable")
-        self.hashes, self.doc, self.pos = hashes[order], doc[order], pos[order]
+        # `pos`: where an n-gram starts in its text, or the length of a short text (an anchor)
+        self.hashes, self.doc, self.pos, self.wholes = hashes[order], doc[order], pos[order], wholes[order]
         # the Bloom filter and bucket directory of `decontam.NgramIndex`: ~16 bits and ~1 bucket per key
-        self.bits = max(16, int(np.ceil(np.log2(max(len(self.hashes), 1) * 16))))
-        self.table = np.zeros(1 << (self.bits - 6), dtype=np.uint64)
-        h, one, low6 = self.hashes, np.uint64(1), np.uint64(63)
-        masks = (one << (h & low6)) | (one << ((h >> np.uint64(6)) & low6)) | (one << ((h >> np.uint64(12)) & low6))
-        np.bitwise_or.at(self.table, h >> np.uint64(64 - (self.bits - 6)), masks)
+        is_anchor = np.zeros(len(self.hashes), dtype=bool)
+        is_anchor[np.flatnonzero(self.wholes)] = True  # only anchors carry their text's whole hash
+        self.table, self.bits = _bloom(self.hashes[~is_anchor])
+        anchors = self.hashes[is_anchor]
+        self.anchor_bits = max(12, int(np.ceil(np.log2(max(len(anchors), 1) * 64))))
+        self.anchor_map = np.zeros(1 << (self.anchor_bits - 6), dtype=np.uint64)
+        bit = anchors >> np.uint64(64 - self.anchor_bits)
+        np.bitwise_or.at(self.anchor_map, bit >> np.uint64(6), np.uint64(1) << (bit & np.uint64(63)))
+        h = self.hashes
         self.dir_bits = max(1, int(np.ceil(np.log2(max(len(h), 1)))))
         starts = np.arange(1 << self.dir_bits, dtype=np.uint64) << np.uint64(64 - self.dir_bits)
         self.directory = np.append(np.searchsorted(h, starts), len(h)).astype(np.int64)
 
-    def _run(self, docs: Sequence[str], build: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _run(self, docs: Sequence[str], build: bool) -> tuple[np.ndarray, ...]:
         blob, starts = _blob(docs)
         if build:
             none = np.zeros(2, dtype=np.int64)
-            lookup = (none.astype(np.uint64), 64, none.astype(np.uint64), none, 1)
+            lookup = (none.astype(np.uint64), 64, none.astype(np.uint64), none, 1, none, none.astype(np.uint64),
+                      none.astype(np.uint64), 64)
         else:
-            lookup = (self.table, self.bits, self.hashes, self.directory, self.dir_bits)
+            lookup = (self.table, self.bits, self.hashes, self.directory, self.dir_bits, self.pos, self.wholes,
+                      self.anchor_map, self.anchor_bits)
         anchored = self.anchored if build else np.zeros(0, dtype=np.bool_)
         return _kernel(blob, starts, self.cls, self.n, self.m, *_COMMANDS, *lookup, build, anchored,
                        self.mode == "masked", *_FIGURE)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.hashes, self.doc, self.pos, self.table, self.directory))
+        return sum(a.nbytes for a in (self.hashes, self.doc, self.pos, self.wholes, self.table, self.anchor_map,
+                                      self.directory))
 
     def find(self, docs: Sequence[str]) -> list[tuple[int, int, int] | None]:
         """Per document, its first verified match: (test document, token position there, length).
 
         Only the first: a copied solution has hundreds of hash hits, and one is enough evidence."""
-        hashes, doc, pos = self._run(docs, build=False)
+        hashes, doc, pos, _ = self._run(docs, build=False)
         out: list[tuple[int, int, int] | None] = [None] * len(docs)
         mine: list[str] = []
         last = -1

@@ -339,8 +339,8 @@ def decontam(
     data: Path = typer.Argument(..., help="record file (.jsonl or .parquet) or folder of shards"),
     against: list[str] = typer.Option([], "--against", help="evaluation set: KIND:PATH[?name=...] (repeatable; "
                                       "default: GSM8K + MATH test under $MATHFORGE_DATA)"),
-    matchers: str = typer.Option("math-ngram", "--matchers", help="comma-separated: ngram, math-ngram, masked-ngram, "
-                                 "embedding, llm (see README: Decontamination)"),
+    matchers: str = typer.Option("math-ngram,masked-ngram", "--matchers", help="comma-separated: ngram, math-ngram, "
+                                 "masked-ngram, embedding, llm (see README: Decontamination)"),
     n: int = typer.Option(30, "--n", help="tokens per n-gram (the paper uses 30 words; 10 is too strict)"),
     threshold: float = typer.Option(0.9, "--threshold", help="embedding: cosine similarity that removes a row"),
     judge: str = typer.Option("llama", "--judge", help="llm: the judge's engine backend (llama: the offline SmolLM2)"),

@@ -160,7 +160,7 @@ def test_llm_judges_only_the_embedding_candidates_on_real_smollm2(small_sets, ma
     assert all(m is None for m, s in zip(found, near[1].tolist(), strict=True) if s < 0.5)
 
 
-def test_decontam_cli_uses_math_ngram_by_default_and_reports_per_matcher(tmp_path, test_sets, math_train):
+def test_decontam_cli_uses_the_default_matchers_and_reports_per_matcher(tmp_path, test_sets, math_train):
     test_file = tmp_path / "math_test.jsonl"
     write_records(test_file, test_sets["math_test"][:300])
     short = next(r for r in test_sets["math_test"][:300] if len(r.problem.split()) < 12)
@@ -170,7 +170,7 @@ def test_decontam_cli_uses_math_ngram_by_default_and_reports_per_matcher(tmp_pat
                                       f"math:{test_file}?name=math_test", "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out.report.json").read_text())
-    assert report["decontam"]["matchers"] == ["math-ngram"]
+    assert report["decontam"]["matchers"] == ["math-ngram", "masked-ngram"]
     assert report["decontam"]["removed_by_matcher"]["math-ngram"] >= 1
     assert "leak" in {r.id for r in read_records(tmp_path / "out.removed.jsonl")}
     bad = CliRunner().invoke(app, ["decontam", str(tmp_path / "in.jsonl"), "--against", f"math:{test_file}",

@@ -374,7 +374,8 @@ def decontam(
 
 
 def _judge_engine(backend: str, out: Path):
-    """The `llm` matcher's engine; its answers are cached next to the output, so a rerun pays nothing."""
+    """An engine for the `llm` matcher or the audit's teacher; its answers are cached next to the
+    output, so a rerun pays nothing."""
     from mathforge.engine import Engine, EngineConfig
 
     return Engine(EngineConfig(backend=backend, progress=False), cache_path=out.with_name(out.name.split(".")[0]
@@ -629,22 +630,29 @@ def decontam_audit(
     clean: int = typer.Option(2000, "--clean", help="unplanted training rows"),
     leaks: int = typer.Option(500, "--leaks", help="planted rows per leak kind"),
     seed: int = typer.Option(0, "--seed"),
+    teacher: str = typer.Option(None, "--teacher", help="engine backend that writes the paraphrases "
+                                "(default: deterministic edits)"),
     out: Path = typer.Option(None, "--out", "-o", help="write the table as JSON"),
 ) -> None:
     """Plant leaks of each kind into clean rows and print each matcher set's recall per kind beside
     the removal rate of the unplanted rows (number-swapped siblings of a test problem apart)."""
     from mathforge.io import write_json
-    from mathforge.quality.audit import audit
+    from mathforge.quality.audit import audit, teacher_rewrite
     from mathforge.quality.matchers import parse_matchers
     from mathforge.quality.steps import default_against, evaluation_sets
     from mathforge.sources import load
 
+    engine = _judge_engine(teacher, out or Path("decontam-audit.json")) if teacher else None
     try:
         sets = evaluation_sets(against or default_against())
         result = audit(list(load(train)), sets, [parse_matchers(m) for m in matchers],
-                       [float(t) for t in thresholds.split(",")], clean=clean, per_kind=leaks, seed=seed)
+                       [float(t) for t in thresholds.split(",")], clean=clean, per_kind=leaks, seed=seed,
+                       rewrite=teacher_rewrite(engine) if engine else None)
     except (DataError, ValueError, FileNotFoundError) as e:
         fail(str(e))
+    finally:
+        if engine is not None:
+            engine.close()
     table = Table(title=f"decontamination audit: {clean} unplanted rows ({result['unplanted_siblings']} "
                         f"number-swapped siblings of a test problem) + {leaks} leaks per kind, recall and removal in %")
     columns = [k for k in result["table"][0] if k not in ("matchers", "threshold")]

@@ -56,3 +56,16 @@ def test_decontam_audit_command_prints_and_writes_the_table(tmp_path, sets):
     bad = CliRunner().invoke(app, ["decontam-audit", "--train", f"math:{DATA}/math/math_train.jsonl",
                                    "--matchers", "trigram", "--against", f"math:{DATA}/math/math_test.jsonl"])
     assert bad.exit_code == 1 and "unknown matcher" in bad.output
+
+
+def test_teacher_paraphrases_through_the_engine_and_its_cache(tmp_path):
+    from mathforge.engine import Engine, EngineConfig
+    from mathforge.quality.audit import teacher_rewrite
+
+    problem = "Tom has 3 apples and buys 4 more. How many apples does he have now?"
+    with Engine(EngineConfig(backend="llama", progress=False), cache_path=tmp_path / "cache.sqlite") as engine:
+        rewrite = teacher_rewrite(engine)
+        first = rewrite(problem)
+        assert first.strip() and first == rewrite(problem)
+        stats = engine.stats()
+    assert stats["requests"] == 2 and stats["cached"] == 1

@@ -39,6 +39,24 @@ def audit_rows(train: Sequence[Record], sets: dict[str, list[Record]], *, clean:
     return pool[:clean], planted
 
 
+def teacher_rewrite(engine: Any) -> Callable[[str], str]:
+    """Paraphrases written by a teacher (`engine`, any backend; cached, so a rerun pays nothing);
+    an empty or failed answer keeps the problem as it was."""
+    from mathforge.engine.types import Request, Sampling
+    from mathforge.quality.judge import load_template
+    from mathforge.record import stable_id
+
+    template, version = load_template("paraphrase_v1.j2")
+
+    def rewrite(problem: str) -> str:
+        prompt = template.render(problem=problem)
+        request = Request(key=stable_id(version, prompt), messages=[{"role": "user", "content": prompt}],
+                          sampling=Sampling(temperature=0.0, max_tokens=400))
+        result = engine.run([request], desc="paraphrase")[0]
+        return (result.texts[0].strip() if result.ok else "") or problem
+    return rewrite
+
+
 def _rates(removed: Sequence[bool], unplanted: Sequence[Record], planted: Sequence[Record],
            siblings: Sequence[bool]) -> dict[str, Any]:
     """Recall per leak kind and removal rates of the unplanted rows, in percent."""

@@ -8,8 +8,14 @@ subsample (--ref-rows), and the fast engine's throughput is measured on that sam
 one thread and on --workers threads (default: all cores), and on all rows. Peak memory (max RSS) is printed after the index build and after the full scan:
 it is set by the index and one batch, not by the number of rows.
 
+Then each n-gram matcher of `mathforge.quality.matchers` (ngram, math-ngram, masked-ngram: the
+scans behind `mathforge decontam --matchers`) against the same reference on the same rows, timed
+in turns (--matcher-rows), and the embedding matcher's rate on --embed-rows problems, extrapolated
+to 100k rows (the model load and the test sets' embeddings are timed apart: paid once per run).
+
     python bench/decontam.py                      # 1M rows, reference on 32k of them
     python bench/decontam.py --rows 100000 --ref-rows 100000
+    python bench/decontam.py --rows 0 --matcher-rows 20000 --embed-rows 2000   # the matchers only
 """
 
 from __future__ import annotations
@@ -108,6 +114,54 @@ def threaded_scan(index: NgramIndex, records: Iterable[Record], batch_size: int,
     return time.perf_counter() - t
 
 
+def matchers_side_by_side(sets: dict, pool: list[Record], count: int, batch_size: int) -> None:
+    """Each n-gram matcher (one thread) against the pure-Python reference on the same rows, in
+    turns of 8 batches so that load changes on a shared machine hit both sides alike. Timed in
+    CPU seconds of this process (all of it is one thread): on a shared 2-core box wall time
+    counted other users' jobs, and the ratios moved 2x between runs."""
+    from mathforge.quality.matchers import Decontaminator
+
+    reference = ReferenceIndex(sets, n=30)
+    gc.freeze()
+    names = ("ngram", "math-ngram", "masked-ngram")
+    matchers = {name: Decontaminator(sets, [name]) for name in names}
+    spent, removed = dict.fromkeys(("reference", *names), 0.0), dict.fromkeys(("reference", *names), 0)
+    for turn in batches(make_rows(pool, count), 8 * batch_size):
+        records = list(as_records(iter(turn)))
+        t = time.process_time()
+        removed["reference"] += sum(reference.first_hit(row) is not None for row in turn)
+        spent["reference"] += time.process_time() - t
+        for name, dc in matchers.items():
+            t = time.process_time()
+            for start in range(0, len(records), batch_size):
+                removed[name] += sum(m is not None for m in dc.matches(records[start : start + batch_size]))
+            spent[name] += time.process_time() - t
+    print(f"\nmatchers on the same {count:,} rows, timed in turns (1 thread each, rows per CPU second):")
+    for name in spent:
+        ratio = "" if name == "reference" else f", ratio {spent['reference'] / spent[name]:.1f}x"
+        print(f"  {name:<13} {count / spent[name]:>9,.0f} rows/s{ratio}; {removed[name]:,} rows removed")
+    print(f"  peak RSS {rss_mb():.0f} MiB")
+
+
+def embedding_rate(sets: dict, pool: list[Record], count: int) -> None:
+    """The embedding matcher's rows/s on `count` problems (cut at 512 characters), and 100k at that rate."""
+    from mathforge.quality.matchers import EmbeddingMatcher
+
+    t = time.perf_counter()
+    matcher = EmbeddingMatcher(sets)
+    setup = time.perf_counter() - t
+    records = [pool[(i * 7919) % len(pool)] for i in range(count)]
+    t, cpu = time.perf_counter(), time.process_time()
+    for start in range(0, count, 1024):
+        matcher.match(records[start : start + 1024])
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    cores = len(os.sched_getaffinity(0))
+    print(f"\nembedding matcher: model load + {len(matcher.owners):,} test problems {setup:.0f} s; "
+          f"{count:,} problems in {wall:.1f} s wall, {cpu:.1f} CPU s -> 100k rows in {100_000 / count * wall / 60:.1f} "
+          f"min at this wall rate, {100_000 / count * cpu / cores / 60:.1f} min if the {cores} cores were ours; "
+          f"peak RSS {rss_mb():.0f} MiB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -116,6 +170,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="threads of the parallel scan")
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--matcher-rows", type=int, default=32_768, help="rows for the matchers' side by side (0: skip)")
+    ap.add_argument("--embed-rows", type=int, default=0, help="problems the embedding matcher embeds (0: skip)")
     args = ap.parse_args()
 
     sets = {"gsm8k_test": list(load(f"gsm8k:{args.data}/gsm8k/test.jsonl?allow_test=1")),
@@ -123,6 +179,12 @@ def main() -> None:
     pool = list(load(f"math:{args.data}/math/math_train.jsonl")) + list(load(f"gsm8k:{args.data}/gsm8k/train.jsonl"))
     mean = sum(len(p) + len(s) for p, s in make_rows(pool, 2000)) / 2000
     print(f"rows: {args.rows:,} of ~{mean:.0f} characters; evaluation sets: GSM8K test + MATH test; n = {args.n}")
+    if args.matcher_rows:
+        matchers_side_by_side(sets, pool, args.matcher_rows, args.batch_size)
+    if args.embed_rows:
+        embedding_rate(sets, pool, args.embed_rows)
+    if not args.rows:
+        return
 
     t = time.perf_counter()
     index = NgramIndex(sets, n=args.n)

@@ -339,24 +339,50 @@ def _quality_summary(result: dict) -> None:
 
 @app.command()
 def decontam(
-    data: Path = typer.Argument(..., help="record file (.jsonl or .parquet)"),
+    data: Path = typer.Argument(..., help="record file (.jsonl or .parquet) or folder of shards"),
     against: list[str] = typer.Option([], "--against", help="evaluation set: KIND:PATH[?name=...] (repeatable; "
                                       "default: GSM8K + MATH test under $MATHFORGE_DATA)"),
-    n: int = typer.Option(30, "--n", help="words per n-gram (the paper uses 30; 10 is too strict)"),
+    matchers: str = typer.Option("math-ngram,masked-ngram", "--matchers", help="comma-separated: ngram, math-ngram, "
+                                 "masked-ngram, embedding, llm (see README: Decontamination)"),
+    n: int = typer.Option(30, "--n", help="tokens per n-gram (the paper uses 30 words; 10 is too strict)"),
+    threshold: float = typer.Option(0.9, "--threshold", help="embedding: cosine similarity that removes a row"),
+    judge: str = typer.Option("llama", "--judge", help="llm: the judge's engine backend (llama: the offline SmolLM2)"),
     out: Path = typer.Option(..., "--out", "-o", help="clean records; removed rows go to <out>.removed.jsonl"),
-    workers: int = typer.Option(None, "--workers", "-w", help="threads (local; default: all cores) or Ray workers"),
-    engine: str = typer.Option("local", "--engine", help="local or ray"),
+    workers: int = typer.Option(None, "--workers", "-w", help="Ray workers (--engine ray, matchers=ngram only)"),
+    engine: str = typer.Option("local", "--engine", help="local or ray (ray: the 30-word ngram scan only)"),
 ) -> None:
-    """Remove rows sharing an n-word span with any evaluation item; every removal names the item and span."""
-    from mathforge.quality.steps import default_against, run_decontam
+    """Remove rows matching any evaluation item; every removal names the matcher, the item and the evidence."""
+    from mathforge.quality.matchers import decontaminate_file, parse_matchers
+    from mathforge.quality.steps import default_against, evaluation_sets, run_decontam
 
     try:
-        result = run_decontam(data, against or default_against(), out, n=n, workers=workers, engine=engine)
+        names, specs = parse_matchers(matchers), against or default_against()
+        if engine != "local":
+            if names != ("ngram",):
+                raise ValueError("--engine ray runs only --matchers ngram")
+            result = run_decontam(data, specs, out, n=n, workers=workers, engine=engine)
+        else:
+            judge_engine = _judge_engine(judge, out) if "llm" in names else None
+            try:
+                result = decontaminate_file(data, evaluation_sets(specs), out, against=specs, matchers=names, n=n,
+                                            threshold=threshold, engine=judge_engine)
+            finally:
+                if judge_engine is not None:
+                    judge_engine.close()
     except (DataError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     _quality_summary(result)
     console.print(f"-> {out} (removed rows with reasons beside it); evaluation items touched: "
                   f"{result['decontam']['test_items_hit']}")
+
+
+def _judge_engine(backend: str, out: Path):
+    """An engine for the `llm` matcher or the audit's teacher; its answers are cached next to the
+    output, so a rerun pays nothing."""
+    from mathforge.engine import Engine, EngineConfig
+
+    return Engine(EngineConfig(backend=backend, progress=False), cache_path=out.with_name(out.name.split(".")[0]
+                                                                                        + ".judge.sqlite"))
 
 
 @app.command()
@@ -633,3 +659,52 @@ def clean(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command("decontam-audit")
+def decontam_audit(
+    train: str = typer.Option(..., "--train", help="clean training rows to plant leaks into: a source spec "
+                              "(e.g. math:../shared/data/math/math_train.jsonl)"),
+    against: list[str] = typer.Option([], "--against", help="evaluation set: KIND:PATH[?name=...] (repeatable; "
+                                      "default: GSM8K + MATH test under $MATHFORGE_DATA)"),
+    matchers: list[str] = typer.Option(["ngram", "math-ngram", "math-ngram,masked-ngram",
+                                        "math-ngram,masked-ngram,embedding"], "--matchers",
+                                       help="one matcher set per option (comma-separated names); one table row each"),
+    thresholds: str = typer.Option("0.85,0.9,0.95", "--thresholds", help="embedding thresholds to sweep"),
+    clean: int = typer.Option(2000, "--clean", help="unplanted training rows"),
+    leaks: int = typer.Option(500, "--leaks", help="planted rows per leak kind"),
+    seed: int = typer.Option(0, "--seed"),
+    teacher: str = typer.Option(None, "--teacher", help="engine backend that writes the paraphrases "
+                                "(default: deterministic edits)"),
+    out: Path = typer.Option(None, "--out", "-o", help="write the table as JSON"),
+) -> None:
+    """Plant leaks of each kind into clean rows and print each matcher set's recall per kind beside
+    the removal rate of the unplanted rows (number-swapped siblings of a test problem apart)."""
+    from mathforge.io import write_json
+    from mathforge.quality.audit import audit, teacher_rewrite
+    from mathforge.quality.matchers import parse_matchers
+    from mathforge.quality.steps import default_against, evaluation_sets
+    from mathforge.sources import load
+
+    engine = _judge_engine(teacher, out or Path("decontam-audit.json")) if teacher else None
+    try:
+        sets = evaluation_sets(against or default_against())
+        result = audit(list(load(train)), sets, [parse_matchers(m) for m in matchers],
+                       [float(t) for t in thresholds.split(",")], clean=clean, per_kind=leaks, seed=seed,
+                       rewrite=teacher_rewrite(engine) if engine else None)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    finally:
+        if engine is not None:
+            engine.close()
+    table = Table(title=f"decontamination audit: {clean} unplanted rows ({result['unplanted_siblings']} "
+                        f"number-swapped siblings of a test problem) + {leaks} leaks per kind, recall and removal in %")
+    columns = [k for k in result["table"][0] if k not in ("matchers", "threshold")]
+    for col in ("matchers", "threshold", *columns):
+        table.add_column(col.replace("_", " "), justify="left" if col == "matchers" else "right")
+    for row in result["table"]:
+        table.add_row(row["matchers"], "" if row["threshold"] is None else str(row["threshold"]),
+                      *(f"{row[c]:.1f}" for c in columns))
+    Console().print(table)
+    if out:
+        write_json(out, result)

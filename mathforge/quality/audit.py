@@ -1,0 +1,107 @@
+"""The decontamination audit: plant leaks of each kind into clean training rows, run matcher sets,
+and report recall per leak kind beside the removal rate on the unplanted rows, split into rows that
+are number-swapped siblings of a test problem and rows that are not (`mathforge decontam-audit`).
+
+The first row of the table is the paper's filter as it was (`decontam.NgramIndex`, 30 words), the
+yardstick for "removes no more than today". Hosts of leaks are training rows that neither that
+filter nor the sibling key flags, so a leak is caught for what was planted, not for its host.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mathforge.quality.decontam import NgramIndex, scan_records
+from mathforge.quality.leaks import LEAKS, plant_leaks, sibling_key
+from mathforge.quality.matchers import Decontaminator, Match
+from mathforge.record import Record
+
+BASELINE = "today: 30-word n-grams"
+
+
+def audit_rows(train: Sequence[Record], sets: dict[str, list[Record]], *, clean: int = 2000, per_kind: int = 500,
+               seed: int = 0, rewrite: Callable[[str], str] | None = None, index: NgramIndex | None = None
+               ) -> tuple[list[Record], list[Record]]:
+    """(unplanted rows, planted rows): `clean` training rows as they are, and `per_kind` leaks of
+    each kind, each on its own host (tagged `meta["leak"]`)."""
+    rng = random.Random(seed)
+    pool = rng.sample(list(train), len(train))
+    if len(pool) < clean + len(LEAKS) * per_kind:
+        raise ValueError(f"need {clean + len(LEAKS) * per_kind} training rows, got {len(pool)}")
+    keys = {sibling_key(r.problem) for records in sets.values() for r in records}
+    flagged = {r.id for r, hits in scan_records(pool[clean:], index or NgramIndex(sets), max_hits=1) if hits}
+    hosts = [r for r in pool[clean:] if r.id not in flagged and sibling_key(r.problem) not in keys]
+    share = len(hosts) // len(LEAKS)
+    planted = [row for k, kind in enumerate(LEAKS)
+               for row in plant_leaks(rng, hosts[k * share : (k + 1) * share], sets, kind, per_kind, rewrite)]
+    return pool[:clean], planted
+
+
+def teacher_rewrite(engine: Any) -> Callable[[str], str]:
+    """Paraphrases written by a teacher (`engine`, any backend; cached, so a rerun pays nothing);
+    an empty or failed answer keeps the problem as it was."""
+    from mathforge.engine.types import Request, Sampling
+    from mathforge.quality.judge import load_template
+    from mathforge.record import stable_id
+
+    template, version = load_template("paraphrase_v1.j2")
+
+    def rewrite(problem: str) -> str:
+        prompt = template.render(problem=problem)
+        request = Request(key=stable_id(version, prompt), messages=[{"role": "user", "content": prompt}],
+                          sampling=Sampling(temperature=0.0, max_tokens=400))
+        result = engine.run([request], desc="paraphrase")[0]
+        return (result.texts[0].strip() if result.ok else "") or problem
+    return rewrite
+
+
+def _rates(removed: Sequence[bool], unplanted: Sequence[Record], planted: Sequence[Record],
+           siblings: Sequence[bool]) -> dict[str, Any]:
+    """Recall per leak kind and removal rates of the unplanted rows, in percent."""
+    clean, leaks = removed[: len(unplanted)], removed[len(unplanted) :]
+    row: dict[str, Any] = {}
+    for kind in LEAKS:
+        hits = [r for r, p in zip(leaks, planted, strict=True) if p.meta["leak"]["kind"] == kind]
+        row[f"recall_{kind}"] = round(100 * sum(hits) / max(len(hits), 1), 2)
+    others = [r for r, s in zip(clean, siblings, strict=True) if not s]
+    sibs = [r for r, s in zip(clean, siblings, strict=True) if s]
+    row["removed_not_siblings"] = round(100 * sum(others) / max(len(others), 1), 2)
+    row["removed_siblings"] = round(100 * sum(sibs) / max(len(sibs), 1), 2)
+    return row
+
+
+def _kept_at(match: Match | None, threshold: float | None) -> bool:
+    """Whether a row caught at the lowest threshold is still caught at `threshold` (exact: the
+    embedding matcher runs last and removes a row iff its best similarity reaches the threshold)."""
+    return match is not None and not (match.matcher == "embedding" and threshold is not None
+                                      and (match.similarity or 0.0) < threshold)
+
+
+def audit(train: Sequence[Record], sets: dict[str, list[Record]], matcher_sets: Sequence[Sequence[str]],
+          thresholds: Sequence[float] = (0.9,), *, clean: int = 2000, per_kind: int = 500, seed: int = 0,
+          n: int = 30, batch_size: int = 1024, rewrite: Callable[[str], str] | None = None,
+          **decontam_opts: Any) -> dict[str, Any]:
+    """The trade-off table: one row per matcher set (and per threshold where `embedding` is in it)."""
+    index = NgramIndex(sets, n=30)
+    unplanted, planted = audit_rows(train, sets, clean=clean, per_kind=per_kind, seed=seed, rewrite=rewrite,
+                                    index=index)
+    rows = [*unplanted, *planted]
+    keys = {sibling_key(r.problem) for records in sets.values() for r in records}
+    siblings = [sibling_key(r.problem) in keys for r in unplanted]
+    today = [bool(h) for _, h in scan_records(rows, index, max_hits=1)]
+    table = [{"matchers": BASELINE, "threshold": None, **_rates(today, unplanted, planted, siblings)}]
+    for names in matcher_sets:
+        # a threshold sweep is exact from one run at the lowest (see `_kept_at`), but not with a judge
+        sweep = sorted(thresholds) if "embedding" in names and "llm" not in names else [None]
+        dc = Decontaminator(sets, names, n=n, threshold=sweep[0] or 0.9, **decontam_opts)
+        found: list[Match | None] = []
+        for start in range(0, len(rows), batch_size):
+            found.extend(dc.matches(rows[start : start + batch_size]))
+        for t in sweep:
+            removed = [_kept_at(m, t) for m in found]
+            table.append({"matchers": ",".join(names), "threshold": t,
+                          **_rates(removed, unplanted, planted, siblings)})
+    return {"train_rows": len(unplanted), "leaks_per_kind": per_kind, "seed": seed, "n": n,
+            "unplanted_siblings": sum(siblings), "table": table}

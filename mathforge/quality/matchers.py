@@ -1,0 +1,683 @@
+"""Decontamination matchers side by side, behind one filter-shaped `Decontaminator`.
+
+Matchers (the `MATCHERS` table; `--matchers` on the CLI, `matchers:` in recipes):
+
+    ngram         word n-grams as the paper's 30-gram filter (`decontam.words`)
+    math-ngram    n-grams over math-aware tokens: runs of letters and digits, and each run of
+                  one operator (+ - = < > & |), so LaTeX-heavy spans keep their length
+                  ("$x + 1 \\neq 0,$" is 5 tokens, 4 words). Brackets, commas and Asymptote
+                  code as tokens made unrelated rows match (the audit)  <- default
+    masked-ngram  letter runs, digit runs read as one placeholder, operators; a row's problem
+                  against test problems: number-swapped rewrites  <- default
+    embedding     cosine similarity of MiniLM (or any sentence-transformers) embeddings of the
+                  row's problem to every test problem, removed at `threshold` and above
+    llm           a judge (any engine backend) asked about the embedding candidates only
+                  (similarity in [candidate_threshold, threshold)), so its cost stays small
+
+Every n-gram matcher also matches a test text shorter than n tokens whole: a test problem of at
+least `min_whole` tokens wherever its tokens appear contiguously in a row, a shorter one and a
+short test solution only when a row's field has exactly its tokens (a 5-token "Compute
+$\\dbinom{8}{4}$." would otherwise match any text quoting it). Without this, 2,660 of the 5,000
+MATH test problems have no 30-gram at all.
+
+Speed: the n-gram matchers share one Numba kernel in the manner of `decontam._ngrams` (tokens
+hashed from raw UTF-8 bytes, window hashes from prefix hashes, a blocked Bloom filter and a
+bucket directory over sorted 64-bit hashes); the first `min_whole` tokens of each short test
+problem are anchors, looked up at every token behind a one-bit map. Hash hits are verified token
+for token in Python, so every removal is exact and names its evidence. Hand-written for the same
+reason as `decontam.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from numba import njit
+
+from mathforge.filters import FilterStats
+from mathforge.quality.decontam import _DROP, _M1, _M2, _X, FIELDS, _blank_commands, normalize
+from mathforge.record import Record, annotate
+
+# masked-ngram joined the default on the audit's numbers (README, Decontamination): on all of MATH
+# train it removes 277 rows beyond math-ngram, 270 of them number-swapped siblings of a test problem
+DEFAULT_MATCHERS = ("math-ngram", "masked-ngram")
+DEFAULT_N = 30
+MASKED_N = 50
+MIN_WHOLE = 8  # shorter test texts must fill a row's field exactly (see the module docstring)
+OPERATORS = "+-=<>&|"
+_LETTERS = r"a-z\x80-\U0010ffff"
+_TOKEN = {
+    "words": re.compile(rf"[{_LETTERS}0-9]+"),
+    "math": re.compile(rf"[{_LETTERS}0-9]+|" + "|".join(f"{re.escape(c)}+" for c in OPERATORS)),
+    "masked": re.compile(rf"[{_LETTERS}]+|[0-9]+|" + "|".join(f"{re.escape(c)}+" for c in OPERATORS)),
+}
+MASK = "#"
+# Asymptote figure code, ignored by `masked-ngram`: with its numbers masked, the grid and axis
+# boilerplate of unrelated figures ("draw((i,-5)--(i,5),gray(0.7))") matched for 30 tokens and more.
+_FIGURES = re.compile(r"\[asy\].*?\[/asy\]", re.S)
+# Byte classes of the kernel: 0 separator, 1 letter run, 2 digit run, 3 one-byte operator,
+# 4 digit run read as the placeholder. The same rules as `_TOKEN` on the decoded, normalised text.
+_LOWER = np.zeros(256, dtype=np.uint64)
+for _c in range(256):
+    _LOWER[_c] = _c + 32 if 65 <= _c <= 90 else _c
+_WHOLE_SALT = np.uint64(0x5851F42D4C957F2D)
+# A copied solution has hundreds of hash hits; one verified is all the evidence a removal needs,
+# and 64-bit hashes of different token runs agree by chance too rarely to need more than a few.
+_HITS_PER_DOC = 4
+# An anchor's key is its m-gram hash times one odd constant, not `_mix`ed: a lookup per token
+# with the full mix and Bloom filter made the whole scan 1.6x slower; one multiply and one bit of
+# `anchor_map` (about 64 bits per anchor, so ~1.5% of tokens go on to the directory) cost nothing.
+_ANCHOR_MUL = np.uint64(0xD6E8FEB86659FD93)
+
+
+def _classes(mode: str) -> np.ndarray:
+    cls = np.zeros(256, dtype=np.uint8)
+    letters = [*range(ord("a"), ord("z") + 1), *range(ord("A"), ord("Z") + 1), *range(0x80, 0x100)]
+    digits = list(range(ord("0"), ord("9") + 1))
+    cls[letters] = 1
+    cls[digits] = 4 if mode == "masked" else 1
+    if mode != "words":
+        cls[[ord(c) for c in OPERATORS]] = 3
+    return cls
+
+
+def tokens(text: str, mode: str = "math") -> list[str]:
+    """The tokens a matcher reads (`mode`: words, math or masked); the kernel reads the same."""
+    text = normalize(text.replace("\xa0", " "))
+    found = _TOKEN[mode].findall(_FIGURES.sub(" ", text) if mode == "masked" else text)
+    if mode == "masked":
+        return [MASK if t[0].isdigit() else t for t in found]
+    return found
+
+
+# ---------------------------------------------------------------- the compiled kernel
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mix(z: np.uint64) -> np.uint64:
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True)
+def _doc_tokens(blob: np.ndarray, lo: int, hi: int, cls: np.ndarray, out: np.ndarray) -> int:
+    """Hashes of the tokens of blob[lo:hi] into `out`; returns their count. A token's hash folds
+    its lower-cased bytes with an 8-bit rotation (a placeholder run hashes as the byte '#').
+    Branch-free, like `decontam._doc_words`: a branch per token boundary mispredicts. Flags stay
+    small integers and only the hash is uint64: Numba reads uint64 mixed with int64 as float64,
+    which made this loop 20x slower."""
+    count = 0
+    cur = last = np.uint8(0)
+    h = np.uint64(0)
+    zero, placeholder = np.uint64(0), np.uint64(35)
+    for i in range(lo, hi):
+        b = blob[i]
+        c = cls[b]
+        edge = (c != cur) | ((c == 3) & (b != last))
+        out[count] = placeholder if cur == 4 else h
+        count += np.int64(edge & (cur != 0))
+        h &= zero - np.uint64(not edge)  # a new token starts from zero
+        h = (((h << np.uint64(8)) | (h >> np.uint64(56))) ^ _LOWER[b]) & (zero - np.uint64(c != 0))
+        cur, last = c, b
+    out[count] = placeholder if cur == 4 else h
+    return count + np.int64(cur != 0)
+
+
+_FIGURE = (np.frombuffer(b"[asy]", dtype=np.uint8).astype(np.uint64),
+           np.frombuffer(b"[/asy]", dtype=np.uint8).astype(np.uint64))
+
+
+@njit(cache=True, nogil=True)
+def _at(blob: np.ndarray, i: int, word: np.ndarray) -> bool:
+    if i + len(word) > len(blob):
+        return False
+    for k in range(len(word)):  # noqa: SIM110 (a loop, not all(...): Numba compiles no generators here)
+        if _LOWER[blob[i + k]] != word[k]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _blank_figures(blob: np.ndarray, opening: np.ndarray, closing: np.ndarray) -> None:
+    """Blank each Asymptote block "[asy] ... [/asy]" within one document, as `_FIGURES` does."""
+    i, size = 0, len(blob)
+    while i < size:
+        if blob[i] != 91 or not _at(blob, i, opening):
+            i += 1
+            continue
+        j = i + len(opening)
+        while j < size and blob[j] != 0 and not (blob[j] == 91 and _at(blob, j, closing)):
+            j += 1
+        if j < size and blob[j] != 0:
+            j += len(closing)
+            blob[i:j] = 32
+        i = j
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _power(n: int) -> np.uint64:
+    lead = np.uint64(1)
+    for _ in range(n - 1):
+        lead *= _X
+    return lead
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _find(g: np.uint64, index: np.ndarray, directory: np.ndarray, dir_shift: np.uint64) -> int:
+    """Where hash `g` starts in the sorted `index` (its bucket in `directory`), or -1."""
+    bucket = g >> dir_shift
+    j, e = directory[bucket], directory[bucket + 1]
+    while j < e and index[j] < g:
+        j += 1
+    return j if j < e and index[j] == g else -1
+
+
+@njit(cache=True, nogil=True, inline="always")  # not inlined by LLVM alone: the scan ran 2.5x slower
+def _known(g: np.uint64, table: np.ndarray, shift: np.uint64, index: np.ndarray, directory: np.ndarray,
+           dir_shift: np.uint64) -> int:
+    """`_find`, after the blocked Bloom filter `table` rejected most hashes with one read."""
+    one = np.uint64(1)
+    mask = (one << (g & np.uint64(63))) | (one << ((g >> np.uint64(6)) & np.uint64(63))) | (
+        one << ((g >> np.uint64(12)) & np.uint64(63)))
+    if table[g >> shift] & mask != mask:
+        return -1
+    return _find(g, index, directory, dir_shift)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _emit(out_hash, out_doc, out_pos, found, g, d, p):
+    out_hash[found], out_doc[found], out_pos[found] = g, d, p
+    return found + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _whole_follows(pre: np.ndarray, count: int, p: int, j: int, index: np.ndarray, lengths: np.ndarray,
+                   wholes: np.ndarray) -> bool:
+    """Whether a short test text whose anchor is `index[j]` (or an equal key after it) follows at
+    token `p` in full: its hash against the window's, from the prefix hashes `pre`. A first few
+    words shared with a short test problem are common; checking them in Python was most of the time."""
+    g = index[j]
+    while j < len(index) and index[j] == g:
+        size = lengths[j]
+        if p + size <= count and pre[p + size] - pre[p] * _power(size + 1) == wholes[j]:
+            return True
+        j += 1
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m: int, cmd_names: np.ndarray,
+            cmd_lens: np.ndarray, cmd_frac: np.ndarray, table: np.ndarray, bits: int, index: np.ndarray,
+            directory: np.ndarray, dir_bits: int, lengths: np.ndarray, wholes: np.ndarray, anchor_map: np.ndarray,
+            anchor_bits: int, build: bool,
+            anchored: np.ndarray, figures: bool, opening: np.ndarray, closing: np.ndarray):
+    """`build`: the keys of each test document: all its n-grams or, when it is shorter, the hash
+    of its first `m` tokens salted as an anchor (where `anchored[d]` and it has m tokens; then
+    with its length as position and its whole hash) or of all its tokens salted as whole.
+    Otherwise the keys of each document found in `index`: its n-grams, the anchors of short
+    texts that follow in full (`lengths`, `wholes`; `anchor_map`: see `_ANCHOR_MUL`) and, when
+    shorter than n, itself whole.
+    Returns (hash, document, token position, whole hash) per key."""
+    size = len(blob) + 2
+    out_hash = np.empty(size, dtype=np.uint64)
+    out_doc = np.empty(size, dtype=np.int64)
+    out_pos = np.empty(size, dtype=np.int64)
+    out_whole = np.zeros(size if build else 0, dtype=np.uint64)
+    tok = np.empty(size, dtype=np.uint64)
+    pre = np.zeros(size, dtype=np.uint64)
+    power_n, power_m = _power(n + 1), _power(m + 1)  # X**n, X**m
+    shift, dir_shift = np.uint64(64 - (bits - 6)), np.uint64(64 - dir_bits)
+    anchor_shift = np.uint64(64 - anchor_bits)
+    _blank_commands(blob, cmd_names, cmd_lens, cmd_frac)
+    if figures:
+        _blank_figures(blob, opening, closing)
+    found = 0
+    for d in range(len(doc_start) - 1):
+        count = _doc_tokens(blob, doc_start[d], doc_start[d + 1], cls, tok)
+        if count == 0:
+            continue  # an empty field matches nothing
+        for k in range(count):
+            pre[k + 1] = pre[k] * _X + tok[k]
+        if count < n:
+            g = _mix(pre[count] ^ _WHOLE_SALT)
+            if build and not (count >= m and anchored[d]):
+                found = _emit(out_hash, out_doc, out_pos, found, g, d, 0)
+                continue
+            if not build and _known(g, table, shift, index, directory, dir_shift) >= 0:
+                found = _emit(out_hash, out_doc, out_pos, found, g, d, 0)
+        if count < m:
+            continue
+        if build and count < n:
+            out_whole[found] = pre[count]
+            found = _emit(out_hash, out_doc, out_pos, found, pre[m] * _ANCHOR_MUL, d, count)
+            continue
+        # window hashes from the prefix hashes: no loop-carried state, so the loop pipelines
+        first = found
+        for p in range(count - n + 1):
+            g = _mix(pre[p + n] - pre[p] * power_n)
+            if build or _known(g, table, shift, index, directory, dir_shift) >= 0:
+                found = _emit(out_hash, out_doc, out_pos, found, g, d, p)
+                if not build and found - first >= _HITS_PER_DOC:
+                    break
+        if build or found - first >= _HITS_PER_DOC:
+            continue
+        for p in range(count - m + 1):
+            g = (pre[p + m] - pre[p] * power_m) * _ANCHOR_MUL
+            bit = g >> anchor_shift
+            if (anchor_map[bit >> np.uint64(6)] >> (bit & np.uint64(63))) & np.uint64(1):
+                j = _find(g, index, directory, dir_shift)
+                if j >= 0 and _whole_follows(pre, count, p, j, index, lengths, wholes):
+                    found = _emit(out_hash, out_doc, out_pos, found, g, d, p)
+    return out_hash[:found], out_doc[:found], out_pos[:found], out_whole[: found if build else 0]
+
+
+def _commands() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    names = [*_DROP, "dfrac", "tfrac"]
+    matrix = np.zeros((len(names), max(map(len, names))), dtype=np.uint8)
+    for k, name in enumerate(names):
+        matrix[k, : len(name)] = np.frombuffer(name.encode(), dtype=np.uint8)
+    return matrix, np.array([len(x) for x in names], dtype=np.int64), np.array([x.endswith("frac") for x in names])
+
+
+_COMMANDS = _commands()
+
+
+def _blob(docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Documents as one writable NUL-separated byte array and where each starts."""
+    # a no-break space is a space (str.split and a reader agree), not a non-ASCII "letter"
+    encoded = [d.replace("\xa0", " ").encode("utf-8", "surrogatepass") for d in docs]
+    blob = np.frombuffer(bytearray(b"\0".join(encoded) + b"\0"), dtype=np.uint8)
+    sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    return blob, np.concatenate(([0], np.cumsum(sizes + 1))).astype(np.int64)
+
+
+# ---------------------------------------------------------------- evidence and the token index
+
+
+def _bloom(hashes: np.ndarray) -> tuple[np.ndarray, int]:
+    """The blocked Bloom filter `_known` reads (three bits of one word per key, ~16 bits a key)."""
+    bits = max(16, int(np.ceil(np.log2(max(len(hashes), 1) * 16))))
+    table = np.zeros(1 << (bits - 6), dtype=np.uint64)
+    one, low6 = np.uint64(1), np.uint64(63)
+    masks = (one << (hashes & low6)) | (one << ((hashes >> np.uint64(6)) & low6)) | (
+        one << ((hashes >> np.uint64(12)) & low6))
+    np.bitwise_or.at(table, hashes >> np.uint64(64 - (bits - 6)), masks)
+    return table, bits
+
+
+@dataclass(frozen=True)
+class Match:
+    """Why a row is contaminated: the matcher, the test item and the evidence (a span or a similarity)."""
+
+    matcher: str
+    set: str
+    test_id: str
+    field: str
+    test_field: str
+    span: str | None = None
+    similarity: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    def reason(self) -> str:
+        evidence = f"similarity {self.similarity:.3f}" if self.similarity is not None else f"span '{self.span}'"
+        return (f"contaminated:{self.matcher}: {self.field} matches {self.set}/{self.test_id} "
+                f"({self.test_field}), {evidence}")
+
+
+class TokenIndex:
+    """Test texts as sorted 64-bit keys (n-grams, anchors of short texts, whole tiny texts)."""
+
+    def __init__(self, sets: dict[str, list[Record]], mode: str, n: int = DEFAULT_N,
+                 test_fields: Sequence[str] = FIELDS, min_whole: int = MIN_WHOLE):
+        if not 1 <= min_whole <= n:
+            raise ValueError(f"need 1 <= min_whole <= n, got min_whole={min_whole}, n={n}")
+        self.mode, self.n, self.m, self.cls = mode, n, min_whole, _classes(mode)
+        self.owners: list[tuple[str, str, str]] = []  # (set, test id, field) per document
+        self.texts: list[list[str]] = []
+        docs = []
+        for name, records in sets.items():
+            for record in records:
+                for f in test_fields:
+                    text = getattr(record, f) or ""
+                    self.owners.append((name, record.id, f))
+                    self.texts.append(tokens(text, mode))
+                    docs.append(text)
+        # a short solution ("there are $\\binom 53 = \\boxed{10}$ ways") recurs inside unrelated
+        # solutions: only short problems are matched wherever they appear, short solutions whole
+        self.anchored = np.array([f == "problem" for _, _, f in self.owners], dtype=np.bool_)
+        hashes, doc, pos, wholes = self._run(docs, build=True)
+        order = np.argsort(hashes, kind="stable")
+        # `pos`: where an n-gram starts in its text, or the length of a short text (an anchor)
+        self.hashes, self.doc, self.pos, self.wholes = hashes[order], doc[order], pos[order], wholes[order]
+        # the Bloom filter and bucket directory of `decontam.NgramIndex`: ~16 bits and ~1 bucket per key
+        is_anchor = np.zeros(len(self.hashes), dtype=bool)
+        is_anchor[np.flatnonzero(self.wholes)] = True  # only anchors carry their text's whole hash
+        self.table, self.bits = _bloom(self.hashes[~is_anchor])
+        anchors = self.hashes[is_anchor]
+        self.anchor_bits = max(12, int(np.ceil(np.log2(max(len(anchors), 1) * 64))))
+        self.anchor_map = np.zeros(1 << (self.anchor_bits - 6), dtype=np.uint64)
+        bit = anchors >> np.uint64(64 - self.anchor_bits)
+        np.bitwise_or.at(self.anchor_map, bit >> np.uint64(6), np.uint64(1) << (bit & np.uint64(63)))
+        h = self.hashes
+        self.dir_bits = max(1, int(np.ceil(np.log2(max(len(h), 1)))))
+        starts = np.arange(1 << self.dir_bits, dtype=np.uint64) << np.uint64(64 - self.dir_bits)
+        self.directory = np.append(np.searchsorted(h, starts), len(h)).astype(np.int64)
+
+    def _run(self, docs: Sequence[str], build: bool) -> tuple[np.ndarray, ...]:
+        blob, starts = _blob(docs)
+        if build:
+            none = np.zeros(2, dtype=np.int64)
+            lookup = (none.astype(np.uint64), 64, none.astype(np.uint64), none, 1, none, none.astype(np.uint64),
+                      none.astype(np.uint64), 64)
+        else:
+            lookup = (self.table, self.bits, self.hashes, self.directory, self.dir_bits, self.pos, self.wholes,
+                      self.anchor_map, self.anchor_bits)
+        anchored = self.anchored if build else np.zeros(0, dtype=np.bool_)
+        return _kernel(blob, starts, self.cls, self.n, self.m, *_COMMANDS, *lookup, build, anchored,
+                       self.mode == "masked", *_FIGURE)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.hashes, self.doc, self.pos, self.wholes, self.table, self.anchor_map,
+                                      self.directory))
+
+    def find(self, docs: Sequence[str]) -> list[tuple[int, int, int] | None]:
+        """Per document, its first verified match: (test document, token position there, length).
+
+        Only the first: a copied solution has hundreds of hash hits, and one is enough evidence."""
+        hashes, doc, pos, _ = self._run(docs, build=False)
+        out: list[tuple[int, int, int] | None] = [None] * len(docs)
+        mine: list[str] = []
+        last = -1
+        for g, d, p in zip(hashes.tolist(), doc.tolist(), pos.tolist(), strict=True):
+            if out[d] is not None:
+                continue
+            if d != last:
+                mine, last = tokens(docs[d], self.mode), d
+            out[d] = self._lookup(mine, g, p)
+        return out
+
+    def _lookup(self, mine: list[str], g: int, p: int) -> tuple[int, int, int] | None:
+        j = int(np.searchsorted(self.hashes, np.uint64(g)))
+        while j < len(self.hashes) and int(self.hashes[j]) == g:
+            hit = self._verify(mine, p, int(self.doc[j]), int(self.pos[j]))
+            if hit:
+                return hit
+            j += 1
+        return None
+
+    def _verify(self, mine: list[str], p: int, test_doc: int, test_pos: int) -> tuple[int, int, int] | None:
+        theirs = self.texts[test_doc]
+        if len(theirs) >= self.n:  # an n-gram
+            same = mine[p : p + self.n] == theirs[test_pos : test_pos + self.n]
+            return (test_doc, test_pos, self.n) if same else None
+        if len(theirs) < self.m or not self.anchored[test_doc]:  # the whole field
+            return (test_doc, 0, len(theirs)) if mine == theirs else None
+        return (test_doc, 0, len(theirs)) if mine[p : p + len(theirs)] == theirs else None
+
+
+# ---------------------------------------------------------------- matchers
+
+
+class NgramMatcher:
+    """Exact token n-grams (and short test texts whole) of a row's fields against the test texts."""
+
+    name: ClassVar[str] = "ngram"
+    mode: ClassVar[str] = "words"
+    test_fields: ClassVar[tuple[str, ...]] = FIELDS
+
+    def __init__(self, sets: dict[str, list[Record]], *, n: int = DEFAULT_N, min_whole: int = MIN_WHOLE,
+                 fields: Sequence[str] = FIELDS, **_: Any):
+        self.fields = tuple(fields)
+        self.index = TokenIndex(sets, self.mode, n, self.test_fields, min_whole)
+
+    def match(self, records: Sequence[Record]) -> list[Match | None]:
+        docs = [getattr(r, f) or "" for r in records for f in self.fields]
+        found = self.index.find(docs)
+        out: list[Match | None] = [None] * len(records)
+        for d, hit in enumerate(found):
+            row = d // len(self.fields)
+            if hit and out[row] is None:
+                test_doc, pos, length = hit
+                name, test_id, test_field = self.index.owners[test_doc]
+                span = " ".join(self.index.texts[test_doc][pos : pos + length])
+                out[row] = Match(self.name, name, test_id, self.fields[d % len(self.fields)], test_field, span)
+        return out
+
+
+class MathNgramMatcher(NgramMatcher):
+    name, mode = "math-ngram", "math"
+
+
+class MaskedNgramMatcher(NgramMatcher):
+    """Number-swapped rewrites of test problems, in a row's problem: masked solutions share whole
+    computations ("# + # = #") with unrelated rows, and a rewrite sits in the problem. Longer
+    n-grams (`masked_n`) and a test problem shorter than that matched only as the whole problem:
+    with numbers masked, 30-token windows and short problems quoted inside longer ones matched
+    problems built on the same template that ask something else (the audit in the README)."""
+
+    name, mode, test_fields = "masked-ngram", "masked", ("problem",)
+
+    def __init__(self, sets: dict[str, list[Record]], *, masked_n: int = MASKED_N, **opts: Any):
+        super().__init__(sets, **{**opts, "n": masked_n, "min_whole": masked_n, "fields": ("problem",)})
+
+
+class EmbeddingMatcher:
+    """A row's problem against every test problem by cosine similarity of sentence embeddings.
+
+    The test problems' embeddings are held in memory (the algorithm needs all of them: 384 fp32
+    = 1.5 KB per test item, 9.5 MB for GSM8K + MATH test); rows are embedded a batch at a time,
+    their text cut at `max_chars` (long texts cost quadratically and MiniLM reads 256 tokens)."""
+
+    name: ClassVar[str] = "embedding"
+
+    def __init__(self, sets: dict[str, list[Record]], *, threshold: float = 0.9, model: str | None = None,
+                 device: str | None = None, max_chars: int = 512, batch_size: int = 128, **_: Any):
+        from mathforge.embed import embed_texts
+
+        self.threshold, self.max_chars, self.batch_size = threshold, max_chars, batch_size
+        self.owners = [(name, r.id) for name, records in sets.items() for r in records]
+        self._embed = lambda texts: embed_texts([t[:max_chars] for t in texts], model,
+                                                batch_size=batch_size, device=device)
+        self.vectors = self._embed([r.problem for records in sets.values() for r in records])
+
+    def neighbours(self, records: Sequence[Record]) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's most similar test problem (index into `owners`) and the cosine similarity."""
+        sims = self._embed([r.problem for r in records]) @ self.vectors.T
+        best = sims.argmax(axis=1) if len(records) else np.zeros(0, dtype=np.int64)
+        return best, sims[np.arange(len(records)), best]
+
+    def match(self, records: Sequence[Record], near: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> list[Match | None]:
+        best, sims = near if near is not None else self.neighbours(records)
+        return [Match(self.name, *self.owners[b], "problem", "problem", similarity=round(float(s), 4))
+                if s >= self.threshold else None for b, s in zip(best.tolist(), sims.tolist(), strict=True)]
+
+
+class LlmMatcher:
+    """An LLM judge on the embedding candidates: rows whose nearest test problem has similarity in
+    [candidate_threshold, threshold) are asked about ("same problem?"); the rest are never sent."""
+
+    name: ClassVar[str] = "llm"
+
+    def __init__(self, sets: dict[str, list[Record]], *, engine: Any = None, candidate_threshold: float = 0.75,
+                 **_: Any):
+        from mathforge.quality.judge import load_template
+
+        if engine is None:
+            raise ValueError("the llm matcher needs an engine (the judge's backend)")
+        self.engine, self.candidate_threshold = engine, candidate_threshold
+        self.problems = [r.problem for records in sets.values() for r in records]
+        self.template, self.version = load_template("decontam_v1.j2")
+
+    def match(self, records: Sequence[Record], near: tuple[np.ndarray, np.ndarray], upper: float,
+              owners: Sequence[tuple[str, str]]) -> list[Match | None]:
+        from mathforge.engine.types import Request, Sampling
+        from mathforge.record import stable_id
+
+        best, sims = near
+        asked = [i for i, s in enumerate(sims.tolist()) if self.candidate_threshold <= s < upper]
+        requests = []
+        for i in asked:
+            prompt = self.template.render(row=records[i].problem, test=self.problems[best[i]])
+            requests.append(Request(key=stable_id(self.version, prompt), messages=[{"role": "user", "content": prompt}],
+                                    sampling=Sampling(temperature=0.0, max_tokens=16)))
+        out: list[Match | None] = [None] * len(records)
+        for i, result in zip(asked, self.engine.run(requests, desc="decontam judge"), strict=True):
+            if result.ok and _VERDICT.search(result.texts[0] or ""):
+                out[i] = Match(self.name, *owners[best[i]], "problem", "problem", similarity=round(float(sims[i]), 4))
+        return out
+
+
+_VERDICT = re.compile(r"^\W*(yes|same)\b", re.I)
+
+MATCHERS: dict[str, type] = {m.name: m for m in (NgramMatcher, MathNgramMatcher, MaskedNgramMatcher,
+                                                  EmbeddingMatcher, LlmMatcher)}
+
+
+def parse_matchers(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """Matcher names from "a,b" or a list, checked against `MATCHERS`."""
+    names = tuple(x.strip() for x in (spec.split(",") if isinstance(spec, str) else spec) if x.strip())
+    unknown = [x for x in names if x not in MATCHERS]
+    if unknown or not names:
+        raise ValueError(f"unknown matcher(s) {', '.join(unknown) or '(none given)'} "
+                         f"(choose from {', '.join(MATCHERS)})")
+    return names
+
+
+# ---------------------------------------------------------------- the filter-shaped whole
+
+
+@dataclass
+class Removals:
+    """What decontamination removed: per matcher, per evaluation set, and test items touched."""
+
+    matchers: tuple[str, ...]
+    sets: dict[str, int]
+    settings: dict[str, Any]
+    by_matcher: Counter = field(default_factory=Counter)
+    by_set: Counter = field(default_factory=Counter)
+    test_items_hit: set[str] = field(default_factory=set)
+
+    def add(self, match: Match) -> None:
+        self.by_matcher[match.matcher] += 1
+        self.by_set[match.set] += 1
+        self.test_items_hit.add(f"{match.set}/{match.test_id}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"matchers": list(self.matchers), "sets": self.sets, **self.settings,
+                "removed_by_matcher": {m: self.by_matcher[m] for m in self.matchers},
+                "removed_by_set": dict(self.by_set), "test_items_hit": len(self.test_items_hit)}
+
+
+class Decontaminator:
+    """All chosen matchers as one filter: `decide_batch(records)` gives per record None (keep) or a
+    reason "contaminated:<matcher>: ..."; `matches(records)` the evidence. Matchers run cheapest
+    first and a row caught by one is not shown to the next (so the embedding model and the judge
+    see only what the n-grams let through); a removal is counted for the matcher that caught it."""
+
+    name = "decontam"
+
+    def __init__(self, sets: dict[str, list[Record]], matchers: Sequence[str] = DEFAULT_MATCHERS, *,
+                 n: int = DEFAULT_N, min_whole: int = MIN_WHOLE, masked_n: int = MASKED_N, threshold: float = 0.9,
+                 candidate_threshold: float = 0.75, model: str | None = None, device: str | None = None,
+                 engine: Any = None, fields: Sequence[str] = FIELDS):
+        self.names = parse_matchers(matchers)
+        opts = dict(n=n, min_whole=min_whole, masked_n=masked_n, threshold=threshold, candidate_threshold=candidate_threshold,
+                    model=model, device=device, engine=engine, fields=fields)
+        self.ngrams = [MATCHERS[x](sets, **opts) for x in self.names if x.endswith("ngram")]
+        wants_llm = "llm" in self.names
+        self.embedding = EmbeddingMatcher(sets, **opts) if "embedding" in self.names or wants_llm else None
+        self.judge = LlmMatcher(sets, **opts) if wants_llm else None
+        self.removals = Removals(self.names, {k: len(v) for k, v in sets.items()},
+                                 {"n": n, "min_whole": min_whole, "masked_n": masked_n, "threshold": threshold if self.embedding else None})
+
+    def matches(self, records: Sequence[Record]) -> list[Match | None]:
+        """The first match per record (None: clean), in the order described above."""
+        out: list[Match | None] = [None] * len(records)
+        for matcher in self.ngrams:
+            self._fill(out, records, matcher.match)
+        if self.embedding is not None:
+            left = [i for i, m in enumerate(out) if m is None]
+            near = self.embedding.neighbours([records[i] for i in left])
+            upper = float("inf")
+            if "embedding" in self.names:
+                upper = self.embedding.threshold
+                for i, m in zip(left, self.embedding.match([records[i] for i in left], near), strict=True):
+                    out[i] = m
+            if self.judge is not None:
+                judged = self.judge.match([records[i] for i in left], near, upper, self.embedding.owners)
+                for i, m in zip(left, judged, strict=True):
+                    out[i] = out[i] or m
+        return out
+
+    @staticmethod
+    def _fill(out: list[Match | None], records: Sequence[Record], match: Any) -> None:
+        left = [i for i, m in enumerate(out) if m is None]
+        for i, m in zip(left, match([records[i] for i in left]), strict=True):
+            out[i] = m
+
+    def decide_batch(self, records: Sequence[Record]) -> list[str | None]:
+        return [m.reason() if m else None for m in self.matches(records)]
+
+    def run(self, records: Iterable[Record], *, stats: FilterStats | None = None, rejects: Any = None,
+            batch_size: int = 1024) -> Iterator[Record]:
+        """Yield the clean records; count the others by matcher in `stats` and `self.removals` and
+        write them to `rejects` with `meta["rejected"]` (the reason) and `meta["decontam"]` (evidence)."""
+        stats = stats if stats is not None else FilterStats(self.name)
+        batch: list[Record] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) >= batch_size:
+                yield from self._apply(batch, stats, rejects)
+                batch = []
+        yield from self._apply(batch, stats, rejects)
+
+    def _apply(self, batch: list[Record], stats: FilterStats, rejects: Any) -> Iterator[Record]:
+        for record, match in zip(batch, self.matches(batch) if batch else [], strict=True):
+            stats.before.add(record)
+            if match is None:
+                stats.kept += 1
+                stats.after.add(record)
+                yield record
+                continue
+            stats.dropped[f"contaminated:{match.matcher}"] += 1
+            self.removals.add(match)
+            if rejects is not None:
+                tagged = annotate(record, "decontam", match.to_dict())
+                rejects.write(annotate(tagged, "rejected", {"filter": self.name, "reason": match.reason()}))
+
+
+def decontaminate_file(data: Path, sets: dict[str, list[Record]], out: Path, *, against: Sequence[str] = (),
+                       batch_size: int = 1024, **opts: Any) -> dict[str, Any]:
+    """`mathforge decontam`: the clean rows to `out`, the removed ones (reason and evidence) and
+    a JSON report with removals per matcher beside it (`<stem>.removed.jsonl`, `<stem>.report.json`).
+    Rows stream through in batches, so memory holds the test sets and one batch, not the data."""
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+    from mathforge.io import AtomicWriter, read_records, write_json
+
+    decontaminator = Decontaminator(sets, **opts)
+    stats = FilterStats(decontaminator.name)
+    stem = out.name.split(".")[0]
+    removed, report = out.with_name(f"{stem}.removed.jsonl"), out.with_name(f"{stem}.report.json")
+    columns = (*Progress.get_default_columns()[:1], TextColumn("{task.completed:,} rows"), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as progress, AtomicWriter(out) as kept, \
+            AtomicWriter(removed) as rejects:
+        task = progress.add_task("decontam", total=None)
+        for record in decontaminator.run(read_records(data), stats=stats, rejects=rejects, batch_size=batch_size):
+            kept.write(record)
+            progress.advance(task)
+    result = {"step": "decontam", "input": str(data), "against": list(against), "filters": [stats.to_dict()],
+              "decontam": decontaminator.removals.to_dict()}
+    write_json(report, result)
+    return result

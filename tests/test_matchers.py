@@ -1,0 +1,178 @@
+"""Decontamination matchers on real rows: GSM8K + MATH test as the evaluation sets, MATH train as data."""
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mathforge.cli import app
+from mathforge.engine import Engine, EngineConfig
+from mathforge.filters import FilterStats
+from mathforge.io import AtomicWriter, read_records, write_records
+from mathforge.quality.decontam import ReferenceIndex, record_texts
+from mathforge.quality.matchers import MIN_WHOLE, Decontaminator, TokenIndex, parse_matchers, tokens
+from mathforge.record import Record
+from mathforge.sources import load
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def test_sets():
+    return {
+        "gsm8k_test": list(load(f"gsm8k:{DATA}/gsm8k/test.jsonl?allow_test=1")),
+        "math_test": list(load(f"math:{DATA}/math/math_test.jsonl?allow_test=1")),
+    }
+
+
+@pytest.fixture(scope="module")
+def math_train():
+    return list(load(f"math:{DATA}/math/math_train.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def ngrams(test_sets):
+    return Decontaminator(test_sets, ["ngram", "math-ngram", "masked-ngram"])
+
+
+def _row(problem: str, solution: str = "", rid: str = "r") -> Record:
+    return Record(id=rid, source="t", problem=problem, solution=solution)
+
+
+@pytest.mark.parametrize("text, mode, expected", [
+    (r"$x + 1 \neq 0,$ we divide", "words", ["x", "1", "neq", "0", "we", "divide"]),
+    (r"$x + 1 \neq 0,$ we divide", "math", ["x", "+", "1", "neq", "0", "we", "divide"]),
+    (r"$x + 12 \neq 0,$ we divide", "masked", ["x", "+", "#", "neq", "#", "we", "divide"]),
+    (r"$2x-3 \le y$ & $a<=b$ -- c", "math", ["2x", "-", "3", "le", "y", "&", "a", "<", "=", "b", "--", "c"]),
+    (r"\dfrac{1}{2}\quad \left( a \right) | A", "math", ["frac", "1", "2", "a", "|", "a"]),
+    ("What is\xa0it? café 3·4", "math", ["what", "is", "it", "café", "3·4"]),
+    ("12x [asy]draw((0,0)--(1,1));[/asy] done", "masked", ["#", "x", "done"]),
+    ("", "math", []),
+])
+def test_tokens_and_the_compiled_kernel_read_the_same(text, mode, expected):
+    assert tokens(text, mode) == expected
+    # one document per token text, read by the kernel as 1-grams: the same hashes as the raw text
+    index = TokenIndex({}, mode, n=1, min_whole=1)
+    raw = index._run([text], build=True)[0].tolist()
+    assert raw == index._run([" ".join(t.replace("#", "7") for t in expected)], build=True)[0].tolist()
+
+
+def test_ngram_matcher_finds_every_reference_hit_and_short_test_problems_whole(test_sets, math_train, ngrams):
+    rows = math_train[:1500]
+    reference = ReferenceIndex(test_sets, n=30)
+    slow = [reference.first_hit(record_texts(r)) for r in rows]
+    fast = ngrams.ngrams[0].match(rows)
+    assert all(f is not None for s, f in zip(slow, fast, strict=True) if s)
+    extra = [f for s, f in zip(slow, fast, strict=True) if f and not s]
+    assert all(len(f.span.split()) < 30 for f in extra)  # only short test texts matched whole
+    assert sum(s is not None for s in slow) > 30
+
+
+def test_short_test_problems_are_caught_whole_tiny_ones_only_as_the_whole_field(test_sets, ngrams):
+    short = [r for r in test_sets["math_test"] if MIN_WHOLE <= len(tokens(r.problem)) < 20][:50]
+    tiny = [r for r in test_sets["math_test"] if 3 <= len(tokens(r.problem)) < MIN_WHOLE][:20]
+    math = ngrams.ngrams[1]
+    assert all(math.match([_row(r.problem)]) for r in short + tiny)
+    quoted = [_row("First we note this. " + r.problem + " Then we go on with something else.") for r in short]
+    assert all(m and m.matcher == "math-ngram" and m.test_field == "problem" for m in math.match(quoted))
+    inside = [_row("First we note this. " + r.problem + " Then we go on.") for r in tiny]
+    assert not any(math.match(inside))  # "Compute $\dbinom{8}{4}$." inside a text is no evidence
+
+
+def test_latex_heavy_span_is_caught_by_math_ngram_not_by_words(test_sets, math_train, ngrams):
+    rng = random.Random(5)
+    donors = [r.solution for r in test_sets["math_test"]
+              if len(tokens(r.solution, "words")) < 30 <= len(tokens(r.solution, "math"))]
+    assert len(donors) > 10
+    rows = [_row(h.problem, h.solution + " " + d) for h, d in zip(rng.sample(math_train[:300], 10), donors, strict=False)]
+    found = [ngrams.ngrams[1].match([r])[0] for r in rows]
+    assert all(m is not None and m.field == "solution" for m in found)
+    assert not any(ngrams.ngrams[0].match(rows))
+
+
+def test_number_swapped_problem_is_caught_only_by_masked_ngram(test_sets, ngrams):
+    test = test_sets["gsm8k_test"][3]
+    swapped = "".join(str((int(c) + 3) % 10) if c.isdigit() else c for c in test.problem)
+    row = _row(swapped, "We compute it.")
+    words, math, masked = (m.match([row])[0] for m in ngrams.ngrams)
+    assert words is None and math is None
+    assert masked.test_id == test.id and masked.matcher == "masked-ngram" and "#" in masked.span
+    # a masked match needs the whole problem (or 50 tokens of it): one sentence of it is not enough
+    first = test.problem.split(".")[0] + "."
+    assert ngrams.ngrams[2].match([_row(first + " And then something else entirely happens here.")]) == [None]
+
+
+def test_decontaminator_run_counts_per_matcher_and_keeps_evidence(tmp_path, test_sets, math_train, ngrams):
+    test = test_sets["math_test"][10]
+    sibling = next(r for r in test_sets["math_test"] if 10 < len(tokens(r.problem)) < 25 and "7" in r.problem)
+    planted = [_row(test.problem, "x", "leak1"), _row(sibling.problem.replace("7", "8"), "y", "leak2")]
+    rows = [*math_train[:300], *planted]
+    stats = FilterStats("decontam")
+    with AtomicWriter(tmp_path / "removed.jsonl") as rejects:
+        kept = list(ngrams.run(rows, stats=stats, rejects=rejects, batch_size=64))
+    removed = list(read_records(tmp_path / "removed.jsonl"))
+    assert len(kept) + len(removed) == len(rows) and {"leak1", "leak2"} <= {r.id for r in removed}
+    by = {r.id: r.meta for r in removed}
+    assert by["leak1"]["rejected"]["reason"].startswith("contaminated:ngram: problem matches math_test/")
+    assert by["leak2"]["decontam"]["matcher"] == "masked-ngram"
+    assert by["leak2"]["decontam"]["test_id"] == sibling.id
+    report = ngrams.removals.to_dict()
+    assert sum(report["removed_by_matcher"].values()) == len(removed) == stats.to_dict()["dropped"]
+    assert report["removed_by_matcher"]["masked-ngram"] >= 1
+    assert set(stats.dropped) <= {"contaminated:ngram", "contaminated:math-ngram", "contaminated:masked-ngram"}
+
+
+def test_unknown_matcher_is_a_clear_error():
+    assert parse_matchers("math-ngram, masked-ngram") == ("math-ngram", "masked-ngram")
+    with pytest.raises(ValueError, match="unknown matcher.*bigram.*choose from ngram"):
+        parse_matchers("math-ngram,bigram")
+
+
+@pytest.fixture(scope="module")
+def small_sets(test_sets):
+    return {"gsm8k_test": test_sets["gsm8k_test"][:100], "math_test": test_sets["math_test"][:200]}
+
+
+def test_embedding_catches_paraphrases_and_leaves_other_problems(small_sets, math_train):
+    dc = Decontaminator(small_sets, ["math-ngram", "embedding"], threshold=0.85)
+    tests = small_sets["gsm8k_test"][:20]
+    paraphrased = [_row(t.problem.replace("How many", "What number of").replace(".", ";").lower(), "", f"p{i}")
+                   for i, t in enumerate(tests)]
+    found = dc.matches(paraphrased + math_train[:40])
+    caught = [m for m in found[:20] if m]
+    assert len(caught) >= 16 and all(m.matcher == "embedding" and m.similarity >= 0.85 for m in caught)
+    assert all(m.test_id == t.id for m, t in zip(found[:20], tests, strict=True) if m)
+    assert sum(m is not None for m in found[20:]) <= 2
+
+
+def test_llm_judges_only_the_embedding_candidates_on_real_smollm2(small_sets, math_train):
+    with Engine(EngineConfig(backend="llama", progress=False)) as engine:
+        dc = Decontaminator(small_sets, ["llm"], engine=engine, candidate_threshold=0.5)
+        rows = [_row(small_sets["gsm8k_test"][0].problem.upper(), "", "near"), *math_train[:30]]
+        near = dc.embedding.neighbours(rows)
+        found = dc.matches(rows)
+        asked = int(np.sum(near[1] >= 0.5))
+        assert 1 <= asked < len(rows) and engine.stats()["requests"] == asked
+    assert all(m is None or (m.matcher == "llm" and m.similarity >= 0.5) for m in found)
+    assert all(m is None for m, s in zip(found, near[1].tolist(), strict=True) if s < 0.5)
+
+
+def test_decontam_cli_uses_the_default_matchers_and_reports_per_matcher(tmp_path, test_sets, math_train):
+    test_file = tmp_path / "math_test.jsonl"
+    write_records(test_file, test_sets["math_test"][:300])
+    short = next(r for r in test_sets["math_test"][:300] if len(r.problem.split()) < 12)
+    write_records(tmp_path / "in.jsonl", [*math_train[:100], _row(short.problem, "s", "leak")])
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["decontam", str(tmp_path / "in.jsonl"), "--against",
+                                      f"math:{test_file}?name=math_test", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out.report.json").read_text())
+    assert report["decontam"]["matchers"] == ["math-ngram", "masked-ngram"]
+    assert report["decontam"]["removed_by_matcher"]["math-ngram"] >= 1
+    assert "leak" in {r.id for r in read_records(tmp_path / "out.removed.jsonl")}
+    bad = CliRunner().invoke(app, ["decontam", str(tmp_path / "in.jsonl"), "--against", f"math:{test_file}",
+                                   "--matchers", "nope", "--out", str(out)])
+    assert bad.exit_code == 1 and "unknown matcher" in bad.output

@@ -13,6 +13,7 @@ import time
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -23,8 +24,9 @@ from mathforge.prompt import format_prompt
 from mathforge.record import Record
 from mathforge.sources import load
 from mathforge.train.config import StageConfig, StudentConfig, TrainConfig
-from mathforge.train.data import IGNORE, NoTrainableLabels, check_trainable, encode, pad_collate, tokenize
-from mathforge.train.packing import pack, packed_collate
+from mathforge.train.data import IGNORE, NoTrainableLabels, check_trainable, pad_collate
+from mathforge.train.packing import packed_collate
+from mathforge.train.prepare import Prepared, SFTRows, pack_lengths, prepare
 from mathforge.train.students import train_tokenizer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -53,15 +55,22 @@ def tiny_model(tokenizer):
     return LlamaForCausalLM(config).eval()
 
 
+def prepared_rows(records, tokenizer, root: Path, *, packing=False, max_length=2048, **kw) -> tuple[Prepared, SFTRows]:
+    data = root / f"data-{len(list(root.glob('data-*')))}.jsonl"
+    write_records(data, records)
+    prepared = prepare(str(data), tokenizer, style="alpaca", max_length=max_length, packing=packing, root=root / "tok", **kw)
+    return prepared, SFTRows(prepared.path)
+
+
 @pytest.mark.parametrize("spec", [MATH_TRAIN, GSM8K_TRAIN])
-def test_labels_are_masked_exactly_on_prompt_and_padding(spec, tokenizer):
+def test_labels_are_masked_exactly_on_prompt_and_padding(spec, tokenizer, tmp_path):
     records = real(spec, 8)
-    samples = [encode(r, tokenizer) for r in records]
-    batch = pad_collate([{"input_ids": s.input_ids, "labels": s.labels} for s in samples], tokenizer.pad_token_id)
+    _, rows = prepared_rows(records, tokenizer, tmp_path)
+    batch = pad_collate([rows[i] for i in range(len(rows))], tokenizer.pad_token_id)
     for i, record in enumerate(records):
         # The prompt length is measured independently, from the evaluation prompt alone.
         n_prompt = len(tokenizer(format_prompt(record.problem))["input_ids"])
-        n = len(samples[i])
+        n = len(rows[i]["input_ids"])
         expected = torch.zeros(batch["labels"].shape[1], dtype=torch.bool)
         expected[:n_prompt] = True
         expected[n:] = True
@@ -79,52 +88,75 @@ def test_batch_without_trainable_labels_fails_loudly():
         check_trainable(torch.full((2, 5), IGNORE))
 
 
-def test_tokenize_drops_and_counts_unusable_records(tokenizer):
+def test_prepare_drops_and_counts_unusable_records(tokenizer, tmp_path):
     good = real(MATH_TRAIN, 3)
     no_solution = Record(id="x1", source="t", problem="What is 1+1?")
     no_answer = Record(id="x2", source="t", problem="What is 1+1?", solution="It is two.")
     with_line = Record(id="x3", source="t", problem="What is 1+1?", solution="1+1=2.\nThe answer is 2")
-    samples, stats = tokenize([*good, no_solution, no_answer, with_line], tokenizer, "alpaca", max_length=2048)
-    assert [s.id for s in samples] == [r.id for r in good] + ["x3"]
-    assert stats.dropped == {"no_target": 2} and stats.examples["no_target"] == ["x1", "x2"]
-    assert tokenizer.decode(samples[-1].input_ids).count("The answer is 2") == 1  # the line is not doubled
-    _, short = tokenize(good, tokenizer, "alpaca", max_length=16)
-    assert short.dropped == {"too_long": 3}
+    prepared, rows = prepared_rows([*good, no_solution, no_answer, with_line], tokenizer, tmp_path)
+    kept = list(rows.samples.select(rows.members.tolist())["id"])
+    assert kept == [r.id for r in good] + ["x3"] and prepared.samples == 4
+    assert prepared.dropped == {"no_target": 2} and prepared.dropped_examples["no_target"] == ["x1", "x2"]
+    assert tokenizer.decode(rows[3]["input_ids"]).count("The answer is 2") == 1  # the line is not doubled
+    short, _ = prepared_rows(good, tokenizer, tmp_path, max_length=16)
+    assert short.dropped == {"too_long": 3} and short.samples == 0
 
 
-def test_pack_places_every_sample_once_within_max_length(tokenizer):
-    samples, _ = tokenize(real(GSM8K_TRAIN, 60), tokenizer, "alpaca", max_length=2048)
-    rows = pack(samples, 2048)
-    total = sum(len(s) for s in samples)
-    assert sum(len(r["input_ids"]) for r in rows) == total
-    assert len(rows) <= math.ceil(1.25 * total / 2048) + 1  # best-fit decreasing is within 11/9 OPT + 1
-    for row in rows:
-        assert len(row["input_ids"]) <= 2048
-        starts = [i for i, p in enumerate(row["position_ids"]) if p == 0]
-        assert all(row["labels"][i] == IGNORE for i in starts)  # no sample learns the next one's start
+def test_prepare_reuses_by_fingerprint_and_rebuilds_on_change(tokenizer, tmp_path, monkeypatch):
+    import mathforge.train.prepare as prep
+
+    records = real(GSM8K_TRAIN, 40)
+    first, rows = prepared_rows(records, tokenizer, tmp_path, num_proc=1)
+    data = str(tmp_path / "data-0.jsonl")
+    again = prepare(data, tokenizer, style="alpaca", max_length=2048, packing=False, root=tmp_path / "tok")
+    assert again.cached and again.path == first.path and not first.cached
+    other = prepare(data, tokenizer, style="alpaca", max_length=1024, packing=False, root=tmp_path / "tok")
+    assert not other.cached and other.path != first.path
+    # Two workers dealt blocks of 7 records (fork keeps the patched block size) hold the same samples.
+    monkeypatch.setattr(prep, "BLOCK", 7)
+    write_records(data, records)  # rewritten: a new mtime is new data
+    split = prepare(data, tokenizer, style="alpaca", max_length=2048, packing=False, root=tmp_path / "tok", num_proc=2)
+    two = SFTRows(split.path)
+    assert not split.cached and split.path != first.path and len(two.samples.cache_files) == 2
+    by_id = {two.samples[i]["id"]: two.samples[i]["input_ids"].tolist() for i in range(len(two.samples))}
+    assert len(by_id) == 40
+    assert all(by_id[rows.samples[i]["id"]] == rows.samples[i]["input_ids"].tolist() for i in range(40))
+
+
+def test_pack_places_every_sample_once_within_max_length(tokenizer, tmp_path):
+    prepared, rows = prepared_rows(real(GSM8K_TRAIN, 60), tokenizer, tmp_path, packing=True)
+    lengths = np.array(list(rows.samples["length"]))
+    assert sorted(rows.members.tolist()) == list(range(60)) and prepared.rows == len(rows)
+    assert len(rows) <= math.ceil(1.25 * lengths.sum() / 2048) + 1  # best-fit decreasing is within 11/9 OPT + 1
+    for i in range(len(rows)):
+        row = rows[i]
+        assert len(row["input_ids"]) <= 2048 and len(row["labels"]) == len(row["input_ids"])
+        starts = [j for j, p in enumerate(row["position_ids"]) if p == 0]
+        assert all(row["labels"][j] == IGNORE for j in starts)  # no sample learns the next one's start
+    members, offsets = pack_lengths(np.array([5, 9, 3, 7, 1]), 10)
+    assert [sorted(members[a:b].tolist()) for a, b in zip(offsets[:-1], offsets[1:], strict=True)] == [[1, 4], [2, 3], [0]]
     with pytest.raises(ValueError, match="more than max_length"):
-        pack(samples, 8)
+        pack_lengths(lengths, 8)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_packed_samples_do_not_attend_to_each_other(attn, tokenizer, tiny_model):
+def test_packed_samples_do_not_attend_to_each_other(attn, tokenizer, tiny_model, tmp_path):
     tiny_model.config._attn_implementation = attn
-    samples, _ = tokenize(real(MATH_TRAIN, 5), tokenizer, "alpaca", max_length=1024)
-    rows = pack(samples, 1024)
-    batch = packed_collate(rows, tokenizer.pad_token_id)
+    prepared, rows = prepared_rows(real(MATH_TRAIN, 5), tokenizer, tmp_path, packing=True, max_length=1024)
+    packed_rows = [rows[i] for i in range(len(rows))]
+    batch = packed_collate(packed_rows, tokenizer.pad_token_id)
     assert batch["input_ids"].shape[0] >= 2 and "attention_mask" not in batch
     with torch.no_grad():
         # use_cache=False as in training: with a KV cache transformers does not look for packed rows.
         packed = tiny_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-        by_id = {s.id: s for s in samples}
-        for r, row in enumerate(rows):
+        for r, row in enumerate(packed_rows):
             offset = 0
             for start_len in _segments(row["position_ids"]):
                 ids = torch.as_tensor(row["input_ids"][offset : offset + start_len]).long()
                 alone = tiny_model(input_ids=ids[None]).logits[0]
                 assert torch.allclose(packed[r, offset : offset + start_len], alone, atol=1e-4)
                 offset += start_len
-        assert len(by_id) == sum(len(_segments(row["position_ids"])) for row in rows)
+        assert prepared.samples == sum(len(_segments(row["position_ids"])) for row in packed_rows)
 
 
 def _segments(position_ids) -> list[int]:

@@ -182,11 +182,11 @@ def train(
 
     from mathforge.config import ConfigError, load_config
     from mathforge.train.config import TrainConfig
+    from mathforge.train.launch import die_with_launcher, launch
 
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from mathforge.train.launch import launch
-
-        raise typer.Exit(launch(recipe, out, overrides or [], nproc, prepare_only=prepare_only, as_json=as_json))
+        launch(recipe, out, overrides or [], nproc, prepare_only=prepare_only, as_json=as_json)
+    die_with_launcher()
     from mathforge.train.sft import prepare_stages
     from mathforge.train.sft import train as run_training
 

@@ -227,36 +227,54 @@ def test_lora_stage_saves_merged_plain_weights(stage_files, tmp_path):
     AutoModelForCausalLM.from_pretrained(model_dir)
 
 
-def test_resume_after_sigkill_continues_from_checkpoint(stage_files, tmp_path):
-    stage = {"name": "normal", "dataset": str(stage_files / "normal.jsonl"), "epochs": 3, "lr": 1e-3,
-             "max_samples": 64}
+def _losses(out: Path) -> dict[int, dict]:
+    """The last logged row of every step (a resumed run logs the steps after its checkpoint again)."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if "loss" in r}
+
+
+def test_two_processes_shard_batches_match_one_and_resume_after_sigkill(stage_files, tmp_path):
+    from mathforge.train.sft import train
+
+    stage = {"name": "normal", "dataset": str(stage_files / "normal.jsonl"), "epochs": 3, "lr": 1e-3}
+    cfg = {"stages": [stage], "max_length": 512, "global_batch": 4, "micro_batch": 2, "max_steps": 12,
+           "save_steps": 3, "logging_steps": 1, "precision": "fp32",
+           "student": {"vocab_size": 512, "hidden_size": 32, "intermediate_size": 64, "num_layers": 2}}
     recipe = tmp_path / "recipe.yaml"
-    cfg = {"stages": [stage], "max_length": 768, "global_batch": 4, "micro_batch": 4, "max_steps": 18,
-           "save_steps": 3, "logging_steps": 1,
-           "student": {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_layers": 2}}
     recipe.write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "mathforge.cli", "train", str(recipe), "--out", str(out)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train(load_config(TrainConfig, recipe), tmp_path / "one")  # 1 process: 2 micro-batches accumulated a step
+    out = tmp_path / "two"
+    command = [sys.executable, "-m", "mathforge.cli", "train", str(recipe), "--out", str(out), "--nproc", "2"]
+    # Its own session: the SIGKILL reaches the launcher and both ranks, as a scheduler killing the job would.
+    first_log = open(tmp_path / "first.log", "w")
+    job = subprocess.Popen(command, stdout=first_log, stderr=subprocess.STDOUT, start_new_session=True)
     checkpoints = out / "sft" / "normal" / "checkpoints"
-    deadline = time.time() + 120
+    deadline = time.time() + 150
     while time.time() < deadline and not list(checkpoints.glob("checkpoint-*/trainer_state.json")):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+        time.sleep(0.1)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    first_log.close()
     assert not (out / "model").exists(), "training finished before the kill: make it longer"
-    saved = max(int(p.parent.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*/trainer_state.json"))
-    first_session = len((out / "metrics.jsonl").read_text().splitlines())
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert list(checkpoints.glob("checkpoint-*")), (tmp_path / "first.log").read_text()[-3000:]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     stats = json.loads((out / "stats" / "sft-normal.json").read_text())
-    assert stats["resumed_from"] is not None and stats["steps"] == 18
     resumed_at = int(Path(stats["resumed_from"]).name.split("-")[1])
-    assert resumed_at >= saved
-    second = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()[first_session:]]
-    logged = [r["step"] for r in second if "loss" in r]
-    assert logged[0] == resumed_at + 1 and logged[-1] == 18  # continued, not restarted from step 1
+    assert stats["steps"] == 12 and resumed_at >= 3
+    one, two = _losses(tmp_path / "one"), _losses(out)
+    assert sorted(two) == list(range(1, 13))
+    for step in range(1, 11):  # the same global batches in the same order, before and after the kill
+        assert two[step]["loss"] == pytest.approx(one[step]["loss"], rel=1e-3), step
+        # each rank trained on its own half of the step's global batch, and only on it
+        assert len(two[step]["tokens_by_rank"]) == 2 and min(two[step]["tokens_by_rank"]) > 0
+        assert sum(two[step]["tokens_by_rank"]) == one[step]["tokens"] == two[step]["tokens"]
+    assert abs(two[12]["loss"] - one[12]["loss"]) < 0.05
+    # Only rank 0 writes: one metrics row per step and session, and each log line once.
+    second = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in second if "loss" in r][-(12 - resumed_at):] == list(range(resumed_at + 1, 13))
+    log = (out / "logs" / "run.log").read_text().splitlines()
+    assert len([line for line in log if "samples" in line]) == 2  # one per session, not one per rank
     assert (out / "model" / "model.safetensors").exists()
 
 

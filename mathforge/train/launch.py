@@ -4,13 +4,21 @@ torchrun sets RANK/WORLD_SIZE/MASTER_* for each child; accelerate's PartialState
 process group (gloo on CPU, nccl on GPUs), the Trainer shards every global batch across ranks, and
 only rank 0 writes. `--standalone` picks a free rendezvous port, so parallel runs do not collide.
 The equivalent accelerate line: `accelerate launch --cpu --num_processes N -m mathforge.cli train ...`.
+
+torchrun starts every rank in a session of its own, so a SIGKILL of the job (the launcher) would
+leave the ranks training and writing on their own, racing the rerun that resumes the run. Each rank
+therefore asks the kernel to kill it when its launcher dies (`die_with_launcher`).
 """
 
 from __future__ import annotations
 
-import subprocess
+import ctypes
+import os
+import signal
 import sys
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def launch_command(recipe: Path, out: Path, overrides: list[str], nproc: int, *, prepare_only: bool = False,
@@ -22,7 +30,17 @@ def launch_command(recipe: Path, out: Path, overrides: list[str], nproc: int, *,
 
 
 def launch(recipe: Path, out: Path, overrides: list[str], nproc: int, *, prepare_only: bool = False,
-           as_json: bool = False) -> int:
-    """Run the N-process job to completion; returns its exit code (non-zero when any rank failed)."""
+           as_json: bool = False) -> None:
+    """Become the N-process job: this process turns into torchrun (same pid), so killing it kills the job."""
     command = launch_command(recipe, out, overrides, nproc, prepare_only=prepare_only, as_json=as_json)
-    return subprocess.run(command, check=False).returncode
+    sys.stdout.flush()
+    os.execv(command[0], command)
+
+
+def die_with_launcher() -> None:
+    """Under a launcher (LOCAL_RANK set), get SIGKILLed when it dies; a no-op elsewhere or off Linux."""
+    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the launcher died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -218,6 +218,9 @@ def training_args(cfg: TrainConfig, stage: StageConfig, output_dir: Path) -> Tra
         logging_first_step=True,
         report_to=list(cfg.report_to) or "none",
         remove_unused_columns=False,
+        # N ranks would pad an epoch's last partial batch with repeated rows; dropping it instead keeps
+        # an N-process run step for step the same as a 1-process one (a reshuffled epoch loses < 1 batch).
+        dataloader_drop_last=True,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=not process_state().is_main_process,
     )

@@ -327,3 +327,40 @@ def test_smollm2_converts_once_with_the_gguf_weights(tmp_path):
         logits = AutoModelForCausalLM.from_pretrained(path)(ids).logits
     assert logits.shape == (1, ids.shape[1], len(tokenizer)) and torch.isfinite(logits).all()
     assert smollm2_checkpoint(tmp_path / "smollm2") == path  # converted once: the second call only finds it
+
+
+def test_trl_sft_trainer_trains_on_an_export_with_completion_only_loss(tokenizer, tmp_path):
+    from datasets import load_dataset
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from mathforge.quality.export import export
+
+    records = real(GSM8K_TRAIN, 24)
+    export(records, tmp_path / "export")
+    data = load_dataset(str(tmp_path / "export"), split="train")
+    assert {"prompt", "completion", "messages", "seed_id", "method"} <= set(data.column_names) and len(data) == 24
+    # The export's texts are the ones our recipe trains on: same tokens as the prepared set, less EOS.
+    _, rows = prepared_rows(records, tokenizer, tmp_path)
+    for i in (0, 23):
+        ours = rows[i]["input_ids"].tolist()
+        theirs = tokenizer(data[i]["prompt"])["input_ids"] + tokenizer(data[i]["completion"], add_special_tokens=False)["input_ids"]
+        assert theirs + [tokenizer.eos_token_id] == ours
+        assert data[i]["messages"][1] == {"role": "assistant", "content": data[i]["completion"].strip()}
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                         max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = SFTConfig(output_dir=str(tmp_path / "trl"), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3,
+                     completion_only_loss=True, max_length=1024, logging_steps=1, save_strategy="no", report_to="none",
+                     use_cpu=True, dataloader_pin_memory=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data.select_columns(["prompt", "completion"]),
+                         processing_class=tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    n_prompt = len(tokenizer(data[0]["prompt"])["input_ids"])
+    assert (batch["labels"][0, :n_prompt] == IGNORE).all() and (batch["labels"][0, n_prompt:] != IGNORE).any()
+    trainer.train()
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())

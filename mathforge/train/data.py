@@ -9,14 +9,15 @@ this module reads the records and batches tokenised rows.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from mathforge.answers import answer_line
 from mathforge.io import read_records
-from mathforge.prompt import format_response
+from mathforge.prompt import PromptStyle, format_prompt, format_response
 from mathforge.record import Record
+
+if TYPE_CHECKING:  # torch is imported where batches are built: exports and `prepare` never need it
+    import torch
 
 IGNORE = -100  # the label id cross-entropy skips
 
@@ -35,6 +36,12 @@ def load_records(spec: str, max_samples: int | None = None) -> Iterator[Record]:
         if max_samples is not None and i >= max_samples:
             return
         yield record
+
+
+def sft_texts(record: Record, style: PromptStyle = "alpaca", tokenizer: Any = None) -> tuple[str, str] | None:
+    """(prompt, completion): exactly the texts a stage trains on, or None when the record has no target."""
+    target = response_text(record)
+    return None if target is None else (format_prompt(record.problem, style=style, tokenizer=tokenizer), target)
 
 
 def response_text(record: Record) -> str | None:
@@ -57,6 +64,8 @@ def eos_id(tokenizer: Any) -> int:
 
 def pad_collate(batch: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch of samples; padding gets label -100 and attention 0."""
+    import torch
+
     width = max(len(row["input_ids"]) for row in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from mathforge.io import dataset_files, write_json
-from mathforge.prompt import PromptStyle, format_prompt
-from mathforge.train.data import IGNORE, eos_id, load_records, response_text
+from mathforge.prompt import PromptStyle
+from mathforge.train.data import IGNORE, eos_id, load_records, sft_texts
 
 FORMAT = 1  # bump when the stored layout or the tokenisation changes: older folders then miss the cache
 BLOCK = 1000  # records per batched tokenizer call, and the unit of work dealt round-robin to the workers
@@ -146,16 +146,15 @@ def encode_block(records: list, tokenizer: Any, style: PromptStyle, max_length: 
     the token sequence it is given at evaluation. Over-long samples are dropped, not truncated: a cut
     target loses its answer line and EOS and would teach the model to ramble (the paper filters at 2048).
     """
-    targets = [response_text(r) for r in records]
-    usable = [(r, t) for r, t in zip(records, targets, strict=True) if t is not None]
-    prompts = [format_prompt(r.problem, style=style, tokenizer=tokenizer) for r, _ in usable]
+    texts = [sft_texts(r, style, tokenizer) for r in records]
+    usable = [t for t in texts if t is not None]
     # A chat template already carries its special tokens; adding BOS again would double it.
-    prompt_ids = tokenizer(prompts, add_special_tokens=style != "chat")["input_ids"] if usable else []
-    target_ids = tokenizer([t for _, t in usable], add_special_tokens=False)["input_ids"] if usable else []
+    prompt_ids = tokenizer([p for p, _ in usable], add_special_tokens=style != "chat")["input_ids"] if usable else []
+    target_ids = tokenizer([c for _, c in usable], add_special_tokens=False)["input_ids"] if usable else []
     eos = eos_id(tokenizer)
     encoded = iter(zip(prompt_ids, target_ids, strict=True))
-    for record, target in zip(records, targets, strict=True):
-        if target is None:
+    for record, pair in zip(records, texts, strict=True):
+        if pair is None:
             yield {"id": record.id, "input_ids": [], "prompt_len": 0, "length": 0, "drop": "no_target"}
             continue
         prompt, response = next(encoded)

@@ -254,6 +254,8 @@ class StageTrainer(Trainer):
             logs["tokens"] = tokens
             logs["tokens_by_rank"] = by_rank
             logs["tokens_per_s"] = round(tokens / max(now - self._since, 1e-9), 1)
+            if torch.cuda.is_available():
+                logs["gpu_mem_peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
             self._tokens.zero_()
             self._since = now
         super().log(logs, start_time)

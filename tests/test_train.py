@@ -364,3 +364,24 @@ def test_trl_sft_trainer_trains_on_an_export_with_completion_only_loss(tokenizer
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_prepare_only_prints_json_reuses_the_set_and_names_a_bad_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from mathforge.cli import app
+
+    write_records(tmp_path / "data.jsonl", real(GSM8K_TRAIN, 30))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"stages": [{"name": "s", "dataset": str(tmp_path / "data.jsonl")}],
+                                      "max_length": 512, "num_proc": 2, "student": {"vocab_size": 512}}))
+    command = ["train", str(recipe), "--out", str(tmp_path / "run"), "--prepare-only", "--json"]
+    first, again = (json.loads(CliRunner().invoke(app, command).stdout) for _ in range(2))
+    assert first["samples"] + sum(first["stages"]["s"]["dropped"].values()) == 30 and not first["cached"]
+    assert first["tokens"] > first["samples"] * 50
+    assert again["cached"] and again["path"] == first["path"] and Path(first["path"]).is_relative_to(tmp_path / "run")
+    assert not (tmp_path / "run" / "sft").exists()  # prepared, not trained
+    lines = (tmp_path / "data.jsonl").read_text().splitlines()
+    (tmp_path / "data.jsonl").write_text("\n".join(lines[:7] + ["{not json"] + lines[7:]) + "\n")
+    bad = CliRunner().invoke(app, command)
+    assert bad.exit_code == 1 and "data.jsonl:8" in bad.output and "Traceback" not in bad.output

@@ -32,12 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from mathforge.io import dataset_files, write_json
+from mathforge.io import DataError, dataset_files, write_json
 from mathforge.prompt import PromptStyle
 from mathforge.train.data import IGNORE, eos_id, load_records, sft_texts
 
 FORMAT = 1  # bump when the stored layout or the tokenisation changes: older folders then miss the cache
 BLOCK = 1000  # records per batched tokenizer call, and the unit of work dealt round-robin to the workers
+BAD_INPUT = "bad_input"  # the drop reason of the row that carries a worker's DataError
 
 
 @dataclass(frozen=True)
@@ -130,12 +131,18 @@ def _encode_part(part: list[int], parts: int, spec: str, max_samples: int | None
                  style: PromptStyle, max_length: int) -> Iterator[dict[str, Any]]:
     """Rows of worker `part[0]`: every `parts`-th block of BLOCK records, each block tokenised in one call."""
     block: list = []
-    for i, record in enumerate(load_records(spec, max_samples)):
-        if (i // BLOCK) % parts == part[0]:
-            block.append(record)
-            if len(block) == BLOCK:
-                yield from encode_block(block, tokenizer, style, max_length)
-                block = []
+    try:
+        for i, record in enumerate(load_records(spec, max_samples)):
+            if (i // BLOCK) % parts == part[0]:
+                block.append(record)
+                if len(block) == BLOCK:
+                    yield from encode_block(block, tokenizer, style, max_length)
+                    block = []
+    except DataError as e:
+        # Raised in a pool worker, the error would reach the parent only as a formatted traceback:
+        # it travels as a row instead, and `_plan` raises it with its file:line message intact.
+        yield {"id": str(e), "input_ids": [], "prompt_len": 0, "length": 0, "drop": BAD_INPUT}
+        return
     yield from encode_block(block, tokenizer, style, max_length)
 
 
@@ -173,6 +180,8 @@ def _plan(samples: Any, folder: Path, max_length: int) -> dict[str, Any]:
     """
     table = samples.data
     drops = table.column("drop").to_pylist()
+    if BAD_INPUT in drops:
+        raise DataError(table.column("id")[drops.index(BAD_INPUT)].as_py())
     kept = np.flatnonzero(np.array([d is None for d in drops]))
     lengths = table.column("length").to_numpy()[kept]
     prompt_lens = table.column("prompt_len").to_numpy()[kept]
@@ -243,6 +252,7 @@ class SFTRows:
         stats = json.loads((path / "prepared.json").read_text(encoding="utf-8"))
         files, self.packed = stats["files"], stats["packed"]
         self.samples = concatenate_datasets([Dataset.from_file(str(path / f)) for f in files]).with_format("numpy")
+        self._tokens = self.samples.select_columns(["input_ids", "prompt_len"])
         self.members = np.load(path / "members.npy", mmap_mode="r")
         self.offsets = np.load(path / "offsets.npy", mmap_mode="r")
 
@@ -251,7 +261,7 @@ class SFTRows:
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         indices = self.members[self.offsets[i]:self.offsets[i + 1]].tolist()
-        rows = self.samples.select_columns(["input_ids", "prompt_len"])[indices]
+        rows = self._tokens[indices]
         ids = [np.asarray(x, np.int64) for x in rows["input_ids"]]
         labels = [_labels(x, int(p)) for x, p in zip(ids, rows["prompt_len"], strict=True)]
         if not self.packed:

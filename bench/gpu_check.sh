@@ -4,7 +4,8 @@
 # on a GSM8K test subset; prints tokens/s, peak GPU memory, loss and accuracy. Budget: 8 minutes.
 #
 #   bash bench/gpu_check.sh [STEPS]        # default 40 steps per model
-#   GPU_CHECK_ON_CPU=1 GPU_CHECK_MODELS=tiny EVAL_LIMIT=4 bash bench/gpu_check.sh 2   # rehearse the script on a CPU
+#   GPU_CHECK_ON_CPU=1 GPU_CHECK_MODELS=tiny EVAL_LIMIT=2 \
+#     GPU_CHECK_OVERRIDES="micro_batch=1 global_batch=1 max_length=512" bash bench/gpu_check.sh 2   # rehearse on a CPU
 #
 # Without a CUDA device it prints one SKIP line and exits 0. Made for an offline CUDA machine whose
 # Python has torch, transformers, accelerate and peft: datasets, trl and math-verify come as wheels
@@ -46,8 +47,8 @@ max_steps: $STEPS
 EOF
 SMOL="student.vocab_size=49152 student.hidden_size=576 student.intermediate_size=1536 student.num_layers=30 student.num_heads=9 student.num_kv_heads=3"
 for model in ${GPU_CHECK_MODELS:-tiny smollm2-shape}; do
-  overrides=""
-  [ "$model" = smollm2-shape ] && overrides="$SMOL"
+  overrides="${GPU_CHECK_OVERRIDES:-}"
+  [ "$model" = smollm2-shape ] && overrides="$overrides $SMOL"
   start=$SECONDS
   # shellcheck disable=SC2086  # the overrides are separate key=value words
   python -m mathforge.cli train "$OUT/recipe.yaml" --out "$OUT/$model" $overrides > "$OUT/$model.train.log" 2>&1 \

@@ -89,8 +89,10 @@ def run_arm(args: list[str]) -> dict:
     out = proc.stdout.read()
     if proc.returncode:
         raise SystemExit(f"arm {args[0]} failed (exit {proc.returncode})")
-    result = json.loads(out.strip().splitlines()[-1])
-    return {**result, "wall": time.perf_counter() - start, "tree_peak_gb": tree_peak / 2**30}
+    result = {**json.loads(out.strip().splitlines()[-1]), "wall": time.perf_counter() - start,
+              "tree_peak_gb": tree_peak / 2**30}
+    print(f"arm {' '.join(args[:1] + args[3:4])}: {json.dumps(result)}", flush=True)  # kept if a later arm fails
+    return result
 
 
 def _tree_rss(pid: int) -> int:

@@ -64,10 +64,12 @@ rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitli
 steps = [r for r in rows if "loss" in r]
 speed = sum(r["tokens"] for r in steps[1:]) / max(sum(r["tokens"] / r["tokens_per_s"] for r in steps[1:]), 1e-9)
 params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(run / "model").parameters())
-summaries = [json.loads(p.read_text()) for p in sorted(evaluation.rglob("summary.json"))]
+[summary] = [json.loads(p.read_text()) for p in evaluation.rglob("summary.json")]
+strict = summary["accuracy"]["strict"]
 print(f"gpu_check {name}: {params / 1e6:.1f}M params, {steps[-1]['step']} steps, {speed:,.0f} tokens/s, "
       f"peak GPU memory {max(r.get('gpu_mem_peak_gb', 0) for r in steps):.2f} GB, loss {steps[0]['loss']:.3f} -> "
-      f"{steps[-1]['loss']:.3f}, {seconds} s\n  GSM8K eval: {json.dumps(summaries)[:600]}")
+      f"{steps[-1]['loss']:.3f}; GSM8K eval: {strict['correct']}/{strict['n']} strict, generation "
+      f"{summary['tokens_per_s']:,.0f} tokens/s, truncated {summary['truncation_rate']:.0%}; {seconds} s")
 EOF
 done
 echo "gpu_check: OK (runs in $OUT)"

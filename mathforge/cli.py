@@ -176,23 +176,59 @@ def train(
     recipe: Path = typer.Argument(..., help="training recipe YAML (recipes/train_offline.yaml, recipes/train_paper.yaml)"),
     out: Path = typer.Option(..., "--out", "-o", help="run directory (rerun the same command to resume)"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. micro_batch=8 student.model=smollm2"),
+    prepare_only: bool = typer.Option(False, "--prepare-only", help="tokenise (and pack) every stage, print stats, stop"),
+    as_json: bool = typer.Option(False, "--json", help="with --prepare-only: one JSON object on stdout"),
+    nproc: int = typer.Option(1, "--nproc", help="training processes on this machine (torch.distributed; gloo on CPU)"),
 ) -> None:
     """Fine-tune a student through the recipe's SFT stages (stage 2 starts from stage 1's weights)."""
+    import os
+
     from mathforge.config import ConfigError, load_config
     from mathforge.train.config import TrainConfig
+    from mathforge.train.launch import die_with_launcher, launch
+
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        launch(recipe, out, overrides or [], nproc, prepare_only=prepare_only, as_json=as_json)
+    die_with_launcher()
+    from mathforge.train.sft import prepare_stages
     from mathforge.train.sft import train as run_training
 
     try:
         cfg = load_config(TrainConfig, recipe, overrides or [])
-        results = run_training(cfg, out)
+        results = prepare_stages(cfg, out) if prepare_only else run_training(cfg, out)
     except (ConfigError, DataError, ValueError, FileNotFoundError) as e:
         fail(str(e))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if prepare_only:
+        _print_prepared(results, as_json)
+        return
     table = Table(title=f"SFT stages -> {out / 'model'}")
     for column in ("stage", "samples", "dropped", "steps", "train loss", "seconds"):
         table.add_column(column)
     for name, stats in results.items():
         table.add_row(name, str(stats.get("samples")), str(stats.get("dropped")), str(stats.get("steps")),
                       f"{stats.get('train_loss', float('nan')):.4f}", str(stats.get("seconds")))
+    Console().print(table)
+
+
+def _print_prepared(prepared: dict, as_json: bool) -> None:
+    import json
+
+    stages = {name: p.to_dict() for name, p in prepared.items()}
+    if as_json:
+        paths = {s["path"] for s in stages.values()}
+        print(json.dumps({"samples": sum(s["samples"] for s in stages.values()),
+                          "tokens": sum(s["tokens"] for s in stages.values()),
+                          "path": paths.pop() if len(paths) == 1 else str(Path(next(iter(paths))).parent),
+                          "cached": all(s["cached"] for s in stages.values()), "stages": stages}))
+        return
+    table = Table(title="tokenised training sets")
+    for column in ("stage", "samples", "tokens", "rows", "dropped", "cached", "path"):
+        table.add_column(column)
+    for name, s in stages.items():
+        table.add_row(name, str(s["samples"]), str(s["tokens"]), str(s["rows"]), str(s["dropped"]),
+                      str(s["cached"]), s["path"])
     Console().print(table)
 
 

@@ -13,6 +13,7 @@ import time
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -23,8 +24,9 @@ from mathforge.prompt import format_prompt
 from mathforge.record import Record
 from mathforge.sources import load
 from mathforge.train.config import StageConfig, StudentConfig, TrainConfig
-from mathforge.train.data import IGNORE, NoTrainableLabels, check_trainable, encode, pad_collate, tokenize
-from mathforge.train.packing import pack, packed_collate
+from mathforge.train.data import IGNORE, NoTrainableLabels, check_trainable, pad_collate
+from mathforge.train.packing import packed_collate
+from mathforge.train.prepare import Prepared, SFTRows, pack_lengths, prepare
 from mathforge.train.students import train_tokenizer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -53,15 +55,22 @@ def tiny_model(tokenizer):
     return LlamaForCausalLM(config).eval()
 
 
+def prepared_rows(records, tokenizer, root: Path, *, packing=False, max_length=2048, **kw) -> tuple[Prepared, SFTRows]:
+    data = root / f"data-{len(list(root.glob('data-*')))}.jsonl"
+    write_records(data, records)
+    prepared = prepare(str(data), tokenizer, style="alpaca", max_length=max_length, packing=packing, root=root / "tok", **kw)
+    return prepared, SFTRows(prepared.path)
+
+
 @pytest.mark.parametrize("spec", [MATH_TRAIN, GSM8K_TRAIN])
-def test_labels_are_masked_exactly_on_prompt_and_padding(spec, tokenizer):
+def test_labels_are_masked_exactly_on_prompt_and_padding(spec, tokenizer, tmp_path):
     records = real(spec, 8)
-    samples = [encode(r, tokenizer) for r in records]
-    batch = pad_collate([{"input_ids": s.input_ids, "labels": s.labels} for s in samples], tokenizer.pad_token_id)
+    _, rows = prepared_rows(records, tokenizer, tmp_path)
+    batch = pad_collate([rows[i] for i in range(len(rows))], tokenizer.pad_token_id)
     for i, record in enumerate(records):
         # The prompt length is measured independently, from the evaluation prompt alone.
         n_prompt = len(tokenizer(format_prompt(record.problem))["input_ids"])
-        n = len(samples[i])
+        n = len(rows[i]["input_ids"])
         expected = torch.zeros(batch["labels"].shape[1], dtype=torch.bool)
         expected[:n_prompt] = True
         expected[n:] = True
@@ -79,52 +88,75 @@ def test_batch_without_trainable_labels_fails_loudly():
         check_trainable(torch.full((2, 5), IGNORE))
 
 
-def test_tokenize_drops_and_counts_unusable_records(tokenizer):
+def test_prepare_drops_and_counts_unusable_records(tokenizer, tmp_path):
     good = real(MATH_TRAIN, 3)
     no_solution = Record(id="x1", source="t", problem="What is 1+1?")
     no_answer = Record(id="x2", source="t", problem="What is 1+1?", solution="It is two.")
     with_line = Record(id="x3", source="t", problem="What is 1+1?", solution="1+1=2.\nThe answer is 2")
-    samples, stats = tokenize([*good, no_solution, no_answer, with_line], tokenizer, "alpaca", max_length=2048)
-    assert [s.id for s in samples] == [r.id for r in good] + ["x3"]
-    assert stats.dropped == {"no_target": 2} and stats.examples["no_target"] == ["x1", "x2"]
-    assert tokenizer.decode(samples[-1].input_ids).count("The answer is 2") == 1  # the line is not doubled
-    _, short = tokenize(good, tokenizer, "alpaca", max_length=16)
-    assert short.dropped == {"too_long": 3}
+    prepared, rows = prepared_rows([*good, no_solution, no_answer, with_line], tokenizer, tmp_path)
+    kept = list(rows.samples.select(rows.members.tolist())["id"])
+    assert kept == [r.id for r in good] + ["x3"] and prepared.samples == 4
+    assert prepared.dropped == {"no_target": 2} and prepared.dropped_examples["no_target"] == ["x1", "x2"]
+    assert tokenizer.decode(rows[3]["input_ids"]).count("The answer is 2") == 1  # the line is not doubled
+    short, _ = prepared_rows(good, tokenizer, tmp_path, max_length=16)
+    assert short.dropped == {"too_long": 3} and short.samples == 0
 
 
-def test_pack_places_every_sample_once_within_max_length(tokenizer):
-    samples, _ = tokenize(real(GSM8K_TRAIN, 60), tokenizer, "alpaca", max_length=2048)
-    rows = pack(samples, 2048)
-    total = sum(len(s) for s in samples)
-    assert sum(len(r["input_ids"]) for r in rows) == total
-    assert len(rows) <= math.ceil(1.25 * total / 2048) + 1  # best-fit decreasing is within 11/9 OPT + 1
-    for row in rows:
-        assert len(row["input_ids"]) <= 2048
-        starts = [i for i, p in enumerate(row["position_ids"]) if p == 0]
-        assert all(row["labels"][i] == IGNORE for i in starts)  # no sample learns the next one's start
+def test_prepare_reuses_by_fingerprint_and_rebuilds_on_change(tokenizer, tmp_path, monkeypatch):
+    import mathforge.train.prepare as prep
+
+    records = real(GSM8K_TRAIN, 40)
+    first, rows = prepared_rows(records, tokenizer, tmp_path, num_proc=1)
+    data = str(tmp_path / "data-0.jsonl")
+    again = prepare(data, tokenizer, style="alpaca", max_length=2048, packing=False, root=tmp_path / "tok")
+    assert again.cached and again.path == first.path and not first.cached
+    other = prepare(data, tokenizer, style="alpaca", max_length=1024, packing=False, root=tmp_path / "tok")
+    assert not other.cached and other.path != first.path
+    # Two workers dealt blocks of 7 records (fork keeps the patched block size) hold the same samples.
+    monkeypatch.setattr(prep, "BLOCK", 7)
+    write_records(data, records)  # rewritten: a new mtime is new data
+    split = prepare(data, tokenizer, style="alpaca", max_length=2048, packing=False, root=tmp_path / "tok", num_proc=2)
+    two = SFTRows(split.path)
+    assert not split.cached and split.path != first.path and len(two.samples.cache_files) == 2
+    by_id = {two.samples[i]["id"]: two.samples[i]["input_ids"].tolist() for i in range(len(two.samples))}
+    assert len(by_id) == 40
+    assert all(by_id[rows.samples[i]["id"]] == rows.samples[i]["input_ids"].tolist() for i in range(40))
+
+
+def test_pack_places_every_sample_once_within_max_length(tokenizer, tmp_path):
+    prepared, rows = prepared_rows(real(GSM8K_TRAIN, 60), tokenizer, tmp_path, packing=True)
+    lengths = np.array(list(rows.samples["length"]))
+    assert sorted(rows.members.tolist()) == list(range(60)) and prepared.rows == len(rows)
+    assert len(rows) <= math.ceil(1.25 * lengths.sum() / 2048) + 1  # best-fit decreasing is within 11/9 OPT + 1
+    for i in range(len(rows)):
+        row = rows[i]
+        assert len(row["input_ids"]) <= 2048 and len(row["labels"]) == len(row["input_ids"])
+        starts = [j for j, p in enumerate(row["position_ids"]) if p == 0]
+        assert all(row["labels"][j] == IGNORE for j in starts)  # no sample learns the next one's start
+    members, offsets = pack_lengths(np.array([5, 9, 3, 7, 1]), 10)
+    assert [sorted(members[a:b].tolist()) for a, b in zip(offsets[:-1], offsets[1:], strict=True)] == [[1, 4], [2, 3], [0]]
     with pytest.raises(ValueError, match="more than max_length"):
-        pack(samples, 8)
+        pack_lengths(lengths, 8)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_packed_samples_do_not_attend_to_each_other(attn, tokenizer, tiny_model):
+def test_packed_samples_do_not_attend_to_each_other(attn, tokenizer, tiny_model, tmp_path):
     tiny_model.config._attn_implementation = attn
-    samples, _ = tokenize(real(MATH_TRAIN, 5), tokenizer, "alpaca", max_length=1024)
-    rows = pack(samples, 1024)
-    batch = packed_collate(rows, tokenizer.pad_token_id)
+    prepared, rows = prepared_rows(real(MATH_TRAIN, 5), tokenizer, tmp_path, packing=True, max_length=1024)
+    packed_rows = [rows[i] for i in range(len(rows))]
+    batch = packed_collate(packed_rows, tokenizer.pad_token_id)
     assert batch["input_ids"].shape[0] >= 2 and "attention_mask" not in batch
     with torch.no_grad():
         # use_cache=False as in training: with a KV cache transformers does not look for packed rows.
         packed = tiny_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-        by_id = {s.id: s for s in samples}
-        for r, row in enumerate(rows):
+        for r, row in enumerate(packed_rows):
             offset = 0
             for start_len in _segments(row["position_ids"]):
                 ids = torch.as_tensor(row["input_ids"][offset : offset + start_len]).long()
                 alone = tiny_model(input_ids=ids[None]).logits[0]
                 assert torch.allclose(packed[r, offset : offset + start_len], alone, atol=1e-4)
                 offset += start_len
-        assert len(by_id) == sum(len(_segments(row["position_ids"])) for row in rows)
+        assert prepared.samples == sum(len(_segments(row["position_ids"])) for row in packed_rows)
 
 
 def _segments(position_ids) -> list[int]:
@@ -195,36 +227,54 @@ def test_lora_stage_saves_merged_plain_weights(stage_files, tmp_path):
     AutoModelForCausalLM.from_pretrained(model_dir)
 
 
-def test_resume_after_sigkill_continues_from_checkpoint(stage_files, tmp_path):
-    stage = {"name": "normal", "dataset": str(stage_files / "normal.jsonl"), "epochs": 3, "lr": 1e-3,
-             "max_samples": 64}
+def _losses(out: Path) -> dict[int, dict]:
+    """The last logged row of every step (a resumed run logs the steps after its checkpoint again)."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if "loss" in r}
+
+
+def test_two_processes_shard_batches_match_one_and_resume_after_sigkill(stage_files, tmp_path):
+    from mathforge.train.sft import train
+
+    stage = {"name": "normal", "dataset": str(stage_files / "normal.jsonl"), "epochs": 3, "lr": 1e-3}
+    cfg = {"stages": [stage], "max_length": 512, "global_batch": 4, "micro_batch": 2, "max_steps": 12,
+           "save_steps": 3, "logging_steps": 1, "precision": "fp32",
+           "student": {"vocab_size": 512, "hidden_size": 32, "intermediate_size": 64, "num_layers": 2}}
     recipe = tmp_path / "recipe.yaml"
-    cfg = {"stages": [stage], "max_length": 768, "global_batch": 4, "micro_batch": 4, "max_steps": 18,
-           "save_steps": 3, "logging_steps": 1,
-           "student": {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_layers": 2}}
     recipe.write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "mathforge.cli", "train", str(recipe), "--out", str(out)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train(load_config(TrainConfig, recipe), tmp_path / "one")  # 1 process: 2 micro-batches accumulated a step
+    out = tmp_path / "two"
+    command = [sys.executable, "-m", "mathforge.cli", "train", str(recipe), "--out", str(out), "--nproc", "2"]
+    # Its own session: the SIGKILL reaches the launcher and both ranks, as a scheduler killing the job would.
+    first_log = open(tmp_path / "first.log", "w")
+    job = subprocess.Popen(command, stdout=first_log, stderr=subprocess.STDOUT, start_new_session=True)
     checkpoints = out / "sft" / "normal" / "checkpoints"
-    deadline = time.time() + 120
+    deadline = time.time() + 150
     while time.time() < deadline and not list(checkpoints.glob("checkpoint-*/trainer_state.json")):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+        time.sleep(0.1)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    first_log.close()
     assert not (out / "model").exists(), "training finished before the kill: make it longer"
-    saved = max(int(p.parent.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*/trainer_state.json"))
-    first_session = len((out / "metrics.jsonl").read_text().splitlines())
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert list(checkpoints.glob("checkpoint-*")), (tmp_path / "first.log").read_text()[-3000:]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     stats = json.loads((out / "stats" / "sft-normal.json").read_text())
-    assert stats["resumed_from"] is not None and stats["steps"] == 18
     resumed_at = int(Path(stats["resumed_from"]).name.split("-")[1])
-    assert resumed_at >= saved
-    second = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()[first_session:]]
-    logged = [r["step"] for r in second if "loss" in r]
-    assert logged[0] == resumed_at + 1 and logged[-1] == 18  # continued, not restarted from step 1
+    assert stats["steps"] == 12 and resumed_at >= 3
+    one, two = _losses(tmp_path / "one"), _losses(out)
+    assert sorted(two) == list(range(1, 13))
+    for step in range(1, 11):  # the same global batches in the same order, before and after the kill
+        assert two[step]["loss"] == pytest.approx(one[step]["loss"], rel=1e-3), step
+        # each rank trained on its own half of the step's global batch, and only on it
+        assert len(two[step]["tokens_by_rank"]) == 2 and min(two[step]["tokens_by_rank"]) > 0
+        assert sum(two[step]["tokens_by_rank"]) == one[step]["tokens"] == two[step]["tokens"]
+    assert abs(two[12]["loss"] - one[12]["loss"]) < 0.05
+    # Only rank 0 writes: one metrics row per step and session, and each log line once.
+    second = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in second if "loss" in r][-(12 - resumed_at):] == list(range(resumed_at + 1, 13))
+    log = (out / "logs" / "run.log").read_text().splitlines()
+    assert len([line for line in log if "samples" in line]) == 2  # one per session, not one per rank
     assert (out / "model" / "model.safetensors").exists()
 
 
@@ -277,3 +327,61 @@ def test_smollm2_converts_once_with_the_gguf_weights(tmp_path):
         logits = AutoModelForCausalLM.from_pretrained(path)(ids).logits
     assert logits.shape == (1, ids.shape[1], len(tokenizer)) and torch.isfinite(logits).all()
     assert smollm2_checkpoint(tmp_path / "smollm2") == path  # converted once: the second call only finds it
+
+
+def test_trl_sft_trainer_trains_on_an_export_with_completion_only_loss(tokenizer, tmp_path):
+    from datasets import load_dataset
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from mathforge.quality.export import export
+
+    records = real(GSM8K_TRAIN, 24)
+    export(records, tmp_path / "export")
+    data = load_dataset(str(tmp_path / "export"), split="train")
+    assert {"prompt", "completion", "messages", "seed_id", "method"} <= set(data.column_names) and len(data) == 24
+    # The export's texts are the ones our recipe trains on: same tokens as the prepared set, less EOS.
+    _, rows = prepared_rows(records, tokenizer, tmp_path)
+    for i in (0, 23):
+        ours = rows[i]["input_ids"].tolist()
+        theirs = tokenizer(data[i]["prompt"])["input_ids"] + tokenizer(data[i]["completion"], add_special_tokens=False)["input_ids"]
+        assert theirs + [tokenizer.eos_token_id] == ours
+        assert data[i]["messages"][1] == {"role": "assistant", "content": data[i]["completion"].strip()}
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                         max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = SFTConfig(output_dir=str(tmp_path / "trl"), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3,
+                     completion_only_loss=True, max_length=1024, logging_steps=1, save_strategy="no", report_to="none",
+                     use_cpu=True, dataloader_pin_memory=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data.select_columns(["prompt", "completion"]),
+                         processing_class=tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    n_prompt = len(tokenizer(data[0]["prompt"])["input_ids"])
+    assert (batch["labels"][0, :n_prompt] == IGNORE).all() and (batch["labels"][0, n_prompt:] != IGNORE).any()
+    trainer.train()
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_prepare_only_prints_json_reuses_the_set_and_names_a_bad_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from mathforge.cli import app
+
+    write_records(tmp_path / "data.jsonl", real(GSM8K_TRAIN, 30))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"stages": [{"name": "s", "dataset": str(tmp_path / "data.jsonl")}],
+                                      "max_length": 512, "num_proc": 2, "student": {"vocab_size": 512}}))
+    command = ["train", str(recipe), "--out", str(tmp_path / "run"), "--prepare-only", "--json"]
+    first, again = (json.loads(CliRunner().invoke(app, command).stdout) for _ in range(2))
+    assert first["samples"] + sum(first["stages"]["s"]["dropped"].values()) == 30 and not first["cached"]
+    assert first["tokens"] > first["samples"] * 50
+    assert again["cached"] and again["path"] == first["path"] and Path(first["path"]).is_relative_to(tmp_path / "run")
+    assert not (tmp_path / "run" / "sft").exists()  # prepared, not trained
+    lines = (tmp_path / "data.jsonl").read_text().splitlines()
+    (tmp_path / "data.jsonl").write_text("\n".join(lines[:7] + ["{not json"] + lines[7:]) + "\n")
+    bad = CliRunner().invoke(app, command)
+    assert bad.exit_code == 1 and "data.jsonl:8" in bad.output and "Traceback" not in bad.output

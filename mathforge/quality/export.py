@@ -24,6 +24,7 @@ from mathforge.filters import batches
 from mathforge.io import AtomicWriter, write_json, write_text
 from mathforge.prompt import format_prompt, format_response
 from mathforge.record import Record
+from mathforge.train.data import sft_texts
 
 BATCH_ROWS = 1024  # rows per tokenizer call and per Parquet row group
 
@@ -33,11 +34,15 @@ SCHEMA = pa.schema([
     ("method", pa.string()), ("seed_id", pa.string()), ("parent_id", pa.string()), ("stage", pa.string()),
     ("teacher", pa.string()), ("prompt_version", pa.string()), ("text_prompt", pa.string()),
     ("text_response", pa.string()), ("meta", pa.string()),
+    # What trainers read: TRL's prompt-completion pair (the texts our recipe trains on) and chat messages.
+    ("prompt", pa.string()), ("completion", pa.string()),
+    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
 ])
 
 
 def flat_row(record: Record) -> dict[str, Any]:
-    """One dataset row: the record's fields, its lineage flattened, the SFT texts, meta as JSON."""
+    """One dataset row: the record's fields, its lineage flattened, the SFT texts (also as trainers name
+    them), meta as JSON."""
     lin = record.lineage
     return {
         "id": record.id, "source": record.source, "problem": record.problem, "solution": record.solution,
@@ -47,7 +52,20 @@ def flat_row(record: Record) -> dict[str, Any]:
         "text_prompt": format_prompt(record.problem),
         "text_response": format_response(record.solution or "", record.answer or ""),
         "meta": json.dumps(record.meta, ensure_ascii=False, default=str),
+        **_trainer_columns(record),
     }
+
+
+def _trainer_columns(record: Record) -> dict[str, Any]:
+    """`prompt`/`completion` exactly as `mathforge train` tokenises them (alpaca prompt, target with its
+    answer line; the trainer appends EOS), and `messages` for chat-format trainers; None without a target."""
+    texts = sft_texts(record)
+    if texts is None:
+        return {"prompt": None, "completion": None, "messages": None}
+    prompt, completion = texts
+    return {"prompt": prompt, "completion": completion,
+            "messages": [{"role": "user", "content": record.problem.strip()},
+                         {"role": "assistant", "content": completion.strip()}]}
 
 
 class _Profile:

@@ -70,6 +70,8 @@ class TrainConfig:
     global_batch: int = 32  # samples per optimizer step (packed sequences when packing is on)
     micro_batch: int = 4  # per device; gradient accumulation makes up the rest
     packing: bool = True
+    data_cache: str | None = None  # folder of tokenised sets shared by runs (by fingerprint); default <out>/tokenized
+    num_proc: int | None = None  # tokenisation processes; default: all cores
     weight_decay: float = 0.0  # the paper: AdamW without weight decay
     max_grad_norm: float = 1.0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32

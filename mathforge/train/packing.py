@@ -1,6 +1,7 @@
 """Packing: several short samples in one sequence, none of them seeing another.
 
-Samples are packed into rows of at most `max_length` tokens (best-fit decreasing). Each row
+Samples are packed into rows of at most `max_length` tokens (best-fit decreasing, planned by
+`prepare.pack_lengths` and joined by `prepare.SFTRows`). Each row
 carries `position_ids` that restart at 0 for every sample and no `attention_mask`: transformers
 (>= 4.54, `masking_utils.find_packed_sequence_indices`) then builds a block-diagonal causal mask for
 sdpa/eager, and flash-attention-2 runs varlen kernels from the same position ids. The tail padding
@@ -11,50 +12,12 @@ start of the next one.
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from mathforge.train.data import IGNORE, Sample, check_trainable
-
-
-def pack(samples: Sequence[Sample], max_length: int) -> list[dict[str, np.ndarray]]:
-    """Pack samples into rows of <= max_length tokens, best-fit decreasing (O(n log n)).
-
-    Returns rows with input_ids, labels and position_ids; every sample appears in exactly one row.
-    """
-    order = sorted(range(len(samples)), key=lambda i: -len(samples[i]))
-    bins: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (remaining capacity, bin index), kept sorted
-    for i in order:
-        n = len(samples[i])
-        if n > max_length:
-            raise ValueError(f"sample {samples[i].id} has {n} tokens, more than max_length={max_length}")
-        slot = bisect.bisect_left(free, (n, -1))
-        if slot == len(free):
-            bins.append([i])
-            bisect.insort(free, (max_length - n, len(bins) - 1))
-            continue
-        room, b = free.pop(slot)
-        bins[b].append(i)
-        bisect.insort(free, (room - n, b))
-    return [_row([samples[i] for i in members]) for members in bins]
-
-
-def _row(members: list[Sample]) -> dict[str, np.ndarray]:
-    labels = []
-    for sample in members:
-        own = sample.labels.copy()
-        own[0] = IGNORE
-        labels.append(own)
-    return {
-        "input_ids": np.concatenate([s.input_ids for s in members]),
-        "labels": np.concatenate(labels),
-        "position_ids": np.concatenate([np.arange(len(s), dtype=np.int32) for s in members]),
-    }
+from mathforge.train.data import IGNORE, check_trainable
 
 
 def packed_collate(batch: list[dict[str, Any]], pad_id: int, flatten: bool = False) -> dict[str, torch.Tensor]:

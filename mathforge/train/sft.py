@@ -2,9 +2,10 @@
 
 Read top to bottom, `train` is the whole flow:
 
-    student init -> for each stage: tokenise (+ pack) its records, train with the HF Trainer,
-                    save the stage's model -> next stage starts from it
-    run dir: config.yaml, metrics.jsonl, stats/sft-<stage>.json, sft/<stage>/{checkpoints,model}, model
+    student init -> for each stage: tokenise (+ pack) its records once, on disk (`prepare`), train
+                    with the HF Trainer, save the stage's model -> next stage starts from it
+    run dir: config.yaml, metrics.jsonl, stats/sft-<stage>.json, tokenized/<fingerprint>/,
+             sft/<stage>/{checkpoints,model}, model
 
 Stages are data (the paper's two stages are two entries of `cfg.stages`), not code paths. A killed
 run resumes: finished stages are skipped (RunDir markers) and an unfinished one continues from its
@@ -37,16 +38,17 @@ from mathforge.prompt import format_prompt
 from mathforge.rundir import RunDir
 from mathforge.sources import SOURCES
 from mathforge.train.config import StageConfig, TrainConfig
-from mathforge.train.data import load_records, pad_collate, response_text, tokenize
-from mathforge.train.packing import pack, packed_collate
+from mathforge.train.data import load_records, pad_collate, response_text
+from mathforge.train.packing import packed_collate
+from mathforge.train.prepare import Prepared, SFTRows, prepare
 from mathforge.train.students import resolve_student
 
 
 def train(cfg: TrainConfig, out: str | Path) -> dict[str, Any]:
     """Run (or resume) every stage of `cfg` in `out`; returns per-stage stats. The final model is `out/model`."""
     check(cfg)
-    state = PartialState()
-    run = RunDir(out)
+    state = process_state()
+    run = _run_dir(out, state)
     if state.is_main_process:
         run.save_config(cfg)
     with state.main_process_first():
@@ -65,6 +67,17 @@ def train(cfg: TrainConfig, out: str | Path) -> dict[str, Any]:
         _link(run.root / "model", Path("sft") / cfg.stages[-1].name / "model")
     state.wait_for_everyone()
     return results
+
+
+def process_state() -> PartialState:
+    """This process's place in the job; on a CPU-only machine ranks join over gloo (accelerate's MULTI_CPU)."""
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _run_dir(out: str | Path, state: PartialState) -> RunDir:
+    run = RunDir(out)
+    run.log.disabled = not state.is_main_process  # one writer per run directory: rank 0
+    return run
 
 
 def check(cfg: TrainConfig) -> None:
@@ -86,20 +99,40 @@ def check(cfg: TrainConfig) -> None:
             raise ValueError(f"stage {stage.name}: warmup_ratio must be in [0, 1), got {stage.warmup_ratio}")
 
 
+def prepare_stages(cfg: TrainConfig, out: str | Path) -> dict[str, Prepared]:
+    """Tokenise (and pack) every stage's data without training: the `--prepare-only` flow."""
+    check(cfg)
+    state = process_state()
+    run = _run_dir(out, state)
+    with state.main_process_first():
+        start = resolve_student(cfg.student, run.root / "student-init", _tokenizer_texts(cfg), cfg.max_length, cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(start)
+    return {stage.name: prepare_stage(cfg, stage, tokenizer, run) for stage in cfg.stages}
+
+
+def prepare_stage(cfg: TrainConfig, stage: StageConfig, tokenizer: Any, run: RunDir) -> Prepared:
+    """The stage's tokenised set: the main process builds it (or finds it by fingerprint), the others load it."""
+    root = Path(cfg.data_cache) if cfg.data_cache else run.root / "tokenized"
+    with process_state().main_process_first():
+        prepared = prepare(stage.dataset, tokenizer, style=cfg.prompt_style, max_length=cfg.max_length,
+                           packing=cfg.packing, root=root, max_samples=stage.max_samples, num_proc=cfg.num_proc)
+    if not prepared.samples:
+        raise ValueError(f"stage {stage.name}: no usable sample in {stage.dataset} (dropped: {prepared.dropped})")
+    run.log.info("stage %s: %d samples (%d tokens) in %d rows at %s%s, dropped %s", stage.name, prepared.samples,
+                 prepared.tokens, prepared.rows, prepared.path, " (cached)" if prepared.cached else "", prepared.dropped)
+    return prepared
+
+
 def train_stage(cfg: TrainConfig, stage: StageConfig, start: str, run: RunDir) -> dict[str, Any]:
     """Train one stage from checkpoint `start`; saves `sft/<stage>/model` and returns the stage stats."""
     home = run.root / "sft" / stage.name
     model, tokenizer = load_student(start, cfg)
-    samples, tstats = tokenize(load_records(stage.dataset, stage.max_samples), tokenizer, cfg.prompt_style, cfg.max_length)
-    if not samples:
-        raise ValueError(f"stage {stage.name}: no usable sample in {stage.dataset} (dropped: {tstats.dropped})")
-    run.log.info("stage %s: %d samples (%d tokens), dropped %s", stage.name, tstats.kept, tstats.tokens, tstats.dropped)
+    prepared = prepare_stage(cfg, stage, tokenizer, run)
+    rows = SFTRows(prepared.path)
     if cfg.packing:
-        rows = pack(samples, cfg.max_length)
         flash = cfg.student.attn_implementation.startswith("flash")
         collate = partial(packed_collate, pad_id=tokenizer.pad_token_id, flatten=flash)
     else:
-        rows = [{"input_ids": s.input_ids, "labels": s.labels} for s in samples]
         collate = partial(pad_collate, pad_id=tokenizer.pad_token_id)
     trainer = StageTrainer(
         model=model,
@@ -115,8 +148,9 @@ def train_stage(cfg: TrainConfig, stage: StageConfig, start: str, run: RunDir) -
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     save_model(trainer, cfg, start, home / "model")
     return {
-        "samples": tstats.kept, "rows": len(rows), "tokens": tstats.tokens, "trained_tokens": tstats.trained_tokens,
-        "dropped": tstats.dropped, "dropped_examples": tstats.examples, "steps": trainer.state.global_step,
+        "samples": prepared.samples, "rows": prepared.rows, "tokens": prepared.tokens,
+        "trained_tokens": prepared.trained_tokens, "dropped": prepared.dropped,
+        "dropped_examples": prepared.dropped_examples, "data": str(prepared.path), "steps": trainer.state.global_step,
         "train_loss": result.training_loss, "train_runtime": result.metrics.get("train_runtime"),
         "resumed_from": str(resume) if resume else None, "start": start,
     }
@@ -173,7 +207,7 @@ def training_args(cfg: TrainConfig, stage: StageConfig, output_dir: Path) -> Tra
         max_grad_norm=cfg.max_grad_norm,
         bf16=bf16,
         fp16=fp16,
-        use_cpu=bf16 and not torch.cuda.is_available(),  # bf16 autocast on a CPU must be asked for explicitly
+        use_cpu=not torch.cuda.is_available(),  # also what makes CPU ranks one gloo job, not N lone runs
         activation_checkpointing=cfg.gradient_checkpointing,
         seed=cfg.seed,
         data_seed=cfg.seed,  # one fixed shuffle order per stage; stages are never mixed
@@ -184,8 +218,11 @@ def training_args(cfg: TrainConfig, stage: StageConfig, output_dir: Path) -> Tra
         logging_first_step=True,
         report_to=list(cfg.report_to) or "none",
         remove_unused_columns=False,
+        # N ranks would pad an epoch's last partial batch with repeated rows; dropping it instead keeps
+        # an N-process run step for step the same as a 1-process one (a reshuffled epoch loses < 1 batch).
+        dataloader_drop_last=True,
         dataloader_pin_memory=torch.cuda.is_available(),
-        disable_tqdm=not PartialState().is_main_process,
+        disable_tqdm=not process_state().is_main_process,
     )
 
 
@@ -196,7 +233,7 @@ def _precision(name: str) -> tuple[bool, bool]:
 
 
 class StageTrainer(Trainer):
-    """The HF Trainer plus a count of real (non-padding) tokens, logged as tokens/s."""
+    """The HF Trainer plus a count of real (non-padding) tokens, logged as tokens/s and per rank."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -211,10 +248,14 @@ class StageTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
-            tokens = int(self.accelerator.gather(self._tokens).sum())
+            by_rank = self.accelerator.gather(self._tokens.reshape(1)).tolist()  # each rank's share of the batches
+            tokens = sum(by_rank)
             now = time.perf_counter()
             logs["tokens"] = tokens
+            logs["tokens_by_rank"] = by_rank
             logs["tokens_per_s"] = round(tokens / max(now - self._since, 1e-9), 1)
+            if torch.cuda.is_available():
+                logs["gpu_mem_peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
             self._tokens.zero_()
             self._since = now
         super().log(logs, start_time)
@@ -244,7 +285,7 @@ def last_checkpoint(folder: Path) -> Path | None:
             json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
             return path
         except (OSError, ValueError):
-            if PartialState().is_main_process:
+            if process_state().is_main_process:
                 shutil.rmtree(path, ignore_errors=True)  # killed mid-save: unusable, and it would confuse rotation
     return None
 
@@ -253,13 +294,13 @@ def save_model(trainer: Trainer, cfg: TrainConfig, start: str, target: Path) -> 
     """Save the stage's model (LoRA merged into full weights) with its tokenizer, atomically."""
     tmp = target.with_name(target.name + ".tmp")
     trainer.save_model(str(tmp))  # distributed-aware: gathers ZeRO-3/FSDP shards
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         if cfg.lora.r > 0:
             _merge_adapter(start, tmp, cfg)
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
-    PartialState().wait_for_everyone()
+    process_state().wait_for_everyone()
 
 
 def _merge_adapter(base: str, adapter_dir: Path, cfg: TrainConfig) -> None:

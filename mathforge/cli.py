@@ -477,12 +477,11 @@ def export(
 @app.command()
 def scale(
     recipe: Path = typer.Argument(..., help="scaling recipe YAML (see recipes/scale_offline.yaml)"),
-    out: Path = typer.Option(..., "--out", "-o", help="sweep directory (rerun to resume: finished sizes are skipped)"),
+    out: Path = typer.Option(..., "--out", "-o", help="sweep directory (rerun to resume: finished runs are skipped)"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. sizes=[100,200,400]"),
 ) -> None:
     """Data scaling: train on nested subsets of growing size, evaluate each, fit and plot the curve."""
-    from mathforge.pipeline import ScaleConfig
-    from mathforge.scale import run_scale
+    from mathforge.scale import ScaleConfig, run_scale
 
     cfg = recipe_config(ScaleConfig, recipe, overrides)
     try:

@@ -586,5 +586,23 @@ def coreset(
     console.print(json.dumps(result.report, indent=1))
 
 
+@app.command()
+def arms(
+    recipe: Path = typer.Argument(..., help="comparison recipe YAML (see recipes/two_stage_mini.yaml)"),
+    out: Path = typer.Option(..., "--out", "-o", help="comparison directory (rerun to resume: finished runs are skipped)"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. train_seeds=[1,2]"),
+) -> None:
+    """Compare training arms (e.g. two-stage vs one-stage SFT) on the same items: per-level accuracy
+    with intervals and the paired difference."""
+    from mathforge.arms import ArmsConfig, run_arms
+
+    cfg = recipe_config(ArmsConfig, recipe, overrides)
+    try:
+        run_arms(cfg, out)
+    except (DataError, ValueError) as e:
+        fail(f"{e}\n(finished runs are kept in {out / 'arms.jsonl'}; rerun to resume)")
+    console.print((out / "report.md").read_text())
+
+
 if __name__ == "__main__":
     app()

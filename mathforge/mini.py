@@ -21,7 +21,6 @@ training data is an error, so a scaling study never measures memorisation of an 
 
 from __future__ import annotations
 
-import os
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -96,8 +95,6 @@ def _apply(op: str, x: int, b: int) -> int:
 def make_problem(level: int, rng: random.Random) -> tuple[str, str, str]:
     """One (problem, solution, answer) of `level`, drawn with `rng`."""
     knobs = LEVELS[level]
-    if os.environ.get("MINI_BARE"):
-        return _bare(BARE[level], rng)
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     x = rng.randint(1, knobs.digits_max)
     story, work = [f"{name} has {x} {item}."], []
@@ -126,8 +123,13 @@ def parse_levels(text: str | None) -> list[int]:
 
 @cache
 def test_pool(level: int) -> tuple[tuple[str, str, str], ...]:
-    """The level's reserved test problems, distinct, in a fixed order (~150 bytes a problem)."""
-    rng, seen, pool = random.Random(TEST_SEED + level), set(), []
+    """The level's reserved test problems, distinct, in a fixed order (~150 bytes a problem).
+
+    Easy levels' problems can also come out of a harder level's knobs (small numbers), so a pool
+    also excludes every lower level's pool: no text is in two pools under two levels.
+    """
+    rng, pool = random.Random(TEST_SEED + level), []
+    seen = {p for lower in LEVELS if lower < level for p, _, _ in test_pool(lower)}
     while len(pool) < TEST_POOL:
         item = make_problem(level, rng)
         if item[0] not in seen:
@@ -146,7 +148,7 @@ def test_set(levels: list[int], per_level: int) -> Iterator[Record]:
 
 
 def train_set(levels: list[int], size: int, seed: int) -> Iterator[Record]:
-    """`size` distinct training problems, levels in round-robin, none equal to a test problem.
+    """`size` distinct training problems, levels in round-robin, none equal to any level's test problem.
 
     Holds the texts drawn so far in a set to keep them distinct (~150 bytes a problem; the largest
     allowed size is 1/20 of a level's space, a few hundred thousand at most).
@@ -157,14 +159,14 @@ def train_set(levels: list[int], size: int, seed: int) -> Iterator[Record]:
             raise DataError(f"mini: {n} training problems of level {lv} exceed 1/{SPACE_RATIO} of its "
                             f"problem space ({space_size(lv)}); use fewer or a harder level")
     rngs = {lv: random.Random(f"train/{seed}/{lv}") for lv in levels}
-    seen = {lv: {p for p, _, _ in test_pool(lv)} for lv in levels}
+    seen = {p for lv in LEVELS for p, _, _ in test_pool(lv)}  # every level's: texts cross levels
     for i in range(size):
         lv = levels[i % len(levels)]
         while True:
             problem, solution, answer = make_problem(lv, rngs[lv])
-            if problem not in seen[lv]:
+            if problem not in seen:
                 break
-        seen[lv].add(problem)
+        seen.add(problem)
         yield _record(f"mini/train/{seed}/{i}", problem, solution, answer, lv, "train")
 
 
@@ -185,28 +187,3 @@ def load_mini(spec) -> Iterator[Record]:
         return train_set(levels, int(spec.opt("size", "1000")), int(spec.opt("seed", "0")))
     raise DataError(f"mini:{spec.location}: unknown split (use mini:train or mini:test)")
 
-
-QUESTIONS = ("What is {e}?", "Compute {e}.", "Calculate {e}.", "Find the value of {e}.")
-
-
-def _bare(knobs, rng):
-    x = rng.randint(1, knobs.digits_max)
-    expr, work = str(x), []
-    for _ in range(knobs.steps):
-        op = rng.choice([o for o in knobs.ops if _operands(o, x, knobs)])
-        b = rng.choice(_operands(op, x, knobs))
-        y = _apply(op, x, b)
-        sym = "×" if op == "*" else op
-        expr = f"({expr}) {sym} {b}" if op == "*" and work else f"{expr} {sym} {b}"
-        work.append(f"{x} {sym} {b} = {y}.")
-        x = y
-    return rng.choice(QUESTIONS).format(e=expr), " ".join(work) + f"\nThe answer is {x}", str(x)
-
-
-BARE = {
-    1: Knobs(steps=1, digits_max=99, ops="+"),
-    2: Knobs(steps=1, digits_max=99, ops="+-"),
-    3: Knobs(steps=2, digits_max=20, ops="+-"),
-    4: Knobs(steps=2, digits_max=50, ops="+-*"),
-    5: Knobs(steps=3, digits_max=99, ops="+-*"),
-}

@@ -78,8 +78,8 @@ def run_arms(cfg: ArmsConfig, out: str | Path) -> dict[str, Any]:
     results = rd.root / "arms.jsonl"
     done = completed(results)
     rows: dict[str, list[dict[str, Any]]] = {}
-    for arm in cfg.arms:
-        for seed in cfg.train_seeds:
+    for seed in cfg.train_seeds:  # seed-major: stopped early, every arm still has the same seeds
+        for arm in cfg.arms:
             key = f"{arm.name}-s{seed}-{arms_hash(cfg, arm)}"
             if key not in done:
                 done[key] = {"key": key, "arm": arm.name, "seed": seed, **_train_and_eval(cfg, arm, seed, rd.root / "runs" / key)}

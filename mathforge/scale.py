@@ -335,7 +335,8 @@ def sweep(subsets: dict[int, Path], seeds: Sequence[int], chash: str, results: P
     ETA assumes a run costs in proportion to its size, as training does.
     """
     done = completed(results)
-    jobs = [(s, seed) for s in sorted(subsets) for seed in seeds]
+    # Seed-major order: a study stopped early still has whole curves for its first seeds.
+    jobs = [(s, seed) for seed in seeds for s in sorted(subsets)]
     todo = [(s, seed) for s, seed in jobs if row_key(s, seed, chash) not in done]
     start, work_done, work_all = time.monotonic(), 0, sum(s for s, _ in todo)
     for i, (size, seed) in enumerate(todo):
@@ -348,7 +349,7 @@ def sweep(subsets: dict[int, Path], seeds: Sequence[int], chash: str, results: P
         work_done += size
         eta = (time.monotonic() - start) / work_done * (work_all - work_done)
         log(f"scale: run {i + 1}/{len(todo)} (size {size}, seed {seed}) in {row['seconds']:.0f} s; ETA {eta / 60:.1f} min")
-    return [done[row_key(s, seed, chash)] for s, seed in jobs]
+    return [done[row_key(s, seed, chash)] for s, seed in sorted(jobs)]
 
 
 # ---------------------------------------------------------------- the sweep as a command

@@ -112,9 +112,9 @@ def test_sweep_resumes_keyed_by_size_seed_and_config(tmp_path):
     subsets = {10: tmp_path / "a", 100: tmp_path / "b"}
     with pytest.raises(KeyboardInterrupt):
         sweep(subsets, [1, 2], "cfgA", results, run, log=lambda _: None)
-    assert list(completed(results)) == ["n10-s1-cfgA", "n10-s2-cfgA"]
+    assert list(completed(results)) == ["n10-s1-cfgA", "n100-s1-cfgA"]
     rows = sweep(subsets, [1, 2], "cfgA", results, run, log=lambda _: None)
-    assert calls == [(10, 1), (10, 2), (100, 1), (100, 1), (100, 2)]
+    assert calls == [(10, 1), (100, 1), (10, 2), (10, 2), (100, 2)]
     assert [(r["size"], r["seed"]) for r in rows] == [(10, 1), (10, 2), (100, 1), (100, 2)]
     sweep(subsets, [1, 2], "cfgB", results, run, log=lambda _: None)  # another config: all rerun
     assert len(calls) == 9
@@ -147,3 +147,50 @@ def test_study_writes_json_markdown_html_and_plots(tmp_path):
     assert not re.search(r"<script|<link|(src|href)=[\"']https?:", html)  # nothing loads from a network
     assert (tmp_path / "scaling.png").stat().st_size > 10_000 and (tmp_path / "levels.png").exists()
     json.dumps(result)  # rows and study are plain JSON
+
+
+def test_mathforge_scale_end_to_end_with_an_absolute_benchmark_path(tmp_path):
+    """A real (tiny) sweep: train, evaluate on a benchmark named by absolute file path (this used to
+    crash building the eval folder), write every output; a rerun trains nothing."""
+    import subprocess
+    import sys
+
+    from mathforge.sources import load
+
+    bench = tmp_path / "bench" / "mini_test.jsonl"
+    write_records(bench, load("mini:test?levels=1-2&per_level=6&allow_test=1"))
+    recipe = tmp_path / "scale.yaml"
+    recipe.write_text(f"""
+data: "mini:train?levels=1-2&size=40&seed=0"
+sizes: [10, 20, 40]
+train_seeds: [1]
+metric: strict
+n_boot: 50
+train:
+  stages: [{{name: sft, dataset: from-sweep, epochs: 1, lr: 3.0e-3}}]
+  student: {{model: tiny, vocab_size: 300, hidden_size: 32, intermediate_size: 64, num_layers: 1, num_heads: 2, num_kv_heads: 1}}
+  prompt_style: plain
+  max_length: 128
+  packing: false
+  global_batch: 8
+  micro_batch: 8
+  max_steps: 2
+eval:
+  benchmarks: ["{bench}"]
+  settings: {{max_tokens: 16, prompt_style: plain, graders: [strict]}}
+  engine: {{backend: hf, batch_size: 16}}
+""")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mathforge.cli", "scale", str(recipe), "--out", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for name in ("scaling.json", "scaling.jsonl", "report.md", "report.html", "scaling.png", "levels.png"):
+        assert (out / name).exists(), name
+    result = json.loads((out / "scaling.json").read_text())
+    points = result["benchmarks"][str(bench)]["points"]
+    assert [p["size"] for p in points] == [10, 20, 40] and all(p["n_items"] == 12 for p in points)
+    assert len(result["runs"]) == 3
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0
+    assert (out / "logs" / "run.log").read_text().count("scale: run") == 3  # all from the first run
+    assert len((out / "scaling.jsonl").read_text().splitlines()) == 3

@@ -479,13 +479,14 @@ def scale(
     recipe: Path = typer.Argument(..., help="scaling recipe YAML (see recipes/scale_offline.yaml)"),
     out: Path = typer.Option(..., "--out", "-o", help="sweep directory (rerun to resume: finished runs are skipped)"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. sizes=[100,200,400]"),
+    report_only: bool = typer.Option(False, "--report-only", help="train nothing: report the runs finished so far"),
 ) -> None:
     """Data scaling: train on nested subsets of growing size, evaluate each, fit and plot the curve."""
     from mathforge.scale import ScaleConfig, run_scale
 
     cfg = recipe_config(ScaleConfig, recipe, overrides)
     try:
-        run_scale(cfg, out)
+        run_scale(cfg, out, report_only=report_only)
     except (DataError, ValueError) as e:
         fail(f"{e}\n(finished sizes are kept in {out / 'scaling.jsonl'}; rerun to resume)")
     console.print((out / "report.md").read_text())

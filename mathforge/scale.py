@@ -175,16 +175,17 @@ def curve_point(size: int, scores: np.ndarray, seeds: Sequence[int], n_boot: int
             "per_seed": {str(s): float(v) for s, v in zip(seeds, scores.mean(axis=1), strict=True)}}
 
 
-def analyse(matrices: dict[int, np.ndarray], seeds: Sequence[int], n_boot: int,
+def analyse(matrices: dict[int, np.ndarray], seeds: dict[int, list[int]], n_boot: int,
             target: float | None, forms: Sequence[str] = tuple(FITS)) -> dict[str, Any]:
     """Curve, fits with parameter intervals, leave-largest-out and the practical answer.
 
     `matrices[size]` is the (seeds, items) 0/1 score matrix of that size, items in the same order
-    for every size. Replicates use the same seed for every size, so items are resampled jointly
+    for every size; `seeds[size]` names its rows (sizes may have different seeds in a study that
+    is still running). Replicates use the same seed for every size, so items are resampled jointly
     across sizes (the test set is shared by all of them) and every fit sees one coherent replicate.
     """
     sizes = sorted(matrices)
-    points = [curve_point(s, matrices[s], seeds, n_boot) for s in sizes]
+    points = [curve_point(s, matrices[s], seeds[s], n_boot) for s in sizes]
     means = np.array([p["mean"] for p in points])
     reps = np.stack([replicate_means(matrices[s], n_boot, seed=0) for s in sizes])  # (sizes, n_boot)
     if target is None:
@@ -275,7 +276,7 @@ def study(rows: list[dict[str, Any]], cfg: ScaleConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"metric": cfg.metric, "runs": [_run_summary(r, cfg.metric) for r in rows], "benchmarks": {}}
     for bench in benches:
         mats = {s: item_matrix(rs, bench, cfg.metric) for s, rs in by_size.items()}
-        seeds = next(iter(mats.values()))[1]
+        seeds = {s: seeds for s, (_, seeds) in mats.items()}
         entry = analyse({s: m for s, (m, _) in mats.items()}, seeds, cfg.n_boot, cfg.target)
         for key in ("level", "subject"):
             entry[f"by_{key}"] = {
@@ -355,12 +356,13 @@ def sweep(subsets: dict[int, Path], seeds: Sequence[int], chash: str, results: P
 # ---------------------------------------------------------------- the sweep as a command
 
 
-def run_scale(cfg: ScaleConfig, out: str | Path) -> dict[str, Any]:
+def run_scale(cfg: ScaleConfig, out: str | Path, report_only: bool = False) -> dict[str, Any]:
     """`mathforge scale`: nested subsets of `cfg.data`, one SFT run and evaluation per size and
     training seed, then `scaling.json`, `report.md`, `report.html` and plots; returns the study.
 
     Each run trains `cfg.train` from scratch with every stage's dataset replaced by the subset and
-    evaluates it like `mathforge run` does, on the same fixed items for every run.
+    evaluates it like `mathforge run` does, on the same fixed items for every run. `report_only`
+    trains nothing: it reports the rows of this config finished so far (a study still running).
     """
     from mathforge.rundir import RunDir
 
@@ -370,7 +372,12 @@ def run_scale(cfg: ScaleConfig, out: str | Path) -> dict[str, Any]:
     data = _materialise(cfg.data, rd.root / "data" / f"{hashlib.sha256(cfg.data.encode()).hexdigest()[:12]}.jsonl")
     subsets = nested_subsets(data, cfg.sizes, rd.root / "subsets" / chash, seed=cfg.seed)
     runner = partial_runner(cfg, rd.root / "runs", chash)
-    rows = sweep(subsets, cfg.train_seeds, chash, rd.root / "scaling.jsonl", runner, log=rd.log.info)
+    if report_only:
+        rows = [r for r in completed(rd.root / "scaling.jsonl").values() if r["config"] == chash]
+        if not rows:
+            raise ValueError(f"{rd.root / 'scaling.jsonl'}: no finished run of this config to report")
+    else:
+        rows = sweep(subsets, cfg.train_seeds, chash, rd.root / "scaling.jsonl", runner, log=rd.log.info)
     result = study(rows, cfg)
     write_json(rd.root / "scaling.json", _finite(result))
     from mathforge.scale_report import write_reports

@@ -66,7 +66,7 @@ def test_analyse_intervals_cover_a_known_curve():
     def truth(n):
         return 0.85 - 4.0 * n ** -0.45
 
-    out = analyse(_matrices(truth), [1, 2, 3], n_boot=300, target=0.6)
+    out = analyse(_matrices(truth), dict.fromkeys(SIZES, [1, 2, 3]), n_boot=300, target=0.6)
     pts = out["points"]
     assert pts[-1]["lo"] > pts[0]["hi"]  # the curve rises beyond its noise
     assert sum(p["lo"] <= truth(p["size"]) <= p["hi"] for p in pts) >= 5
@@ -134,9 +134,11 @@ def test_config_hash_sees_training_changes_but_not_sizes():
 def test_study_writes_json_markdown_html_and_plots(tmp_path):
     rows = [{"key": f"n{s}-s{seed}-x", "size": s, "seed": seed, **_row(s, seed, min(0.9, 0.15 * math.log2(s / 50) + 0.02 * seed))}
             for s in SIZES for seed in (1, 2, 3)]
+    rows.pop()  # a study still running: the largest size has two seeds so far
     result = study(rows, ScaleConfig(metric="symbolic", n_boot=200, target=0.7))
     entry = result["benchmarks"]["mini"]
     assert [p["size"] for p in entry["points"]] == SIZES
+    assert list(entry["points"][-1]["per_seed"]) == ["1", "2"]
     assert set(entry["by_level"]) == {"1", "2", "3"} and entry["by_subject"] == {}
     write_reports(result, tmp_path)
     text = (tmp_path / "report.md").read_text()

@@ -84,7 +84,7 @@ def render_markdown(summary: dict[str, Any], graders: tuple[str, ...], max_disag
               f"- generation errors: {summary['generation_errors']}"]
     if summary.get("tokens_per_s") is not None:
         lines.append(f"- generation: {summary['tokens_per_s']:.1f} tokens/s")
-    lines += ["", *_table("Accuracy", {"all": summary["accuracy"]}, graders)]
+    lines += ["", *_table("Accuracy", {"all": summary["accuracy"]}, graders), *meaning(summary, graders), ""]
     lines += _table("By MATH level (Table 2)", summary["by_level"], graders)
     lines += _table("By subject (Table 12)", summary["by_subject"], graders)
     dis = summary["disagreements"]
@@ -97,6 +97,18 @@ def render_markdown(summary: dict[str, Any], graders: tuple[str, ...], max_disag
         if len(dis) > max_disagreements:
             lines.append(f"\n({len(dis) - max_disagreements} more in summary.json)")
     return "\n".join(lines) + "\n"
+
+
+def meaning(summary: dict[str, Any], graders: tuple[str, ...], floor: float = 0.05) -> list[str]:
+    """Plain words on what the accuracy can and cannot say, from its interval and the item count."""
+    acc = summary["accuracy"][graders[0]]
+    lo, hi = acc["ci95"]
+    out = [f"What this means: with {summary['n']} items the 95% interval is {100 * (hi - lo):.0f} points wide; "
+           "two models whose intervals overlap this much are not shown to differ."]
+    if hi < floor:
+        out.append(f"The whole interval is below {100 * floor:.0f}%: the model is at the floor on this benchmark "
+                   "(it has not learned the task), so this number says nothing about the data it was trained on.")
+    return out
 
 
 def _short(text: Any, limit: int = 40) -> str:

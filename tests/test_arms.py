@@ -45,3 +45,48 @@ def test_arms_need_two_distinct_names():
     arm = Arm("a", (StageConfig("s", "x.jsonl"),))
     with pytest.raises(ValueError, match="two or more"):
         ArmsConfig(arms=(arm, arm))
+
+
+def test_mathforge_arms_end_to_end(tmp_path):
+    """Real (tiny) training of both arms and evaluation on the same items; a rerun trains nothing."""
+    import json
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "arms.yaml"
+    recipe.write_text("""
+arms:
+  - name: two_stage
+    stages:
+      - {name: easy, dataset: "mini:train?levels=1-3&size=30&seed=0", epochs: 1, lr: 3.0e-3}
+      - {name: hard, dataset: "mini:train?levels=4-5&size=20&seed=0", epochs: 1, lr: 3.0e-3}
+  - name: one_stage
+    stages:
+      - {name: union, dataset: "mini:train?levels=1-5&size=50&seed=0", epochs: 1, lr: 3.0e-3}
+metric: strict
+n_boot: 100
+train:
+  student: {model: tiny, vocab_size: 300, hidden_size: 32, intermediate_size: 64, num_layers: 1, num_heads: 2, num_kv_heads: 1}
+  prompt_style: plain
+  max_length: 128
+  packing: false
+  global_batch: 8
+  micro_batch: 8
+  max_steps: 2
+eval:
+  benchmarks: ["mini:test?levels=1-5&per_level=4"]
+  limit: null
+  settings: {max_tokens: 16, prompt_style: plain, graders: [strict]}
+  engine: {backend: hf, batch_size: 32}
+""")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mathforge.cli", "arms", str(recipe), "--out", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    result = json.loads((out / "comparison.json").read_text())
+    entry = result["benchmarks"]["mini:test?levels=1-5&per_level=4"]
+    assert list(entry["accuracy"]) == ["all", *[f"level {i}" for i in range(1, 6)]]
+    assert result["examples"]["two_stage"]["digest"] == result["examples"]["one_stage"]["digest"]
+    assert "<svg" in (out / "report.html").read_text()
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=600).returncode == 0
+    assert len((out / "arms.jsonl").read_text().splitlines()) == 2

@@ -206,7 +206,7 @@ def _fit_block(name: str, sizes: list[int], means: np.ndarray, reps: np.ndarray,
     ok = [f for f in boots if f is not None]
     largest = sizes[-1]
     block = {
-        "formula": FORMULAS[name], "r2": point.r2, "replicates": len(boots), "failed_replicates": len(boots) - len(ok),
+        "formula": FORMULAS[name], "r2": point.r2, "largest": largest, "replicates": len(boots), "failed_replicates": len(boots) - len(ok),
         "params": {p: _iv(getattr(point, p), [getattr(f, p) for f in ok]) for p in PARAMS[name]},
         "size_for_target": _iv(point.size_for(target), [f.size_for(target) for f in ok]),
         "gain_from_doubling": _iv(point.predict(2 * largest) - point.predict(largest),

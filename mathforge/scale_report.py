@@ -16,6 +16,7 @@ from mathforge.io import write_text
 
 FLOOR = 0.05  # below this mean accuracy a tiny test set cannot tell a model from chance-level luck
 CEILING = 0.95
+EXTRAPOLATION = 10  # a predicted size beyond this multiple of the largest measured one is flagged
 
 
 def write_reports(study: dict[str, Any], out: Path) -> None:
@@ -88,10 +89,12 @@ def _fit_md(name: str, fit: dict[str, Any], target: float) -> list[str]:
     if "params" not in fit:
         return [f"**{name}** ({fit['formula']}): {fit.get('failed')}"]
     params = ", ".join(f"{p} = {interval_text(iv, 1, '{:.4g}')}" for p, iv in fit["params"].items())
+    far = fit["size_for_target"]["estimate"] > EXTRAPOLATION * fit["largest"]
     out = [f"**{name}**: {fit['formula']}; {params}; R² {fit['r2']:.3f} "
            f"({fit['failed_replicates']} of {fit['replicates']} bootstrap refits failed).",
            f"- size to reach {pct(target)}%: {interval_text(fit['size_for_target'], 1, '{:,.0f}')} samples"
-           f" ({fit['size_for_target']['never']} replicates never reach it)",
+           f" ({fit['size_for_target']['never']} replicates never reach it)"
+           + (f"; more than {EXTRAPOLATION}× the largest size measured: an extrapolation, not a forecast" if far else ""),
            f"- gain from doubling the largest size: {interval_text(fit['gain_from_doubling'])} points"]
     llo = fit.get("leave_largest_out")
     if llo and "prediction" in llo:

@@ -542,16 +542,16 @@ def export(
 @app.command()
 def scale(
     recipe: Path = typer.Argument(..., help="scaling recipe YAML (see recipes/scale_offline.yaml)"),
-    out: Path = typer.Option(..., "--out", "-o", help="sweep directory (rerun to resume: finished sizes are skipped)"),
+    out: Path = typer.Option(..., "--out", "-o", help="sweep directory (rerun to resume: finished runs are skipped)"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. sizes=[100,200,400]"),
+    report_only: bool = typer.Option(False, "--report-only", help="train nothing: report the runs finished so far"),
 ) -> None:
     """Data scaling: train on nested subsets of growing size, evaluate each, fit and plot the curve."""
-    from mathforge.pipeline import ScaleConfig
-    from mathforge.scale import run_scale
+    from mathforge.scale import ScaleConfig, run_scale
 
     cfg = recipe_config(ScaleConfig, recipe, overrides)
     try:
-        run_scale(cfg, out)
+        run_scale(cfg, out, report_only=report_only)
     except (DataError, ValueError) as e:
         fail(f"{e}\n(finished sizes are kept in {out / 'scaling.jsonl'}; rerun to resume)")
     console.print((out / "report.md").read_text())
@@ -691,6 +691,24 @@ def clean(
     check = report["answer_check"]
     console.print(f"answer check ({check['mode']}): {check.get('agree', 0)} agree, {check.get('disagree', 0)} "
                   f"disagree, {check.get('unknown', 0)} unknown -> {report['output']}")
+
+
+@app.command()
+def arms(
+    recipe: Path = typer.Argument(..., help="comparison recipe YAML (see recipes/two_stage_mini.yaml)"),
+    out: Path = typer.Option(..., "--out", "-o", help="comparison directory (rerun to resume: finished runs are skipped)"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. train_seeds=[1,2]"),
+) -> None:
+    """Compare training arms (e.g. two-stage vs one-stage SFT) on the same items: per-level accuracy
+    with intervals and the paired difference."""
+    from mathforge.arms import ArmsConfig, run_arms
+
+    cfg = recipe_config(ArmsConfig, recipe, overrides)
+    try:
+        run_arms(cfg, out)
+    except (DataError, ValueError) as e:
+        fail(f"{e}\n(finished runs are kept in {out / 'arms.jsonl'}; rerun to resume)")
+    console.print((out / "report.md").read_text())
 
 
 if __name__ == "__main__":

@@ -101,19 +101,6 @@ def validate(cfg: RunConfig) -> None:
                               f"dataset of the run ({', '.join(sorted(names))}) nor an existing path")
 
 
-@dataclass(frozen=True)
-class ScaleConfig:
-    """`mathforge scale`: the data-scaling study (the paper's Figure 5, Tables 2 and 12)."""
-
-    data: str = "runs/offline/data/stage1.jsonl"  # a record file or a seed source spec
-    sizes: tuple[int, ...] = (7_500, 60_000, 360_000, 1_000_000, 1_500_000, 2_100_000, 2_500_000)
-    seed: int = 0
-    metric: str = "symbolic"
-    data_dir: str = "../shared/data"
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalStage = field(default_factory=EvalStage)
-
-
 def resolve_data_dir(data_dir: str) -> Path:
     """A benchmark data dir; a relative one is read from the working directory when it exists
     there, else from the repository root (recipes name `../shared/data` relative to the repo)."""

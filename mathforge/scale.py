@@ -1,24 +1,56 @@
-"""The data-scaling study (the paper's Figure 5, Tables 2 and 12): train on nested subsets of
-increasing size, evaluate each, fit accuracy against data size, and say how much more data is
-worth generating.
+"""The data-scaling study (the paper's Figure 5, Tables 2, 11 and 12): train on nested subsets of
+increasing size with several training seeds, evaluate each on the same items, and say with
+intervals how accuracy grows with data and how much more data is worth generating.
 
-The sweep is resumable: each finished (size) row is appended to `scaling.jsonl` and skipped on
-rerun; the report and plot are rendered from that file, never parsed back from text.
+    data -> nested subsets (each contains every smaller one)
+         -> for each size and training seed: SFT from scratch -> evaluation, per-item results kept
+         -> per size: accuracy with a bootstrap interval over items and seeds (mathforge.stats)
+         -> fits (log-linear, saturating power law) refitted on every bootstrap replicate
+         -> leave-largest-out check, size to reach a target, gain from doubling, per level/subject
+         -> scaling.json, report.md, report.html, scaling.png, levels.png
+
+Rows are appended to `scaling.jsonl` as runs finish, keyed by size, seed and a hash of everything
+else that decides a result (data, training and evaluation config): a rerun skips exactly the rows
+whose key is unchanged, and a changed learning rate reruns everything. Reports are rendered from
+the rows, never parsed back from text.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mathforge.io import AtomicWriter, read_rows, write_text
+from mathforge.config import config_to_dict
+from mathforge.io import AtomicWriter, read_rows, write_json
+from mathforge.pipeline import EvalStage
+from mathforge.stats import as_matrix, percentile_interval, replicate_means
+from mathforge.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """`mathforge scale`: the data-scaling study (the paper's Figure 5, Tables 2 and 12)."""
+
+    data: str = "runs/offline/data/stage1.jsonl"  # a record file or a seed source spec
+    sizes: tuple[int, ...] = (7_500, 60_000, 360_000, 1_000_000, 1_500_000, 2_100_000, 2_500_000)
+    seed: int = 0  # the draw of the nested subsets (the same for every training seed)
+    train_seeds: tuple[int, ...] = (42,)  # one SFT run per size and seed: model init and data order
+    metric: str = "symbolic"  # the grader the curves and fits use
+    target: float | None = None  # accuracy the practical answer aims at; None: halfway from the largest size to 100%
+    n_boot: int = 1_000
+    data_dir: str = "../shared/data"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalStage = field(default_factory=EvalStage)
 
 
 def nested_subsets(data: str | Path, sizes: Sequence[int], out_dir: str | Path, seed: int = 0) -> dict[int, Path]:
@@ -26,12 +58,15 @@ def nested_subsets(data: str | Path, sizes: Sequence[int], out_dir: str | Path, 
 
     One random rank per row; the subset of size s holds the rows of rank < s, in file order. Only
     the ranks are held in memory (8 bytes a row), never the rows, so 2.5M-row files are fine.
+    Subsets already written (same data, sizes and seed: the sweep's config hash) are reused.
     """
     n = sum(1 for _ in read_rows(data))
     sizes = sorted({min(int(s), n) for s in sizes})
-    ranks = np.random.default_rng(seed).permutation(n)
     out_dir = Path(out_dir)
     paths = {s: out_dir / f"subset_{s}.jsonl" for s in sizes}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    ranks = np.random.default_rng(seed).permutation(n)
     with ExitStack() as stack:
         writers = {s: stack.enter_context(AtomicWriter(p)) for s, p in paths.items()}
         for i, (_, row) in enumerate(read_rows(data)):
@@ -39,6 +74,9 @@ def nested_subsets(data: str | Path, sizes: Sequence[int], out_dir: str | Path, 
                 if ranks[i] < s:
                     writers[s].write(row)
     return paths
+
+
+# ---------------------------------------------------------------- fits
 
 
 @dataclass(frozen=True)
@@ -52,9 +90,33 @@ class Fit:
     def predict(self, n: float) -> float:
         return self.a + self.b * math.log10(n)
 
-    def size_for(self, accuracy: float) -> float | None:
-        """Data size at which the fitted line reaches `accuracy` (None if it never does)."""
-        return 10 ** ((accuracy - self.a) / self.b) if self.b > 0 else None
+    def size_for(self, accuracy: float) -> float:
+        """Data size at which the line reaches `accuracy` (inf if it never does)."""
+        return 10 ** ((accuracy - self.a) / self.b) if self.b > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class PowerFit:
+    """acc(N) = ceiling - k * N^(-alpha): error falls as a power of data towards a floor of
+    1 - ceiling (the saturating law of data-scaling studies; the line above cannot bend)."""
+
+    ceiling: float
+    k: float
+    alpha: float
+    r2: float
+
+    def predict(self, n: float) -> float:
+        return self.ceiling - self.k * n ** (-self.alpha)
+
+    def size_for(self, accuracy: float) -> float:
+        if accuracy >= self.ceiling or self.k <= 0 or self.alpha <= 0:
+            return math.inf
+        return (self.k / (self.ceiling - accuracy)) ** (1 / self.alpha)
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    return 1.0 - float(((y - pred) ** 2).sum()) / ss_tot if ss_tot > 0 else 1.0
 
 
 def fit_log_linear(sizes: Sequence[float], accuracies: Sequence[float]) -> Fit:
@@ -64,154 +126,298 @@ def fit_log_linear(sizes: Sequence[float], accuracies: Sequence[float]) -> Fit:
     if len(set(x.tolist())) < 2:
         raise ValueError("a scaling fit needs at least two distinct data sizes")
     b, a = np.polyfit(x, y, 1)
-    pred = a + b * x
-    ss_res = float(((y - pred) ** 2).sum())
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    return Fit(a=float(a), b=float(b), r2=1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0)
+    return Fit(a=float(a), b=float(b), r2=_r2(y, a + b * x))
 
 
-def advice(fit: Fit, largest: int, cost_per_sample: float | None = None) -> dict[str, Any]:
-    """The practical answer: what doubling (and 10x) the data buys, per the fitted line."""
-    gain_2x = fit.b * math.log10(2)
-    out = {"gain_per_doubling": gain_2x, "gain_per_10x": fit.b,
-           "predicted_at_2x": fit.predict(2 * largest), "predicted_at_10x": fit.predict(10 * largest)}
-    if cost_per_sample is not None:
-        out["cost_of_doubling"] = cost_per_sample * largest
-        out["accuracy_points_per_unit_cost"] = 100 * gain_2x / (cost_per_sample * largest) if largest else None
+def fit_power_law(sizes: Sequence[float], accuracies: Sequence[float]) -> PowerFit:
+    """Least-squares fit of acc = ceiling - k * N^-alpha (ceiling in [0, 1]); needs three sizes."""
+    from scipy.optimize import curve_fit
+
+    n = np.asarray(sizes, dtype=float)
+    y = np.asarray(accuracies, dtype=float)
+    if len(set(n.tolist())) < 3:
+        raise ValueError("a power-law fit needs at least three distinct data sizes")
+    # Fitted on N / N_min so k stays O(1) whatever the unit; k is converted back below.
+    n0 = float(n.min())
+
+    def f(x, c, k, a):
+        return c - k * x ** (-a)
+
+    p0 = (min(1.0, float(y.max()) + 0.1), max(1e-3, min(1.0, float(y.max()) + 0.1) - float(y.min())), 0.5)
+    (c, k, a), _ = curve_fit(f, n / n0, y, p0=p0, bounds=([0.0, 0.0, 0.0], [1.0, 10.0, 5.0]), maxfev=5_000)
+    return PowerFit(ceiling=float(c), k=float(k * n0**a), alpha=float(a), r2=_r2(y, f(n / n0, c, k, a)))
+
+
+# Fit forms by name: every study fits each of them with bootstrap intervals on its parameters.
+FITS: dict[str, Callable[[Sequence[float], Sequence[float]], Any]] = {
+    "log_linear": fit_log_linear,
+    "power_law": fit_power_law,
+}
+PARAMS = {"log_linear": ("a", "b"), "power_law": ("ceiling", "k", "alpha")}
+FORMULAS = {"log_linear": "acc = a + b·log10(N)", "power_law": "acc = ceiling − k·N^(−alpha)"}
+
+
+def _try_fit(name: str, sizes: Sequence[float], accs: Sequence[float]) -> Any:
+    try:
+        return FITS[name](sizes, accs)
+    except (RuntimeError, ValueError):  # a replicate the optimiser cannot fit counts as failed
+        return None
+
+
+# ---------------------------------------------------------------- the study's statistics
+
+
+def curve_point(size: int, scores: np.ndarray, seeds: Sequence[int], n_boot: int) -> dict[str, Any]:
+    """One size: mean accuracy, its interval over items and seeds, and each seed's accuracy."""
+    reps = replicate_means(scores, n_boot, seed=0)
+    iv = percentile_interval(float(scores.mean()), reps)
+    return {"size": size, "mean": iv.estimate, "lo": iv.lo, "hi": iv.hi, "n_items": scores.shape[1],
+            "per_seed": {str(s): float(v) for s, v in zip(seeds, scores.mean(axis=1), strict=True)}}
+
+
+def analyse(matrices: dict[int, np.ndarray], seeds: dict[int, list[int]], n_boot: int,
+            target: float | None, forms: Sequence[str] = tuple(FITS)) -> dict[str, Any]:
+    """Curve, fits with parameter intervals, leave-largest-out and the practical answer.
+
+    `matrices[size]` is the (seeds, items) 0/1 score matrix of that size, items in the same order
+    for every size; `seeds[size]` names its rows (sizes may have different seeds in a study that
+    is still running). Replicates use the same seed for every size, so items are resampled jointly
+    across sizes (the test set is shared by all of them) and every fit sees one coherent replicate.
+    """
+    sizes = sorted(matrices)
+    points = [curve_point(s, matrices[s], seeds[s], n_boot) for s in sizes]
+    means = np.array([p["mean"] for p in points])
+    reps = np.stack([replicate_means(matrices[s], n_boot, seed=0) for s in sizes])  # (sizes, n_boot)
+    if target is None:
+        target = (means[-1] + 1.0) / 2
+    out: dict[str, Any] = {"points": points, "target": target, "fits": {}}
+    for name in forms:
+        if len(sizes) < (3 if name == "power_law" else 2):
+            continue
+        out["fits"][name] = _fit_block(name, sizes, means, reps, target)
     return out
 
 
-def completed(results: Path) -> dict[int, dict[str, Any]]:
-    """Rows already in the sweep's results file, by data size."""
+def _fit_block(name: str, sizes: list[int], means: np.ndarray, reps: np.ndarray, target: float) -> dict[str, Any]:
+    point = _try_fit(name, sizes, means)
+    if point is None:
+        return {"formula": FORMULAS[name], "failed": "the point estimate did not converge"}
+    boots = [_try_fit(name, sizes, reps[:, b]) for b in range(reps.shape[1])]
+    ok = [f for f in boots if f is not None]
+    largest = sizes[-1]
+    block = {
+        "formula": FORMULAS[name], "r2": point.r2, "largest": largest, "replicates": len(boots), "failed_replicates": len(boots) - len(ok),
+        "params": {p: _iv(getattr(point, p), [getattr(f, p) for f in ok]) for p in PARAMS[name]},
+        "size_for_target": _iv(point.size_for(target), [f.size_for(target) for f in ok]),
+        "gain_from_doubling": _iv(point.predict(2 * largest) - point.predict(largest),
+                                  [f.predict(2 * largest) - f.predict(largest) for f in ok]),
+        "predicted_at_2x": _iv(point.predict(2 * largest), [f.predict(2 * largest) for f in ok]),
+    }
+    if len(sizes) > (3 if name == "power_law" else 2):
+        block["leave_largest_out"] = leave_largest_out(name, sizes, means, reps)
+    return block
+
+
+def leave_largest_out(name: str, sizes: list[int], means: np.ndarray, reps: np.ndarray) -> dict[str, Any]:
+    """Fit on every size but the largest, predict the largest, compare with what was measured.
+
+    `prediction` carries the fit's uncertainty (refitted per replicate); `covered` says whether the
+    measured mean falls inside it; `error` (predicted - measured) has an interval from the same
+    replicates, which also carries the measurement's own noise.
+    """
+    point = _try_fit(name, sizes[:-1], means[:-1])
+    if point is None:
+        return {"failed": "the point estimate did not converge"}
+    fits = [_try_fit(name, sizes[:-1], reps[:-1, b]) for b in range(reps.shape[1])]
+    preds = np.array([f.predict(sizes[-1]) if f else math.nan for f in fits])
+    pred = _iv(point.predict(sizes[-1]), preds)
+    error = _iv(point.predict(sizes[-1]) - float(means[-1]), preds - reps[-1])
+    return {"size": sizes[-1], "prediction": pred, "measured": float(means[-1]), "error": error,
+            "covered": bool(pred["lo"] <= means[-1] <= pred["hi"])}
+
+
+def _iv(estimate: float, replicates: Iterable[float]) -> dict[str, Any]:
+    """An interval as a dict; `never` counts replicates that never reach (inf) a target."""
+    vals = np.array(list(replicates), dtype=float)
+    return {**percentile_interval(float(estimate), vals).to_dict(), "never": int(np.isinf(vals).sum())}
+
+
+# ---------------------------------------------------------------- rows: per-item results
+
+
+def item_matrix(rows: list[dict[str, Any]], bench: str, grader: str,
+                group: tuple[str, str] | None = None) -> tuple[np.ndarray, list[int]]:
+    """The (seeds, items) 0/1 matrix of one size's rows (items sorted by id) and the seeds in row order.
+
+    `group=("level", "3")` keeps the items of one level (or subject) only.
+    """
+    seeds, cols = [], []
+    for row in sorted(rows, key=lambda r: r["seed"]):
+        items = row["items"][bench]
+        order = sorted(range(len(items["ids"])), key=lambda i: items["ids"][i])
+        if group:
+            order = [i for i in order if str(items[group[0]][i]) == group[1]]
+        cols.append([items["correct"][grader][i] for i in order])
+        seeds.append(row["seed"])
+    return as_matrix(cols), seeds
+
+
+def groups_of(rows: list[dict[str, Any]], bench: str, key: str) -> list[str]:
+    """The levels (or subjects) present among a benchmark's items, sorted."""
+    return sorted({str(v) for r in rows for v in r["items"][bench][key] if v is not None})
+
+
+def study(rows: list[dict[str, Any]], cfg: ScaleConfig) -> dict[str, Any]:
+    """Everything `scaling.json` holds, computed from the sweep's rows."""
+    benches = sorted({b for r in rows for b in r["items"]})
+    by_size: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_size.setdefault(r["size"], []).append(r)
+    out: dict[str, Any] = {"metric": cfg.metric, "runs": [_run_summary(r, cfg.metric) for r in rows], "benchmarks": {}}
+    for bench in benches:
+        mats = {s: item_matrix(rs, bench, cfg.metric) for s, rs in by_size.items()}
+        seeds = {s: seeds for s, (_, seeds) in mats.items()}
+        entry = analyse({s: m for s, (m, _) in mats.items()}, seeds, cfg.n_boot, cfg.target)
+        for key in ("level", "subject"):
+            entry[f"by_{key}"] = {
+                g: analyse({s: item_matrix(rs, bench, cfg.metric, (key, g))[0] for s, rs in by_size.items()},
+                           seeds, cfg.n_boot, None, forms=("log_linear",))
+                for g in groups_of(rows, bench, key)
+            } if len(groups_of(rows, bench, key)) > 1 else {}
+        out["benchmarks"][bench] = entry
+    return out
+
+
+def _run_summary(row: dict[str, Any], metric: str) -> dict[str, Any]:
+    acc = {b: float(np.mean(v["correct"][metric])) for b, v in row["items"].items()}
+    return {"size": row["size"], "seed": row["seed"], "key": row["key"], "accuracy": acc,
+            "train_loss": row.get("train_loss"), "seconds": row.get("seconds")}
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def config_hash(cfg: ScaleConfig) -> str:
+    """A hash of everything that decides a row's result except its size and training seed."""
+    plain = config_to_dict(cfg)
+    for key in ("sizes", "train_seeds", "metric", "target", "n_boot"):  # change no single result
+        plain.pop(key, None)
+    plain["train"].pop("seed", None)
+    for stage in plain["train"]["stages"]:
+        stage.pop("dataset", None)  # replaced by the subset, which `data` and `seed` decide
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def row_key(size: int, seed: int, chash: str) -> str:
+    return f"n{size}-s{seed}-{chash}"
+
+
+def completed(results: Path) -> dict[str, dict[str, Any]]:
+    """Rows already in the sweep's results file, by key (rows of other configs included)."""
     if not results.exists():
         return {}
-    return {int(row["size"]): row for _, row in read_rows(results)}
+    return {row["key"]: row for _, row in read_rows(results)}
 
 
 def append_row(results: Path, row: dict[str, Any]) -> None:
-    """Append one finished run; a line is written whole and fsynced (a crash loses no finished run)."""
+    """Append one finished run; a line is written whole and flushed (a crash loses no finished run)."""
     results.parent.mkdir(parents=True, exist_ok=True)
     with open(results, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, ensure_ascii=False) + "\n")
         f.flush()
 
 
-def sweep(sizes: Iterable[int], subsets: dict[int, Path], results: Path,
-          train_and_eval: Callable[[int, Path], dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run `train_and_eval(size, subset)` for every size not yet in `results`; return all rows."""
+def sweep(subsets: dict[int, Path], seeds: Sequence[int], chash: str, results: Path,
+          train_and_eval: Callable[[int, int, Path], dict[str, Any]],
+          log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run `train_and_eval(size, seed, subset)` for every (size, seed) whose key is not in `results`.
+
+    Returns the rows of this config, sizes ascending. Progress (runs done, ETA) goes to `log`; the
+    ETA assumes a run costs in proportion to its size, as training does.
+    """
     done = completed(results)
-    for size in sorted(set(sizes)):
-        real = max(s for s in subsets if s <= size) if size not in subsets else size
-        if real in done:
-            continue
-        row = {"size": real, **train_and_eval(real, subsets[real])}
+    # Seed-major order: a study stopped early still has whole curves for its first seeds.
+    jobs = [(s, seed) for seed in seeds for s in sorted(subsets)]
+    todo = [(s, seed) for s, seed in jobs if row_key(s, seed, chash) not in done]
+    start, work_done, work_all = time.monotonic(), 0, sum(s for s, _ in todo)
+    for i, (size, seed) in enumerate(todo):
+        t0 = time.monotonic()
+        key = row_key(size, seed, chash)
+        row = {"key": key, "size": size, "seed": seed, "config": chash, **train_and_eval(size, seed, subsets[size])}
+        row["seconds"] = round(time.monotonic() - t0, 1)
         append_row(results, row)
-        done[real] = row
-    return [done[s] for s in sorted(done)]
-
-
-def report(rows: list[dict[str, Any]], out_dir: Path, metric: str = "symbolic") -> str:
-    """Render `report.md` (and `scaling.png` when matplotlib is present) from the sweep rows."""
-    lines = ["# Data scaling", "", f"Accuracy ({metric} grader) against SFT data size.", ""]
-    benches = sorted({b for r in rows for b in r.get("accuracy", {})})
-    lines += ["| size | " + " | ".join(benches) + " |", "|---:|" + "---:|" * len(benches)]
-    for r in rows:
-        lines.append(f"| {r['size']} | " + " | ".join(_pct(r["accuracy"].get(b, {}).get(metric)) for b in benches) + " |")
-    for bench in benches:
-        pts = [(r["size"], r["accuracy"][bench][metric]) for r in rows if bench in r.get("accuracy", {})]
-        if len({s for s, _ in pts}) >= 2:
-            fit = fit_log_linear([s for s, _ in pts], [a for _, a in pts])
-            tip = advice(fit, max(s for s, _ in pts))
-            lines += ["", f"**{bench}**: acc = {fit.a:.4f} + {fit.b:.4f}·log10(N) (R² {fit.r2:.2f}); "
-                      f"doubling the data adds {100 * tip['gain_per_doubling']:+.2f} points "
-                      f"(predicted {100 * tip['predicted_at_2x']:.1f}% at {2 * max(s for s, _ in pts)})."]
-    for key, title in (("by_level", "MATH accuracy per level"), ("by_subject", "MATH accuracy per subject")):
-        lines += _breakdown(rows, key, title, metric)
-    text = "\n".join(lines) + "\n"
-    write_text(out_dir / "report.md", text)
-    _plot(rows, benches, metric, out_dir / "scaling.png")
-    return text
-
-
-def _breakdown(rows, key, title, metric) -> list[str]:
-    groups = sorted({g for r in rows for g in r.get(key, {})})
-    if not groups:
-        return []
-    out = ["", f"## {title}", "", "| size | " + " | ".join(groups) + " |", "|---:|" + "---:|" * len(groups)]
-    for r in rows:
-        out.append(f"| {r['size']} | " + " | ".join(_pct(r.get(key, {}).get(g, {}).get(metric)) for g in groups) + " |")
-    return out
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _plot(rows, benches, metric, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plotting is optional (extra `plot`); the table is the result
-        return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for bench in benches:
-        pts = [(r["size"], 100 * r["accuracy"][bench][metric]) for r in rows if bench in r.get("accuracy", {})]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=bench)
-    ax.set_xscale("log")
-    ax.set_xlabel("SFT samples")
-    ax.set_ylabel(f"accuracy (%), {metric} grader")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+        done[key] = row
+        work_done += size
+        eta = (time.monotonic() - start) / work_done * (work_all - work_done)
+        log(f"scale: run {i + 1}/{len(todo)} (size {size}, seed {seed}) in {row['seconds']:.0f} s; ETA {eta / 60:.1f} min")
+    return [done[row_key(s, seed, chash)] for s, seed in sorted(jobs)]
 
 
 # ---------------------------------------------------------------- the sweep as a command
 
 
-def run_scale(cfg: Any, out: str | Path) -> list[dict[str, Any]]:
-    """`mathforge scale`: nested subsets of `cfg.data`, one SFT run and evaluation per size, report.
+def run_scale(cfg: ScaleConfig, out: str | Path, report_only: bool = False) -> dict[str, Any]:
+    """`mathforge scale`: nested subsets of `cfg.data`, one SFT run and evaluation per size and
+    training seed, then `scaling.json`, `report.md`, `report.html` and plots; returns the study.
 
-    `cfg` is a `ScaleConfig` (mathforge.pipeline); each size trains `cfg.train` with every stage's
-    dataset replaced by the subset, from scratch, and evaluates it like `mathforge run` does.
+    Each run trains `cfg.train` from scratch with every stage's dataset replaced by the subset and
+    evaluates it like `mathforge run` does, on the same fixed items for every run. `report_only`
+    trains nothing: it reports the rows of this config finished so far (a study still running).
     """
-    import dataclasses
-
-    from mathforge.pipeline import evaluate_model, resolve_data_dir
     from mathforge.rundir import RunDir
-    from mathforge.train.sft import train
 
     rd = RunDir(out)
     rd.save_config(cfg)
-    data = _materialise(cfg.data, rd.root / "data.jsonl")
-    subsets = nested_subsets(data, cfg.sizes, rd.root / "subsets", seed=cfg.seed)
+    chash = config_hash(cfg)
+    data = _materialise(cfg.data, rd.root / "data" / f"{hashlib.sha256(cfg.data.encode()).hexdigest()[:12]}.jsonl")
+    subsets = nested_subsets(data, cfg.sizes, rd.root / "subsets" / chash, seed=cfg.seed)
+    runner = partial_runner(cfg, rd.root / "runs", chash)
+    if report_only:
+        rows = [r for r in completed(rd.root / "scaling.jsonl").values() if r["config"] == chash]
+        if not rows:
+            raise ValueError(f"{rd.root / 'scaling.jsonl'}: no finished run of this config to report")
+    else:
+        rows = sweep(subsets, cfg.train_seeds, chash, rd.root / "scaling.jsonl", runner, log=rd.log.info)
+    result = study(rows, cfg)
+    write_json(rd.root / "scaling.json", _finite(result))
+    from mathforge.scale_report import write_reports
+
+    write_reports(result, rd.root)
+    return result
+
+
+def partial_runner(cfg: ScaleConfig, runs: Path, chash: str) -> Callable[[int, int, Path], dict[str, Any]]:
+    """The (size, seed, subset) -> row function of a sweep: train, then evaluate every benchmark."""
+    from mathforge.eval.benchmarks import slug
+    from mathforge.pipeline import evaluate_model, resolve_data_dir
+    from mathforge.train.sft import train
+
     bench_dir = resolve_data_dir(cfg.data_dir)
 
-    def train_and_eval(size: int, subset: Path) -> dict[str, Any]:
+    def train_and_eval(size: int, seed: int, subset: Path) -> dict[str, Any]:
         stages = tuple(dataclasses.replace(s, dataset=str(subset)) for s in cfg.train.stages)
-        run_dir = rd.root / "runs" / f"n{size}"
-        train(dataclasses.replace(cfg.train, stages=stages), run_dir / "train")
-        row: dict[str, Any] = {"accuracy": {}, "by_level": {}, "by_subject": {}}
+        run_dir = runs / row_key(size, seed, chash)
+        stats = train(dataclasses.replace(cfg.train, stages=stages, seed=seed), run_dir / "train")
+        items = {}
         for bench in cfg.eval.benchmarks:
-            summary = evaluate_model(cfg.eval, run_dir / "train" / "model", bench, bench_dir, run_dir / "eval" / bench)
-            row["accuracy"][bench] = {g: a["accuracy"] for g, a in summary["accuracy"].items()}
-            if bench.startswith("math"):
-                row["by_level"] = _flatten(summary["by_level"])
-                row["by_subject"] = _flatten(summary["by_subject"])
-        return row
+            summary = evaluate_model(cfg.eval, run_dir / "train" / "model", bench, bench_dir,
+                                     run_dir / "eval" / slug(bench))
+            items[bench] = summary["items"]
+        last = stats[cfg.train.stages[-1].name]
+        return {"items": items, "train_loss": last.get("train_loss"), "train_steps": last.get("steps")}
 
-    rows = sweep(cfg.sizes, subsets, rd.root / "scaling.jsonl", train_and_eval)
-    report(rows, rd.root, metric=cfg.metric)
-    return rows
+    return train_and_eval
 
 
-def _flatten(groups: dict[str, Any]) -> dict[str, dict[str, float]]:
-    return {k: {g: a["accuracy"] for g, a in v.items()} for k, v in groups.items()}
+def _finite(obj: Any) -> Any:
+    """JSON has no inf/NaN: they become null (an interval end that does not exist)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _materialise(spec: str, target: Path) -> Path:

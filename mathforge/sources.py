@@ -390,7 +390,7 @@ FORMATS: dict[str, Callable[[SourceSpec, Rows], Iterator[Record]]] = {
     "jsonl": load_mapped,
 }
 # Source kinds: the formats read from local files, plus the Hub and reasoning-gym.
-SOURCES = (*FORMATS, "hf", "rg")
+SOURCES = (*FORMATS, "hf", "rg", "mini")
 
 
 def file_rows(spec: SourceSpec, report: ReadReport) -> Rows:
@@ -404,6 +404,10 @@ def file_rows(spec: SourceSpec, report: ReadReport) -> Rows:
 def _records(spec: SourceSpec, report: ReadReport) -> Iterator[Record]:
     if spec.kind == "rg":
         return load_reasoning_gym(spec)
+    if spec.kind == "mini":  # the miniature world (mathforge.mini), generated, no files
+        from mathforge.mini import load_mini
+
+        return load_mini(spec)
     if spec.kind == "hf":  # `format=gsm8k` etc. reuses a known convention on Hub rows
         return FORMATS[spec.opt("format", "jsonl")](spec, hub_rows(spec))
     return FORMATS[spec.kind](spec, file_rows(spec, report))

@@ -1,11 +1,28 @@
 import json
 import math
+import re
 
+import numpy as np
 import pytest
 
 from mathforge.io import read_rows, write_records
 from mathforge.record import Record
-from mathforge.scale import advice, completed, fit_log_linear, nested_subsets, report, sweep
+from mathforge.scale import (
+    ScaleConfig,
+    analyse,
+    completed,
+    config_hash,
+    fit_log_linear,
+    fit_power_law,
+    leave_largest_out,
+    nested_subsets,
+    study,
+    sweep,
+)
+from mathforge.scale_report import write_reports
+from mathforge.stats import replicate_means
+
+SIZES = [100, 200, 400, 800, 1_600, 3_200]
 
 
 def test_nested_subsets_are_nested_and_sized(tmp_path):
@@ -21,36 +38,161 @@ def test_nested_subsets_are_nested_and_sized(tmp_path):
 
 
 def test_log_linear_fit_recovers_line():
-    sizes = [7_500, 60_000, 360_000, 1_000_000]
-    accs = [0.1 + 0.05 * math.log10(s) for s in sizes]
-    fit = fit_log_linear(sizes, accs)
-    assert fit.b == pytest.approx(0.05) and fit.r2 == pytest.approx(1.0)
+    accs = [0.1 + 0.05 * math.log10(s) for s in SIZES]
+    fit = fit_log_linear(SIZES, accs)
+    assert (fit.a, fit.b, fit.r2) == pytest.approx((0.1, 0.05, 1.0))
     assert fit.size_for(fit.predict(2_000_000)) == pytest.approx(2_000_000)
-    tip = advice(fit, 1_000_000, cost_per_sample=0.01)
-    assert tip["gain_per_doubling"] == pytest.approx(0.05 * math.log10(2))
     with pytest.raises(ValueError):
         fit_log_linear([10, 10], [0.1, 0.2])
 
 
-def test_sweep_resumes_and_report_renders(tmp_path):
+def test_power_law_fit_recovers_parameters():
+    accs = [0.9 - 3.0 * s ** -0.4 for s in SIZES]
+    fit = fit_power_law(SIZES, accs)
+    assert (fit.ceiling, fit.k, fit.alpha) == pytest.approx((0.9, 3.0, 0.4), rel=1e-3)
+    assert fit.size_for(fit.predict(5_000)) == pytest.approx(5_000, rel=1e-3)
+    assert fit.size_for(0.95) == math.inf  # above the ceiling: never
+
+
+def _matrices(truth, items=400, seeds=3, seed=0):
+    """Simulated 0/1 results: item i is right when its difficulty is below the size's accuracy."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.random(items)
+    noise = rng.normal(0, 0.02, size=(len(SIZES), seeds, 1))  # seed-to-seed variation
+    return {s: (difficulty[None, :] < truth(s) + noise[i]).astype(float) for i, s in enumerate(SIZES)}
+
+
+def test_analyse_intervals_cover_a_known_curve():
+    def truth(n):
+        return 0.85 - 4.0 * n ** -0.45
+
+    out = analyse(_matrices(truth), dict.fromkeys(SIZES, [1, 2, 3]), n_boot=300, target=0.6)
+    pts = out["points"]
+    assert pts[-1]["lo"] > pts[0]["hi"]  # the curve rises beyond its noise
+    assert sum(p["lo"] <= truth(p["size"]) <= p["hi"] for p in pts) >= 5
+    power = out["fits"]["power_law"]
+    assert power["params"]["ceiling"]["lo"] <= 0.85 <= power["params"]["ceiling"]["hi"] + 0.05
+    line = out["fits"]["log_linear"]
+    assert line["params"]["b"]["lo"] > 0  # the slope's interval excludes 0
+    size = power["size_for_target"]
+    assert size["lo"] < (4.0 / 0.25) ** (1 / 0.45) < size["hi"] * 1.5
+
+
+def test_leave_largest_out_catches_a_bent_curve():
+    matrices = _matrices(lambda n: 0.85 - 4.0 * n ** -0.45)
+    sizes = sorted(matrices)
+    means = np.array([matrices[s].mean() for s in sizes])
+    reps = np.stack([replicate_means(matrices[s], 300, seed=0) for s in sizes])
+    line = leave_largest_out("log_linear", sizes, means, reps)
+    power = leave_largest_out("power_law", sizes, means, reps)
+    # The saturating law predicts the held-out size better than the straight line, which overshoots.
+    assert abs(power["error"]["estimate"]) < abs(line["error"]["estimate"])
+    assert line["error"]["estimate"] > 0
+    assert power["covered"] is True and power["measured"] == pytest.approx(means[-1])
+
+
+def _row(size, seed, acc, items=60):
+    correct = [int(i < acc * items) for i in range(items)]
+    return {"accuracy": {}, "items": {"mini": {"ids": [f"q{i:03d}" for i in range(items)],
+                                               "level": [1 + i % 3 for i in range(items)],
+                                               "subject": ["arithmetic"] * items,
+                                               "correct": {"symbolic": correct, "strict": correct}}}}
+
+
+def test_sweep_resumes_keyed_by_size_seed_and_config(tmp_path):
     results = tmp_path / "scaling.jsonl"
     calls = []
 
-    def run(size, subset):
-        calls.append(size)
-        if size == 40 and len(calls) == 2:
+    def run(size, seed, subset):
+        calls.append((size, seed))
+        if len(calls) == 3:
             raise KeyboardInterrupt  # killed mid-sweep
-        acc = 0.1 * math.log10(size)
-        return {"accuracy": {"gsm8k": {"strict": acc, "symbolic": acc}},
-                "by_level": {"1": {"symbolic": acc}}, "by_subject": {"Algebra": {"symbolic": acc}}}
+        return _row(size, seed, 0.1 * math.log10(size))
 
-    subsets = {10: tmp_path / "a", 40: tmp_path / "b", 100: tmp_path / "c"}
+    subsets = {10: tmp_path / "a", 100: tmp_path / "b"}
     with pytest.raises(KeyboardInterrupt):
-        sweep([10, 40, 100], subsets, results, run)
-    assert list(completed(results)) == [10]
-    rows = sweep([10, 40, 100], subsets, results, run)
-    assert calls == [10, 40, 40, 100] and [r["size"] for r in rows] == [10, 40, 100]
-    text = report(rows, tmp_path)
-    assert "| 100 | 20.0 |" in text and "doubling the data adds" in text
-    assert (tmp_path / "report.md").exists()
-    assert [json.loads(line)["size"] for line in results.read_text().splitlines()] == [10, 40, 100]
+        sweep(subsets, [1, 2], "cfgA", results, run, log=lambda _: None)
+    assert list(completed(results)) == ["n10-s1-cfgA", "n100-s1-cfgA"]
+    rows = sweep(subsets, [1, 2], "cfgA", results, run, log=lambda _: None)
+    assert calls == [(10, 1), (100, 1), (10, 2), (10, 2), (100, 2)]
+    assert [(r["size"], r["seed"]) for r in rows] == [(10, 1), (10, 2), (100, 1), (100, 2)]
+    sweep(subsets, [1, 2], "cfgB", results, run, log=lambda _: None)  # another config: all rerun
+    assert len(calls) == 9
+    assert len(results.read_text().splitlines()) == 8
+
+
+def test_config_hash_sees_training_changes_but_not_sizes():
+    base = ScaleConfig()
+    assert config_hash(base) == config_hash(ScaleConfig(sizes=(1, 2), train_seeds=(7,), n_boot=10))
+    from dataclasses import replace
+
+    stage = replace(base.train.stages[0], lr=1e-3) if base.train.stages else None
+    changed = replace(base, train=replace(base.train, max_length=128, stages=(stage,) if stage else ()))
+    assert config_hash(changed) != config_hash(base)
+
+
+def test_study_writes_json_markdown_html_and_plots(tmp_path):
+    rows = [{"key": f"n{s}-s{seed}-x", "size": s, "seed": seed, **_row(s, seed, min(0.9, 0.15 * math.log2(s / 50) + 0.02 * seed))}
+            for s in SIZES for seed in (1, 2, 3)]
+    rows.pop()  # a study still running: the largest size has two seeds so far
+    result = study(rows, ScaleConfig(metric="symbolic", n_boot=200, target=0.7))
+    entry = result["benchmarks"]["mini"]
+    assert [p["size"] for p in entry["points"]] == SIZES
+    assert list(entry["points"][-1]["per_seed"]) == ["1", "2"]
+    assert set(entry["by_level"]) == {"1", "2", "3"} and entry["by_subject"] == {}
+    write_reports(result, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "leave-largest-out" in text and "power_law" in text and "level" in text
+    assert "informative" in text
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<svg") == 2
+    assert not re.search(r"<script|<link|(src|href)=[\"']https?:", html)  # nothing loads from a network
+    assert (tmp_path / "scaling.png").stat().st_size > 10_000 and (tmp_path / "levels.png").exists()
+    json.dumps(result)  # rows and study are plain JSON
+
+
+def test_mathforge_scale_end_to_end_with_an_absolute_benchmark_path(tmp_path):
+    """A real (tiny) sweep: train, evaluate on a benchmark named by absolute file path (this used to
+    crash building the eval folder), write every output; a rerun trains nothing."""
+    import subprocess
+    import sys
+
+    from mathforge.sources import load
+
+    bench = tmp_path / "bench" / "mini_test.jsonl"
+    write_records(bench, load("mini:test?levels=1-2&per_level=6&allow_test=1"))
+    recipe = tmp_path / "scale.yaml"
+    recipe.write_text(f"""
+data: "mini:train?levels=1-2&size=40&seed=0"
+sizes: [10, 20, 40]
+train_seeds: [1]
+metric: strict
+n_boot: 50
+train:
+  stages: [{{name: sft, dataset: from-sweep, epochs: 1, lr: 3.0e-3}}]
+  student: {{model: tiny, vocab_size: 300, hidden_size: 32, intermediate_size: 64, num_layers: 1, num_heads: 2, num_kv_heads: 1}}
+  prompt_style: plain
+  max_length: 128
+  packing: false
+  global_batch: 8
+  micro_batch: 8
+  max_steps: 2
+eval:
+  benchmarks: ["{bench}"]
+  settings: {{max_tokens: 16, prompt_style: plain, graders: [strict]}}
+  engine: {{backend: hf, batch_size: 16}}
+""")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mathforge.cli", "scale", str(recipe), "--out", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for name in ("scaling.json", "scaling.jsonl", "report.md", "report.html", "scaling.png", "levels.png"):
+        assert (out / name).exists(), name
+    result = json.loads((out / "scaling.json").read_text())
+    points = result["benchmarks"][str(bench)]["points"]
+    assert [p["size"] for p in points] == [10, 20, 40] and all(p["n_items"] == 12 for p in points)
+    assert len(result["runs"]) == 3
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0
+    assert (out / "logs" / "run.log").read_text().count("scale: run") == 3  # all from the first run
+    assert len((out / "scaling.jsonl").read_text().splitlines()) == 3

@@ -8,8 +8,10 @@ Hugging Face Hub for users with network.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,15 @@ BENCHMARKS = {
     "math500": Benchmark("math500", "math", "math/prm800k_math_splits_test.jsonl", "math",
                          "hf:HuggingFaceH4/MATH-500?split=test&format=math", 500),
 }
+
+
+def slug(name: str) -> str:
+    """A benchmark name or spec as one safe folder name: `gsm8k` stays `gsm8k`, and
+    `/data/my test.jsonl` or `mini:test?per_level=200` never become paths outside the run folder."""
+    text = re.sub(r"[^A-Za-z0-9._=-]+", "_", name.strip()).strip("._")
+    if text == name:
+        return text
+    return f"{text[-60:]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:

@@ -4,22 +4,10 @@ disagreements. Rendered to markdown from the summary dict, never parsed back."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from typing import Any
 
-Z95 = 1.959963984540054
-
-
-def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval for a binomial proportion; sane at 0% and 100% and for small n."""
-    if n == 0:
-        return (0.0, 0.0)
-    p = correct / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, center - half), min(1.0, center + half))
+from mathforge.stats import wilson
 
 
 def accuracy(flags: list[bool]) -> dict[str, Any]:
@@ -39,7 +27,16 @@ def summarize(samples: list[dict[str, Any]], graders: tuple[str, ...], meta: dic
     out["truncation_rate"] = sum(s["truncated"] for s in samples) / len(samples) if samples else 0.0
     out["generation_errors"] = sum(1 for s in samples if s.get("error"))
     out["disagreements"] = disagreements(samples, graders)
+    out["items"] = item_results(samples, graders)
     return out
+
+
+def item_results(samples: list[dict[str, Any]], graders: tuple[str, ...]) -> dict[str, Any]:
+    """Per-item outcomes as columns (ids, levels, subjects, 0/1 per grader): what paired
+    comparisons and bootstrap intervals over items need (mathforge.stats), compact in JSON."""
+    return {"ids": [s["id"] for s in samples], "level": [s.get("level") for s in samples],
+            "subject": [s.get("subject") for s in samples],
+            "correct": {g: [int(bool(s["verdicts"][g]["correct"])) for s in samples] for g in graders}}
 
 
 def _breakdown(samples: list[dict[str, Any]], graders: tuple[str, ...], field: str) -> dict[str, Any]:
@@ -87,7 +84,7 @@ def render_markdown(summary: dict[str, Any], graders: tuple[str, ...], max_disag
               f"- generation errors: {summary['generation_errors']}"]
     if summary.get("tokens_per_s") is not None:
         lines.append(f"- generation: {summary['tokens_per_s']:.1f} tokens/s")
-    lines += ["", *_table("Accuracy", {"all": summary["accuracy"]}, graders)]
+    lines += ["", *_table("Accuracy", {"all": summary["accuracy"]}, graders), *meaning(summary, graders), ""]
     lines += _table("By MATH level (Table 2)", summary["by_level"], graders)
     lines += _table("By subject (Table 12)", summary["by_subject"], graders)
     dis = summary["disagreements"]
@@ -100,6 +97,18 @@ def render_markdown(summary: dict[str, Any], graders: tuple[str, ...], max_disag
         if len(dis) > max_disagreements:
             lines.append(f"\n({len(dis) - max_disagreements} more in summary.json)")
     return "\n".join(lines) + "\n"
+
+
+def meaning(summary: dict[str, Any], graders: tuple[str, ...], floor: float = 0.05) -> list[str]:
+    """Plain words on what the accuracy can and cannot say, from its interval and the item count."""
+    acc = summary["accuracy"][graders[0]]
+    lo, hi = acc["ci95"]
+    out = [f"What this means: with {summary['n']} items the 95% interval is {100 * (hi - lo):.0f} points wide; "
+           "two models whose intervals overlap this much are not shown to differ."]
+    if hi < floor:
+        out.append(f"The whole interval is below {100 * floor:.0f}%: the model is at the floor on this benchmark "
+                   "(it has not learned the task), so this number says nothing about the data it was trained on.")
+    return out
 
 
 def _short(text: Any, limit: int = 40) -> str:

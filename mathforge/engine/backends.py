@@ -127,7 +127,8 @@ class OpenAIBackend:
             async with asyncio.timeout(self.cfg.timeout_s + 5):  # a guard in case the transport hangs
                 if self.cfg.http == "aiohttp":
                     url = self.base_url + path
-                    async with self._client.post(url, data=json.dumps(body), proxy=self._proxy) as resp:
+                    headers = {"X-Sim-Level": str(call.level)} if self.cfg.sim_hints and call.level else None
+                    async with self._client.post(url, data=json.dumps(body), proxy=self._proxy, headers=headers) as resp:
                         raw = await resp.text()
                         if resp.status >= 400:
                             return [classify_status(resp.status, resp.headers, _error_message(raw))] * n

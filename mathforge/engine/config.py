@@ -35,6 +35,8 @@ class EngineConfig:
     native_n: bool = False
     # openai: "aiohttp" posts the JSON itself (lean, fastest); "sdk" goes through the openai client.
     http: str = "aiohttp"
+    # openai: send each request's level as an X-Sim-Level header (for `mathforge teacher-sim`).
+    sim_hints: bool = False
     # In-process backends (llama, hf, vllm)
     batch_size: int = 8
     n_ctx: int = 4096

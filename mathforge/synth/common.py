@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import itertools
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -129,11 +130,13 @@ class Ctx:
 
     def examples(self, exclude: str, salt: str) -> list[dict[str, str]]:
         """Few-shot examples from the seed pool, chosen per item (deterministic), never the item itself."""
-        pool = [r for r in self.fewshot_pool if r.id != exclude]
+        pool = self.fewshot_pool
         if not pool or self.fewshot <= 0:
             return []
         start = int(stable_id(salt, str(self.seed)), 16) % len(pool)
-        picks = [pool[(start + i) % len(pool)] for i in range(min(self.fewshot, len(pool)))]
+        # Walk the pool from `start`, stepping over the item itself (no copy of a large pool per call).
+        walk = (pool[(start + i) % len(pool)] for i in range(len(pool)))
+        picks = list(itertools.islice((r for r in walk if r.id != exclude), self.fewshot))
         return [{"problem": r.problem, "solution": solution_body(r), "answer": r.answer or ""} for r in picks]
 
 
@@ -254,7 +257,7 @@ def eliminate(parent: str, child: str) -> str | None:
         return "degenerate"
     if len(child) > 8 * len(parent) + 400 or _repetitive(words) or _repeated_lines(child):
         return "degenerate"
-    if _norm(child) == _norm(parent) or difflib.SequenceMatcher(None, _norm(parent), _norm(child)).ratio() >= 0.95:
+    if _norm(child) == _norm(parent) or _similar(_norm(parent), _norm(child), 0.95):
         return "unchanged"
     low = child.lower()
     if any(w in low for w in PROMPT_WORDS):
@@ -268,6 +271,13 @@ def unanswerable(solution: str, answer: str | None) -> bool:
     if normalize_words(answer) in ("undefined", "none", "n/a", "unknown", "cannotbedetermined", "nosolution"):
         return True
     return any(p in low for p in UNANSWERABLE) and len(solution.split()) < 150
+
+
+def _similar(a: str, b: str, at: float) -> bool:
+    """difflib's ratio >= `at`, checked against its cheap upper bounds first (the full ratio costs
+    milliseconds per pair and most pairs are far apart)."""
+    matcher = difflib.SequenceMatcher(None, a, b)
+    return matcher.real_quick_ratio() >= at and matcher.quick_ratio() >= at and matcher.ratio() >= at
 
 
 def same_text(a: str, b: str) -> bool:

@@ -149,11 +149,15 @@ def _stages(cfg: SynthConfig, rd: RunDir, teacher: Any, name: str) -> dict[str, 
 
 
 def _drive(teacher: Any, coro: Awaitable[None]) -> None:
-    """Run the stages on the engine's own loop (its HTTP connections live there)."""
-    if hasattr(teacher, "drive"):
-        teacher.drive(coro)
-    else:
-        asyncio.run(coro)
+    """Run the stages on the engine's own loop (its HTTP connections live there); the first error
+    of a stage is raised as itself, not inside the task group's ExceptionGroup."""
+    try:
+        teacher.drive(coro) if hasattr(teacher, "drive") else asyncio.run(coro)
+    except BaseExceptionGroup as group:
+        first = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 async def _synth_stages(cfg: SynthConfig, rd: RunDir, base: Ctx, seeds: list[Record], ledger: Ledger,
@@ -244,7 +248,7 @@ async def synthesize(cfg: SynthConfig, base: Ctx, seeds: Sequence[Record], targe
     methods, seed_drops = [], {}
     for name, quota in quotas(target, cfg.mix).items():
         usable, seed_drops[name] = unusable_seeds(name, seeds)
-        prior = cfg.evol_max_steps / 2 if name == "evol" else 1.0
+        prior = float(cfg.evol_max_steps) if name == "evol" else 1.0  # the most rows one unit yields
         methods.append(stream.make_method(name, quota, usable, unit_runner(cfg, name), seed=cfg.seed, prior=prior,
                                           max_units=stream.max_units(quota, cfg.max_passes),
                                           done=done.get(name, Counter())))
@@ -253,7 +257,9 @@ async def synthesize(cfg: SynthConfig, base: Ctx, seeds: Sequence[Record], targe
     counters = ledger.read(scope)
     return {"output": str(out.relative_to(out.parents[1])), "seeds": len(seeds), "target": target,
             "records": counters.get(stream.SHARDS, Counter())["rows"], "shards": writer.shards,
-            "yield": {m: stream.yield_of(counters.get(m, Counter()), seed_drops[m]) for m in seed_drops}}
+            "yield": {m: stream.yield_of(counters.get(m, Counter()), seed_drops[m]) for m in seed_drops},
+            # units this process started, committed or not (more than `units` = requests beyond the quotas)
+            "launched": {m.name: m.launched - done.get(m.name, Counter())["units"] for m in methods}}
 
 
 def _load_seeds(cfg: SynthConfig, rd: RunDir) -> dict[str, Any]:

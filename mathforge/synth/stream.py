@@ -14,8 +14,9 @@ transaction). A killed run resumes from the ledger: finished shards are never re
 committed are never re-run, and units that were in flight are re-run from the request cache.
 
 New units are launched while the rows a method expects (committed + finished + in flight times
-the yield per unit measured so far) are short of its quota, so the requests spent beyond what the
-quota needed are the few in flight when it fills; those are withdrawn from the engine's queue.
+the yield per unit measured so far, optimistic at first) are short of its quota, so the requests
+spent beyond what the quota needed are the few in flight when it fills; those not yet sent are
+withdrawn from the engine's queue.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Method:
     order: list[Record]  # usable seeds, in the method's seeded order; unit u = order[u % len]
     run: UnitFn
     max_units: int
-    prior: float  # rows expected per unit before any was committed
+    prior: float  # the most rows a unit can yield: the rate assumed before any unit was committed
     committed: int = 0  # units 0..committed-1 are in the ledger or the pending shard
     kept: int = 0
     launched: int = 0
@@ -67,7 +68,10 @@ class Method:
         """Launch another unit: what is committed, finished and in flight may not fill the quota."""
         if self.kept >= self.quota or self.launched >= self.max_units:
             return False
-        rate = self.kept / self.committed if self.committed >= 4 else self.prior
+        # The measured yield per unit, shrunk towards the most a unit can yield: an optimistic guess
+        # under-launches (one more round later, while other methods fill the window) rather than
+        # over-launches (units past the quota are paid for and thrown away).
+        rate = (self.kept + 2 * self.prior) / (self.committed + 2)
         waiting = sum(len(rows) for rows, _ in self.finished.values())
         return self.kept + waiting + len(self.running) * max(rate, 0.05) < self.quota
 

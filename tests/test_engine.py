@@ -487,9 +487,9 @@ def test_budget_stops_within_one_window_and_a_raised_cap_continues(mock_server, 
     async def all_of(engine: Engine) -> list:
         return await asyncio.gather(*(engine.asubmit(r) for r in reqs))
 
-    with Engine(mock_cfg(mock_server, concurrency=4), cache_path=path, budget=Budget(max_requests=10)) as engine:
-        with pytest.raises(BudgetExceeded, match="max_requests=10"):
-            engine.drive(all_of(engine))
+    capped = Engine(mock_cfg(mock_server, concurrency=4), cache_path=path, budget=Budget(max_requests=10))
+    with capped as engine, pytest.raises(BudgetExceeded, match="max_requests=10"):
+        engine.drive(all_of(engine))
     paid = cache_rows(path)
     assert 10 - 4 <= paid <= 10 + 4  # stops before the cap, or at most one window of in-flight calls past it
     with Engine(mock_cfg(mock_server, concurrency=4), cache_path=path, budget=Budget(max_requests=100)) as engine:

@@ -10,9 +10,10 @@ samples; 500: about 6k), against `mathforge teacher-sim` (lognormal latency, med
 - peak RSS of the synthesis process, and the ratio between the largest and the smallest scale;
 - with --kills K, a second run at the smallest scale killed with SIGKILL at K random moments and
   resumed: requests answered again after a kill (each must be one the client had not stored yet),
-  the final datasets' ids against the uninterrupted run, and kept rows per method against quotas.
+  the final datasets' ids against the uninterrupted run, and kept rows per method against quotas;
+- with --plan, `mathforge plan --json` (a 1% pilot) at the smallest scale beside what its run used.
 
-    nice python bench/synth_scale.py --scales 500,50 --kills 5 --work /tmp/synth-scale
+    nice python bench/synth_scale.py --scales 500,50 --kills 5 --plan --work /tmp/synth-scale
 
 The client and the simulator share the machine's cores: the load average is printed with the
 numbers, since a CPU-starved client cannot fill its window.
@@ -157,6 +158,29 @@ def killed_run(scale: int, work: Path, a: argparse.Namespace, port: int, referen
     print(f"kept per method (quota = uninterrupted run's): {kept == ledger_totals(reference)[1]}; {kept}")
 
 
+def plan_vs_run(scale: int, work: Path, a: argparse.Namespace, port: int, run_dir: Path) -> None:
+    """`mathforge plan --json` from a 1% pilot, side by side with what the full run at this scale used."""
+    log = work / f"sim-plan-{scale}.jsonl"
+    sim = start_sim(port, log, a.median, a.sigma)
+    try:
+        out = subprocess.run([sys.executable, "-m", "mathforge.cli", "plan", str(REPO / "recipes" / "synth_paper.yaml"),
+                              "--json", "--out", str(work / f"plan-{scale}"), *overrides(scale, port, a.concurrency)],
+                             capture_output=True, text=True)
+    finally:
+        sim.terminate()
+        sim.wait()
+    if out.returncode:
+        raise SystemExit(f"plan failed:\n{out.stderr[-3000:]}")
+    fc = json.loads(out.stdout.strip().splitlines()[-1])
+    used = Counter()
+    for stats in (run_dir / "stats").glob("engine-*.json"):
+        used.update({k: v for k, v in json.loads(stats.read_text()).items() if k in ("calls", "prompt_tokens", "completion_tokens")})
+    for key, actual in (("requests", used["calls"]), ("prompt_tokens", used["prompt_tokens"]),
+                        ("completion_tokens", used["completion_tokens"])):
+        print(f"plan 1/{scale} {key}: forecast {fc[key]:,} (± {fc['relative_error']:.0%}) vs used {actual:,}: "
+              f"{fc[key] / actual - 1:+.1%}")
+
+
 def _cache_rows(run_dir: Path) -> int:
     if not (run_dir / "cache.sqlite").exists():
         return 0
@@ -176,17 +200,24 @@ def main() -> None:
     p.add_argument("--median", type=float, default=0.5)
     p.add_argument("--sigma", type=float, default=0.6)
     p.add_argument("--kills", type=int, default=0, help="kill/resume check at the first scale with this many kills")
+    p.add_argument("--plan", action="store_true", help="also forecast the first scale with `mathforge plan`")
+    p.add_argument("--reuse", action="store_true", help="reuse finished runs in --work (e.g. to add --plan)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--port", type=int, default=8791)
     p.add_argument("--work", type=Path, default=Path("/tmp/synth-scale"))
     a = p.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     scales = [int(s) for s in a.scales.split(",")]
-    results = {s: one_scale(s, a.work, a, a.port) for s in scales}
+    results = {s: json.loads((a.work / f"result-{s}.json").read_text()) if a.reuse else one_scale(s, a.work, a, a.port)
+               for s in scales}
+    for s, res in results.items():
+        (a.work / f"result-{s}.json").write_text(json.dumps(res))
     if len(scales) > 1:
         small, big = results[scales[0]], results[scales[-1]]
         print(f"peak RSS 1/{scales[-1]} / 1/{scales[0]}: {big['peak_rss_mb'] / small['peak_rss_mb']:.2f} "
               f"({big['samples']} vs {small['samples']} samples)")
+    if a.plan:
+        plan_vs_run(scales[0], a.work, a, a.port, a.work / f"run-{scales[0]}")
     if a.kills:
         killed_run(scales[0], a.work, a, a.port, a.work / f"run-{scales[0]}", results[scales[0]]["seconds"])
 

@@ -628,5 +628,41 @@ def teacher_sim(
     serve(cfg, host, port, str(log) if log else None)
 
 
+@app.command()
+def plan(
+    recipe: Path = typer.Argument(..., help="synthesis recipe YAML"),
+    out: Path = typer.Option(None, "--out", "-o", help="run directory: the pilot's responses go into its request "
+                             "cache, so `mathforge synth RECIPE --out DIR` reuses them (default: a temporary dir)"),
+    pilot: float = typer.Option(0.01, "--pilot", help="the pilot's share of each stage"),
+    as_json: bool = typer.Option(False, "--json", help="print the forecast as one JSON object"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, as for `mathforge synth`"),
+) -> None:
+    """Forecast a synthesis recipe before paying: requests, tokens, dollars and hours per stage and method,
+    from a pilot of about 1% of each stage against the recipe's teacher (or `mathforge teacher-sim`)."""
+    import json
+    import tempfile
+
+    from mathforge.config import ConfigError, load_config
+    from mathforge.engine.types import BudgetExceeded
+    from mathforge.synth.pipeline import SynthConfig
+    from mathforge.synth.plan import plan as run_plan
+    from mathforge.synth.plan import render
+
+    if not 0 < pilot <= 1:
+        fail(f"--pilot must be in (0, 1], got {pilot}")
+    try:
+        cfg = load_config(SynthConfig, recipe, overrides or [])
+        with tempfile.TemporaryDirectory(prefix="mathforge-plan-") as tmp:
+            forecast = run_plan(cfg, out or Path(tmp), pilot)
+    except BudgetExceeded as e:
+        fail(f"the pilot itself was stopped: {e}")
+    except (ConfigError, DataError, ValueError, OSError) as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(forecast))
+    else:
+        Console().print(render(forecast))
+
+
 if __name__ == "__main__":
     app()

@@ -153,3 +153,21 @@ def test_the_engine_loop_drives_synthesis_from_a_running_loop_too(sim, tmp_path)
 
     table = asyncio.run(in_loop())
     assert sum(y["kept"] for y in table["stage1_normal"].values()) == 6
+
+
+def test_plan_forecasts_the_run_from_a_pilot_whose_answers_the_run_reuses(sim, tmp_path):
+    from mathforge.synth.plan import plan, render
+
+    cfg = sim_config(sim.url, "stage2.enabled=false", "stage1.initial_target=36", "stage1.coreset_budget=6",
+                     "stage1.target=36", "engine.prices={sim: [1.0, 2.0]}")
+    fc = plan(cfg, tmp_path, fraction=0.25)
+    assert set(fc) >= {"requests", "prompt_tokens", "completion_tokens", "usd", "seconds", "stages"}
+    for stage in ("stage1_initial", "stage1_normal"):
+        s = fc["stages"][stage]
+        assert set(s["methods"]) == set(METHODS) and s["requests"] == sum(m["requests"] for m in s["methods"].values())
+    assert fc["usd"] == pytest.approx((fc["prompt_tokens"] * 1.0 + fc["completion_tokens"] * 2.0) / 1e6, abs=0.01)
+    assert "| **total** |" in render(fc)
+    run_synth(cfg, tmp_path)
+    used = json.loads(next((tmp_path / "stats").glob("engine-*.json")).read_text())
+    assert used["cached"] > 0  # the pilot's first units are the run's first units
+    assert 0.6 <= fc["requests"] / (used["calls"] + used["cached"]) <= 1.4

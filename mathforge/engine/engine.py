@@ -56,6 +56,7 @@ class Engine:
         self._cost = 0.0
         self._saved = 0.0
         self._busy = 0.0
+        self._latency = 0.0  # seconds spent waiting on the backend, summed over batches
         self._progress: EngineProgress | None = None
         self._pause_until = 0.0  # a 429's Retry-After pauses every worker, not just the one that got it
         self.budget = budget or Budget()
@@ -235,6 +236,8 @@ class Engine:
             "cost_saved_usd": round(self._saved, 6),
             "per_model": {m: dict(v) for m, v in self._models.items()},
             "elapsed_s": round(self._busy, 3),
+            # mean seconds a batch (one call for API backends) took, for forecasts of wall time
+            "mean_latency_s": round(self._latency / c["batches"], 4) if c["batches"] else None,
         }
 
     # -- one chunk ------------------------------------------------------------------------------
@@ -380,10 +383,12 @@ class Engine:
             await self._tpm.acquire(estimate)
         self._counts["calls"] += len(batch)
         self._counts["batches"] += 1
+        sent = time.monotonic()
         try:
             outcomes = await self.backend.generate(batch)
         except Exception as e:  # noqa: BLE001 - a backend bug fails its calls, not the run
             outcomes = [BackendError("backend", f"{type(e).__name__}: {e}")] * len(batch)
+        self._latency += time.monotonic() - sent
         if self._tpm:
             used = sum(o.prompt_tokens + o.completion_tokens for o in outcomes if isinstance(o, Completion))
             self._tpm.adjust(used - estimate if used else 0)

@@ -428,7 +428,7 @@ def test_the_environment_proxy_is_honoured_and_looked_up_once(monkeypatch):
     assert env_proxy("https://api.openai.com/v1") == "http://proxy.example:3128"
     assert env_proxy("http://127.0.0.1:8000/v1") is None  # bypassed
     backend = OpenAIBackend(EngineConfig(backend="openai", model="m", base_url="https://llm.example/v1"))
-    assert backend._proxy == "http://proxy.example:3128"
+    assert backend.endpoints.proxies == ["http://proxy.example:3128"]
 
 
 # -- the shared in-flight window (asubmit) and hard caps ----------------------------------------------
@@ -497,3 +497,45 @@ def test_budget_stops_within_one_window_and_a_raised_cap_continues(mock_server, 
         assert all(r.ok for r in results) and engine.stats()["calls"] == 40 - paid
     with pytest.raises(ValueError, match="max_usd"):
         Budget(max_usd=0)
+
+
+def test_several_endpoints_share_the_load_and_one_killed_mid_run_is_paused(tmp_path):
+    """Two local servers, one of them a separate process: calls go to the one with fewer in flight;
+    the process is killed mid-run, its calls are retried on the other, and it is paused rather than
+    tried again on every call. The cache key does not depend on the endpoint."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from mathforge.engine.mockserver import MockServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    other = subprocess.Popen([sys.executable, "-m", "mathforge.engine.mockserver", "--port", str(port), "--latency", "0.02"])
+    here = MockServer(latency=0.02)
+    urls = [here.start_in_thread(), f"http://127.0.0.1:{port}/v1"]
+    time.sleep(3)
+    cfg = EngineConfig(backend="openai", model="mock", base_url=urls, concurrency=8, progress=False,
+                       backoff_base_s=0.01, timeout_s=20.0, max_retries=6)
+
+    async def go(engine: Engine) -> list:
+        first = await asyncio.gather(*(engine.asubmit(chat(f"e{i}", f"q{i}")) for i in range(40)))
+        other.send_signal(signal.SIGKILL)
+        other.wait()
+        return first + list(await asyncio.gather(*(engine.asubmit(chat(f"f{i}", f"p{i}")) for i in range(80))))
+
+    try:
+        with Engine(cfg, cache_path=tmp_path / "c.sqlite") as engine:
+            results = engine.drive(go(engine))
+            retries = sum(engine.stats()["retries"].values())
+    finally:
+        other.kill()
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
+    served_here = here.snapshot()["answered_total"]
+    assert 80 + 5 <= served_here <= 120 - 5  # the other server took part of the first 40, none of the rest
+    assert retries <= 8  # paused after 3 failures in a row, not retried on each of the 80 calls
+    with Engine(EngineConfig(**{**cfg.__dict__, "base_url": urls[0]}), cache_path=tmp_path / "c.sqlite") as engine:
+        assert all(r.ok for r in engine.run([chat(f"e{i}", f"q{i}") for i in range(40)])) and engine.stats()["calls"] == 0
+    here.stop()

@@ -19,7 +19,7 @@ class EngineConfig:
 
     backend: str = "llama"
     model: str = "smollm2"
-    base_url: str | None = None
+    base_url: str | tuple[str, ...] | None = None  # a list: replicas of one model, least in flight first
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 16
     rpm: float | None = None
@@ -51,6 +51,8 @@ class EngineConfig:
             raise ValueError(
                 f"unknown http transport '{self.http}' (choose from {', '.join(HTTP_TRANSPORTS)})"
             )
+        if isinstance(self.base_url, list):
+            object.__setattr__(self, "base_url", tuple(self.base_url))
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.max_retries < 0:

@@ -82,8 +82,23 @@ def server_rate(log: Path, concurrency: int) -> dict:
     span = max(r["t"] + r["s"] for r in rows) - min(r["t"] for r in rows)
     mean = sum(r["s"] for r in ok) / len(ok)
     ideal = concurrency / mean
+    busy = _busy_seconds(rows)
     return {"answered": len(ok), "span_s": round(span, 1), "rps": round(len(ok) / span, 1),
-            "mean_latency_s": round(mean, 3), "ideal_rps": round(ideal, 1), "of_ideal": round(len(ok) / span / ideal, 3)}
+            "mean_latency_s": round(mean, 3), "ideal_rps": round(ideal, 1), "of_ideal": round(len(ok) / span / ideal, 3),
+            "busy_s": round(busy, 1), "of_ideal_busy": round(len(ok) / busy / ideal, 3)}
+
+
+def _busy_seconds(rows: list[dict]) -> float:
+    """Seconds with at least one request at the server: the span minus the gaps where the client
+    sent nothing (the core-set step between stage 1's two synthesis rounds, once stage 2 is done)."""
+    busy, end = 0.0, float("-inf")
+    for start, stop in sorted((r["t"], r["t"] + r["s"]) for r in rows):
+        if start > end:
+            busy += stop - start
+        elif stop > end:
+            busy += stop - end
+        end = max(end, stop)
+    return busy
 
 
 def ledger_totals(run_dir: Path) -> tuple[int, dict[str, dict[str, int]]]:
@@ -118,7 +133,8 @@ def one_scale(scale: int, work: Path, a: argparse.Namespace, port: int) -> dict:
     res.update(rate, samples=samples, sent=sent, needed=needed, excess=round((sent - needed) / sent, 4),
                load=os.getloadavg()[0])
     print(f"1/{scale}: {samples} samples, {sent} requests in {rate['span_s']} s: {rate['rps']} req/s = "
-          f"{rate['of_ideal']} of ideal {rate['ideal_rps']} (mean latency {rate['mean_latency_s']} s); "
+          f"{rate['of_ideal']} of ideal {rate['ideal_rps']} (mean latency {rate['mean_latency_s']} s; "
+          f"{rate['of_ideal_busy']} over the {rate['busy_s']} s with requests at the server); "
           f"excess {res['excess']:.2%} ({sent - needed} beyond {needed}); peak RSS {res['peak_rss_mb']} MB; "
           f"load {res['load']:.1f}", flush=True)
     return res

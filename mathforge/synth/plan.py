@@ -32,15 +32,17 @@ STAGES = {"stage1_initial": lambda c: c.stage1.initial_target, "stage1_normal": 
 
 
 def pilot_config(cfg: SynthConfig, fraction: float) -> SynthConfig:
-    """The recipe with every target and the core-set budget scaled by `fraction` (at least a few
-    samples per method, so that every method is measured)."""
+    """The recipe with every target scaled by `fraction` (at least a few samples per method, so
+    that every method is measured). The core-set keeps every pilot row it can (up to the recipe's
+    budget), not 1% of its budget: stage1_normal's pilot must see seeds as varied as the run's."""
     floor = 3 * sum(1 for v in cfg.mix.values() if v > 0)
 
     def scaled(n: int) -> int:
         return min(n, max(floor, math.ceil(n * fraction)))
 
-    s1 = replace(cfg.stage1, initial_target=scaled(cfg.stage1.initial_target),
-                 coreset_budget=max(1, math.ceil(cfg.stage1.coreset_budget * fraction)), target=scaled(cfg.stage1.target))
+    initial = scaled(cfg.stage1.initial_target)
+    s1 = replace(cfg.stage1, initial_target=initial, coreset_budget=min(cfg.stage1.coreset_budget, initial),
+                 target=scaled(cfg.stage1.target))
     return replace(cfg, stage1=s1, stage2=replace(cfg.stage2, target=scaled(cfg.stage2.target)))
 
 

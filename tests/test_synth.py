@@ -425,13 +425,15 @@ def test_quotas_follow_shares_and_sum_to_the_target(target, mix, expected):
     assert got == expected
 
 
-@pytest.mark.parametrize(("fail_first", "passes", "units", "kept"), [
-    (0, 3, 1, 1),  # the first attempt succeeds: no more units
-    (3, 3, 4, 1),  # one more unit after each failure, none beyond the one that fills the quota
-    (100, 3, 1 + 2 + 4, 0),  # bounded: a method that never succeeds stops after (2**max_passes - 1) units
-    (1, 2, 2, 1),
+@pytest.mark.parametrize(("fail_first", "passes", "sent", "units", "kept"), [
+    (0, 3, 1, 1, 1),  # the first attempt succeeds: no more units
+    # After each failure the measured yield drops and more units run at once (3 failures: yield
+    # (0 + 2) / (3 + 2), so 3 units for the last sample): the 4th fills the quota, 2 are spare.
+    (3, 3, 6, 4, 1),
+    (100, 3, 1 + 2 + 4, 1 + 2 + 4, 0),  # bounded: a method that never succeeds stops after (2**max_passes - 1) units
+    (1, 2, 3, 2, 1),
 ])
-def test_a_method_short_of_its_quota_gets_more_units_up_to_its_budget(tmp_path, fail_first, passes, units, kept):
+def test_a_method_short_of_its_quota_gets_more_units_up_to_its_budget(tmp_path, fail_first, passes, sent, units, kept):
     rows = seeds(f"gsm8k:{GSM}?limit=5")
     calls = []
 
@@ -444,7 +446,8 @@ def test_a_method_short_of_its_quota_gets_more_units_up_to_its_budget(tmp_path, 
     stats = asyncio.run(synthesize(cfg, ctx_for(ScriptedTeacher(reply), elicit=False), rows, 1, tmp_path / "out",
                                    ledger, "s", window=8))
     y = stats["yield"]["metamath/answer_aug"]
-    assert (len(calls), stats["records"], y["kept"], y["units"]) == (units, kept, kept, units)
+    assert (len(calls), stats["records"], y["kept"], y["units"], stats["launched"]["metamath/answer_aug"]) == \
+        (sent, kept, kept, units, sent)
     assert y["dropped"].get("no_answer_line", 0) == min(units, fail_first)
     assert len(list(read_records(tmp_path / "out"))) == kept
 

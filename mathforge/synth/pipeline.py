@@ -208,6 +208,16 @@ def quotas(target: int, mix: dict[str, float]) -> dict[str, int]:
     return out
 
 
+def _reporter(cfg: SynthConfig) -> Callable[[str], None] | None:
+    """Progress lines on stderr (every shard, at least every 10 s) unless the engine's progress is off."""
+    if not cfg.engine.get("progress", True):
+        return None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return lambda line: console.print(line, highlight=False)
+
+
 def unusable_seeds(method: str, seeds: Sequence[Record]) -> tuple[list[Record], Counter]:
     """The seeds `method` can use at all, and the others counted as `seed_<reason>` (once per seed
     and stage), so that no attempt is spent on a seed that can never yield (FOBAR without a
@@ -252,7 +262,7 @@ async def synthesize(cfg: SynthConfig, base: Ctx, seeds: Sequence[Record], targe
         methods.append(stream.make_method(name, quota, usable, unit_runner(cfg, name), seed=cfg.seed, prior=prior,
                                           max_units=stream.max_units(quota, cfg.max_passes),
                                           done=done.get(name, Counter())))
-    writer = stream.ShardWriter(out, ledger, scope, cfg.shard_rows)
+    writer = stream.ShardWriter(out, ledger, scope, cfg.shard_rows, target, _reporter(cfg))
     await stream.run_stage(methods, base, writer, window)
     counters = ledger.read(scope)
     return {"output": str(out.relative_to(out.parents[1])), "seeds": len(seeds), "target": target,

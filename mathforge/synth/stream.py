@@ -79,9 +79,13 @@ class Method:
 class ShardWriter:
     """Rows and ledger deltas of committed units, written as one shard + one ledger commit."""
 
-    def __init__(self, out_dir: Path, ledger: Ledger, scope: str, shard_rows: int):
+    def __init__(self, out_dir: Path, ledger: Ledger, scope: str, shard_rows: int, target: int = 0,
+                 log: Callable[[str], None] | None = None):
         self.out_dir, self.ledger, self.scope, self.shard_rows = out_dir, ledger, scope, shard_rows
         self.shards = ledger.read(scope).get(SHARDS, Counter())["count"]
+        self.target, self.log = target, log
+        self.rows_done = ledger.read(scope).get(SHARDS, Counter())["rows"]
+        self.start, self.resumed_at = time.monotonic(), self.rows_done
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in dataset_files(out_dir)[self.shards:]:  # written by a run killed before its commit
             stale.unlink()
@@ -102,7 +106,18 @@ class ShardWriter:
             self.shards += 1
         if self.deltas:
             self.ledger.commit(self.scope, self.deltas)
+        self.rows_done += sum(d["rows"] for k, d in self.deltas.items() if k == SHARDS)
         self.rows, self.deltas, self.last = [], {}, time.monotonic()
+        self._progress()
+
+    def _progress(self) -> None:
+        """One line per flush: rows kept of the target, their rate this run, the time left at it."""
+        if self.log is None or not self.target:
+            return
+        rate = (self.rows_done - self.resumed_at) / max(time.monotonic() - self.start, 1e-9)
+        left = (self.target - self.rows_done) / rate if rate > 0 else float("inf")
+        self.log(f"{self.scope}: {self.rows_done}/{self.target} rows kept ({self.rows_done / self.target:.0%}), "
+                 f"{rate:.1f} rows/s, ETA {left / 60:.1f} min, {self.shards} shards")
 
 
 async def run_stage(methods: Sequence[Method], base: Ctx, writer: ShardWriter, window: int) -> None:

@@ -23,7 +23,8 @@ class Ledger:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=60)
+        # One event loop uses it at a time, possibly from the engine's worker thread (see Engine.drive).
+        self.db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS counters (scope TEXT, key TEXT, counter TEXT, value INTEGER, "

@@ -8,8 +8,8 @@ samples; 500: about 6k), against `mathforge teacher-sim` (lognormal latency, med
   answer), against the ideal: concurrency / mean latency (the mean measured in the same log);
 - excess requests: sent beyond those of the units that filled the quotas (from the quota ledger);
 - peak RSS of the synthesis process, and the ratio between the largest and the smallest scale;
-- with --kills K, a second run at the smallest scale killed with SIGKILL at K random moments and
-  resumed: requests answered again after a kill (each must be one the client had not stored yet),
+- with --kills K, a second run at the smallest scale killed with SIGKILL at K random moments while
+  requests flow (at random shares of the requests the first run needed) and resumed: requests answered again after a kill (each must be one the client had not stored yet),
   the final datasets' ids against the uninterrupted run, and kept rows per method against quotas;
 - with --plan, `mathforge plan --json` (a 1% pilot) at the smallest scale beside what its run used.
 
@@ -140,24 +140,23 @@ def one_scale(scale: int, work: Path, a: argparse.Namespace, port: int) -> dict:
     return res
 
 
-def killed_run(scale: int, work: Path, a: argparse.Namespace, port: int, reference: Path, seconds: float) -> None:
-    """Kill the synthesis with SIGKILL at `a.kills` random moments, resume, compare with `reference`."""
+def killed_run(scale: int, work: Path, a: argparse.Namespace, port: int, reference: Path, total: int) -> None:
+    """SIGKILL the synthesis at `a.kills` random moments while requests flow (when the simulator
+    has answered a random share of the `total` the uninterrupted run needed), resume, compare."""
     run_dir, log = work / f"killed-{scale}", work / f"sim-killed-{scale}.jsonl"
     sim = start_sim(port, log, a.median, a.sigma)
     rng = random.Random(a.seed)
-    moments = sorted(rng.uniform(5, seconds * 0.9) for _ in range(a.kills))
-    report, elapsed = [], 0.0
+    targets = sorted(rng.randrange(total // 20, total * 19 // 20) for _ in range(a.kills))
+    report = []
     try:
-        for moment in moments:
+        for target in targets:
             proc = subprocess.Popen([sys.executable, __file__, "--child", str(run_dir), *overrides(scale, port, a.concurrency)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(max(1.0, moment - elapsed))
-            elapsed = max(elapsed + 1.0, moment)
+            while _answered(log) < target and proc.poll() is None:
+                time.sleep(0.1)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            stored = _cache_rows(run_dir)
-            answered = Counter(json.loads(x)["fp"] for x in log.read_text().splitlines() if '"status": 200' in x)
-            report.append((round(moment, 1), stored, sum(answered.values())))
+            report.append((target, _cache_rows(run_dir), _answered(log)))
         run_child(run_dir, overrides(scale, port, a.concurrency))
     finally:
         sim.terminate()
@@ -165,13 +164,17 @@ def killed_run(scale: int, work: Path, a: argparse.Namespace, port: int, referen
     answered = Counter(json.loads(x)["fp"] for x in log.read_text().splitlines() if '"status": 200' in x)
     repeats = sum(n - 1 for n in answered.values())
     lost = sum(ans - stored for _, stored, ans in report)
-    print(f"kills at {[m for m, _, _ in report]} s: answered-but-unstored at the kills {lost}, answered again "
-          f"after a resume {repeats} (must be <= {lost}: nothing stored was sent again)")
+    print(f"killed after {[ans for _, _, ans in report]} answered requests (stored then: {[st for _, st, _ in report]}): "
+          f"answered-but-unstored at the kills {lost}, answered again after a resume {repeats} "
+          f"(must be <= {lost}: nothing stored was sent again)")
     mine, ref = ids(run_dir), ids(reference)
-    same = {p: mine[p] == ref[p] for p in mine}
-    print(f"same ids as the uninterrupted run: {same}")
+    print(f"same ids as the uninterrupted run: { {p: mine[p] == ref[p] for p in mine} }")
     _, kept = ledger_totals(run_dir)
-    print(f"kept per method (quota = uninterrupted run's): {kept == ledger_totals(reference)[1]}; {kept}")
+    print(f"kept per method equal to the uninterrupted run's (its quotas): {kept == ledger_totals(reference)[1]}; {kept}")
+
+
+def _answered(log: Path) -> int:
+    return sum(1 for _ in log.open()) if log.exists() else 0
 
 
 def plan_vs_run(scale: int, work: Path, a: argparse.Namespace, port: int, run_dir: Path) -> None:
@@ -235,7 +238,7 @@ def main() -> None:
     if a.plan:
         plan_vs_run(scales[0], a.work, a, a.port, a.work / f"run-{scales[0]}")
     if a.kills:
-        killed_run(scales[0], a.work, a, a.port, a.work / f"run-{scales[0]}", results[scales[0]]["seconds"])
+        killed_run(scales[0], a.work, a, a.port, a.work / f"run-{scales[0]}", results[scales[0]]["sent"])
 
 
 if __name__ == "__main__":

@@ -125,6 +125,14 @@ def is_number(text: str) -> bool:
     return bool(_NUMBER.match(text.strip()))
 
 
+def with_answer_line(solution: str, answer: str) -> str:
+    """A solution ending in the contract's answer line "The answer is X" (added unless it is
+    already its last line): the text synthesis keeps and the SFT target the student learns."""
+    body = solution.rstrip()
+    line = f"{ANSWER_PREFIX} {answer}".rstrip()
+    return body if body.endswith(line) else f"{body}\n{line}".lstrip()
+
+
 def answer_line(response: str) -> str | None:
     """X in the last "The answer is X" of a response (the synthesis contract), or None.
 

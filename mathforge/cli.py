@@ -614,18 +614,27 @@ def synth(
     recipe: Path = typer.Argument(..., help="synthesis recipe YAML (recipes/synth_offline.yaml, synth_paper.yaml)"),
     out: Path = typer.Option(..., "--out", "-o", help="run directory (rerun the same command to resume)"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. stage1.target=100 'mix.evol=0.5'"),
+    max_usd: float = typer.Option(None, "--max-usd", help="hard cap: stop before spending more (same as budget.max_usd=)"),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="hard cap on prompt + completion tokens"),
+    max_requests: int = typer.Option(None, "--max-requests", help="hard cap on requests sent"),
 ) -> None:
     """Skywork-MathQA synthesis: MetaMath/Evol/Xwin mix, core-set seed selection, normal + hard stages."""
     from mathforge.config import ConfigError, load_config
+    from mathforge.engine.types import BudgetExceeded
     from mathforge.synth.pipeline import SynthConfig, run_synth
 
+    caps = [f"budget.{k}={v}" for k, v in (("max_usd", max_usd), ("max_tokens", max_tokens),
+                                            ("max_requests", max_requests)) if v is not None]
     try:
-        cfg = load_config(SynthConfig, recipe, overrides or [])
-        run_synth(cfg, out)
+        cfg = load_config(SynthConfig, recipe, [*(overrides or []), *caps])
+        result = run_synth(cfg, out)
+    except BudgetExceeded as e:
+        fail(f"stopped: {e}. Everything paid for is kept in {out} (request cache, finished shards); "
+             "raise the cap and rerun the same command to continue.")
     except (ConfigError, DataError, ValueError, OSError) as e:
         fail(str(e))
     Console().print((out / "yield.md").read_text(encoding="utf-8"))
-    console.print(f"datasets: {out}/stage1/normal.jsonl, {out}/stage2/hard.jsonl (yield table: {out}/yield.md)")
+    console.print(f"datasets: {result['datasets']['normal']}, {result['datasets']['hard']} (yield table: {out}/yield.md)")
 
 
 @app.command()
@@ -709,6 +718,74 @@ def arms(
     except (DataError, ValueError) as e:
         fail(f"{e}\n(finished runs are kept in {out / 'arms.jsonl'}; rerun to resume)")
     console.print((out / "report.md").read_text())
+
+
+@app.command("teacher-sim")
+def teacher_sim(
+    port: int = typer.Option(8008, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    median: float = typer.Option(0.5, "--median", help="median latency in seconds (lognormal)"),
+    sigma: float = typer.Option(0.6, "--sigma", help="lognormal sigma of the latency"),
+    levels: str = typer.Option("0.9,0.7,0.5,0.3,0.1", "--levels", help="P(right answer) for MATH levels 1-5"),
+    rate_429: float = typer.Option(0.0, "--rate-429", help="share of attempts answered 429 with Retry-After"),
+    rate_500: float = typer.Option(0.0, "--rate-500"),
+    rate_timeout: float = typer.Option(0.0, "--rate-timeout", help="share of attempts that hang past the client's timeout"),
+    rate_drop: float = typer.Option(0.0, "--rate-drop", help="share of attempts whose connection is dropped"),
+    retry_after: float = typer.Option(1.0, "--retry-after"),
+    seed: int = typer.Option(0, "--seed", help="another seed gives other (still deterministic) answers"),
+    log: Path = typer.Option(None, "--log", help="one JSON line per answered attempt (arrival, seconds, status)"),
+) -> None:
+    """A simulated OpenAI-compatible teacher for rehearsals: our prompt kinds answered in format,
+    deterministically, right per level, with a latency distribution and faults (see engine/teachersim.py).
+    Point a recipe at it: engine.backend=openai engine.base_url=http://127.0.0.1:PORT/v1 engine.sim_hints=true"""
+    from mathforge.engine.teachersim import SimConfig, serve
+
+    try:
+        probs = tuple(float(x) for x in levels.split(","))
+        if len(probs) != 5 or not all(0 <= p <= 1 for p in probs):
+            raise ValueError(f"--levels needs 5 probabilities in [0, 1], got {levels!r}")
+        cfg = SimConfig(median_s=median, sigma=sigma, levels=probs, rate_429=rate_429, rate_500=rate_500,
+                        rate_timeout=rate_timeout, rate_drop=rate_drop, retry_after_s=retry_after, seed=seed)
+    except ValueError as e:
+        fail(str(e))
+    console.print(f"teacher-sim on http://{host}:{port}/v1 (mean latency {cfg.mean_s:.3f} s)")
+    serve(cfg, host, port, str(log) if log else None)
+
+
+@app.command()
+def plan(
+    recipe: Path = typer.Argument(..., help="synthesis recipe YAML"),
+    out: Path = typer.Option(None, "--out", "-o", help="run directory: the pilot's responses go into its request "
+                             "cache, so `mathforge synth RECIPE --out DIR` reuses them (default: a temporary dir)"),
+    pilot: float = typer.Option(0.01, "--pilot", help="the pilot's share of each stage"),
+    as_json: bool = typer.Option(False, "--json", help="print the forecast as one JSON object"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, as for `mathforge synth`"),
+) -> None:
+    """Forecast a synthesis recipe before paying: requests, tokens, dollars and hours per stage and method,
+    from a pilot of about 1% of each stage against the recipe's teacher (or `mathforge teacher-sim`)."""
+    import json
+    import tempfile
+
+    from mathforge.config import ConfigError, load_config
+    from mathforge.engine.types import BudgetExceeded
+    from mathforge.synth.pipeline import SynthConfig
+    from mathforge.synth.plan import plan as run_plan
+    from mathforge.synth.plan import render
+
+    if not 0 < pilot <= 1:
+        fail(f"--pilot must be in (0, 1], got {pilot}")
+    try:
+        cfg = load_config(SynthConfig, recipe, overrides or [])
+        with tempfile.TemporaryDirectory(prefix="mathforge-plan-") as tmp:
+            forecast = run_plan(cfg, out or Path(tmp), pilot)
+    except BudgetExceeded as e:
+        fail(f"the pilot itself was stopped: {e}")
+    except (ConfigError, DataError, ValueError, OSError) as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(forecast))
+    else:
+        Console().print(render(forecast))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """The SFT prompt: one format shared by training and evaluation (the paper's rule, §4.1.3).
 
 The default is the MetaMath/Alpaca template the paper's SFT follows; every response ends with
-"\nThe answer is X". `chat` uses the student's own chat template instead.
+the answer line of `mathforge.answers` ("\nThe answer is X"). `chat` uses the student's own chat
+template instead.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
+
+from mathforge.answers import with_answer_line
 
 PromptStyle = Literal["alpaca", "chat", "plain"]
 
@@ -15,7 +18,6 @@ ALPACA = (
     "Write a response that appropriately completes the request.\n\n"
     "### Instruction:\n{problem}\n\n### Response: Let's think step by step."
 )
-ANSWER_SUFFIX = "\nThe answer is "
 
 
 def format_prompt(problem: str, style: PromptStyle = "alpaca", tokenizer: Any = None) -> str:
@@ -34,6 +36,4 @@ def format_prompt(problem: str, style: PromptStyle = "alpaca", tokenizer: Any = 
 
 def format_response(solution: str, answer: str) -> str:
     """A training target: the solution followed by the answer line the graders read."""
-    body = solution.rstrip()
-    line = f"The answer is {answer}".rstrip()
-    return f" {body}{ANSWER_SUFFIX}{answer}" if not body.endswith(line) else f" {body}"
+    return f" {with_answer_line(solution, answer)}"

@@ -428,4 +428,114 @@ def test_the_environment_proxy_is_honoured_and_looked_up_once(monkeypatch):
     assert env_proxy("https://api.openai.com/v1") == "http://proxy.example:3128"
     assert env_proxy("http://127.0.0.1:8000/v1") is None  # bypassed
     backend = OpenAIBackend(EngineConfig(backend="openai", model="m", base_url="https://llm.example/v1"))
-    assert backend._proxy == "http://proxy.example:3128"
+    assert backend.endpoints.proxies == ["http://proxy.example:3128"]
+
+
+# -- the shared in-flight window (asubmit) and hard caps ----------------------------------------------
+
+
+async def _chains(engine: Engine, chains: int, steps: int) -> list[list[str]]:
+    """`chains` request chains of `steps` each: a step is sent once the previous answer arrived."""
+    async def chain(c: int) -> list[str]:
+        texts = []
+        for s in range(steps):
+            res = await engine.asubmit(chat(f"c{c}s{s}", f"chain {c} step {s} after {texts[-1:] }"))
+            texts.append(res.texts[0] if res.ok else res.error)
+        return texts
+
+    return await asyncio.gather(*(chain(c) for c in range(chains)))
+
+
+def test_request_chains_share_one_window_with_no_barrier(mock_server, tmp_path):
+    """8 slots, 16 chains of 3 steps at 50 ms: the window stays full (never more than 8 in flight),
+    so the 48 requests take about 6 latencies, and a rerun is served from the cache alone."""
+    mock_server.latency = 0.05
+    with Engine(mock_cfg(mock_server, concurrency=8), cache_path=tmp_path / "c.sqlite") as engine:
+        start = time.monotonic()
+        first = engine.drive(_chains(engine, 16, 3))
+        took = time.monotonic() - start
+        assert engine.stats()["calls"] == 48 and all("Reply" in t for ts in first for t in ts)
+    assert mock_server.snapshot()["max_inflight"] == 8
+    assert took < 0.05 * 6 * 3  # a phase barrier per step would still fit; a serial chain would not
+    with Engine(mock_cfg(mock_server, concurrency=8), cache_path=tmp_path / "c.sqlite") as engine:
+        assert engine.drive(_chains(engine, 16, 3)) == first and engine.stats()["calls"] == 0
+
+
+def test_cancelled_callers_withdraw_their_queued_calls(mock_server):
+    mock_server.latency = 0.05
+
+    async def go(engine: Engine) -> None:
+        tasks = [asyncio.create_task(engine.asubmit(chat(f"w{i}", f"w{i}"))) for i in range(40)]
+        await asyncio.sleep(0.02)
+        for t in tasks[4:]:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    received = mock_server.snapshot()["received"]
+    with Engine(mock_cfg(mock_server, concurrency=4)) as engine:
+        engine.drive(go(engine))
+    assert mock_server.snapshot()["received"] - received <= 8  # the first window, not all 40
+
+
+def test_budget_stops_within_one_window_and_a_raised_cap_continues(mock_server, tmp_path):
+    from mathforge.engine.limits import Budget
+    from mathforge.engine.types import BudgetExceeded
+
+    path = tmp_path / "c.sqlite"
+    reqs = [chat(f"b{i}", f"question {i}") for i in range(40)]
+
+    async def all_of(engine: Engine) -> list:
+        return await asyncio.gather(*(engine.asubmit(r) for r in reqs))
+
+    capped = Engine(mock_cfg(mock_server, concurrency=4), cache_path=path, budget=Budget(max_requests=10))
+    with capped as engine, pytest.raises(BudgetExceeded, match="max_requests=10"):
+        engine.drive(all_of(engine))
+    paid = cache_rows(path)
+    assert 10 - 4 <= paid <= 10 + 4  # stops before the cap, or at most one window of in-flight calls past it
+    with Engine(mock_cfg(mock_server, concurrency=4), cache_path=path, budget=Budget(max_requests=100)) as engine:
+        results = engine.drive(all_of(engine))
+        assert all(r.ok for r in results) and engine.stats()["calls"] == 40 - paid
+    with pytest.raises(ValueError, match="max_usd"):
+        Budget(max_usd=0)
+
+
+def test_several_endpoints_share_the_load_and_one_killed_mid_run_is_paused(tmp_path):
+    """Two local servers, one of them a separate process: calls go to the one with fewer in flight;
+    the process is killed mid-run, its calls are retried on the other, and it is paused rather than
+    tried again on every call. The cache key does not depend on the endpoint."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from mathforge.engine.mockserver import MockServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    other = subprocess.Popen([sys.executable, "-m", "mathforge.engine.mockserver", "--port", str(port), "--latency", "0.02"])
+    here = MockServer(latency=0.02)
+    urls = [here.start_in_thread(), f"http://127.0.0.1:{port}/v1"]
+    time.sleep(3)
+    cfg = EngineConfig(backend="openai", model="mock", base_url=urls, concurrency=8, progress=False,
+                       backoff_base_s=0.01, timeout_s=20.0, max_retries=6)
+
+    async def go(engine: Engine) -> list:
+        first = await asyncio.gather(*(engine.asubmit(chat(f"e{i}", f"q{i}")) for i in range(40)))
+        other.send_signal(signal.SIGKILL)
+        other.wait()
+        return first + list(await asyncio.gather(*(engine.asubmit(chat(f"f{i}", f"p{i}")) for i in range(80))))
+
+    try:
+        with Engine(cfg, cache_path=tmp_path / "c.sqlite") as engine:
+            results = engine.drive(go(engine))
+            retries = sum(engine.stats()["retries"].values())
+    finally:
+        other.kill()
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
+    served_here = here.snapshot()["answered_total"]
+    assert 80 + 5 <= served_here <= 120 - 5  # the other server took part of the first 40, none of the rest
+    assert retries <= 8  # paused after 3 failures in a row, not retried on each of the 80 calls
+    with Engine(EngineConfig(**{**cfg.__dict__, "base_url": urls[0]}), cache_path=tmp_path / "c.sqlite") as engine:
+        assert all(r.ok for r in engine.run([chat(f"e{i}", f"q{i}") for i in range(40)])) and engine.stats()["calls"] == 0
+    here.stop()

@@ -4,6 +4,7 @@ cache (kill and resume), and one end-to-end run with the real llama.cpp teacher.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import re
@@ -15,6 +16,7 @@ from mathforge.config import load_config
 from mathforge.engine import Engine, EngineConfig
 from mathforge.engine.types import Completion, Result
 from mathforge.io import read_records
+from mathforge.ledger import Ledger
 from mathforge.record import Lineage, Record
 from mathforge.sources import load
 from mathforge.synth import evol, metamath, xwin
@@ -75,8 +77,14 @@ class ScriptedTeacher:
         self.requests = []
 
     def run(self, requests, desc=""):
-        self.requests += requests
-        return [Result(r.key, [self.reply(conversation(r.messages))], ["stop"], 10, 5) for r in requests]
+        return [self.answer(r) for r in requests]
+
+    async def asubmit(self, request):
+        return self.answer(request)
+
+    def answer(self, request):
+        self.requests.append(request)
+        return Result(request.key, [self.reply(conversation(request.messages))], ["stop"], 10, 5)
 
 
 class ScriptedBackend:
@@ -203,7 +211,7 @@ def test_metamath_sub_methods_build_requests_and_parse_with_a_scripted_teacher()
     rows = seeds(f"gsm8k:{GSM}?limit=4")
     teacher = ScriptedTeacher()
     ctx = ctx_for(teacher, pool=rows, fewshot=2)
-    out = {sub: metamath.run(ctx, sub, [(r, 0) for r in rows]) for sub in metamath.SUBMETHODS}
+    out = {sub: asyncio.run(metamath.run(ctx, sub, [(r, 0) for r in rows])) for sub in metamath.SUBMETHODS}
     assert all(len(v) == 4 for v in out.values()), ctx.meter.as_dict()
     fobar = out["fobar"][0]
     assert fobar.problem.startswith("Natalia sold clips to X") and fobar.meta["synth"]["expected"] == "48"
@@ -230,7 +238,7 @@ def test_elicitation_turn_repairs_a_missing_answer_line_only_when_the_teacher_gi
         return "The answer is 3" if "Now state only" in text and "Natalia" in text else "We add things up."
 
     ctx = ctx_for(ScriptedTeacher(lambda t: reply(t)), elicit=True)
-    [kept] = metamath.run(ctx, "answer_aug", [(r, 0) for r in rows])
+    [kept] = asyncio.run(metamath.run(ctx, "answer_aug", [(r, 0) for r in rows]))
     assert kept.answer == "3" and kept.meta["synth"]["repair"] == "elicited"
     assert kept.solution == "We add things up.\nThe answer is 3"
     assert dict(ctx.meter.dropped) == {"no_answer_line": 1} and ctx.meter.requests == 4
@@ -279,7 +287,7 @@ def test_unanswerable(solution, answer, expected):
 def test_evol_trajectory_keeps_every_step_with_its_number_and_parent():
     rows = seeds(f"math:{MATH}?limit=2")
     ctx = ctx_for(ScriptedTeacher())
-    kept = evol.run(ctx, [(r, 0) for r in rows], max_steps=3)
+    kept = asyncio.run(evol.run(ctx, [(r, 0) for r in rows], max_steps=3))
     assert len(kept) == 6 and ctx.meter.kept == 6
     for seed in rows:
         chain = [r for r in kept if r.lineage.seed_id == seed.id]
@@ -299,7 +307,7 @@ def test_evol_stops_a_trajectory_at_its_first_failed_step():
         return scripted_reply(text)
 
     ctx = ctx_for(ScriptedTeacher(reply))
-    kept = evol.run(ctx, [(rows[0], 0)], max_steps=5)
+    kept = asyncio.run(evol.run(ctx, [(rows[0], 0)], max_steps=5))
     assert [r.lineage.step for r in kept] == [1] and dict(ctx.meter.dropped) == {"evol_unchanged": 1}
 
 
@@ -312,7 +320,7 @@ def test_evol_drops_an_unanswerable_evolution():
         return scripted_reply(text)
 
     ctx = ctx_for(ScriptedTeacher(reply))
-    assert evol.run(ctx, [(rows[0], 0)], max_steps=2) == []
+    assert asyncio.run(evol.run(ctx, [(rows[0], 0)], max_steps=2)) == []
     assert dict(ctx.meter.dropped) == {"evol_unanswerable": 1}
 
 
@@ -329,7 +337,7 @@ def test_xwin_revises_a_flawed_question_then_solves_it():
     rows = seeds(f"math:{MATH}?limit=2")
     teacher = ScriptedTeacher()
     ctx = ctx_for(teacher)
-    kept = xwin.run(ctx, [(r, 0) for r in rows], max_rounds=2)
+    kept = asyncio.run(xwin.run(ctx, [(r, 0) for r in rows], max_rounds=2))
     assert len(kept) == 2
     rec = kept[0]
     assert rec.problem.endswith("(fixed)") and rec.meta["synth"]["revisions"] == 1
@@ -344,7 +352,7 @@ def test_xwin_revises_a_flawed_question_then_solves_it():
 def test_xwin_drops_a_question_still_flawed_after_the_last_round():
     rows = seeds(f"math:{MATH}?limit=1")
     ctx = ctx_for(ScriptedTeacher(lambda t: "Verdict: incorrect" if "Check a math" in t else scripted_reply(t)))
-    assert xwin.run(ctx, [(rows[0], 0)], max_rounds=2) == []
+    assert asyncio.run(xwin.run(ctx, [(rows[0], 0)], max_rounds=2)) == []
     assert dict(ctx.meter.dropped) == {"xwin_still_flawed": 1}
     assert ctx.meter.requests == 1 + 3 + 2  # generate, 3 checks, 2 revisions
 
@@ -358,7 +366,7 @@ def test_xwin_asks_once_for_a_missing_verdict():
         return "Looks fine to me." if "Check a math" in text else scripted_reply(text)
 
     ctx = ctx_for(ScriptedTeacher(reply))
-    assert len(xwin.run(ctx, [(rows[0], 0)], max_rounds=0)) == 1
+    assert len(asyncio.run(xwin.run(ctx, [(rows[0], 0)], max_rounds=0))) == 1
 
 
 @pytest.mark.parametrize(("check", "verdict", "critique"), [
@@ -389,7 +397,7 @@ def test_xwin_drops_a_revision_that_changes_nothing_or_answers_instead():
         return "Verdict: incorrect" if "Check a math" in text else scripted_reply(text)
 
     ctx = ctx_for(ScriptedTeacher(reply))
-    assert xwin.run(ctx, [(r, 0) for r in rows], max_rounds=1) == []
+    assert asyncio.run(xwin.run(ctx, [(r, 0) for r in rows], max_rounds=1)) == []
     assert dict(ctx.meter.dropped) == {"xwin_revise_unchanged": 1, "xwin_revise_not_a_problem": 1}
 
 
@@ -402,7 +410,7 @@ def test_templates_are_versioned_and_their_identity_is_in_every_request_key():
     ids = {template_id(n) for n in names}
     assert len(ids) == len(names) and all(re.fullmatch(r"[\w]+@\w+#[0-9a-f]{8}", i) for i in ids)
     teacher = ScriptedTeacher()
-    metamath.run(ctx_for(teacher), "answer_aug", [(seeds(f"gsm8k:{GSM}?limit=1")[0], 0)])
+    asyncio.run(metamath.run(ctx_for(teacher), "answer_aug", [(seeds(f"gsm8k:{GSM}?limit=1")[0], 0)]))
     assert teacher.requests[0].key.startswith(template_id("metamath_answer") + "/")
 
 
@@ -417,13 +425,15 @@ def test_quotas_follow_shares_and_sum_to_the_target(target, mix, expected):
     assert got == expected
 
 
-@pytest.mark.parametrize(("fail_first", "passes", "units", "kept", "over"), [
-    (0, 3, 1, 1, 0),  # the first attempt succeeds: no top-up
-    (3, 3, 1 + 2 + 4, 1, 3),  # passes grow 1, 2, 4 while nothing is kept
-    (100, 3, 1 + 2 + 4, 0, 0),  # bounded: a method that never succeeds stops after max_passes
-    (1, 2, 1 + 2, 1, 1),
+@pytest.mark.parametrize(("fail_first", "passes", "sent", "units", "kept"), [
+    (0, 3, 1, 1, 1),  # the first attempt succeeds: no more units
+    # After each failure the measured yield drops and more units run at once (3 failures: yield
+    # (0 + 2) / (3 + 2), so 3 units for the last sample): the 4th fills the quota, 2 are spare.
+    (3, 3, 6, 4, 1),
+    (100, 3, 1 + 2 + 4, 1 + 2 + 4, 0),  # bounded: a method that never succeeds stops after (2**max_passes - 1) units
+    (1, 2, 3, 2, 1),
 ])
-def test_a_method_short_of_its_quota_is_topped_up_in_growing_passes(fail_first, passes, units, kept, over):
+def test_a_method_short_of_its_quota_gets_more_units_up_to_its_budget(tmp_path, fail_first, passes, sent, units, kept):
     rows = seeds(f"gsm8k:{GSM}?limit=5")
     calls = []
 
@@ -432,10 +442,14 @@ def test_a_method_short_of_its_quota_is_topped_up_in_growing_passes(fail_first, 
         return "We add things up." if len(calls) <= fail_first else "We add.\nThe answer is 5"
 
     cfg = load_config(SynthConfig, None, ["mix={metamath/answer_aug: 1}", f"max_passes={passes}"])
-    records, yields = synthesize(cfg, ctx_for(ScriptedTeacher(reply), elicit=False), rows, 1)
-    y = yields["metamath/answer_aug"]
-    assert (len(calls), len(records), y.kept, y.dropped["over_quota"]) == (units, kept, kept, over)
-    assert y.dropped["no_answer_line"] == min(units, fail_first)
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    stats = asyncio.run(synthesize(cfg, ctx_for(ScriptedTeacher(reply), elicit=False), rows, 1, tmp_path / "out",
+                                   ledger, "s", window=8))
+    y = stats["yield"]["metamath/answer_aug"]
+    assert (len(calls), stats["records"], y["kept"], y["units"], stats["launched"]["metamath/answer_aug"]) == \
+        (sent, kept, kept, units, sent)
+    assert y["dropped"].get("no_answer_line", 0) == min(units, fail_first)
+    assert len(list(read_records(tmp_path / "out"))) == kept
 
 
 # ---------------------------------------------------------------- the two-stage pipeline
@@ -459,12 +473,14 @@ def test_two_stages_every_method_lineage_and_yield_table(tmp_path):
     cfg = small_config()
     with scripted_engine(tmp_path, ScriptedBackend()) as engine:
         table = run_synth(cfg, tmp_path, teacher=engine)
+    assert table.pop("datasets") == {"seeds": str(tmp_path / "seeds.jsonl"), "normal": str(tmp_path / "stage1" / "normal"),
+                                     "hard": str(tmp_path / "stage2" / "hard")}
     assert set(table) == {"stage1_initial", "stage1_normal", "stage2_hard"}
     for stage, methods in table.items():
         assert set(methods) == set(METHODS), stage
         assert all(y["kept"] >= 1 and y["requests"] >= 1 for y in methods.values()), (stage, methods)
-    normal = list(read_records(tmp_path / "stage1" / "normal.jsonl"))
-    hard = list(read_records(tmp_path / "stage2" / "hard.jsonl"))
+    normal = list(read_records(tmp_path / "stage1" / "normal"))
+    hard = list(read_records(tmp_path / "stage2" / "hard"))
     core = list(read_records(tmp_path / "stage1" / "seed_synthetic.jsonl"))
     assert len(normal) == 14 and len(hard) == 7 and len(core) == 6
     core_ids = {r.id for r in core}
@@ -497,14 +513,16 @@ def test_a_killed_run_resumes_without_repeating_completed_requests(tmp_path):
     killed = ScriptedBackend(kill_after=total // 2)
     with pytest.raises(KeyboardInterrupt), scripted_engine(tmp_path / "run", killed) as engine:
         run_synth(small_config(), tmp_path / "run", teacher=engine)
-    assert not (tmp_path / "run" / "stages" / "stage2_hard.done").exists()
+    assert not (tmp_path / "run" / "stages" / "stage1_normal.done").exists()
     resumed = ScriptedBackend()
     with scripted_engine(tmp_path / "run", resumed) as engine:
         run_synth(small_config(), tmp_path / "run", teacher=engine)
         assert engine.stats()["cached"] > 0  # the killed stage's finished requests, replayed from the cache
     assert killed.calls == total // 2 and killed.calls + resumed.calls == total
-    same = [(tmp_path / d / "stage2" / "hard.jsonl").read_text() for d in ("fresh", "run")]
-    assert same[0] == same[1]
+    for part in ("stage1/normal", "stage2/hard"):
+        same = [sorted(json.dumps(r.to_dict(), sort_keys=True) for r in read_records(tmp_path / d / part))
+                for d in ("fresh", "run")]
+        assert same[0] == same[1]
     again = ScriptedBackend()
     with scripted_engine(tmp_path / "run", again) as engine:
         run_synth(small_config(), tmp_path / "run", teacher=engine)
@@ -520,7 +538,7 @@ def test_judge_step_adds_seeds_rated_hard(tmp_path):
     run_synth(cfg, tmp_path, teacher=teacher)
     judged = list(read_records(tmp_path / "stage2" / "judged_hard.jsonl"))
     assert len(judged) == 5 and all(r.meta["difficulty"]["score"] == 5 for r in judged)
-    hard_seeds = {r.lineage.seed_id for r in read_records(tmp_path / "stage2" / "hard.jsonl")}
+    hard_seeds = {r.lineage.seed_id for r in read_records(tmp_path / "stage2" / "hard")}
     assert hard_seeds  # drawn from level 4-5 seeds plus the judged ones
 
 
@@ -563,22 +581,25 @@ def test_end_to_end_with_the_real_llama_teacher(tmp_path):
     ]
     cfg = load_config(SynthConfig, repo / "recipes" / "synth_offline.yaml", overrides)
     table = run_synth(cfg, tmp_path)
-    assert set(table) == {"stage1_initial", "stage1_normal", "stage2_hard"}
+    assert set(table) == {"stage1_initial", "stage1_normal", "stage2_hard", "datasets"}
     initial = table["stage1_initial"].values()
     assert sum(y["requests"] for y in initial) >= 2 and sum(y["completion_tokens"] for y in initial) > 0
     assert sum(y["kept"] for y in initial) >= 1  # else the core-set stage would have had nothing to pick
     for name in ("initial", "normal"):
-        for r in read_records(tmp_path / "stage1" / f"{name}.jsonl"):
+        for r in read_records(tmp_path / "stage1" / name):
             assert isinstance(r.lineage, Lineage) and r.lineage.teacher == "llama:smollm2"
             assert r.solution.endswith(f"The answer is {r.answer}")
     engine_stats = sorted((tmp_path / "stats").glob("engine-*.json"))
     first_calls = json.loads(engine_stats[-1].read_text())["calls"]
     assert first_calls > 0
+    before = {p: sorted(r.id for r in read_records(tmp_path / p)) for p in ("stage1/initial", "stage1/normal", "stage2/hard")}
     for stage in ("stage1_initial", "stage1_normal", "stage2_hard"):
-        (tmp_path / "stages" / f"{stage}.done").unlink()
+        (tmp_path / "stages" / f"{stage}.done").unlink()  # as if killed after its last shard
     import time
 
     time.sleep(1.1)  # a new engine-stats file name
     run_synth(cfg, tmp_path)
     rerun = json.loads(sorted((tmp_path / "stats").glob("engine-*.json"))[-1].read_text())
-    assert rerun["calls"] == 0 and rerun["cached"] == first_calls
+    # The quota ledger says every unit is committed: nothing is re-walked, not even through the cache.
+    assert rerun["calls"] == 0 and rerun["cached"] == 0
+    assert before == {p: sorted(r.id for r in read_records(tmp_path / p)) for p in before}

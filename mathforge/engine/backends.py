@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -67,10 +68,11 @@ class OpenAIBackend:
         self.model_id = cfg.model
         self.native_n = cfg.native_n
         self._client: Any = None
-        self.base_url = (
-            cfg.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        ).rstrip("/")
-        self._proxy = env_proxy(self.base_url)
+        urls = cfg.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        self.endpoints = Endpoints([urls] if isinstance(urls, str) else list(urls))
+        self.base_url = self.endpoints.urls[0]
+        if len(self.endpoints.urls) > 1 and cfg.http != "aiohttp":
+            raise ValueError("several base_url endpoints need engine.http=aiohttp")
         if not os.environ.get(cfg.api_key_env) and not (cfg.base_url or os.environ.get("OPENAI_BASE_URL")):
             # Without a key, every paid call would come back 401: refuse before sending any.
             raise ValueError(f"backend 'openai' needs an API key in ${cfg.api_key_env} (or a base_url)")
@@ -126,11 +128,7 @@ class OpenAIBackend:
         try:
             async with asyncio.timeout(self.cfg.timeout_s + 5):  # a guard in case the transport hangs
                 if self.cfg.http == "aiohttp":
-                    url = self.base_url + path
-                    async with self._client.post(url, data=json.dumps(body), proxy=self._proxy) as resp:
-                        raw = await resp.text()
-                        if resp.status >= 400:
-                            return [classify_status(resp.status, resp.headers, _error_message(raw))] * n
+                    return await self._post_to_endpoint(path, body, call, chat, n)
                 else:
                     # The client's documented raw-request path: the typed `create()` spends more CPU
                     # on validating params and building response models than the request costs.
@@ -139,10 +137,69 @@ class OpenAIBackend:
             return [classify_openai_error(e)] * n
         return parse_openai_body(raw, chat=chat, n=n)
 
+    async def _post_to_endpoint(self, path: str, body: dict[str, Any], call: Call, chat: bool, n: int) -> list[Outcome]:
+        """POST to the endpoint with the fewest calls in flight; its health is booked by outcome."""
+        i = self.endpoints.pick()
+        headers = {"X-Sim-Level": str(call.level)} if self.cfg.sim_hints and call.level else None
+        outcomes: list[Outcome] = []
+        try:
+            url = self.endpoints.urls[i] + path
+            async with self._client.post(url, data=json.dumps(body), proxy=self.endpoints.proxies[i], headers=headers) as resp:
+                raw = await resp.text()
+                if resp.status >= 400:
+                    outcomes = [classify_status(resp.status, resp.headers, _error_message(raw))] * n
+                else:
+                    outcomes = parse_openai_body(raw, chat=chat, n=n)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a classified outcome
+            outcomes = [classify_openai_error(e)] * n
+        finally:
+            self.endpoints.done(i, outcomes)
+        return outcomes
+
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+
+
+class Endpoints:
+    """Replicas of one model (N vLLM/SGLang servers): each call goes to the one with the fewest
+    calls in flight; one whose calls fail `pause_after` times in a row (connection, timeout, 5xx) is
+    paused for `pause_s` seconds, doubled at each new pause, while the others carry on. The cache
+    key never depends on which endpoint answered."""
+
+    DOWN = frozenset({"connection", "timeout", "server_error"})
+
+    def __init__(self, urls: list[str], pause_after: int = 3, pause_s: float = 5.0):
+        self.urls = [u.rstrip("/") for u in urls]
+        self.proxies = [env_proxy(u) for u in self.urls]  # looked up once, not per call
+        self.inflight = [0] * len(urls)
+        self.failures = [0] * len(urls)
+        self.pauses = [0] * len(urls)
+        self.paused_until = [0.0] * len(urls)
+        self.pause_after, self.pause_s = pause_after, pause_s
+
+    def pick(self) -> int:
+        now = time.monotonic()
+        live = [j for j in range(len(self.urls)) if self.paused_until[j] <= now]
+        # All paused: the one whose pause ends first (it failed least recently), whatever its load.
+        i = min(live, key=lambda j: self.inflight[j]) if live else min(range(len(self.urls)), key=self.paused_until.__getitem__)
+        self.inflight[i] += 1
+        return i
+
+    def done(self, i: int, outcomes: list[Outcome]) -> None:
+        """Book call outcomes (none: the call was cancelled, which says nothing about the endpoint)."""
+        self.inflight[i] -= 1
+        if not outcomes:
+            return
+        if not any(isinstance(o, BackendError) and o.kind in self.DOWN for o in outcomes):
+            self.failures[i], self.pauses[i] = 0, 0
+            return
+        self.failures[i] += 1
+        if self.failures[i] >= self.pause_after and len(self.urls) > 1:
+            self.paused_until[i] = time.monotonic() + self.pause_s * 2 ** self.pauses[i]
+            self.pauses[i] += 1
+            self.failures[i] = 0
 
 
 def env_proxy(url: str) -> str | None:

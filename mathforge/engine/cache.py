@@ -92,6 +92,13 @@ class RequestCache:
         )
         self.db.commit()
 
+    def totals(self) -> tuple[int, int, int]:
+        """(responses, prompt tokens, completion tokens) held: what this cache's owner has paid for."""
+        n, pt, ct = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) FROM responses"
+        ).fetchone()
+        return n, pt, ct
+
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 

@@ -19,7 +19,7 @@ class EngineConfig:
 
     backend: str = "llama"
     model: str = "smollm2"
-    base_url: str | None = None
+    base_url: str | tuple[str, ...] | None = None  # a list: replicas of one model, least in flight first
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 16
     rpm: float | None = None
@@ -35,6 +35,8 @@ class EngineConfig:
     native_n: bool = False
     # openai: "aiohttp" posts the JSON itself (lean, fastest); "sdk" goes through the openai client.
     http: str = "aiohttp"
+    # openai: send each request's level as an X-Sim-Level header (for `mathforge teacher-sim`).
+    sim_hints: bool = False
     # In-process backends (llama, hf, vllm)
     batch_size: int = 8
     n_ctx: int = 4096
@@ -49,6 +51,8 @@ class EngineConfig:
             raise ValueError(
                 f"unknown http transport '{self.http}' (choose from {', '.join(HTTP_TRANSPORTS)})"
             )
+        if isinstance(self.base_url, list):
+            object.__setattr__(self, "base_url", tuple(self.base_url))
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.max_retries < 0:

@@ -21,9 +21,9 @@ from typing import Any
 from mathforge.engine.backends import Backend, make_backend
 from mathforge.engine.cache import RequestCache, cache_key
 from mathforge.engine.config import EngineConfig
-from mathforge.engine.limits import TokenBucket, backoff_delay
+from mathforge.engine.limits import Budget, TokenBucket, backoff_delay
 from mathforge.engine.progress import EngineProgress
-from mathforge.engine.types import BackendError, Call, Completion, Request, Result
+from mathforge.engine.types import BackendError, BudgetExceeded, Call, Completion, Request, Result
 
 CHUNK = 4096  # requests resolved per round: bounds memory on huge inputs; far above any concurrency
 
@@ -37,8 +37,10 @@ class Engine:
         cache_path: str | Path | None = None,
         backend: Backend | None = None,
         refresh: bool = False,
+        budget: Budget | None = None,
     ):
-        """`cache_path` None keeps the cache in memory; `refresh` ignores (and overwrites) cached responses."""
+        """`cache_path` None keeps the cache in memory; `refresh` ignores (and overwrites) cached
+        responses; `budget` caps what the cache may hold in total (see `asubmit`)."""
         self.cfg = cfg
         self.refresh = refresh
         self.backend = backend if backend is not None else make_backend(cfg)
@@ -54,8 +56,15 @@ class Engine:
         self._cost = 0.0
         self._saved = 0.0
         self._busy = 0.0
+        self._latency = 0.0  # seconds spent waiting on the backend, summed over batches
         self._progress: EngineProgress | None = None
         self._pause_until = 0.0  # a 429's Retry-After pauses every worker, not just the one that got it
+        self.budget = budget or Budget()
+        self._spent = self.cache.totals() if budget else (0, 0, 0)  # (requests, prompt, completion) paid before
+        self._queue: asyncio.Queue | None = None  # the shared in-flight window of `asubmit`
+        self._workers: list[asyncio.Task] = []
+        self._inflight: dict[str, asyncio.Future] = {}
+        self._sending = 0
 
     def __enter__(self) -> Engine:
         return self
@@ -67,6 +76,7 @@ class Engine:
         if self._loop.is_closed():
             return
         try:
+            self._drive(self._stop_workers())
             self._drive(self.backend.aclose())
         finally:
             self._loop.close()
@@ -100,6 +110,89 @@ class Engine:
             finally:
                 self._progress = None
                 self._busy += time.monotonic() - start
+
+    def drive(self, coro: Any) -> Any:
+        """Run a coroutine that awaits `asubmit` on the engine's own event loop; returns its result."""
+        return self._drive(coro)
+
+    async def asubmit(self, request: Request) -> Result:
+        """One request through the shared in-flight window, for callers that chain requests.
+
+        Cache first; the missing samples join one queue served by `concurrency` workers, so every
+        caller's requests share one window with no chunk barrier: a caller moves on the moment its
+        own response arrives. Cancelling the awaiting task withdraws calls not yet sent. Raises
+        `BudgetExceeded` once the budget would be passed (calls already sent finish and are cached).
+        """
+        calls = [self._call(request, i) for i in range(request.sampling.n)]
+        done: dict[str, Completion | BackendError] = {}
+        if not self.refresh:
+            done.update(self.cache.get_many(c.cache_key for c in calls))
+        cached_keys = set(done)
+        self._book_cached(1, calls, done)
+        missing = [c for c in calls if c.cache_key not in done]
+        if missing:
+            groups = [missing] if getattr(self.backend, "native_n", False) else [[c] for c in missing]
+            for outs in await asyncio.gather(*(self._enqueue(g) for g in groups)):
+                done.update(outs)
+        return self._result(request, calls, done, cached_keys)
+
+    async def _enqueue(self, calls: list[Call]) -> dict[str, Completion | BackendError]:
+        key = calls[0].cache_key
+        if key in self._inflight:  # the same call already queued by another caller: share its answer
+            return await asyncio.shield(self._inflight[key])
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            width = min(self.backend.max_concurrency or self.cfg.concurrency, self.cfg.concurrency)
+            self._workers = [asyncio.create_task(self._worker()) for _ in range(width)]
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        future.add_done_callback(lambda _: self._inflight.pop(key, None))
+        self._queue.put_nowait((calls, future))
+        return await future
+
+    async def _worker(self) -> None:
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < self.backend.batch_size and not self._queue.empty():
+                items.append(self._queue.get_nowait())  # in-process backends batch what is waiting
+            items = [(calls, f) for calls, f in items if not f.done()]  # withdrawn by their callers
+            calls = [c for cs, _ in items for c in cs]
+            if not calls:
+                continue
+            refused = self._over_budget(len(calls))
+            if refused:
+                for _, f in items:
+                    f.set_exception(BudgetExceeded(refused))
+                continue
+            done: dict[str, Completion | BackendError] = {}
+            self._sending += len(calls)
+            try:
+                await self._with_retries(calls, done)
+            except Exception as e:  # noqa: BLE001 - a bug here fails these calls, never the window
+                for c in calls:
+                    done.setdefault(c.cache_key, BackendError("backend", f"{type(e).__name__}: {e}"))
+            finally:
+                self._sending -= len(calls)
+            for cs, f in items:
+                if not f.done():
+                    f.set_result({c.cache_key: done[c.cache_key] for c in cs})
+
+    def _over_budget(self, n: int) -> str | None:
+        """Whether sending `n` more calls could pass a cap: what was paid (this run and before it,
+        from the cache) plus what is in flight and these calls, at the mean cost per call so far."""
+        c = self._counts
+        paid_calls = self._spent[0] + self._models[self.cfg.model]["calls"]
+        tokens = self._spent[1] + self._spent[2] + c["prompt_tokens"] + c["completion_tokens"]
+        usd = self.cfg.cost(self.cfg.model, self._spent[1], self._spent[2]) + self._cost
+        ahead = self._sending + n
+        per_call = (tokens / paid_calls, usd / paid_calls) if paid_calls else (0.0, 0.0)
+        return self.budget.passed(usd + ahead * per_call[1], tokens + ahead * per_call[0], paid_calls + ahead)
+
+    async def _stop_workers(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers, self._queue = [], None
 
     def estimate(self, requests: Iterable[Request]) -> dict[str, Any]:
         """What a run would send and cost, without sending anything: the cache is consulted, the
@@ -143,6 +236,8 @@ class Engine:
             "cost_saved_usd": round(self._saved, 6),
             "per_model": {m: dict(v) for m, v in self._models.items()},
             "elapsed_s": round(self._busy, 3),
+            # mean seconds a batch (one call for API backends) took, for forecasts of wall time
+            "mean_latency_s": round(self._latency / c["batches"], 4) if c["batches"] else None,
         }
 
     # -- one chunk ------------------------------------------------------------------------------
@@ -182,7 +277,7 @@ class Engine:
             if sample == 0
             else cache_key(self.backend.name, self.backend.model_id, payload, request.sampling, 0)
         )
-        return Call(key, request.messages, request.prompt, request.sampling, sample, group)
+        return Call(key, request.messages, request.prompt, request.sampling, sample, group, request.level)
 
     def _result(self, request: Request, calls: list[Call], done: dict, cached_keys: set[str]) -> Result:
         res = Result(
@@ -288,10 +383,12 @@ class Engine:
             await self._tpm.acquire(estimate)
         self._counts["calls"] += len(batch)
         self._counts["batches"] += 1
+        sent = time.monotonic()
         try:
             outcomes = await self.backend.generate(batch)
         except Exception as e:  # noqa: BLE001 - a backend bug fails its calls, not the run
             outcomes = [BackendError("backend", f"{type(e).__name__}: {e}")] * len(batch)
+        self._latency += time.monotonic() - sent
         if self._tpm:
             used = sum(o.prompt_tokens + o.completion_tokens for o in outcomes if isinstance(o, Completion))
             self._tpm.adjust(used - estimate if used else 0)

@@ -11,6 +11,7 @@ import asyncio
 import email.utils
 import random
 import time
+from dataclasses import dataclass
 
 
 class TokenBucket:
@@ -81,3 +82,27 @@ def parse_retry_after(headers: dict[str, str] | None) -> float | None:
         except (TypeError, ValueError):
             return None
         return max(0.0, when.timestamp() - time.time())
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Hard caps on what a run directory may spend, counted over every response in its request
+    cache (so a rerun with a raised cap continues where the last one stopped); None = no cap."""
+
+    max_usd: float | None = None
+    max_tokens: int | None = None
+    max_requests: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_usd", "max_tokens", "max_requests"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"budget.{name} must be > 0 (or null for no cap), got {value}")
+
+    def passed(self, usd: float, tokens: float, requests: float) -> str | None:
+        """The cap these totals would pass, as a message, or None while all are within."""
+        for name, value in (("max_usd", usd), ("max_tokens", tokens), ("max_requests", requests)):
+            cap = getattr(self, name)
+            if cap is not None and value > cap:
+                return f"budget.{name}={cap} would be passed (spent and in flight: {value:,.4g})"
+        return None

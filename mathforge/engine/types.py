@@ -43,6 +43,9 @@ class Request:
     messages: list[dict[str, str]] | None = None
     prompt: str | None = None
     sampling: Sampling = field(default_factory=Sampling)
+    # The item's difficulty level (MATH 1-5), for a simulated teacher only: sent as a header when
+    # EngineConfig.sim_hints is on, never part of the cache key.
+    level: int | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -128,6 +131,11 @@ class Call:
     sampling: Sampling
     sample: int
     group: str = ""  # same for every sample of one request (the key of its sample 0)
+    level: int | None = None  # Request.level, for a simulated teacher's header
 
     def payload(self) -> dict[str, Any]:
         return {"messages": self.messages} if self.messages is not None else {"prompt": self.prompt}
+
+
+class BudgetExceeded(RuntimeError):
+    """A hard cap (dollars, tokens or requests) would be passed by the next call: the run stops."""

@@ -31,9 +31,8 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from mathforge.answers import ANSWER_PREFIX as PREFIX
 from mathforge.grading.verdict import Verdict
-
-PREFIX = "The answer is"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@ solve step under the answer contract, parsing of generated questions, and the el
 
 from __future__ import annotations
 
+import asyncio
 import difflib
+import itertools
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -26,9 +28,9 @@ COMPLETION_STOPS = {
 
 
 class Teacher(Protocol):
-    """What a method needs from the engine: ordered results for a batch of requests."""
+    """What a method needs from the engine: one request's result, awaited in a shared window."""
 
-    def run(self, requests: list[Request], desc: str = ...) -> list[Result]: ...
+    async def asubmit(self, request: Request) -> Result: ...
 
 
 @dataclass
@@ -72,7 +74,7 @@ class Ctx:
     seed: int = 0
     meter: Yield = field(default_factory=Yield)
 
-    def request(self, kind: str, key: str, prompt: Prompt, *salt: str) -> Request:
+    def request(self, kind: str, key: str, prompt: Prompt, *salt: str, level: int | None = None) -> Request:
         """A request of `kind` ("solve", "question" or "check") whose key carries the template
         identity (name@version#hash) and whose seed is derived from key and salt, so replicas of
         one prompt are distinct requests (the cache keys on content) and yet reproducible."""
@@ -81,8 +83,8 @@ class Ctx:
         stop = tuple(base.stop) + (COMPLETION_STOPS[kind] if self.completion else ())
         sampling = Sampling(temperature=base.temperature, max_tokens=base.max_tokens, top_p=base.top_p, seed=seed, stop=stop)
         if self.completion:
-            return Request(key=f"{prompt.version}/{key}", prompt=prompt.text, sampling=sampling)
-        return Request(key=f"{prompt.version}/{key}", messages=user(prompt), sampling=sampling)
+            return Request(key=f"{prompt.version}/{key}", prompt=prompt.text, sampling=sampling, level=level)
+        return Request(key=f"{prompt.version}/{key}", messages=user(prompt), sampling=sampling, level=level)
 
     def generated(self, result: Result) -> tuple[str, str]:
         """(text, finish_reason) of a question-writing result; a raw completion keeps its first
@@ -94,7 +96,7 @@ class Ctx:
                 return parts[0], "stop"
         return text, finish
 
-    def follow_up(self, reqs: list[Request], responses: list[str], ask: Prompt, prefix: str, desc: str) -> list[str]:
+    async def follow_up(self, reqs: list[Request], responses: list[str], ask: Prompt, prefix: str, desc: str) -> list[str]:
         """Ask after each response for one missing final line (greedy, short); returns the lines.
 
         Chat: a second user turn with `ask`. Completion: the response continued after `prefix`
@@ -105,18 +107,19 @@ class Ctx:
         for req, response in zip(reqs, responses, strict=True):
             key = f"{ask.version}/{req.key}"
             if self.completion:
-                followups.append(Request(key=key, prompt=f"{req.prompt}{response.rstrip()}\n{prefix}", sampling=sampling))
+                followups.append(Request(key=key, prompt=f"{req.prompt}{response.rstrip()}\n{prefix}", sampling=sampling,
+                                         level=req.level))
             else:
                 messages = [*(req.messages or []), {"role": "assistant", "content": response}, *user(ask)]
-                followups.append(Request(key=key, messages=messages, sampling=sampling))
-        texts = [text_of(r)[0] for r in self.ask(followups, desc)]
+                followups.append(Request(key=key, messages=messages, sampling=sampling, level=req.level))
+        texts = [text_of(r)[0] for r in await self.ask(followups, desc)]
         return [f"{prefix}{t}" if self.completion else t for t in texts]
 
-    def ask(self, requests: list[Request], desc: str) -> list[Result]:
-        """Run requests through the teacher, counting them and their tokens."""
+    async def ask(self, requests: list[Request], desc: str) -> list[Result]:
+        """Run requests through the teacher's shared window, counting them and their tokens."""
         if not requests:
             return []
-        results = self.teacher.run(requests, desc=desc)
+        results = await asyncio.gather(*(self.teacher.asubmit(r) for r in requests))
         m = self.meter
         m.requests += len(results)
         m.cached += sum(r.cached for r in results)
@@ -127,11 +130,13 @@ class Ctx:
 
     def examples(self, exclude: str, salt: str) -> list[dict[str, str]]:
         """Few-shot examples from the seed pool, chosen per item (deterministic), never the item itself."""
-        pool = [r for r in self.fewshot_pool if r.id != exclude]
+        pool = self.fewshot_pool
         if not pool or self.fewshot <= 0:
             return []
         start = int(stable_id(salt, str(self.seed)), 16) % len(pool)
-        picks = [pool[(start + i) % len(pool)] for i in range(min(self.fewshot, len(pool)))]
+        # Walk the pool from `start`, stepping over the item itself (no copy of a large pool per call).
+        walk = (pool[(start + i) % len(pool)] for i in range(len(pool)))
+        picks = list(itertools.islice((r for r in walk if r.id != exclude), self.fewshot))
         return [{"problem": r.problem, "solution": solution_body(r), "answer": r.answer or ""} for r in picks]
 
 
@@ -161,9 +166,10 @@ class SolveItem:
     key: str
     template: str
     variables: dict[str, Any]
+    level: int | None = None
 
 
-def solve(ctx: Ctx, items: Sequence[SolveItem], desc: str) -> list[tuple[Checked, str]]:
+async def solve(ctx: Ctx, items: Sequence[SolveItem], desc: str) -> list[tuple[Checked, str]]:
     """Solve each item under the answer contract: (Checked, prompt version) per item, in order.
 
     A response with a chain of thought but no parseable final answer gets one short follow-up
@@ -171,20 +177,20 @@ def solve(ctx: Ctx, items: Sequence[SolveItem], desc: str) -> list[tuple[Checked
     can then still meet the contract while the parser stays strict.
     """
     prompts = [render(it.template, **it.variables) for it in items]
-    reqs = [ctx.request("solve", it.key, p) for it, p in zip(items, prompts, strict=True)]
-    texts = [text_of(r) for r in ctx.ask(reqs, desc)]
+    reqs = [ctx.request("solve", it.key, p, level=it.level) for it, p in zip(items, prompts, strict=True)]
+    texts = [text_of(r) for r in await ctx.ask(reqs, desc)]
     checked = [check_response(t, f) if f != "error" else Checked(reason="request_failed") for t, f in texts]
     if ctx.elicit:
-        checked = _elicit_answers(ctx, reqs, [t for t, _ in texts], checked, desc)
+        checked = await _elicit_answers(ctx, reqs, [t for t, _ in texts], checked, desc)
     return [(c, p.version) for c, p in zip(checked, prompts, strict=True)]
 
 
-def _elicit_answers(ctx: Ctx, reqs: list[Request], texts: list[str], checked: list[Checked], desc: str) -> list[Checked]:
+async def _elicit_answers(ctx: Ctx, reqs: list[Request], texts: list[str], checked: list[Checked], desc: str) -> list[Checked]:
     todo = [i for i, c in enumerate(checked) if c.reason == "no_answer_line"]
     if not todo:
         return checked
     ask = render("elicit", what="the final answer", form=f"{ANSWER_PREFIX} <final answer>")
-    lines = ctx.follow_up([reqs[i] for i in todo], [texts[i] for i in todo], ask, f"{ANSWER_PREFIX} ", f"{desc}: answer line")
+    lines = await ctx.follow_up([reqs[i] for i in todo], [texts[i] for i in todo], ask, f"{ANSWER_PREFIX} ", f"{desc}: answer line")
     out = list(checked)
     for i, line in zip(todo, lines, strict=True):
         answer = answer_line(line)
@@ -251,7 +257,7 @@ def eliminate(parent: str, child: str) -> str | None:
         return "degenerate"
     if len(child) > 8 * len(parent) + 400 or _repetitive(words) or _repeated_lines(child):
         return "degenerate"
-    if _norm(child) == _norm(parent) or difflib.SequenceMatcher(None, _norm(parent), _norm(child)).ratio() >= 0.95:
+    if _norm(child) == _norm(parent) or _similar(_norm(parent), _norm(child), 0.95):
         return "unchanged"
     low = child.lower()
     if any(w in low for w in PROMPT_WORDS):
@@ -265,6 +271,13 @@ def unanswerable(solution: str, answer: str | None) -> bool:
     if normalize_words(answer) in ("undefined", "none", "n/a", "unknown", "cannotbedetermined", "nosolution"):
         return True
     return any(p in low for p in UNANSWERABLE) and len(solution.split()) < 150
+
+
+def _similar(a: str, b: str, at: float) -> bool:
+    """difflib's ratio >= `at`, checked against its cheap upper bounds first (the full ratio costs
+    milliseconds per pair and most pairs are far apart)."""
+    matcher = difflib.SequenceMatcher(None, a, b)
+    return matcher.real_quick_ratio() >= at and matcher.quick_ratio() >= at and matcher.ratio() >= at
 
 
 def same_text(a: str, b: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from mathforge.answers import ANSWER_PREFIX, answer_line, boxed_answer, boxed_spans
+from mathforge.answers import ANSWER_PREFIX, answer_line, boxed_answer, boxed_spans, with_answer_line
 
 MAX_ANSWER_CHARS = 200
 # A final box followed by at most this much text still reads as the conclusion of the solution.
@@ -69,7 +69,7 @@ def with_answer(body: str, answer: str, repair: str | None = None) -> Checked:
         return Checked(reason="empty_answer")
     if len(answer) > MAX_ANSWER_CHARS or "\n" in answer:
         return Checked(reason="answer_too_long")
-    solution = f"{body.rstrip()}\n{ANSWER_PREFIX} {answer}".lstrip()
+    solution = with_answer_line(body, answer)
     return Checked(solution=solution, answer=answer, repair=repair)
 
 

@@ -3,8 +3,8 @@
 Each step applies one of five strategies to the previous step's problem; an evolution that fails
 an elimination rule (unchanged, copied the prompt's own words, degenerate, unanswerable) ends its
 trajectory. Every surviving step is solved and kept as its own row, with the step number and the
-previous step as parent in its lineage. All live trajectories advance together, one engine batch
-per step, so a large run keeps the teacher busy.
+previous step as parent in its lineage. The synthesis driver runs one trajectory per task, so each
+moves to its next step the moment its own responses arrive.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def pick_strategy(traj_key: str, step: int, strategies: Sequence[str] = STRATEGI
     return random.Random(f"{traj_key}/{step}").choice(list(strategies))
 
 
-def run(ctx: Ctx, units: Sequence[tuple[Record, int]], max_steps: int = 5,
+async def run(ctx: Ctx, units: Sequence[tuple[Record, int]], max_steps: int = 5,
         strategies: Sequence[str] = STRATEGIES) -> list[Record]:
     """Evolve each (seed, replica) for up to `max_steps` steps; every kept step is a row."""
     alive = [Trajectory(seed, replica, seed) for seed, replica in units]
@@ -52,28 +52,28 @@ def run(ctx: Ctx, units: Sequence[tuple[Record, int]], max_steps: int = 5,
     for step in range(1, max_steps + 1):
         if not alive:
             break
-        alive = _advance(ctx, alive, step, strategies, kept)
+        alive = await _advance(ctx, alive, step, strategies, kept)
     ctx.meter.kept += len(kept)
     return kept
 
 
-def _advance(ctx: Ctx, alive: list[Trajectory], step: int, strategies: Sequence[str], kept: list[Record]) -> list[Trajectory]:
+async def _advance(ctx: Ctx, alive: list[Trajectory], step: int, strategies: Sequence[str], kept: list[Record]) -> list[Trajectory]:
     chosen = [pick_strategy(t.key, step, strategies) for t in alive]
     keys = [f"{ctx.stage}/evol/{t.key}/{step}" for t in alive]
     prompts = [render(f"evol_{s}", problem=t.current.problem) for t, s in zip(alive, chosen, strict=True)]
-    reqs = [ctx.request("question", k, p) for k, p in zip(keys, prompts, strict=True)]
+    reqs = [ctx.request("question", k, p, level=t.seed.level) for t, k, p in zip(alive, keys, prompts, strict=True)]
     survivors = []
-    for t, strategy, key, res, prompt in zip(alive, chosen, keys, ctx.ask(reqs, f"evol: step {step}"), prompts, strict=True):
+    for t, strategy, key, res, prompt in zip(alive, chosen, keys, await ctx.ask(reqs, f"evol: step {step}"), prompts, strict=True):
         problem, reason = parse_question(*ctx.generated(res))
         reason = reason or eliminate(t.current.problem, problem)
         if reason:
             ctx.meter.dropped[f"evol_{reason}"] += 1
             continue
         survivors.append((t, strategy, key, problem, prompt.version))
-    items = [SolveItem(f"{key}/solve", "solve", {"problem": q, "fewshot": ctx.examples(t.seed.id, key)})
+    items = [SolveItem(f"{key}/solve", "solve", {"problem": q, "fewshot": ctx.examples(t.seed.id, key)}, t.seed.level)
              for t, _, key, q, _ in survivors]
     nxt = []
-    for (t, strategy, _, problem, version), (checked, _) in zip(survivors, solve(ctx, items, f"evol: solve {step}"), strict=True):
+    for (t, strategy, _, problem, version), (checked, _) in zip(survivors, await solve(ctx, items, f"evol: solve {step}"), strict=True):
         if not checked.ok:
             ctx.meter.dropped[checked.reason] += 1
             continue

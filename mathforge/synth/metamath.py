@@ -129,20 +129,21 @@ def unusable(sub: str, seed: Record) -> str | None:
     return "no_maskable_number" if build(seed.problem, "") is None else None
 
 
-def run(ctx: Ctx, sub: str, units: Sequence[tuple[Record, int]]) -> list[Record]:
+async def run(ctx: Ctx, sub: str, units: Sequence[tuple[Record, int]]) -> list[Record]:
     """Run sub-method `sub` on (seed, replica) units; returns the kept records, counts the drops."""
-    return {"answer_aug": _answer_aug, "rephrase": _rephrase, "fobar": _fobar, "self_verify": _self_verify}[sub](ctx, units)
+    return await {"answer_aug": _answer_aug, "rephrase": _rephrase, "fobar": _fobar, "self_verify": _self_verify}[sub](ctx, units)
 
 
 def _key(ctx: Ctx, sub: str, seed: Record, replica: int) -> str:
     return f"{ctx.stage}/metamath/{sub}/{seed.id}/{replica}"
 
 
-def _solve_and_keep(ctx: Ctx, sub: str, jobs: list[tuple[Record, str, str, str | None]], template: str) -> list[Record]:
+async def _solve_and_keep(ctx: Ctx, sub: str, jobs: list[tuple[Record, str, str, str | None]], template: str) -> list[Record]:
     """jobs: (seed, key, question, expected answer); solve each and keep what meets the contract."""
-    items = [SolveItem(key, template, {"problem": q, "fewshot": ctx.examples(seed.id, key)}) for seed, key, q, _ in jobs]
+    items = [SolveItem(key, template, {"problem": q, "fewshot": ctx.examples(seed.id, key)}, seed.level)
+             for seed, key, q, _ in jobs]
     kept = []
-    for (seed, _, question, expected), (checked, version) in zip(jobs, solve(ctx, items, f"metamath/{sub}"), strict=True):
+    for (seed, _, question, expected), (checked, version) in zip(jobs, await solve(ctx, items, f"metamath/{sub}"), strict=True):
         if not checked.ok:
             ctx.meter.dropped[checked.reason] += 1
             continue
@@ -158,27 +159,27 @@ def _record(ctx: Ctx, seed: Record, question: str, sub: str, checked, version: s
                        expected=expected, agrees=answers_agree(checked.answer, expected))
 
 
-def _answer_aug(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
+async def _answer_aug(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
     jobs = [(s, _key(ctx, "answer_aug", s, r), s.problem, s.answer) for s, r in units]
-    return _solve_and_keep(ctx, "answer_aug", jobs, "metamath_answer")
+    return await _solve_and_keep(ctx, "answer_aug", jobs, "metamath_answer")
 
 
-def _rephrase(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
+async def _rephrase(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
     keys = [_key(ctx, "rephrase", s, r) for s, r in units]
     prompts = [render("metamath_rephrase", problem=s.problem) for s, _ in units]
-    reqs = [ctx.request("question", k, p) for k, p in zip(keys, prompts, strict=True)]
+    reqs = [ctx.request("question", k, p, level=s.level) for (s, _), k, p in zip(units, keys, prompts, strict=True)]
     jobs = []
-    for (seed, _), key, res in zip(units, keys, ctx.ask(reqs, "metamath/rephrase: rewrite"), strict=True):
+    for (seed, _), key, res in zip(units, keys, await ctx.ask(reqs, "metamath/rephrase: rewrite"), strict=True):
         question, reason = parse_question(*ctx.generated(res))
         reason = reason or eliminate(seed.problem, question)
         if reason:
             ctx.meter.dropped[f"rephrase_{reason}"] += 1
             continue
         jobs.append((seed, f"{key}/solve", question, seed.answer))
-    return _solve_and_keep(ctx, "rephrase", jobs, "solve")
+    return await _solve_and_keep(ctx, "rephrase", jobs, "solve")
 
 
-def _fobar(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
+async def _fobar(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
     jobs = []
     for seed, replica in units:
         key = _key(ctx, "fobar", seed, replica)
@@ -187,10 +188,10 @@ def _fobar(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
             ctx.meter.dropped["no_answer" if not seed.answer else "no_maskable_number"] += 1
             continue
         jobs.append((seed, key, built[0], built[1]))
-    return _solve_and_keep(ctx, "fobar", jobs, "metamath_fobar")
+    return await _solve_and_keep(ctx, "fobar", jobs, "metamath_fobar")
 
 
-def _self_verify(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
+async def _self_verify(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
     staged = []
     for seed, replica in units:
         key = _key(ctx, "self_verify", seed, replica)
@@ -200,13 +201,13 @@ def _self_verify(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
             continue
         staged.append((seed, key, sv))
     prompts = [render("metamath_self_verify", question=sv.question, answer=s.answer) for s, _, sv in staged]
-    reqs = [ctx.request("question", k, p) for (_, k, _), p in zip(staged, prompts, strict=True)]
+    reqs = [ctx.request("question", k, p, level=s.level) for (s, k, _), p in zip(staged, prompts, strict=True)]
     jobs = []
-    for (seed, key, sv), res in zip(staged, ctx.ask(reqs, "metamath/self_verify: statement"), strict=True):
+    for (seed, key, sv), res in zip(staged, await ctx.ask(reqs, "metamath/self_verify: statement"), strict=True):
         question, reason = parse_statement(*ctx.generated(res), sv, seed.answer)
         if reason:
             ctx.meter.dropped[f"statement_{reason}"] += 1
             continue
         jobs.append((seed, f"{key}/solve", question, sv.value))
-    return _solve_and_keep(ctx, "self_verify", jobs, "solve")
+    return await _solve_and_keep(ctx, "self_verify", jobs, "solve")
 

@@ -7,27 +7,34 @@
                             rates hard, a separate selectable step)
           ─ stage2_hard:    the mix on the hard seeds -> hard data
 
-Every step is a run-directory stage (skipped once done), every teacher call goes through the
-engine's SQLite cache (a killed run resumes without repeating requests), each stage's output is its
-own dataset, and `yield.md`/`yield.json` tabulate requests, tokens, kept and dropped-by-reason per
-method and stage.
+Every step is a run-directory stage (skipped once done). The three synthesis stages stream: every
+(seed, replica) unit of every method runs its own request chain in the engine's one in-flight
+window (see synth/stream.py), stage2_hard runs beside the whole of stage 1, kept rows go to sharded
+datasets (`stage1/initial/`, `stage1/normal/`, `stage2/hard/`, each `part-NNNNN.jsonl`) with the
+quota ledger (`ledger.sqlite`) committed per shard, and every teacher call goes through the
+engine's SQLite cache, so a killed run resumes from its last shard without paying twice.
+`budget` caps dollars, tokens and requests over the run directory's cache. `yield.md`/`yield.json`
+tabulate requests, tokens, kept and dropped-by-reason per method and stage.
 """
 
 from __future__ import annotations
 
-import math
-import random
-from collections.abc import Callable, Sequence
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mathforge.engine.limits import Budget
 from mathforge.engine.types import Sampling
 from mathforge.io import read_records, write_json, write_records, write_text
+from mathforge.ledger import Ledger
 from mathforge.record import Record, annotate
 from mathforge.rundir import RunDir
-from mathforge.synth import evol, metamath, xwin
-from mathforge.synth.common import Ctx, Yield
+from mathforge.synth import evol, metamath, stream, xwin
+from mathforge.synth.common import Ctx
 
 METHODS = tuple(f"metamath/{s}" for s in metamath.SUBMETHODS) + ("evol", "xwin")
 # Evol gets the largest share, as in the paper (it costs the fewest tokens per sample); the four
@@ -84,27 +91,41 @@ class SynthConfig:
     fewshot_pool: int = 256  # the shortest solved seeds form the few-shot pool
     elicit_answers: bool = True
     completion: bool = False  # raw-completion prompts instead of chat (small local teachers)
-    max_passes: int = 3  # passes per method and stage: the first, then top-ups while short of the quota
+    # Attempts per method and stage are bounded as passes of 1, 2, 4, ... times the quota would be:
+    # at most (2**max_passes - 1) units per quota sample (a weak teacher needs many).
+    max_passes: int = 3
+    shard_rows: int = 2000  # rows per output shard (a partial shard is also written every 10 s)
+    budget: Budget = field(default_factory=Budget)  # hard caps over the run directory's request cache
     seed: int = 0
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
 
 
 def run_synth(cfg: SynthConfig, out: str | Path, teacher: Any = None) -> dict[str, Any]:
-    """Run the recipe into run directory `out`; returns the yield table. `teacher` replaces the
-    engine built from `cfg.engine` (tests pass a scripted one)."""
+    """Run (or resume) the recipe into run directory `out`; returns the yield table (stage ->
+    method -> counts) and `datasets`: `seeds`, `normal`, `hard` -> paths `io.read_records` reads.
+    `teacher` replaces the engine built from `cfg.engine` (tests pass a scripted one). Raises
+    `BudgetExceeded` when a cap stops the run (everything paid for is kept)."""
     _validate(cfg)
     rd = RunDir(out)
     rd.save_config(cfg)
     if teacher is not None:
-        return _stages(cfg, rd, teacher, "scripted")
+        return {**_stages(cfg, rd, teacher, "scripted"), "datasets": datasets(rd.root)}
     from mathforge.engine import Engine, EngineConfig
 
     ecfg = EngineConfig(**cfg.engine)
-    with Engine(ecfg, cache_path=rd.path("cache.sqlite")) as engine:
-        table = _stages(cfg, rd, engine, f"{ecfg.backend}:{ecfg.model}")
-        write_json(rd.path("stats", f"engine-{_stamp()}.json"), engine.stats())
-    return table
+    with Engine(ecfg, cache_path=rd.path("cache.sqlite"), budget=cfg.budget) as engine:
+        try:
+            table = _stages(cfg, rd, engine, f"{ecfg.backend}:{ecfg.model}")
+        finally:
+            write_json(rd.path("stats", f"engine-{_stamp()}.json"), engine.stats())
+    return {**table, "datasets": datasets(rd.root)}
+
+
+def datasets(root: Path) -> dict[str, str]:
+    """Where a run directory's datasets are: a record file or a folder of shards each."""
+    return {"seeds": str(root / "seeds.jsonl"), "normal": str(root / "stage1" / "normal"),
+            "hard": str(root / "stage2" / "hard")}
 
 
 def _stages(cfg: SynthConfig, rd: RunDir, teacher: Any, name: str) -> dict[str, Any]:
@@ -114,19 +135,64 @@ def _stages(cfg: SynthConfig, rd: RunDir, teacher: Any, name: str) -> dict[str, 
                fewshot=cfg.fewshot, solve_sampling=_sampling(cfg, cfg.sampling.solve_max_tokens),
                question_sampling=_sampling(cfg, cfg.sampling.question_max_tokens), elicit=cfg.elicit_answers,
                completion=cfg.completion, seed=cfg.seed)
-    s1 = cfg.stage1
-    rd.run_stage("stage1_initial", lambda: _synth_stage(cfg, base, seeds, s1.initial_target, rd.path("stage1", "initial.jsonl")))
-    rd.run_stage("stage1_coreset", lambda: _coreset_stage(cfg, rd))
-    core = list(read_records(rd.path("stage1", "seed_synthetic.jsonl")))
-    rd.run_stage("stage1_normal", lambda: _synth_stage(cfg, base, core, s1.target, rd.path("stage1", "normal.jsonl")))
     if cfg.stage2.enabled:
-        hard_ctx = replace(base, stage="stage2")
         rd.run_stage("stage2_hard_seeds", lambda: _hard_seed_stage(cfg, rd, seeds))
         if cfg.stage2.judge:
             rd.run_stage("stage2_judge", lambda: _judge_stage(cfg, rd, teacher, seeds))
-        hard = _hard_seeds(rd, cfg)
-        rd.run_stage("stage2_hard", lambda: _synth_stage(cfg, hard_ctx, hard, cfg.stage2.target, rd.path("stage2", "hard.jsonl")))
+    ledger = Ledger(rd.path("ledger.sqlite"))
+    window = stream.units_window(getattr(getattr(teacher, "cfg", None), "concurrency", 16))
+    try:
+        _drive(teacher, _synth_stages(cfg, rd, base, seeds, ledger, window))
+    finally:
+        ledger.close()
     return _write_yield_table(rd)
+
+
+def _drive(teacher: Any, coro: Awaitable[None]) -> None:
+    """Run the stages on the engine's own loop (its HTTP connections live there); the first error
+    of a stage is raised as itself, not inside the task group's ExceptionGroup."""
+    try:
+        teacher.drive(coro) if hasattr(teacher, "drive") else asyncio.run(coro)
+    except BaseExceptionGroup as group:
+        first = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+async def _synth_stages(cfg: SynthConfig, rd: RunDir, base: Ctx, seeds: list[Record], ledger: Ledger,
+                        window: int) -> None:
+    """Stage 1 (initial -> core-set -> normal) and stage 2 (hard) at once: they share no data, so the
+    in-flight window stays full across stage 1's core-set step and each stage's tail."""
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(_stage1(cfg, rd, base, seeds, ledger, window))
+        if cfg.stage2.enabled:
+            hard, hard_ctx = _hard_seeds(rd, cfg), replace(base, stage="stage2")
+            tg.create_task(_astage(rd, "stage2_hard", lambda: synthesize(
+                cfg, hard_ctx, hard, cfg.stage2.target, rd.path("stage2", "hard"), ledger, "stage2_hard", window)))
+
+
+async def _stage1(cfg: SynthConfig, rd: RunDir, base: Ctx, seeds: list[Record], ledger: Ledger, window: int) -> None:
+    s1 = cfg.stage1
+    await _astage(rd, "stage1_initial", lambda: synthesize(
+        cfg, base, seeds, s1.initial_target, rd.path("stage1", "initial"), ledger, "stage1_initial", window))
+    await _astage(rd, "stage1_coreset", lambda: asyncio.to_thread(_coreset_stage, cfg, rd))
+    core = list(read_records(rd.path("stage1", "seed_synthetic.jsonl")))
+    await _astage(rd, "stage1_normal", lambda: synthesize(
+        cfg, base, core, s1.target, rd.path("stage1", "normal"), ledger, "stage1_normal", window))
+
+
+async def _astage(rd: RunDir, stage: str, make: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """`RunDir.run_stage` for a coroutine: skipped once done, stats and timing in its marker."""
+    if rd.is_done(stage):
+        rd.log.info("stage %s: already done, skipped", stage)
+        return rd.stats(stage)
+    rd.log.info("stage %s: started", stage)
+    start = time.time()
+    stats = {**await make(), "seconds": round(time.time() - start, 3)}
+    rd.mark_done(stage, stats)
+    rd.log.info("stage %s: done in %.1fs", stage, stats["seconds"])
+    return stats
 
 
 # ---------------------------------------------------------------- the mix
@@ -142,84 +208,68 @@ def quotas(target: int, mix: dict[str, float]) -> dict[str, int]:
     return out
 
 
-def synthesize(cfg: SynthConfig, base: Ctx, seeds: Sequence[Record], target: int) -> tuple[list[Record], dict[str, Yield]]:
-    """Synthesise `target` samples from `seeds` with the configured mix; records and per-method yields."""
-    if not seeds:
-        raise ValueError("no seed problems to synthesise from")
-    records: list[Record] = []
-    yields: dict[str, Yield] = {}
-    for method, quota in quotas(target, cfg.mix).items():
-        ctx = replace(base, meter=Yield())
-        records += _fill_quota(cfg, ctx, method, seeds, quota)
-        yields[method] = ctx.meter
-    return records, yields
+def _reporter(cfg: SynthConfig) -> Callable[[str], None] | None:
+    """Progress lines on stderr (every shard, at least every 10 s) unless the engine's progress is off."""
+    if not cfg.engine.get("progress", True):
+        return None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return lambda line: console.print(line, highlight=False)
 
 
-def _fill_quota(cfg: SynthConfig, ctx: Ctx, method: str, seeds: Sequence[Record], quota: int) -> list[Record]:
-    """Run `method` on fresh (seed, replica) units, pass after pass, until `quota` rows are kept.
-
-    Units cycle through the seeds in a per-method seeded order (replica r = r-th visit of a seed);
-    each pass sizes itself by the yield measured so far, so a weak teacher gets more attempts, but
-    at most 2**pass times what is still needed: a method whose first attempts all failed grows its
-    passes 1, 2, 4, ... rather than jumping to the cap and overshooting its quota.
-    """
-    if quota <= 0:
-        return []
-    order = _usable_seeds(ctx, method, seeds)
-    random.Random(f"{cfg.seed}/{method}").shuffle(order)
-    if not order:
-        return []
-    run = _runner(cfg, method)
-    kept: list[Record] = []
-    used = 0
-    for p in range(max(1, cfg.max_passes)):
-        need = quota - len(kept)
-        if need <= 0:
-            break
-        rate = len(kept) / used if used else (cfg.evol_max_steps / 2 if method == "evol" else 1.0)
-        n = min(math.ceil(need / max(rate, 0.25)), need * min(2**p, 4))
-        units = [(order[u % len(order)], u // len(order)) for u in range(used, used + n)]
-        used += n
-        kept += run(ctx, units)
-    if len(kept) > quota:
-        ctx.meter.dropped["over_quota"] += len(kept) - quota
-    ctx.meter.kept = min(len(kept), quota)
-    return kept[:quota]
-
-
-def _usable_seeds(ctx: Ctx, method: str, seeds: Sequence[Record]) -> list[Record]:
-    """The seeds `method` can use at all; the others are counted once each as `seed_<reason>`, so
-    that no top-up attempt is spent on a seed that can never yield (FOBAR without a maskable number)."""
+def unusable_seeds(method: str, seeds: Sequence[Record]) -> tuple[list[Record], Counter]:
+    """The seeds `method` can use at all, and the others counted as `seed_<reason>` (once per seed
+    and stage), so that no attempt is spent on a seed that can never yield (FOBAR without a
+    maskable number)."""
     if not method.startswith("metamath/"):
-        return list(seeds)
+        return list(seeds), Counter()
     sub = method.split("/", 1)[1]
-    usable = []
+    usable, drops = [], Counter()
     for seed in seeds:
         reason = metamath.unusable(sub, seed)
         if reason:
-            ctx.meter.dropped[f"seed_{reason}"] += 1
+            drops[f"seed_{reason}"] += 1
         else:
             usable.append(seed)
-    return usable
+    return usable, drops
 
 
-def _runner(cfg: SynthConfig, method: str) -> Callable[[Ctx, list[tuple[Record, int]]], list[Record]]:
+def unit_runner(cfg: SynthConfig, method: str) -> stream.UnitFn:
+    """The request chain of one (seed, replica) unit of `method`."""
     if method.startswith("metamath/"):
         sub = method.split("/", 1)[1]
-        return lambda ctx, units: metamath.run(ctx, sub, units)
+        return lambda ctx, seed, r: metamath.run(ctx, sub, [(seed, r)])
     if method == "evol":
-        return lambda ctx, units: evol.run(ctx, units, cfg.evol_max_steps, cfg.evol_strategies)
-    return lambda ctx, units: xwin.run(ctx, units, cfg.xwin_max_rounds)
+        return lambda ctx, seed, r: evol.run(ctx, [(seed, r)], cfg.evol_max_steps, cfg.evol_strategies)
+    return lambda ctx, seed, r: xwin.run(ctx, [(seed, r)], cfg.xwin_max_rounds)
 
 
 # ---------------------------------------------------------------- stages
 
 
-def _synth_stage(cfg: SynthConfig, base: Ctx, seeds: Sequence[Record], target: int, out: Path) -> dict[str, Any]:
-    records, yields = synthesize(cfg, base, seeds, target)
-    write_records(out, records)
-    return {"output": out.name, "seeds": len(seeds), "records": len(records), "target": target,
-            "yield": {m: y.as_dict() for m, y in yields.items()}}
+async def synthesize(cfg: SynthConfig, base: Ctx, seeds: Sequence[Record], target: int, out: Path,
+                     ledger: Ledger, scope: str, window: int) -> dict[str, Any]:
+    """Synthesise `target` samples from `seeds` with the configured mix into shards in `out`,
+    resuming from `ledger`'s counters under `scope`; returns the stage's stats and yield table."""
+    if not seeds:
+        raise ValueError(f"{scope}: no seed problems to synthesise from")
+    done = ledger.read(scope)
+    methods, seed_drops = [], {}
+    for name, quota in quotas(target, cfg.mix).items():
+        usable, seed_drops[name] = unusable_seeds(name, seeds)
+        prior = float(cfg.evol_max_steps) if name == "evol" else 1.0  # the most rows one unit yields
+        methods.append(stream.make_method(name, quota, usable, unit_runner(cfg, name), seed=cfg.seed, prior=prior,
+                                          max_units=stream.max_units(quota, cfg.max_passes),
+                                          done=done.get(name, Counter())))
+    writer = stream.ShardWriter(out, ledger, scope, cfg.shard_rows, target, _reporter(cfg))
+    await stream.run_stage(methods, base, writer, window)
+    counters = ledger.read(scope)
+    return {"output": str(out.relative_to(out.parents[1])), "seeds": len(seeds), "target": target,
+            "records": counters.get(stream.SHARDS, Counter())["rows"], "shards": writer.shards,
+            "yield": {m: stream.yield_of(counters.get(m, Counter()), seed_drops[m]) for m in seed_drops},
+            # units this process started, committed or not (more than `units` = requests beyond the quotas)
+            "launched": {m.name: m.launched - done.get(m.name, Counter())["units"] for m in methods}}
 
 
 def _load_seeds(cfg: SynthConfig, rd: RunDir) -> dict[str, Any]:
@@ -248,7 +298,9 @@ def _coreset_stage(cfg: SynthConfig, rd: RunDir) -> dict[str, Any]:
     from mathforge.embed import embed_texts
     from mathforge.synth.coreset import k_center_greedy
 
-    records = list({r.problem: r for r in read_records(rd.path("stage1", "initial.jsonl"))}.values())
+    # Sorted by id first: shards hold rows in completion order, and the choice must not depend on it.
+    rows = sorted(read_records(rd.path("stage1", "initial")), key=lambda r: r.id)
+    records = list({r.problem: r for r in rows}.values())
     if not records:
         raise ValueError("stage1_initial kept no records: nothing to select seed synthetic problems from")
     budget = min(cfg.stage1.coreset_budget, len(records))
@@ -305,7 +357,7 @@ def _write_yield_table(rd: RunDir) -> dict[str, Any]:
             lines.append(f"| {stage} | {method} | {y['requests']} | {y['cached']} | {y['prompt_tokens']} | "
                          f"{y['completion_tokens']} | {y['kept']} | {_counts(y['dropped'])} | {_counts(y['repaired'])} |")
     lines += ["", "Drops count attempts, except `seed_<reason>`: seeds a method can never use, once per seed and "
-              "stage (no attempt is spent on them); `over_quota`: rows beyond the quota from the last pass, "
+              "stage (no attempt is spent on them); `over_quota`: rows of the unit that filled the quota beyond it, "
               "discarded. Repairs count responses brought under the answer contract (see synth/contract.py)."]
     write_text(rd.path("yield.md"), "\n".join(lines) + "\n")
     return table

@@ -56,30 +56,30 @@ def critique_of(check: str) -> str:
     return _VERDICT_LINE.sub("", head).strip()
 
 
-def run(ctx: Ctx, units: Sequence[tuple[Record, int]], max_rounds: int = 2) -> list[Record]:
+async def run(ctx: Ctx, units: Sequence[tuple[Record, int]], max_rounds: int = 2) -> list[Record]:
     """Generate, verify (and revise up to `max_rounds` times), then solve; returns kept rows."""
-    drafts = _generate(ctx, units)
+    drafts = await _generate(ctx, units)
     sound: list[Draft] = []
     for rnd in range(max_rounds + 1):
         if not drafts:
             break
-        verdicts = _verify(ctx, drafts, rnd)
+        verdicts = await _verify(ctx, drafts, rnd)
         sound += [d for d, (v, _) in zip(drafts, verdicts, strict=True) if v == "sound"]
         flawed = [(d, critique) for d, (v, critique) in zip(drafts, verdicts, strict=True) if v != "sound"]
         if rnd == max_rounds:
             if flawed:
                 ctx.meter.dropped["xwin_still_flawed"] += len(flawed)
             break
-        drafts = _revise(ctx, flawed, rnd + 1)
-    return _solve(ctx, sound)
+        drafts = await _revise(ctx, flawed, rnd + 1)
+    return await _solve(ctx, sound)
 
 
-def _generate(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Draft]:
+async def _generate(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Draft]:
     keys = [f"{ctx.stage}/xwin/{s.id}/{r}" for s, r in units]
     prompts = [render("xwin_generate", problem=s.problem) for s, _ in units]
-    reqs = [ctx.request("question", k, p) for k, p in zip(keys, prompts, strict=True)]
+    reqs = [ctx.request("question", k, p, level=s.level) for (s, _), k, p in zip(units, keys, prompts, strict=True)]
     drafts = []
-    for (seed, _), key, prompt, res in zip(units, keys, prompts, ctx.ask(reqs, "xwin: generate"), strict=True):
+    for (seed, _), key, prompt, res in zip(units, keys, prompts, await ctx.ask(reqs, "xwin: generate"), strict=True):
         problem, reason = parse_question(*ctx.generated(res))
         reason = reason or eliminate(seed.problem, problem)
         if reason:
@@ -89,15 +89,15 @@ def _generate(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Draft]:
     return drafts
 
 
-def _verify(ctx: Ctx, drafts: list[Draft], rnd: int) -> list[tuple[str | None, str]]:
+async def _verify(ctx: Ctx, drafts: list[Draft], rnd: int) -> list[tuple[str | None, str]]:
     """(verdict, critique) per draft; a check with no verdict line is asked for it once."""
     prompts = [render("xwin_verify", problem=d.problem) for d in drafts]
-    reqs = [ctx.request("check", f"{d.key}/verify{rnd}", p) for d, p in zip(drafts, prompts, strict=True)]
-    checks = [text_of(r)[0] for r in ctx.ask(reqs, f"xwin: verify {rnd}")]
+    reqs = [ctx.request("check", f"{d.key}/verify{rnd}", p, level=d.seed.level) for d, p in zip(drafts, prompts, strict=True)]
+    checks = [text_of(r)[0] for r in await ctx.ask(reqs, f"xwin: verify {rnd}")]
     verdicts = [parse_verdict(c) for c in checks]
     missing = [i for i, v in enumerate(verdicts) if v is None and checks[i].strip()]
     ask = render("elicit", what="your conclusion", form="Verdict: correct   (or)   Verdict: incorrect")
-    lines = ctx.follow_up([reqs[i] for i in missing], [checks[i] for i in missing], ask, "Verdict: ", "xwin: verdict")
+    lines = await ctx.follow_up([reqs[i] for i in missing], [checks[i] for i in missing], ask, "Verdict: ", "xwin: verdict")
     for i, line in zip(missing, lines, strict=True):
         verdicts[i] = parse_verdict(line)
     for d, v, c in zip(drafts, verdicts, checks, strict=True):
@@ -105,12 +105,13 @@ def _verify(ctx: Ctx, drafts: list[Draft], rnd: int) -> list[tuple[str | None, s
     return [(v, c) for v, c in zip(verdicts, checks, strict=True)]
 
 
-def _revise(ctx: Ctx, flawed: list[tuple[Draft, str]], rnd: int) -> list[Draft]:
+async def _revise(ctx: Ctx, flawed: list[tuple[Draft, str]], rnd: int) -> list[Draft]:
     prompts = [render("xwin_revise", problem=d.problem, critique=critique_of(c) or "The problem is not well posed.")
                for d, c in flawed]
-    reqs = [ctx.request("question", f"{d.key}/revise{rnd}", p) for (d, _), p in zip(flawed, prompts, strict=True)]
+    reqs = [ctx.request("question", f"{d.key}/revise{rnd}", p, level=d.seed.level)
+            for (d, _), p in zip(flawed, prompts, strict=True)]
     out = []
-    for (d, _), res in zip(flawed, ctx.ask(reqs, f"xwin: revise {rnd}"), strict=True):
+    for (d, _), res in zip(flawed, await ctx.ask(reqs, f"xwin: revise {rnd}"), strict=True):
         problem, reason = parse_question(*ctx.generated(res))
         # A revision that returns the flawed draft word for word fixed nothing (a small teacher's
         # habit); a small edit is a fix, so only the seed is held to the elimination rules.
@@ -125,11 +126,11 @@ def _revise(ctx: Ctx, flawed: list[tuple[Draft, str]], rnd: int) -> list[Draft]:
     return out
 
 
-def _solve(ctx: Ctx, sound: list[Draft]) -> list[Record]:
-    items = [SolveItem(f"{d.key}/solve", "solve", {"problem": d.problem, "fewshot": ctx.examples(d.seed.id, d.key)})
-             for d in sound]
+async def _solve(ctx: Ctx, sound: list[Draft]) -> list[Record]:
+    items = [SolveItem(f"{d.key}/solve", "solve", {"problem": d.problem, "fewshot": ctx.examples(d.seed.id, d.key)},
+                       d.seed.level) for d in sound]
     kept = []
-    for d, (checked, _) in zip(sound, solve(ctx, items, "xwin: solve"), strict=True):
+    for d, (checked, _) in zip(sound, await solve(ctx, items, "xwin: solve"), strict=True):
         if not checked.ok:
             ctx.meter.dropped[checked.reason] += 1
             continue

@@ -1,0 +1,49 @@
+"""A persistent ledger of named counters: (scope, key) -> {counter: int}, in SQLite.
+
+One design for every "how far did we get" book a resumable step keeps: the synthesis quota ledger
+(scope = stage, key = method: units committed, kept, requests, dropped by reason; key `_shards`:
+shards written) and a per-problem ledger (scope = step, key = problem id: attempts, correct).
+A commit adds a batch of deltas in one transaction, so after a `kill -9` the ledger holds every
+commit or none of a partial one; a caller that writes files first and commits after can trust the
+ledger over the files (a file the ledger does not know was written by a run that died before its
+commit, and is rewritten).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class Ledger:
+    """Counters per (scope, key), persisted with WAL so another process can read while we write."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One event loop uses it at a time, possibly from the engine's worker thread (see Engine.drive).
+        self.db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS counters (scope TEXT, key TEXT, counter TEXT, value INTEGER, "
+                        "PRIMARY KEY (scope, key, counter))")
+        self.db.commit()
+
+    def read(self, scope: str) -> dict[str, Counter]:
+        """Every key's counters in `scope` (empty Counters for keys never committed are not listed)."""
+        out: dict[str, Counter] = {}
+        for key, counter, value in self.db.execute("SELECT key, counter, value FROM counters WHERE scope=?", (scope,)):
+            out.setdefault(key, Counter())[counter] = value
+        return out
+
+    def commit(self, scope: str, deltas: Mapping[str, Mapping[str, int]]) -> None:
+        """Add `deltas` ({key: {counter: delta}}) to `scope`, all in one transaction."""
+        rows = [(scope, key, counter, value) for key, cs in deltas.items() for counter, value in cs.items() if value]
+        with self.db:
+            self.db.executemany("INSERT INTO counters VALUES (?,?,?,?) ON CONFLICT(scope, key, counter) "
+                                "DO UPDATE SET value = value + excluded.value", rows)
+
+    def close(self) -> None:
+        self.db.close()

@@ -57,7 +57,7 @@ def test_verdicts_equal_todays_filters_row_for_row(sim, tmp_path):
     planted = {r.id: r.meta["sim"]["kind"] for r in read_records(sim)}
     assert any(planted[i] == "near" for i, d in dropped.items() if d["filter"] == "dedup_near")
     steps = {s["name"]: s for s in report["steps"]}
-    assert steps["decontam_30gram"]["seen"] == report["rows_in"] == 600
+    assert steps["decontam"]["seen"] == report["rows_in"] == 600
     assert report["rows_out"] == len(list(read_records(report["output"]))) == steps["select"]["kept"]
     assert all(s["seen"] - s["kept"] == sum(s["dropped"].values()) for s in report["steps"])
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from mathforge.cli import app
 from mathforge.engine import Engine, EngineConfig
-from mathforge.filters import FilterStats
+from mathforge.filters import FilterStats, apply_filter
 from mathforge.io import AtomicWriter, read_records, write_records
 from mathforge.quality.decontam import ReferenceIndex, record_texts
 from mathforge.quality.matchers import MIN_WHOLE, Decontaminator, TokenIndex, parse_matchers, tokens
@@ -105,24 +105,24 @@ def test_number_swapped_problem_is_caught_only_by_masked_ngram(test_sets, ngrams
     assert ngrams.ngrams[2].match([_row(first + " And then something else entirely happens here.")]) == [None]
 
 
-def test_decontaminator_run_counts_per_matcher_and_keeps_evidence(tmp_path, test_sets, math_train, ngrams):
+def test_decontaminator_as_a_filter_counts_per_matcher_and_keeps_evidence(tmp_path, test_sets, math_train, ngrams):
     test = test_sets["math_test"][10]
     sibling = next(r for r in test_sets["math_test"] if 10 < len(tokens(r.problem)) < 25 and "7" in r.problem)
     planted = [_row(test.problem, "x", "leak1"), _row(sibling.problem.replace("7", "8"), "y", "leak2")]
     rows = [*math_train[:300], *planted]
     stats = FilterStats("decontam")
     with AtomicWriter(tmp_path / "removed.jsonl") as rejects:
-        kept = list(ngrams.run(rows, stats=stats, rejects=rejects, batch_size=64))
+        kept = list(apply_filter(rows, ngrams, stats, rejects, batch_size=64))
     removed = list(read_records(tmp_path / "removed.jsonl"))
     assert len(kept) + len(removed) == len(rows) and {"leak1", "leak2"} <= {r.id for r in removed}
     by = {r.id: r.meta for r in removed}
-    assert by["leak1"]["rejected"]["reason"].startswith("contaminated:ngram: problem matches math_test/")
+    assert by["leak1"]["rejected"]["reason"].startswith("contaminated_ngram: problem matches math_test/")
     assert by["leak2"]["decontam"]["matcher"] == "masked-ngram"
     assert by["leak2"]["decontam"]["test_id"] == sibling.id
     report = ngrams.removals.to_dict()
     assert sum(report["removed_by_matcher"].values()) == len(removed) == stats.to_dict()["dropped"]
     assert report["removed_by_matcher"]["masked-ngram"] >= 1
-    assert set(stats.dropped) <= {"contaminated:ngram", "contaminated:math-ngram", "contaminated:masked-ngram"}
+    assert set(stats.dropped) <= {"contaminated_ngram", "contaminated_math-ngram", "contaminated_masked-ngram"}
 
 
 def test_unknown_matcher_is_a_clear_error():

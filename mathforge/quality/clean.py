@@ -57,7 +57,6 @@ from mathforge.quality.dedup import NearDedupConfig, Signer
 from mathforge.quality.select import SelectConfig, describe, merge_descriptions
 from mathforge.record import Record
 
-MATCHERS = ("ngram",)  # decontamination matchers; issue 12 adds the others behind `Decontaminate`
 MAX_BUCKET_PAIRS = 64  # an LSH bucket row is compared with at most this many earlier rows of its bucket
 
 
@@ -73,7 +72,7 @@ class CleanConfig:
 
     decontam_n: int = 30  # the paper's filter; 10 is measurably too strict (its Table 9)
     against: tuple[str, ...] = ("gsm8k", "math")  # benchmarks whose problems and solutions must not leak
-    matchers: tuple[str, ...] = ("ngram",)
+    matchers: tuple[str, ...] = field(default_factory=lambda: _matchers().DEFAULT_MATCHERS)  # see quality/matchers.py
     near_dedup: bool = True
     near: NearDedupConfig = field(default_factory=NearDedupConfig)
     max_tokens: int = 2048  # prompt + response, in the length tokenizer; 0: no length check
@@ -85,9 +84,12 @@ class CleanConfig:
     workers: int | None = None  # processes or Ray CPUs (None: one per core)
 
     def __post_init__(self) -> None:
-        unknown = set(self.matchers) - set(MATCHERS)
-        if unknown:
-            raise ValueError(f"clean.matchers: unknown {sorted(unknown)} (known: {', '.join(MATCHERS)})")
+        try:
+            _matchers().parse_matchers(self.matchers)
+        except ValueError as e:
+            raise ValueError(f"clean.matchers: {e}") from e
+        if "llm" in self.matchers:
+            raise ValueError("clean.matchers: the llm judge needs an engine; run it with `mathforge decontam --judge`")
         if self.answer_check.mode not in ("annotate", "drop", "off"):
             raise ValueError(f"clean.answer_check.mode must be annotate, drop or off, got '{self.answer_check.mode}'")
         if self.answer_check.grader not in ("symbolic", "strict"):
@@ -193,25 +195,25 @@ def _paths(job: Job, phase: str, index: int) -> tuple[Path, Path]:
 
 
 class Decontaminate:
-    """The decontamination step: today's n-gram matcher (`quality/decontam.py`) behind this one
-    adapter, so the matcher set changes here alone."""
+    """The decontamination step: the recipe's matchers (`quality/matchers.py`) as one batch filter."""
 
-    def __init__(self, data_dir: str, against: Sequence[str], n: int, matchers: Sequence[str] = MATCHERS):
+    def __init__(self, data_dir: str, against: Sequence[str], n: int, matchers: Sequence[str]):
         from mathforge.eval.benchmarks import load_benchmark
-        from mathforge.quality.decontam import NgramIndex
 
-        if set(matchers) - set(MATCHERS):
-            raise ValueError(f"unknown decontamination matchers {sorted(set(matchers) - set(MATCHERS))}")
-        self.index = NgramIndex({b: load_benchmark(b, root=data_dir)[1] for b in against}, n=n)
-        self.name = f"decontam_{n}gram"
+        sets = {b: load_benchmark(b, root=data_dir)[1] for b in against}
+        self.decontaminator = _matchers().Decontaminator(sets, matchers, n=n)
+        self.name = self.decontaminator.name
 
     def run(self, records: Iterable[Record], stats: FilterStats, rejects: Any) -> tuple[Iterator[Record], Any]:
-        """The kept records, and the report that fills as they stream."""
-        from mathforge.quality.decontam import DecontamReport, apply_hits, scan_records
+        """The kept records, and this shard's tally of removals, which fills as they stream."""
+        tally = self.decontaminator.new_tally()
+        return apply_filter(records, self.decontaminator, stats, rejects, batch_size=1024), tally
 
-        report = DecontamReport(self.index.n, dict(self.index.set_sizes))
-        scanned = scan_records(records, self.index, max_hits=5)
-        return apply_hits(scanned, self.index.n, stats=stats, rejects=rejects, report=report), report
+
+def _matchers() -> Any:
+    from mathforge.quality import matchers  # numba-compiled: imported when a recipe is checked or run
+
+    return matchers
 
 
 @lru_cache(maxsize=2)
@@ -460,9 +462,11 @@ def _report(data: Any, out: Path, scans: list[dict], filtered: list[dict], selec
 
 
 def _decontam(scans: list[dict[str, Any]]) -> dict[str, Any]:
-    removed, items = Counter(), set()
+    by_set, by_matcher, items = Counter(), Counter(), set()
     for s in scans:
-        removed.update(s["decontam"]["removed_by_set"])
+        by_set.update(s["decontam"]["removed_by_set"])
+        by_matcher.update(s["decontam"]["removed_by_matcher"])
         items.update(s["decontam"]["test_items_hit"])
     first = scans[0]["decontam"] if scans else {"n": None, "sets": {}}
-    return {"n": first["n"], "sets": first["sets"], "removed_by_set": dict(removed), "test_items_hit": len(items)}
+    return {**first, "removed_by_set": dict(by_set), "removed_by_matcher": dict(by_matcher),
+            "test_items_hit": len(items)}

@@ -30,9 +30,10 @@ reason as `decontam.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,7 +41,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numba import njit
 
-from mathforge.filters import FilterStats
+from mathforge.filters import FilterStats, apply_filter
 from mathforge.quality.decontam import _DROP, _M1, _M2, _X, FIELDS, _blank_commands, normalize
 from mathforge.record import Record, annotate
 
@@ -329,7 +330,7 @@ class Match:
 
     def reason(self) -> str:
         evidence = f"similarity {self.similarity:.3f}" if self.similarity is not None else f"span '{self.span}'"
-        return (f"contaminated:{self.matcher}: {self.field} matches {self.set}/{self.test_id} "
+        return (f"contaminated_{self.matcher}: {self.field} matches {self.set}/{self.test_id} "
                 f"({self.test_field}), {evidence}")
 
 
@@ -580,8 +581,9 @@ class Removals:
 
 
 class Decontaminator:
-    """All chosen matchers as one filter: `decide_batch(records)` gives per record None (keep) or a
-    reason "contaminated:<matcher>: ..."; `matches(records)` the evidence. Matchers run cheapest
+    """All chosen matchers as one batch filter (`filters.apply_filter` counts and keeps the rejects):
+    `decide_batch(records)` gives per record None (keep) or a reason "contaminated_<matcher>: ...",
+    the removed record annotated with the evidence under `meta["decontam"]`. Matchers run cheapest
     first and a row caught by one is not shown to the next (so the embedding model and the judge
     see only what the n-grams let through); a removal is counted for the matcher that caught it."""
 
@@ -626,35 +628,20 @@ class Decontaminator:
         for i, m in zip(left, match([records[i] for i in left]), strict=True):
             out[i] = m
 
-    def decide_batch(self, records: Sequence[Record]) -> list[str | None]:
-        return [m.reason() if m else None for m in self.matches(records)]
-
-    def run(self, records: Iterable[Record], *, stats: FilterStats | None = None, rejects: Any = None,
-            batch_size: int = 1024) -> Iterator[Record]:
-        """Yield the clean records; count the others by matcher in `stats` and `self.removals` and
-        write them to `rejects` with `meta["rejected"]` (the reason) and `meta["decontam"]` (evidence)."""
-        stats = stats if stats is not None else FilterStats(self.name)
-        batch: list[Record] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) >= batch_size:
-                yield from self._apply(batch, stats, rejects)
-                batch = []
-        yield from self._apply(batch, stats, rejects)
-
-    def _apply(self, batch: list[Record], stats: FilterStats, rejects: Any) -> Iterator[Record]:
-        for record, match in zip(batch, self.matches(batch) if batch else [], strict=True):
-            stats.before.add(record)
+    def decide_batch(self, records: Sequence[Record]) -> list[tuple[Record, str | None]]:
+        decisions: list[tuple[Record, str | None]] = []
+        for record, match in zip(records, self.matches(records) if records else [], strict=True):
             if match is None:
-                stats.kept += 1
-                stats.after.add(record)
-                yield record
+                decisions.append((record, None))
                 continue
-            stats.dropped[f"contaminated:{match.matcher}"] += 1
             self.removals.add(match)
-            if rejects is not None:
-                tagged = annotate(record, "decontam", match.to_dict())
-                rejects.write(annotate(tagged, "rejected", {"filter": self.name, "reason": match.reason()}))
+            decisions.append((annotate(record, "decontam", match.to_dict()), match.reason()))
+        return decisions
+
+    def new_tally(self) -> Removals:
+        """Start counting removals afresh (one tally per shard when shards are scanned apart)."""
+        self.removals = dataclasses.replace(self.removals, by_matcher=Counter(), by_set=Counter(), test_items_hit=set())
+        return self.removals
 
 
 def decontaminate_file(data: Path, sets: dict[str, list[Record]], out: Path, *, against: Sequence[str] = (),
@@ -674,7 +661,7 @@ def decontaminate_file(data: Path, sets: dict[str, list[Record]], out: Path, *, 
     with Progress(*columns, transient=True) as progress, AtomicWriter(out) as kept, \
             AtomicWriter(removed) as rejects:
         task = progress.add_task("decontam", total=None)
-        for record in decontaminator.run(read_records(data), stats=stats, rejects=rejects, batch_size=batch_size):
+        for record in apply_filter(read_records(data), decontaminator, stats, rejects, batch_size=batch_size):
             kept.write(record)
             progress.advance(task)
     result = {"step": "decontam", "input": str(data), "against": list(against), "filters": [stats.to_dict()],

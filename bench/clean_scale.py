@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="kill-and-resume check instead of the speed race")
     ap.add_argument("--ray", action="store_true", help="Ray executor check instead of the speed race")
     ap.add_argument("--seed", type=int, default=0, help="--resume: the random kill moments")
+    ap.add_argument("--shard-rows", type=int, default=20_000, help="--resume, --ray: rows per shard")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--chain", choices=("ours", "reference"), help=argparse.SUPPRESS)
     ap.add_argument("--input", type=Path, help=argparse.SUPPRESS)
@@ -66,6 +67,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="clean_scale."))
     data, seeds = prepare(work, args.rows)
     if args.resume or args.ray:
+        CLEAN.append(f"shard_rows={args.shard_rows}")
         whole = command_run(data, work / "whole", [])
         print(f"local, uninterrupted: {whole['seconds']:.1f} s, driver peak USS {whole['uss_mb']:,.0f} MB")
         (resume_check(data, work, whole["seconds"], args.seed) if args.resume else ray_check(data, work))

@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="kill-and-resume check instead of the speed race")
     ap.add_argument("--ray", action="store_true", help="Ray executor check instead of the speed race")
     ap.add_argument("--seed", type=int, default=0, help="--resume: the random kill moments")
+    ap.add_argument("--shard-rows", type=int, default=20_000, help="--resume, --ray: rows per shard")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--chain", choices=("ours", "reference"), help=argparse.SUPPRESS)
     ap.add_argument("--input", type=Path, help=argparse.SUPPRESS)
@@ -66,6 +67,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="clean_scale."))
     data, seeds = prepare(work, args.rows)
     if args.resume or args.ray:
+        CLEAN.append(f"shard_rows={args.shard_rows}")
         whole = command_run(data, work / "whole", [])
         print(f"local, uninterrupted: {whole['seconds']:.1f} s, driver peak USS {whole['uss_mb']:,.0f} MB")
         (resume_check(data, work, whole["seconds"], args.seed) if args.resume else ray_check(data, work))
@@ -156,12 +158,13 @@ def output_bytes(out: Path) -> dict[str, bytes]:
 
 
 def resume_check(data: Path, work: Path, seconds: float, seed: int) -> None:
-    """Kill at 3 random moments of a run's time, rerun after each, then finish; compare with the whole."""
+    """Kill 3 times at a random moment of a run, rerun after each, then finish; compare with the whole."""
     out = work / "killed"
     shutil.rmtree(out, ignore_errors=True)
-    moments = sorted(random.Random(seed).uniform(0.05, 0.9) * seconds for _ in range(3))
+    rng = random.Random(seed)
     redone = 0
-    for moment in moments:
+    for _ in range(3):  # each rerun resumes, so each kill comes within the first 60% of a whole run's time
+        moment = rng.uniform(0.05, 0.6) * seconds
         before = {p: p.stat().st_mtime_ns for p in (out / "work").rglob("*.done.json")} if out.exists() else {}
         result = command_run(data, out, ["workers=2"], kill_after=moment)
         redone += sum(p.stat().st_mtime_ns != t for p, t in before.items() if p.exists())

@@ -381,7 +381,7 @@ def decontam(
     matchers: str = typer.Option("math-ngram,masked-ngram", "--matchers", help="comma-separated: ngram, math-ngram, "
                                  "masked-ngram, embedding, llm (see README: Decontamination)"),
     n: int = typer.Option(30, "--n", help="tokens per n-gram (the paper uses 30 words; 10 is too strict)"),
-    threshold: float = typer.Option(0.9, "--threshold", help="embedding: cosine similarity that removes a row"),
+    threshold: float = typer.Option(0.95, "--threshold", help="embedding: cosine similarity that removes a row"),
     judge: str = typer.Option("llama", "--judge", help="llm: the judge's engine backend (llama: the offline SmolLM2)"),
     out: Path = typer.Option(..., "--out", "-o", help="clean records; removed rows go to <out>.removed.jsonl"),
     workers: int = typer.Option(None, "--workers", "-w", help="Ray workers (--engine ray, matchers=ngram only)"),

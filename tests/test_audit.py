@@ -50,7 +50,7 @@ def test_decontam_audit_command_prints_and_writes_the_table(tmp_path, sets):
         f"gsm8k:{DATA}/gsm8k/test.jsonl?name=gsm8k_test", "--against", f"math:{DATA}/math/math_test.jsonl?name=math_test",
         "--matchers", "math-ngram", "--clean", "200", "--leaks", "20", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "recall short" in result.output and "math-ngram" in result.output
+    assert "decontamination audit" in result.output  # the table; its rows are read from the JSON
     table = json.loads(out.read_text())["table"]
     assert [row["matchers"] for row in table] == [BASELINE, "math-ngram"]
     bad = CliRunner().invoke(app, ["decontam-audit", "--train", f"math:{DATA}/math/math_train.jsonl",

@@ -137,27 +137,28 @@ def small_sets(test_sets):
 
 
 def test_embedding_catches_paraphrases_and_leaves_other_problems(small_sets, math_train):
-    dc = Decontaminator(small_sets, ["math-ngram", "embedding"], threshold=0.85)
+    dc = Decontaminator(small_sets, ["embedding"], threshold=0.85)
     tests = small_sets["gsm8k_test"][:20]
-    paraphrased = [_row(t.problem.replace("How many", "What number of").replace(".", ";").lower(), "", f"p{i}")
-                   for i, t in enumerate(tests)]
+    # reworded enough that no n-gram survives: every third word dropped, questions asked differently
+    paraphrased = [_row(" ".join(w for k, w in enumerate(t.problem.replace("How many", "What number of").split())
+                                 if k % 3 != 2), "", f"p{i}") for i, t in enumerate(tests)]
     found = dc.matches(paraphrased + math_train[:40])
     caught = [m for m in found[:20] if m]
-    assert len(caught) >= 16 and all(m.matcher == "embedding" and m.similarity >= 0.85 for m in caught)
+    assert len(caught) >= 14 and all(m.matcher == "embedding" and m.similarity >= 0.85 for m in caught)
     assert all(m.test_id == t.id for m, t in zip(found[:20], tests, strict=True) if m)
     assert sum(m is not None for m in found[20:]) <= 2
 
 
 def test_llm_judges_only_the_embedding_candidates_on_real_smollm2(small_sets, math_train):
     with Engine(EngineConfig(backend="llama", progress=False)) as engine:
-        dc = Decontaminator(small_sets, ["llm"], engine=engine, candidate_threshold=0.5)
-        rows = [_row(small_sets["gsm8k_test"][0].problem.upper(), "", "near"), *math_train[:30]]
+        dc = Decontaminator(small_sets, ["llm"], engine=engine, candidate_threshold=0.6)
+        rows = [_row(small_sets["gsm8k_test"][0].problem.upper(), "", "near"), *math_train[:12]]
         near = dc.embedding.neighbours(rows)
         found = dc.matches(rows)
-        asked = int(np.sum(near[1] >= 0.5))
+        asked = int(np.sum(near[1] >= 0.6))
         assert 1 <= asked < len(rows) and engine.stats()["requests"] == asked
-    assert all(m is None or (m.matcher == "llm" and m.similarity >= 0.5) for m in found)
-    assert all(m is None for m, s in zip(found, near[1].tolist(), strict=True) if s < 0.5)
+    assert all(m is None or (m.matcher == "llm" and m.similarity >= 0.6) for m in found)
+    assert all(m is None for m, s in zip(found, near[1].tolist(), strict=True) if s < 0.6)
 
 
 def test_decontam_cli_uses_the_default_matchers_and_reports_per_matcher(tmp_path, test_sets, math_train):

@@ -10,7 +10,7 @@ Matchers (the `MATCHERS` table; `--matchers` on the CLI, `matchers:` in recipes)
     masked-ngram  letter runs, digit runs read as one placeholder, operators; a row's problem
                   against test problems: number-swapped rewrites  <- default
     embedding     cosine similarity of MiniLM (or any sentence-transformers) embeddings of the
-                  row's problem to every test problem, removed at `threshold` and above
+                  row's problem to every test problem, removed at `threshold` (0.95: the audit) and above
     llm           a judge (any engine backend) asked about the embedding candidates only
                   (similarity in [candidate_threshold, threshold)), so its cost stays small
 
@@ -481,7 +481,7 @@ class EmbeddingMatcher:
 
     name: ClassVar[str] = "embedding"
 
-    def __init__(self, sets: dict[str, list[Record]], *, threshold: float = 0.9, model: str | None = None,
+    def __init__(self, sets: dict[str, list[Record]], *, threshold: float = 0.95, model: str | None = None,
                  device: str | None = None, max_chars: int = 512, batch_size: int = 128, **_: Any):
         from mathforge.embed import embed_texts
 
@@ -590,7 +590,7 @@ class Decontaminator:
     name = "decontam"
 
     def __init__(self, sets: dict[str, list[Record]], matchers: Sequence[str] = DEFAULT_MATCHERS, *,
-                 n: int = DEFAULT_N, min_whole: int = MIN_WHOLE, masked_n: int = MASKED_N, threshold: float = 0.9,
+                 n: int = DEFAULT_N, min_whole: int = MIN_WHOLE, masked_n: int = MASKED_N, threshold: float = 0.95,
                  candidate_threshold: float = 0.75, model: str | None = None, device: str | None = None,
                  engine: Any = None, fields: Sequence[str] = FIELDS):
         self.names = parse_matchers(matchers)

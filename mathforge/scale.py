@@ -92,7 +92,7 @@ class Fit:
 
     def size_for(self, accuracy: float) -> float:
         """Data size at which the line reaches `accuracy` (inf if it never does)."""
-        return 10 ** ((accuracy - self.a) / self.b) if self.b > 0 else math.inf
+        return _power(10.0, (accuracy - self.a) / self.b) if self.b > 0 else math.inf
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,15 @@ class PowerFit:
     def size_for(self, accuracy: float) -> float:
         if accuracy >= self.ceiling or self.k <= 0 or self.alpha <= 0:
             return math.inf
-        return (self.k / (self.ceiling - accuracy)) ** (1 / self.alpha)
+        return _power(self.k / (self.ceiling - accuracy), 1 / self.alpha)
+
+
+def _power(base: float, exponent: float) -> float:
+    """base ** exponent, inf where it overflows (a nearly flat fit "reaches" a target at 1e300 samples)."""
+    try:
+        return base**exponent
+    except OverflowError:
+        return math.inf
 
 
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:

@@ -8,6 +8,7 @@ import pytest
 from mathforge.io import read_rows, write_records
 from mathforge.record import Record
 from mathforge.scale import (
+    Fit,
     ScaleConfig,
     analyse,
     completed,
@@ -42,6 +43,7 @@ def test_log_linear_fit_recovers_line():
     fit = fit_log_linear(SIZES, accs)
     assert (fit.a, fit.b, fit.r2) == pytest.approx((0.1, 0.05, 1.0))
     assert fit.size_for(fit.predict(2_000_000)) == pytest.approx(2_000_000)
+    assert Fit(a=0.0, b=1e-6, r2=1.0).size_for(0.9) == math.inf  # 10**900000 overflows: never
     with pytest.raises(ValueError):
         fit_log_linear([10, 10], [0.1, 0.2])
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from mathforge.config import ConfigError, build, config_to_dict
 from mathforge.engine import EngineConfig
+from mathforge.eval.benchmarks import slug
 from mathforge.eval.run import EvalConfig
 from mathforge.io import dataset_files, read_records, write_text
 from mathforge.quality.clean import CleanConfig
@@ -191,8 +192,8 @@ def _has_rows(path: str) -> bool:
 def _eval(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
     data = _data_dir(cfg)
     results = {}
-    for bench in cfg.eval.benchmarks:
-        summary = evaluate_model(cfg.eval, rd.root / "train" / "model", bench, data, rd.root / "eval" / bench)
+    for bench in cfg.eval.benchmarks:  # a name or any spec, an absolute path too: its folder is a slug
+        summary = evaluate_model(cfg.eval, rd.root / "train" / "model", bench, data, rd.root / "eval" / slug(bench))
         results[bench] = {k: summary[k] for k in ("n", "accuracy", "by_level", "by_subject", "truncation_rate")
                           if k in summary}
     return results
@@ -242,8 +243,29 @@ def render_report(rd: RunDir, cfg: RunConfig) -> str:
     for bench, ev in rd.stats("eval").items():
         if isinstance(ev, dict):
             lines += [f"## Evaluation: {bench} ({ev.get('n')} items)", "", _accuracy_line(ev), "",
-                      f"Details: `eval/{bench}/summary.md`", ""]
-    return "\n".join(lines) + "\n"
+                      f"Details: `eval/{slug(bench)}/summary.md`", ""]
+    return "\n".join(lines + _meaning(cfg, train, rd.stats("eval"))) + "\n"
+
+
+def _meaning(cfg: RunConfig, train: dict[str, Any], evals: dict[str, Any]) -> list[str]:
+    """Which numbers of this report carry information, said plainly (a reader acts on them)."""
+    from mathforge.stats import wilson
+
+    samples = sum(s.get("samples") or 0 for s in train.values())
+    lines = ["## What these numbers mean", "",
+             f"- Synthesis yield, cleaning counts, token counts and timings are measurements of this run; "
+             f"they hold for the teacher `{cfg.synth.engine.get('model', '?')}` and these seeds only."]
+    for bench, ev in evals.items():
+        n = (ev.get("n") or 0) if isinstance(ev, dict) else 0
+        if n:
+            lo, hi = wilson(0, n)
+            lines.append(f"- {bench}: {n} items; even at 0% correct the 95% interval reaches {100 * hi:.0f}%, "
+                         f"so a difference smaller than about {100 * (hi - lo):.0f} points here is noise.")
+    if samples < 10_000:
+        lines.append(f"- The student saw {samples:,} samples: its accuracy says whether the plumbing works, not "
+                     "whether the data helps. Learning is measured by the scaling study "
+                     "(`mathforge scale recipes/scale_offline.yaml`).")
+    return [*lines, ""]
 
 
 def _yield_table(synth: dict[str, Any]) -> str:

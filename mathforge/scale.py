@@ -41,7 +41,7 @@ from mathforge.train.config import TrainConfig
 class ScaleConfig:
     """`mathforge scale`: the data-scaling study (the paper's Figure 5, Tables 2 and 12)."""
 
-    data: str = "runs/offline/data/stage1.jsonl"  # a record file or a seed source spec
+    data: str = "runs/offline/datasets/normal_clean/data"  # a dataset (file or shard folder) or a seed source spec
     sizes: tuple[int, ...] = (7_500, 60_000, 360_000, 1_000_000, 1_500_000, 2_100_000, 2_500_000)
     seed: int = 0  # the draw of the nested subsets (the same for every training seed)
     train_seeds: tuple[int, ...] = (42,)  # one SFT run per size and seed: model init and data order

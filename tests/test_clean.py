@@ -109,7 +109,7 @@ def test_cli_json_and_errors(sim, tmp_path):
     assert len(datasets.load_dataset("json", data_dir=summary["output"], split="train")) == summary["rows_out"]
     (tmp_path / "empty.jsonl").write_text("")
     for args, message in ((["clean", str(tmp_path / "empty.jsonl")], "no records"),
-                          (["clean", str(sim), "matchers=[embedding]"], "matchers"),
+                          (["clean", str(sim), "matchers=[bigram]"], "clean.matchers: unknown matcher(s) bigram"),
                           (["clean", str(sim), "answer_check.mode=maybe"], "annotate, drop or off")):
         bad = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "bad"), *FAST])
         assert bad.exit_code != 0 and message in " ".join(bad.output.split()), bad.output

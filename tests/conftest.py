@@ -78,3 +78,15 @@ def mock_server():
     server.url = server.start_in_thread()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def test_sets():
+    """GSM8K test and MATH test as records: the evaluation sets decontamination protects."""
+    from mathforge.sources import load
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return {
+        "gsm8k_test": list(load(f"gsm8k:{data}/gsm8k/test.jsonl?allow_test=1")),
+        "math_test": list(load(f"math:{data}/math/math_test.jsonl?allow_test=1")),
+    }

@@ -21,14 +21,6 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
-def test_sets():
-    return {
-        "gsm8k_test": list(load(f"gsm8k:{DATA}/gsm8k/test.jsonl?allow_test=1")),
-        "math_test": list(load(f"math:{DATA}/math/math_test.jsonl?allow_test=1")),
-    }
-
-
-@pytest.fixture(scope="module")
 def math_train():
     return list(load(f"math:{DATA}/math/math_train.jsonl"))
 

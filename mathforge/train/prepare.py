@@ -81,10 +81,15 @@ def tokenizer_hash(tokenizer: Any) -> str:
 
 
 def _data_files(spec: str) -> list[Path]:
-    from mathforge.sources import SOURCES
+    """The files a spec reads. A generated source (`mini:`, `rg:`) or a Hub dataset has none: its
+    spec string, hashed whole, is what it depends on."""
+    from mathforge.sources import SOURCES, SourceSpec
 
-    kind, sep, rest = spec.partition(":")
-    return [Path(rest)] if sep and kind in SOURCES else dataset_files(spec)
+    kind, sep, _ = spec.partition(":")
+    if not (sep and kind in SOURCES):
+        return dataset_files(spec)
+    location = Path(SourceSpec.parse(spec).location)
+    return dataset_files(location) if location.exists() else []
 
 
 def prepare(spec: str, tokenizer: Any, *, style: PromptStyle, max_length: int, packing: bool, root: str | Path,

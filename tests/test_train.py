@@ -123,6 +123,14 @@ def test_prepare_reuses_by_fingerprint_and_rebuilds_on_change(tokenizer, tmp_pat
     assert all(by_id[rows.samples[i]["id"]] == rows.samples[i]["input_ids"].tolist() for i in range(40))
 
 
+def test_prepare_under_a_relative_root(tokenizer, tmp_path, monkeypatch):
+    """`mathforge run ... --out runs/x` hands training a relative folder (the quickstart did)."""
+    write_records(tmp_path / "data.jsonl", real(GSM8K_TRAIN, 12))
+    monkeypatch.chdir(tmp_path)
+    built = prepare("data.jsonl", tokenizer, style="alpaca", max_length=2048, packing=True, root="runs/x/tok")
+    assert built.path.is_absolute() and len(SFTRows(built.path).samples) == 12
+
+
 def test_pack_places_every_sample_once_within_max_length(tokenizer, tmp_path):
     prepared, rows = prepared_rows(real(GSM8K_TRAIN, 60), tokenizer, tmp_path, packing=True)
     lengths = np.array(list(rows.samples["length"]))

@@ -96,7 +96,7 @@ def prepare(spec: str, tokenizer: Any, *, style: PromptStyle, max_length: int, p
             max_samples: int | None = None, num_proc: int | None = None) -> Prepared:
     """The prepared training set of `spec` under `root`, built unless its fingerprint is already there."""
     key = fingerprint(spec, tokenizer, style=style, max_length=max_length, packing=packing, max_samples=max_samples)
-    target = Path(root) / key
+    target = Path(root).resolve() / key  # absolute: datasets reports its cache files by absolute path
     if (target / "prepared.json").exists():
         return _load_stats(target, cached=True)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -218,6 +218,16 @@ def test_two_stages_chain_weights_and_loss_goes_down(stage_files, tmp_path):
     assert result.error is None and result.completion_tokens > 0
 
 
+def test_a_stage_smaller_than_one_batch_still_trains(tmp_path):
+    """A weak teacher leaves a handful of samples (the quickstart's 7 packed into 2 rows): an epoch
+    of fewer rows than a micro-batch keeps its partial batch instead of having no step at all."""
+    from mathforge.train.sft import train
+
+    write_records(tmp_path / "few.jsonl", real(MATH_TRAIN, 3))
+    result = train(tiny_cfg([StageConfig("few", str(tmp_path / "few.jsonl"), epochs=2)]), tmp_path / "run")
+    assert result["few"]["steps"] >= 2
+
+
 def test_lora_stage_saves_merged_plain_weights(stage_files, tmp_path):
     from transformers import AutoModelForCausalLM
 

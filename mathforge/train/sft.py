@@ -136,7 +136,7 @@ def train_stage(cfg: TrainConfig, stage: StageConfig, start: str, run: RunDir) -
         collate = partial(pad_collate, pad_id=tokenizer.pad_token_id)
     trainer = StageTrainer(
         model=model,
-        args=training_args(cfg, stage, home / "checkpoints"),
+        args=training_args(cfg, stage, home / "checkpoints", rows=len(rows)),
         train_dataset=rows,
         data_collator=collate,
         processing_class=tokenizer,
@@ -189,7 +189,7 @@ def _with_lora(model: Any, cfg: TrainConfig) -> Any:
     return get_peft_model(model, lora)
 
 
-def training_args(cfg: TrainConfig, stage: StageConfig, output_dir: Path) -> TrainingArguments:
+def training_args(cfg: TrainConfig, stage: StageConfig, output_dir: Path, rows: int) -> TrainingArguments:
     """TrainingArguments for one stage: the paper's optimiser settings and our checkpoint policy."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     bf16, fp16 = _precision(cfg.precision)
@@ -220,7 +220,8 @@ def training_args(cfg: TrainConfig, stage: StageConfig, output_dir: Path) -> Tra
         remove_unused_columns=False,
         # N ranks would pad an epoch's last partial batch with repeated rows; dropping it instead keeps
         # an N-process run step for step the same as a 1-process one (a reshuffled epoch loses < 1 batch).
-        dataloader_drop_last=True,
+        # A set smaller than one batch on every rank keeps its partial batch, or an epoch has no step.
+        dataloader_drop_last=rows >= cfg.micro_batch * world,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=not process_state().is_main_process,
     )

@@ -36,7 +36,7 @@ from mathforge.synth.pipeline import SynthConfig
 from mathforge.train.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SYNTH_DATASETS = {"seeds": "seeds.jsonl", "normal": "stage1/normal.jsonl", "hard": "stage2/hard.jsonl"}
+SYNTH_DATASETS = ("seeds", "normal", "hard")  # the names `run_synth` gives its outputs
 
 
 @dataclass(frozen=True)
@@ -122,17 +122,9 @@ def _synth(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
     from mathforge.synth.pipeline import run_synth
 
     result = run_synth(cfg.synth, rd.root / "synth")
-    datasets = synth_datasets(result, rd.root / "synth")
+    datasets = {name: path for name, path in result["datasets"].items() if Path(path).exists()}
     rd.register(datasets)
     return {"yield": {k: v for k, v in result.items() if k != "datasets"}, "datasets": datasets}
-
-
-def synth_datasets(result: dict[str, Any], root: Path) -> dict[str, str]:
-    """The synthesis outputs by name: from `run_synth`'s `datasets` when it names them, else where
-    it writes them today."""
-    named = result.get("datasets") if isinstance(result.get("datasets"), dict) else None
-    paths = named or {name: str(root / rel) for name, rel in SYNTH_DATASETS.items()}
-    return {name: str(path) for name, path in paths.items() if Path(path).exists()}
 
 
 def _clean(name: str) -> Callable[[RunConfig, RunDir], dict[str, Any]]:

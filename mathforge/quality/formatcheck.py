@@ -40,14 +40,13 @@ class AnswerLineFilter:
 @lru_cache(maxsize=4)
 def load_tokenizer(name: str = DEFAULT_TOKENIZER) -> Any:
     """A transformers tokenizer: a hub name or local directory, or "smollm2" for the tokenizer
-    inside the embedded SmolLM2 GGUF (offline, the default student)."""
+    of the embedded SmolLM2 GGUF (offline, the default student; converted once, see models.py)."""
     from transformers import AutoTokenizer
 
     if name == DEFAULT_TOKENIZER:
-        from mathforge.models import smollm2_gguf
+        from mathforge.models import smollm2_tokenizer_dir
 
-        gguf = smollm2_gguf()
-        return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        return AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir()))
     return AutoTokenizer.from_pretrained(name)
 
 

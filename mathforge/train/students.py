@@ -11,22 +11,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from mathforge.models import atomic_dir, cache_dir
 from mathforge.train.config import StudentConfig
 
 SPECIALS = ("<|endoftext|>", "<pad>")
-
-
-def cache_dir() -> Path:
-    """Where converted students live: $MATHFORGE_CACHE, else $XDG_CACHE_HOME/mathforge, else ~/.cache/mathforge."""
-    if os.environ.get("MATHFORGE_CACHE"):
-        return Path(os.environ["MATHFORGE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mathforge"
 
 
 def resolve_student(cfg: StudentConfig, init_dir: Path, texts: Iterable[str], max_length: int, seed: int) -> str:
@@ -35,7 +26,7 @@ def resolve_student(cfg: StudentConfig, init_dir: Path, texts: Iterable[str], ma
         return str(smollm2_checkpoint())
     if cfg.model == "tiny":
         if not (init_dir / "config.json").exists():
-            _atomic_dir(init_dir, lambda tmp: build_tiny(cfg, tmp, texts, max_length, seed))
+            atomic_dir(init_dir, lambda tmp: build_tiny(cfg, tmp, texts, max_length, seed))
         return str(init_dir)
     return cfg.model
 
@@ -44,17 +35,17 @@ def smollm2_checkpoint(target: Path | None = None) -> Path:
     """A safetensors checkpoint of the embedded SmolLM2-135M-Instruct, converted once from its GGUF."""
     target = target or cache_dir() / "students" / "smollm2-135m-instruct"
     if not (target / "config.json").exists():
-        _atomic_dir(target, _convert_smollm2)
+        atomic_dir(target, _convert_smollm2)
     return target
 
 
 def _convert_smollm2(out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mathforge.models import smollm2_gguf
+    from mathforge.models import smollm2_gguf, smollm2_tokenizer_dir
 
     gguf = smollm2_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir())
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # save_pretrained refuses a model that still carries the GGUF quantizer (the weights are already fp32).
     model.hf_quantizer = None
@@ -108,15 +99,3 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=SPECIALS[0], pad_token=SPECIALS[1])
 
-
-def _atomic_dir(target: Path, fill) -> None:
-    # Build in a sibling temp dir and rename: a killed conversion never leaves a half checkpoint behind.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        fill(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

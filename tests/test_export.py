@@ -1,5 +1,6 @@
 """Export: a `datasets`-loadable folder (Parquet shards + JSONL) with a generated card."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -107,3 +108,21 @@ def test_cli_decontam_dedup_check_select_export(tmp_path):
     assert report["filters"][0]["dropped_by_reason"]["no_answer_line"] >= 590  # MATH writes \boxed{}, not the line
     bad = run(app, ["decontam", str(seeds), "--against", "math:/nonexistent.jsonl", "--out", str(tmp_path / "x.jsonl")])
     assert bad.exit_code == 1 and "nonexistent" in bad.output
+
+
+def test_card_token_counts_come_from_the_length_step_when_it_counted_the_same_text(tmp_path, pipeline):
+    from mathforge.quality.formatcheck import LengthFilter
+
+    records = pipeline[0][:40]
+    counted = [r for r, _ in LengthFilter("smollm2", 4096).decide_batch(records)]
+    tokenizer = load_tokenizer()
+    fresh = export(records, tmp_path / "a", tokenizer=tokenizer, tokenizer_name="smollm2")["tokens"]
+    reused = export(counted, tmp_path / "b", tokenizer=tokenizer, tokenizer_name="smollm2")["tokens"]
+    assert reused == fresh  # the length step counts exactly the card's text
+    # a planted count is read, not recomputed; a count by another tokenizer or style is not trusted
+    planted = [dataclasses.replace(counted[0], meta={**counted[0].meta, "length": {**counted[0].meta["length"],
+                                                                                  "tokens": 10**6}})]
+    assert export(planted, tmp_path / "c", tokenizer=tokenizer, tokenizer_name="smollm2")["tokens"]["max"] == 10**6
+    other = [dataclasses.replace(planted[0], meta={**planted[0].meta, "length": {**planted[0].meta["length"],
+                                                                                "style": "chat"}})]
+    assert export(other, tmp_path / "d", tokenizer=tokenizer, tokenizer_name="smollm2")["tokens"]["max"] < 10**6

@@ -72,8 +72,8 @@ class _Profile:
     """Counts gathered while rows stream past, for the card. Token counts are held for the
     median and p95: 4 bytes per row (10 MB at 2.5M rows)."""
 
-    def __init__(self, tokenizer: Any):
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer: Any, tokenizer_name: str | None = None):
+        self.tokenizer, self.tokenizer_name = tokenizer, tokenizer_name
         self.rows = 0
         self.sources: Counter = Counter()
         self.methods: Counter = Counter()
@@ -81,17 +81,32 @@ class _Profile:
         self.subjects: Counter = Counter()
         self.tokens = array("I")
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        """Count a batch of rows; one tokenizer call per batch (a fast tokenizer batches in Rust)."""
+    def add(self, records: list[Record], rows: list[dict[str, Any]]) -> None:
+        """Count a batch of rows. Token counts come from the length step (`meta["length"]`) when it
+        counted the same text with the same tokenizer, else from one tokenizer call for the batch."""
         for row in rows:
             self.rows += 1
             self.sources[row["source"]] += 1
             self.methods[row["method"] or "seed"] += 1
             self.levels[str(row["level"] or "unknown")] += 1
             self.subjects[row["subject"] or "unknown"] += 1
-        if self.tokenizer is not None and rows:
-            texts = [row["text_prompt"] + row["text_response"] for row in rows]
-            self.tokens.extend(len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"])
+        if self.tokenizer is None or not rows:
+            return
+        counts = [self._counted(r) for r in records]
+        todo = [i for i, n in enumerate(counts) if n is None]
+        if todo:
+            texts = [rows[i]["text_prompt"] + rows[i]["text_response"] for i in todo]
+            for i, ids in zip(todo, self.tokenizer(texts, add_special_tokens=False)["input_ids"], strict=True):
+                counts[i] = len(ids)
+        self.tokens.extend(counts)
+
+    def _counted(self, record: Record) -> int | None:
+        length = record.meta.get("length")
+        # the card's text is the alpaca prompt + response, which the length step counts in that style
+        if (isinstance(length, dict) and self.tokenizer_name and length.get("tokenizer") == self.tokenizer_name
+                and length.get("style") == "alpaca"):
+            return length.get("tokens")
+        return None
 
 
 def export(
@@ -101,7 +116,7 @@ def export(
     """Write `out/data/train-*.parquet`, `out/jsonl/train.jsonl`, `out/README.md` and
     `out/export.json`, streaming (one batch of rows in memory); returns the summary the card was rendered from."""
     out = Path(out)
-    profile = _Profile(tokenizer)
+    profile = _Profile(tokenizer, tokenizer_name)
     shards = _write(records, out, shard_rows, profile)
     summary = {"name": name, "rows": profile.rows, "shards": shards, "sources": dict(profile.sources.most_common()),
                "methods": dict(profile.methods.most_common()), "levels": dict(sorted(profile.levels.items())),
@@ -121,7 +136,7 @@ def _write(records: Iterable[Record], out: Path, shard_rows: int, profile: _Prof
     with AtomicWriter(out / "jsonl" / "train.jsonl") as jsonl:
         for batch in batches(records, BATCH_ROWS):
             rows = [flat_row(r) for r in batch]
-            profile.add(rows)
+            profile.add(batch, rows)
             jsonl.write_all(rows)
             while rows:
                 if not shards or shards[-1].rows >= shard_rows:

@@ -14,7 +14,7 @@ from typing import Any
 
 from mathforge.answers import answer_line
 from mathforge.prompt import format_prompt, format_response
-from mathforge.record import Record
+from mathforge.record import Record, annotate
 
 DEFAULT_TOKENIZER = "smollm2"
 
@@ -51,11 +51,16 @@ def load_tokenizer(name: str = DEFAULT_TOKENIZER) -> Any:
 
 
 class LengthFilter:
-    """Keeps samples whose SFT text (prompt + response) has at most `max_tokens` tokens."""
+    """Keeps samples whose SFT text (prompt + response) has at most `max_tokens` tokens.
+
+    The batch form also stores what it counted, `meta["length"] = {"tokens", "tokenizer", "style"}`
+    (when the tokenizer was given by name), so the export's card reads the count instead of
+    tokenising every row a second time."""
 
     name = "length"
 
     def __init__(self, tokenizer: Any = DEFAULT_TOKENIZER, max_tokens: int = 2048, style: str = "alpaca"):
+        self.tokenizer_name = tokenizer if isinstance(tokenizer, str) else None
         self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
         self.max_tokens, self.style = max_tokens, style
 
@@ -75,4 +80,9 @@ class LengthFilter:
     def decide_batch(self, records: list[Record]) -> list[tuple[Record, str | None]]:
         """One tokenizer call per batch: a fast tokenizer encodes a batch in parallel, in Rust."""
         ids = self.tokenizer([self.text(r) for r in records], add_special_tokens=False)["input_ids"]
-        return [(r, self._reason(len(t))) for r, t in zip(records, ids, strict=True)]
+        return [(self._counted(r, len(t)), self._reason(len(t))) for r, t in zip(records, ids, strict=True)]
+
+    def _counted(self, record: Record, n: int) -> Record:
+        if self.tokenizer_name is None:
+            return record
+        return annotate(record, "length", {"tokens": n, "tokenizer": self.tokenizer_name, "style": self.style})

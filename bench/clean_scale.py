@@ -8,7 +8,9 @@ The chain: decontam -> exact dedup -> near dedup -> format -> length -> answer c
   hashes with signatures on disk; batched tokenizer calls) then the streamed `export`;
 - reference (today's approach before it): one process, one stream, `datasketch.MinHashLSH` in
   memory (`NearDedup`), a tokenizer call per row for the length check and for the card, the kept
-  rows in a list for the answer check and selection.
+  rows in a list for the answer check and selection. Its decontamination is the same step as ours
+  (the recipe's default matchers, batched), so the verdicts compare the chains, not two
+  decontamination policies.
 
 Each chain runs in its own process; the parent samples the RSS of the chain's whole process tree
 (workers included) every 0.2 s. Printed: rows/s of each and their ratio, peak RSS, the share of
@@ -229,10 +231,9 @@ class Sink:
 
 
 def reference(data: Path, work: Path, rows: int) -> dict:
-    from mathforge.eval.benchmarks import load_benchmark
     from mathforge.filters import FilterStats, apply_filter
     from mathforge.io import read_records
-    from mathforge.quality.decontam import NgramIndex, decontaminate
+    from mathforge.quality.clean import CleanConfig, Decontaminate
     from mathforge.quality.dedup import ExactDedup, NearDedup
     from mathforge.quality.formatcheck import AnswerLineFilter, LengthFilter, load_tokenizer
     from mathforge.quality.select import SelectConfig, select
@@ -240,8 +241,9 @@ def reference(data: Path, work: Path, rows: int) -> dict:
 
     start = time.time()
     sink = Sink()
-    index = NgramIndex({b: load_benchmark(b, root=DATA)[1] for b in ("gsm8k", "math")}, n=30)
-    stream = decontaminate(read_records(data), index, stats=FilterStats("decontam"), rejects=sink)
+    cfg = CleanConfig()
+    step = Decontaminate(str(DATA), cfg.against, cfg.decontam_n, cfg.matchers)
+    stream, _ = step.run(read_records(data), FilterStats(step.name), sink)
     for flt in (ExactDedup(), NearDedup(), AnswerLineFilter(), PerRow(LengthFilter("smollm2", 2048, "alpaca"))):
         stream = apply_filter(stream, flt, FilterStats(flt.name), sink)
     kept = list(stream)

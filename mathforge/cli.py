@@ -248,18 +248,25 @@ def grade(
     timeout: float = typer.Option(5.0, "--timeout", help="seconds per symbolic verdict"),
     workers: int = typer.Option(None, "--workers", help="symbolic grading processes (default: all cores)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    group_field: str = typer.Option(None, "--group-field", help="rows sharing this field's value are one item's "
+                                    "samples: adds pass@k, maj@k and avg@n with intervals to the summary"),
+    k: str = typer.Option(None, "--k", help="with --group-field: comma-separated k (default 1, 2, 4, ... n)"),
 ) -> None:
     """Grade responses with every grader side by side: verdicts, accuracies, and the rows they disagree on."""
     from mathforge.eval.grade_file import grade_file
 
     try:
         names = tuple(g.strip() for g in graders.split(",") if g.strip())
+        ks = tuple(int(x) for x in k.split(",") if x.strip()) if k else None
         summary = grade_file(file, out, kind=kind, graders=names, fields=(id_field, response_field, gold_field,
-                             solution_field), timeout_s=timeout, workers=workers, progress=progress)
+                             solution_field), timeout_s=timeout, workers=workers, progress=progress,
+                             group_field=group_field, ks=ks)
     except (DataError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     _print_accuracy(f"{summary['n']} rows -> {out}", summary["accuracy"])
     _print_disagreements(summary["disagreements"], names)
+    if group_field:
+        _print_sampled(summary, names)
 
 
 @app.command("eval")
@@ -345,6 +352,20 @@ def _print_accuracy(title: str, accuracy: dict) -> None:
         lo, hi = a["ci95"]
         table.add_row(name, str(a["correct"]), str(a["n"]), f"{100 * a['accuracy']:.2f}",
                       f"[{100 * lo:.1f}, {100 * hi:.1f}]")
+    Console().print(table)
+
+
+def _print_sampled(summary: dict, graders: tuple) -> None:
+    from mathforge.eval.sampled import metric_names
+
+    table = Table(title=f"{summary['items_sampled']} items, {summary['samples_per_item']} samples each "
+                        "(% [95% bootstrap interval over items])")
+    table.add_column("metric")
+    for g in graders:
+        table.add_column(g)
+    for m in metric_names(summary["ks"], summary["samples_per_item"]):
+        table.add_row(m, *(f"{100 * summary[m][g]['estimate']:.2f} [{100 * summary[m][g]['lo']:.1f}, "
+                           f"{100 * summary[m][g]['hi']:.1f}]" for g in graders))
     Console().print(table)
 
 

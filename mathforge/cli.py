@@ -295,6 +295,9 @@ def eval_(
     language: str = typer.Option("Chinese", "--language", help="bilingual suite: target language"),
     translations: Path = typer.Option(None, "--translations", help="bilingual suite: file of {id, problem} translations"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    samples: int = typer.Option(1, "--samples", help="solutions drawn per item (> 1: pass@k, maj@k, avg@n with "
+                                "intervals; needs --temperature > 0)"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (the default protocol)"),
 ) -> None:
     """Evaluate a model: greedy, the SFT prompt, strict and symbolic graders, level and subject tables."""
     from mathforge.engine import Engine, EngineConfig
@@ -306,7 +309,7 @@ def eval_(
     if suite not in ("standard", "robustness", "bilingual"):
         fail(f"unknown suite '{suite}' (standard, robustness, bilingual)")
     try:
-        cfg = EvalConfig(prompt_style=prompt_style, max_tokens=max_tokens,
+        cfg = EvalConfig(prompt_style=prompt_style, max_tokens=max_tokens, samples=samples, temperature=temperature,
                          graders=tuple(g.strip() for g in graders.split(",") if g.strip()))
         bench, records = load_benchmark(benchmark, kind, data_dir)
         total = len(records)
@@ -320,12 +323,15 @@ def eval_(
     meta = {"model": model, "backend": backend, "benchmark_arg": benchmark, "limit": limit, "seed": seed,
             "items_in_benchmark": total}
     write_json(out / "eval_args.json", {**meta, "suite": suite, "prompt_style": prompt_style,
-                                        "max_tokens": max_tokens, "graders": cfg.graders})
+                                        "max_tokens": max_tokens, "graders": cfg.graders, "samples": samples,
+                                        "temperature": temperature})
     with Engine(student_cfg, cache_path=out / "cache.sqlite") as student:
         if suite == "standard":
             summary = evaluate(records, bench, student, cfg, out, meta)
             _print_accuracy(f"{bench.name}: {summary['n']} items -> {out}/summary.md", summary["accuracy"])
             _print_disagreements(summary["disagreements"], cfg.graders)
+            if samples > 1:
+                _print_sampled(summary, cfg.graders)
             return
         needs_teacher = suite == "robustness" or translations is None
         teacher = Engine(teacher_cfg, cache_path=out / "teacher_cache.sqlite") if needs_teacher else None

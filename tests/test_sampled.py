@@ -145,3 +145,41 @@ def test_grade_group_field_errors_name_the_file(tmp_path: Path) -> None:
     res = runner.invoke(app, ["grade", str(src), "--out", str(tmp_path / "v.jsonl"), "--group-field", "nope",
                               "--no-progress"])
     assert res.exit_code == 1 and "samples.jsonl:1" in res.output and "'nope'" in res.output
+
+
+# ---------------------------------------------------------------- the eval command, sampled
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_eval_samples_k_solutions_per_item_with_smollm2(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    out = tmp_path / "sampled"
+    args = ["eval", "--backend", "llama", "--model", "smollm2", "-b", "gsm8k", "--data-dir", str(DATA),
+            "--limit", "3", "--max-tokens", "12", "--samples", "4", "--temperature", "0.9", "--out", str(out),
+            "--no-progress"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [r["sample"] for r in rows] == [0, 1, 2, 3] * 3 and len({r["id"] for r in rows}) == 3
+    assert len({r["response"] for r in rows[:4]}) > 1  # seeded samples differ
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 3 and summary["samples_per_item"] == 4 and summary["ks"] == [1, 2, 4]
+    for metric in ("pass@1", "pass@2", "pass@4", "maj@4", "avg@4"):
+        assert set(summary[metric]) == {"strict", "symbolic"}
+    for g in ("strict", "symbolic"):
+        right = sum(r["verdicts"][g]["correct"] for r in rows)
+        assert summary["avg@4"][g]["estimate"] == pytest.approx(right / 12)
+    assert summary["engine"]["calls"] == 12
+    assert "Sampled: 4 samples per item" in (out / "summary.md").read_text()
+    again = runner.invoke(app, args)  # the same samples come back from the cache
+    assert again.exit_code == 0
+    assert json.loads((out / "summary.json").read_text())["engine"]["cached"] == 12
+    assert [json.loads(x)["response"] for x in (out / "samples.jsonl").read_text().splitlines()] == \
+        [r["response"] for r in rows]
+
+
+def test_eval_samples_without_temperature_is_an_error(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["eval", "-b", "gsm8k", "--data-dir", str(DATA), "--samples", "4", "--out",
+                              str(tmp_path / "x")])
+    assert res.exit_code == 1 and "temperature > 0" in res.output

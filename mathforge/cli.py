@@ -866,3 +866,30 @@ def decontam_audit(
     Console().print(table)
     if out:
         write_json(out, result)
+
+
+@app.command("compare")
+def compare_(
+    run_a: Path = typer.Argument(..., help="run A: an eval folder, its summary.json, or a JSONL of per-item verdicts"),
+    run_b: Path = typer.Argument(..., help="run B, on the same items"),
+    graders: str = typer.Option(None, "--graders", help="comma-separated (default: every grader both runs have)"),
+    alpha: float = typer.Option(0.05, "--alpha", help="significance level of the verdict"),
+    out: Path = typer.Option(None, "--out", "-o", help="write the comparison as JSON (and .md beside it)"),
+) -> None:
+    """Is B better than A beyond noise? The paired difference with a bootstrap interval, the exact
+    McNemar test and the smallest detectable difference, overall and per level and subject."""
+    from mathforge.eval.compare import compare, render
+    from mathforge.io import write_json, write_text
+
+    if not 0 < alpha < 1:
+        fail(f"--alpha must be in (0, 1), got {alpha}")
+    try:
+        names = tuple(g.strip() for g in graders.split(",") if g.strip()) if graders else None
+        result = compare(run_a, run_b, names, alpha)
+    except (DataError, ValueError, OSError) as e:
+        fail(str(e))
+    markdown = render(result)
+    if out:
+        write_json(out, result)
+        write_text(out.with_suffix(".md"), markdown)
+    print(markdown)

@@ -78,7 +78,7 @@ def test_metric_intervals_are_a_bootstrap_over_items() -> None:
     assert out["avg@2"]["g"] == out["pass@1"]["g"]
     assert out["pass@2"]["g"] == interval([1.0, 1.0, 0.0]).to_dict()  # per-item values, resampled over items
     lo, hi = out["pass@2"]["g"]["lo"], out["pass@2"]["g"]["hi"]
-    assert lo < 2 / 3 < hi and 0 <= lo and hi <= 1
+    assert lo < 2 / 3 < hi and lo >= 0 and hi <= 1
     constant = score([[sample("1", True)]] * 4, ["g"], [1])["pass@1"]["g"]
     assert constant["lo"] == constant["hi"] == 1.0
 

@@ -29,14 +29,15 @@ from typing import Any
 
 from mathforge.engine.limits import Budget
 from mathforge.engine.types import Sampling
-from mathforge.io import read_records, write_json, write_records, write_text
+from mathforge.io import dataset_files, read_records, write_json, write_records, write_text
 from mathforge.ledger import Ledger
 from mathforge.record import Record, annotate
 from mathforge.rundir import RunDir
-from mathforge.synth import evol, metamath, stream, xwin
+from mathforge.synth import evol, metamath, rejection, stream, xwin
 from mathforge.synth.common import Ctx
+from mathforge.synth.rejection import RejectionConfig
 
-METHODS = tuple(f"metamath/{s}" for s in metamath.SUBMETHODS) + ("evol", "xwin")
+METHODS = tuple(f"metamath/{s}" for s in metamath.SUBMETHODS) + ("evol", "xwin", rejection.NAME)
 # Evol gets the largest share, as in the paper (it costs the fewest tokens per sample); the four
 # MetaMath sub-methods are balanced.
 DEFAULT_MIX = {"metamath/answer_aug": 0.1, "metamath/rephrase": 0.1, "metamath/fobar": 0.1,
@@ -87,6 +88,7 @@ class SynthConfig:
     evol_max_steps: int = 5
     evol_strategies: tuple[str, ...] = evol.STRATEGIES
     xwin_max_rounds: int = 2
+    rejection: RejectionConfig = field(default_factory=RejectionConfig)  # the `rejection` method
     fewshot: int = 2
     fewshot_pool: int = 256  # the shortest solved seeds form the few-shot pool
     elicit_answers: bool = True
@@ -221,13 +223,18 @@ def _reporter(cfg: SynthConfig) -> Callable[[str], None] | None:
 def unusable_seeds(method: str, seeds: Sequence[Record]) -> tuple[list[Record], Counter]:
     """The seeds `method` can use at all, and the others counted as `seed_<reason>` (once per seed
     and stage), so that no attempt is spent on a seed that can never yield (FOBAR without a
-    maskable number)."""
-    if not method.startswith("metamath/"):
+    maskable number, rejection sampling without a known answer)."""
+    if method == rejection.NAME:
+        def reason_of(seed: Record) -> str | None:
+            return None if seed.answer else "no_answer"
+    elif method.startswith("metamath/"):
+        def reason_of(seed: Record) -> str | None:
+            return metamath.unusable(method.split("/", 1)[1], seed)
+    else:
         return list(seeds), Counter()
-    sub = method.split("/", 1)[1]
     usable, drops = [], Counter()
     for seed in seeds:
-        reason = metamath.unusable(sub, seed)
+        reason = reason_of(seed)
         if reason:
             drops[f"seed_{reason}"] += 1
         else:
@@ -258,6 +265,9 @@ async def synthesize(cfg: SynthConfig, base: Ctx, seeds: Sequence[Record], targe
     methods, seed_drops = [], {}
     for name, quota in quotas(target, cfg.mix).items():
         usable, seed_drops[name] = unusable_seeds(name, seeds)
+        if name == rejection.NAME:
+            methods.append(_rejection_method(cfg, quota, usable, out, ledger, scope, done))
+            continue
         prior = float(cfg.evol_max_steps) if name == "evol" else 1.0  # the most rows one unit yields
         methods.append(stream.make_method(name, quota, usable, unit_runner(cfg, name), seed=cfg.seed, prior=prior,
                                           max_units=stream.max_units(quota, cfg.max_passes),
@@ -265,11 +275,28 @@ async def synthesize(cfg: SynthConfig, base: Ctx, seeds: Sequence[Record], targe
     writer = stream.ShardWriter(out, ledger, scope, cfg.shard_rows, target, _reporter(cfg))
     await stream.run_stage(methods, base, writer, window)
     counters = ledger.read(scope)
-    return {"output": str(out.relative_to(out.parents[1])), "seeds": len(seeds), "target": target,
+    extra = {}
+    if rejection.NAME in seed_drops:
+        extra[rejection.NAME] = rejection.report(
+            cfg.rejection, ledger.read(stream.problem_scope(scope, rejection.NAME)), seeds)
+    return {**extra, "output": str(out.relative_to(out.parents[1])), "seeds": len(seeds), "target": target,
             "records": counters.get(stream.SHARDS, Counter())["rows"], "shards": writer.shards,
             "yield": {m: stream.yield_of(counters.get(m, Counter()), seed_drops[m]) for m in seed_drops},
             # units this process started, committed or not (more than `units` = requests beyond the quotas)
             "launched": {m.name: m.launched - done.get(m.name, Counter())["units"] for m in methods}}
+
+
+def _rejection_method(cfg: SynthConfig, quota: int, usable: list[Record], out: Path, ledger: Ledger,
+                      scope: str, done: dict[str, Counter]) -> stream.Method:
+    """The rejection sampler as a stream method: one unit per (seed, round), at most max_trials
+    rounds per seed, resumed from its per-problem ledger and the rows already committed."""
+    shards = done.get(stream.SHARDS, Counter())["count"]
+    files = dataset_files(out)[:shards] if shards else []
+    committed = (r for path in files for r in read_records(path) if r.lineage.method == rejection.NAME)
+    sampler = rejection.Sampler(cfg.rejection, ledger.read(stream.problem_scope(scope, rejection.NAME)), committed)
+    return stream.make_method(rejection.NAME, quota, usable, sampler.round, seed=cfg.seed,
+                              prior=float(min(cfg.rejection.min_correct, cfg.rejection.round_trials)),
+                              max_units=len(usable) * cfg.rejection.max_trials, done=done.get(rejection.NAME, Counter()))
 
 
 def _load_seeds(cfg: SynthConfig, rd: RunDir) -> dict[str, Any]:

@@ -129,8 +129,8 @@ def compare_arms(url: str, seeds: Path, tmp: Path, n: int, per_seed: int) -> Non
         print(f"{name}: level-5 coverage {l5:.2f} x augmentation's (want >= 1.5), "
               f"levels 1-4 at least {l14:.2f} x (want >= 0.9)")
         problems = results[name][1]["problems"]
-        print(f"  {len(problems)} seeds sampled, trials per seed max {max(p['trials'] for p in problems.values())}, "
-              f"hopeless (0 correct after max_trials) {sum(p['trials'] >= 16 and not p['correct'] for p in problems.values())}")
+        print(f"  {len(problems)} seeds sampled, trials per seed max {max(p.get('trials', 0) for p in problems.values())}, "
+              f"hopeless (0 correct after max_trials) {sum(p.get('trials', 0) >= 16 and not p.get('correct') for p in problems.values())}")
 
 
 def open_rows(rows_dir: Path):
@@ -163,7 +163,7 @@ def kill_and_resume(url: str, seeds: Path, tmp: Path, n: int) -> None:
     paid_cut = _answered(url) - before
     same = kept_rows(whole / "rows") == kept_rows(cut / "rows")
     c = json.loads((cut / "stats.json").read_text())
-    over_trials = sum(p["trials"] > 16 for p in c["problems"].values())
+    over_trials = sum(p.get("trials", 0) > 16 for p in c["problems"].values())
     print(f"\nkill and resume (prop2diff, row quota {quota}): killed after {at_kill} committed shard(s); "
           f"resumed rows identical to the uninterrupted run's: {same} ({len(kept_rows(cut / 'rows'))} rows, "
           f"quota {quota}); seeds past max_trials: {over_trials}; rows dropped over quota: "

@@ -293,7 +293,12 @@ def _rejection_method(cfg: SynthConfig, quota: int, usable: list[Record], out: P
     shards = done.get(stream.SHARDS, Counter())["count"]
     files = dataset_files(out)[:shards] if shards else []
     committed = (r for path in files for r in read_records(path) if r.lineage.method == rejection.NAME)
-    sampler = rejection.Sampler(cfg.rejection, ledger.read(stream.problem_scope(scope, rejection.NAME)), committed)
+    problems = ledger.read(stream.problem_scope(scope, rejection.NAME))
+    units = done.get(rejection.NAME, Counter())["units"]
+    if sum(c["rounds"] for c in problems.values()) != units:  # each committed unit is one round of one seed
+        raise ValueError(f"{scope}: the ledger's per-problem rounds do not add up to the {units} committed "
+                         f"rejection units ({ledger.path}); it was edited or written by another version")
+    sampler = rejection.Sampler(cfg.rejection, problems, committed)
     return stream.make_method(rejection.NAME, quota, usable, sampler.round, seed=cfg.seed,
                               prior=float(min(cfg.rejection.min_correct, cfg.rejection.round_trials)),
                               max_units=len(usable) * cfg.rejection.max_trials, done=done.get(rejection.NAME, Counter()))

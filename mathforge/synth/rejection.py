@@ -39,7 +39,7 @@ from typing import Any
 
 from mathforge.record import Record, annotate
 from mathforge.synth.common import Ctx, SolveItem, make_record, near_duplicate, solve
-from mathforge.synth.contract import answers_agree
+from mathforge.synth.contract import Checked, answers_agree
 
 NAME = "rejection"
 QUOTAS = ("uniform", "prop2diff")
@@ -149,7 +149,7 @@ class Sampler:
         difficulty = {"pass_rate": round(p.correct / p.trials, 4), "trials": p.trials, "correct": p.correct}
         return [annotate(r, "difficulty", difficulty) for r in kept]
 
-    def _judge(self, seed: Record, checked: Any, p: Problem) -> str | None:
+    def _judge(self, seed: Record, checked: Checked, p: Problem) -> str | None:
         """Why a solution is not kept (and count it as correct when it is right)."""
         if not checked.ok:
             return checked.reason

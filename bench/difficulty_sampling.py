@@ -117,10 +117,12 @@ def compare_arms(url: str, seeds: Path, tmp: Path, n: int, per_seed: int) -> Non
     print(f"\n{n} MATH-train seeds, teacher-sim right at {LEVELS} for levels 1-5, budget.max_requests = {budget} "
           f"({per_seed} per seed) for every arm")
     print(f"{'share of seeds with >= 1 correct kept':40s}" + "".join(f"{'level ' + str(lv):>10s}" for lv in range(1, 6))
-          + f"{'requests':>10s}{'rows':>8s}")
+          + f"{'requests':>10s}{'rows':>8s}{'correct':>9s}")
     for name, (cov, stats, _) in results.items():
-        rows = sum(1 for _ in open_rows(tmp / name.replace(" ", "_") / "rows"))
-        print(f"{name:40s}" + "".join(f"{c / t:10.2f}" for c, t in cov.values()) + f"{stats['requests']:>10}{rows:>8}")
+        rows = list(open_rows(tmp / name.replace(" ", "_") / "rows"))
+        right = sum(bool((r.meta.get("synth") or {}).get("agrees")) for r in rows)
+        print(f"{name:40s}" + "".join(f"{c / t:10.2f}" for c, t in cov.values())
+              + f"{stats['requests']:>10}{len(rows):>8}{right:>9}")
     base = results["answer augmentation"][0]
     for name in ("rejection uniform", "rejection prop2diff"):
         cov = results[name][0]

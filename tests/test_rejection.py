@@ -149,6 +149,7 @@ def test_in_the_mix_with_the_other_methods(sim, seeds: Path, tmp_path: Path) -> 
     report = json.loads((tmp_path / "stats" / "stage2_hard.json").read_text())["rejection"]
     assert report["problems"] == 16 and report["over_max_trials"] == 0  # the 16 level 4-5 seeds
     assert set(report["hopeless"]) <= {r.id for r in load(f"math:{seeds}") if r.level >= 4}
+    assert f"stage2_hard, rejection (prop2diff): 16 seeds, {report['trials']} trials" in (tmp_path / "yield.md").read_text()
 
 
 def test_selection_hard_and_its_difficulty_table_read_the_pass_rate() -> None:

@@ -391,8 +391,22 @@ def _write_yield_table(rd: RunDir) -> dict[str, Any]:
     lines += ["", "Drops count attempts, except `seed_<reason>`: seeds a method can never use, once per seed and "
               "stage (no attempt is spent on them); `over_quota`: rows of the unit that filled the quota beyond it, "
               "discarded. Repairs count responses brought under the answer contract (see synth/contract.py)."]
+    lines += _rejection_lines(rd)
     write_text(rd.path("yield.md"), "\n".join(lines) + "\n")
     return table
+
+
+def _rejection_lines(rd: RunDir) -> list[str]:
+    """Rejection sampling's per-stage difficulty summary: measured pass rate per level, hopeless seeds."""
+    lines = []
+    for stage in ("stage1_initial", "stage1_normal", "stage2_hard"):
+        r = rd.stats(stage).get(rejection.NAME) if rd.is_done(stage) else None
+        if r:
+            rates = ", ".join(f"level {k} {v:.2f}" for k, v in r["pass_rate_by_level"].items())
+            lines.append(f"\n{stage}, rejection ({r['quota']}): {r['problems']} seeds, {r['trials']} trials; pass rate "
+                         f"{rates}; {r['hopeless_count']} hopeless (0 correct after max_trials, listed in "
+                         f"stats/{stage}.json)")
+    return lines
 
 
 def _counts(counter: dict[str, int]) -> str:

@@ -257,7 +257,9 @@ def grade(
 
     try:
         names = tuple(g.strip() for g in graders.split(",") if g.strip())
-        ks = tuple(int(x) for x in k.split(",") if x.strip()) if k else None
+        if k and not all(x.strip().isdigit() for x in k.split(",")):
+            raise ValueError(f"--k must be comma-separated positive integers, got '{k}'")
+        ks = tuple(int(x) for x in k.split(",")) if k else None
         summary = grade_file(file, out, kind=kind, graders=names, fields=(id_field, response_field, gold_field,
                              solution_field), timeout_s=timeout, workers=workers, progress=progress,
                              group_field=group_field, ks=ks)

@@ -145,6 +145,9 @@ def test_grade_group_field_errors_name_the_file(tmp_path: Path) -> None:
     res = runner.invoke(app, ["grade", str(src), "--out", str(tmp_path / "v.jsonl"), "--group-field", "nope",
                               "--no-progress"])
     assert res.exit_code == 1 and "samples.jsonl:1" in res.output and "'nope'" in res.output
+    res = runner.invoke(app, ["grade", str(src), "--out", str(tmp_path / "v.jsonl"), "--group-field", "problem_id",
+                              "--k", "1,four"])
+    assert res.exit_code == 1 and "--k must be comma-separated" in res.output
 
 
 # ---------------------------------------------------------------- the eval command, sampled

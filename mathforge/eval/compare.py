@@ -35,7 +35,10 @@ def load_items(path: str | Path) -> dict[str, Any]:
     if not p.exists():
         raise DataError(f"{path}: no such run (an eval folder, its summary.json, or a JSONL of verdicts)")
     if p.suffix == ".json":
-        items = json.loads(p.read_text()).get("items")
+        try:
+            items = json.loads(p.read_text()).get("items")
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise DataError(f"{p}: not a summary.json ({e})") from None
         if not items or "correct" not in items:
             raise DataError(f"{p}: no per-item results ('items'); rerun the evaluation with this version")
         return items

@@ -364,14 +364,14 @@ def _print_accuracy(title: str, accuracy: dict) -> None:
 
 
 def _print_sampled(summary: dict, graders: tuple) -> None:
-    from mathforge.eval.sampled import metric_names
+    from mathforge.eval.sampled import shown_metrics
 
     table = Table(title=f"{summary['items_sampled']} items, {summary['samples_per_item']} samples each "
                         "(% [95% bootstrap interval over items])")
     table.add_column("metric")
     for g in graders:
         table.add_column(g)
-    for m in metric_names(summary["ks"], summary["samples_per_item"]):
+    for m in shown_metrics(summary):
         table.add_row(m, *(f"{100 * summary[m][g]['estimate']:.2f} [{100 * summary[m][g]['lo']:.1f}, "
                            f"{100 * summary[m][g]['hi']:.1f}]" for g in graders))
     Console().print(table)

@@ -167,8 +167,8 @@ def test_eval_samples_k_solutions_per_item_with_smollm2(tmp_path: Path) -> None:
     assert [r["sample"] for r in rows] == [0, 1, 2, 3] * 3 and len({r["id"] for r in rows}) == 3
     assert len({r["response"] for r in rows[:4]}) > 1  # seeded samples differ
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n"] == 3 and summary["samples_per_item"] == 4 and summary["ks"] == [1, 2, 4]
-    for metric in ("pass@1", "pass@2", "pass@4", "maj@4", "avg@4"):
+    assert summary["n"] == 3 and summary["samples_per_item"] == 4 and summary["ks"] == [1, 2, 3, 4]
+    for metric in ("pass@1", "pass@2", "pass@3", "pass@4", "maj@3", "maj@4", "avg@4"):
         assert set(summary[metric]) == {"strict", "symbolic"}
     for g in ("strict", "symbolic"):
         right = sum(r["verdicts"][g]["correct"] for r in rows)

@@ -131,7 +131,7 @@ def default_ks(n: int) -> list[int]:
 
 def render_sampled(summary: dict[str, Any], graders: Sequence[str]) -> str:
     """Markdown tables of a summary's sampled metrics: overall, then per level and subject."""
-    names = metric_names(summary["ks"], summary["samples_per_item"])
+    names = shown_metrics(summary)
     lines = [f"## Sampled: {summary['samples_per_item']} samples per item, {summary['items_sampled']} items "
              "(% with a 95% bootstrap interval over items)", ""]
     lines += _metric_table({"all": {"n": summary["items_sampled"], **{m: summary[m] for m in names}}}, names, graders)
@@ -139,6 +139,12 @@ def render_sampled(summary: dict[str, Any], graders: Sequence[str]) -> str:
         if summary[f"sampled_by_{field}"]:
             lines += [f"### By {field}", "", *_metric_table(summary[f"sampled_by_{field}"], names, graders)]
     return "\n".join(lines) + "\n"
+
+
+def shown_metrics(summary: dict[str, Any]) -> list[str]:
+    """The metrics a table shows: those of k = 1, 2, 4, ... n among the summary's k (all stay in the JSON)."""
+    n = summary["samples_per_item"]
+    return metric_names([k for k in summary["ks"] if k in default_ks(n)], n)
 
 
 def _metric_table(groups: dict[str, Any], names: Sequence[str], graders: Sequence[str]) -> list[str]:

@@ -248,18 +248,27 @@ def grade(
     timeout: float = typer.Option(5.0, "--timeout", help="seconds per symbolic verdict"),
     workers: int = typer.Option(None, "--workers", help="symbolic grading processes (default: all cores)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    group_field: str = typer.Option(None, "--group-field", help="rows sharing this field's value are one item's "
+                                    "samples: adds pass@k, maj@k and avg@n with intervals to the summary"),
+    k: str = typer.Option(None, "--k", help="with --group-field: comma-separated k (default 1, 2, 4, ... n)"),
 ) -> None:
     """Grade responses with every grader side by side: verdicts, accuracies, and the rows they disagree on."""
     from mathforge.eval.grade_file import grade_file
 
     try:
         names = tuple(g.strip() for g in graders.split(",") if g.strip())
+        if k and not all(x.strip().isdigit() for x in k.split(",")):
+            raise ValueError(f"--k must be comma-separated positive integers, got '{k}'")
+        ks = tuple(int(x) for x in k.split(",")) if k else None
         summary = grade_file(file, out, kind=kind, graders=names, fields=(id_field, response_field, gold_field,
-                             solution_field), timeout_s=timeout, workers=workers, progress=progress)
+                             solution_field), timeout_s=timeout, workers=workers, progress=progress,
+                             group_field=group_field, ks=ks)
     except (DataError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     _print_accuracy(f"{summary['n']} rows -> {out}", summary["accuracy"])
     _print_disagreements(summary["disagreements"], names)
+    if group_field:
+        _print_sampled(summary, names)
 
 
 @app.command("eval")
@@ -288,6 +297,9 @@ def eval_(
     language: str = typer.Option("Chinese", "--language", help="bilingual suite: target language"),
     translations: Path = typer.Option(None, "--translations", help="bilingual suite: file of {id, problem} translations"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    samples: int = typer.Option(1, "--samples", help="solutions drawn per item (> 1: pass@k, maj@k, avg@n with "
+                                "intervals; needs --temperature > 0)"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (the default protocol)"),
 ) -> None:
     """Evaluate a model: greedy, the SFT prompt, strict and symbolic graders, level and subject tables."""
     from mathforge.engine import Engine, EngineConfig
@@ -299,7 +311,7 @@ def eval_(
     if suite not in ("standard", "robustness", "bilingual"):
         fail(f"unknown suite '{suite}' (standard, robustness, bilingual)")
     try:
-        cfg = EvalConfig(prompt_style=prompt_style, max_tokens=max_tokens,
+        cfg = EvalConfig(prompt_style=prompt_style, max_tokens=max_tokens, samples=samples, temperature=temperature,
                          graders=tuple(g.strip() for g in graders.split(",") if g.strip()))
         bench, records = load_benchmark(benchmark, kind, data_dir)
         total = len(records)
@@ -313,12 +325,15 @@ def eval_(
     meta = {"model": model, "backend": backend, "benchmark_arg": benchmark, "limit": limit, "seed": seed,
             "items_in_benchmark": total}
     write_json(out / "eval_args.json", {**meta, "suite": suite, "prompt_style": prompt_style,
-                                        "max_tokens": max_tokens, "graders": cfg.graders})
+                                        "max_tokens": max_tokens, "graders": cfg.graders, "samples": samples,
+                                        "temperature": temperature})
     with Engine(student_cfg, cache_path=out / "cache.sqlite") as student:
         if suite == "standard":
             summary = evaluate(records, bench, student, cfg, out, meta)
             _print_accuracy(f"{bench.name}: {summary['n']} items -> {out}/summary.md", summary["accuracy"])
             _print_disagreements(summary["disagreements"], cfg.graders)
+            if samples > 1:
+                _print_sampled(summary, cfg.graders)
             return
         needs_teacher = suite == "robustness" or translations is None
         teacher = Engine(teacher_cfg, cache_path=out / "teacher_cache.sqlite") if needs_teacher else None
@@ -345,6 +360,20 @@ def _print_accuracy(title: str, accuracy: dict) -> None:
         lo, hi = a["ci95"]
         table.add_row(name, str(a["correct"]), str(a["n"]), f"{100 * a['accuracy']:.2f}",
                       f"[{100 * lo:.1f}, {100 * hi:.1f}]")
+    Console().print(table)
+
+
+def _print_sampled(summary: dict, graders: tuple) -> None:
+    from mathforge.eval.sampled import shown_metrics
+
+    table = Table(title=f"{summary['items_sampled']} items, {summary['samples_per_item']} samples each "
+                        "(% [95% bootstrap interval over items])")
+    table.add_column("metric")
+    for g in graders:
+        table.add_column(g)
+    for m in shown_metrics(summary):
+        table.add_row(m, *(f"{100 * summary[m][g]['estimate']:.2f} [{100 * summary[m][g]['lo']:.1f}, "
+                           f"{100 * summary[m][g]['hi']:.1f}]" for g in graders))
     Console().print(table)
 
 
@@ -839,3 +868,30 @@ def decontam_audit(
     Console().print(table)
     if out:
         write_json(out, result)
+
+
+@app.command("compare")
+def compare_(
+    run_a: Path = typer.Argument(..., help="run A: an eval folder, its summary.json, or a JSONL of per-item verdicts"),
+    run_b: Path = typer.Argument(..., help="run B, on the same items"),
+    graders: str = typer.Option(None, "--graders", help="comma-separated (default: every grader both runs have)"),
+    alpha: float = typer.Option(0.05, "--alpha", help="significance level of the verdict"),
+    out: Path = typer.Option(None, "--out", "-o", help="write the comparison as JSON (and .md beside it)"),
+) -> None:
+    """Is B better than A beyond noise? The paired difference with a bootstrap interval, the exact
+    McNemar test and the smallest detectable difference, overall and per level and subject."""
+    from mathforge.eval.compare import compare, render
+    from mathforge.io import write_json, write_text
+
+    if not 0 < alpha < 1:
+        fail(f"--alpha must be in (0, 1), got {alpha}")
+    try:
+        names = tuple(g.strip() for g in graders.split(",") if g.strip()) if graders else None
+        result = compare(run_a, run_b, names, alpha)
+    except (DataError, ValueError, OSError) as e:
+        fail(str(e))
+    markdown = render(result)
+    if out:
+        write_json(out, result)
+        write_text(out.with_suffix(".md"), markdown)
+    print(markdown)

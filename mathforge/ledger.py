@@ -40,7 +40,13 @@ class Ledger:
 
     def commit(self, scope: str, deltas: Mapping[str, Mapping[str, int]]) -> None:
         """Add `deltas` ({key: {counter: delta}}) to `scope`, all in one transaction."""
-        rows = [(scope, key, counter, value) for key, cs in deltas.items() for counter, value in cs.items() if value]
+        self.commit_scopes({scope: deltas})
+
+    def commit_scopes(self, scoped: Mapping[str, Mapping[str, Mapping[str, int]]]) -> None:
+        """Add deltas to several scopes ({scope: {key: {counter: delta}}}) in one transaction: a
+        stage's quota counters and its per-problem counters never disagree after a kill."""
+        rows = [(scope, key, counter, value) for scope, deltas in scoped.items()
+                for key, cs in deltas.items() for counter, value in cs.items() if value]
         with self.db:
             self.db.executemany("INSERT INTO counters VALUES (?,?,?,?) ON CONFLICT(scope, key, counter) "
                                 "DO UPDATE SET value = value + excluded.value", rows)

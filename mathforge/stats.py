@@ -149,3 +149,18 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, center - half), min(1.0, center + half))
+
+
+def min_detectable_difference(discordant_rate: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true difference in accuracy a paired test on `n` items detects with probability
+    `power` at two-sided level `alpha`, when the runs disagree on `discordant_rate` of the items.
+
+    The per-item difference is -1, 0 or +1; near no difference its variance is the discordant
+    rate, so the difference's standard error is sqrt(rate / n) (the normal approximation of the
+    McNemar test): detectable = (z_{1 - alpha/2} + z_power) * sqrt(rate / n).
+    """
+    from scipy.stats import norm
+
+    if n <= 0:
+        return math.nan
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * math.sqrt(discordant_rate / n))

@@ -22,7 +22,7 @@ from mathforge.sources import load
 from mathforge.synth import evol, metamath, xwin
 from mathforge.synth.common import Ctx, eliminate, parse_question, unanswerable
 from mathforge.synth.contract import answers_agree, check_response
-from mathforge.synth.pipeline import METHODS, SynthConfig, quotas, run_synth, synthesize
+from mathforge.synth.pipeline import DEFAULT_MIX, SynthConfig, quotas, run_synth, synthesize
 from mathforge.synth.templates import PROMPT_DIR, template_id
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -477,7 +477,7 @@ def test_two_stages_every_method_lineage_and_yield_table(tmp_path):
                                      "hard": str(tmp_path / "stage2" / "hard")}
     assert set(table) == {"stage1_initial", "stage1_normal", "stage2_hard"}
     for stage, methods in table.items():
-        assert set(methods) == set(METHODS), stage
+        assert set(methods) == set(DEFAULT_MIX), stage
         assert all(y["kept"] >= 1 and y["requests"] >= 1 for y in methods.values()), (stage, methods)
     normal = list(read_records(tmp_path / "stage1" / "normal"))
     hard = list(read_records(tmp_path / "stage2" / "hard"))
@@ -497,7 +497,7 @@ def test_two_stages_every_method_lineage_and_yield_table(tmp_path):
     assert {r.lineage.seed_id for r in hard} <= set(hard_seed)
     assert {r.lineage.method.split("/")[0] for r in hard} == {"metamath", "evol", "xwin"}
     yield_md = (tmp_path / "yield.md").read_text()
-    assert all(m in yield_md for m in METHODS) and "stage2_hard" in yield_md
+    assert all(m in yield_md for m in DEFAULT_MIX) and "stage2_hard" in yield_md
     rows = [line.split(" | ") for line in yield_md.splitlines() if line.startswith("| stage |")]
     assert len(rows) == 1 and rows[0][-1] == "repaired |"
     coverage = json.loads((tmp_path / "stats" / "stage1_coreset.json").read_text())["coverage"]

@@ -16,7 +16,7 @@ from mathforge.engine import Engine, EngineConfig, Request, Sampling
 from mathforge.engine.teachersim import SimConfig, TeacherSim
 from mathforge.engine.types import BudgetExceeded
 from mathforge.io import read_records
-from mathforge.synth.pipeline import METHODS, SynthConfig, run_synth
+from mathforge.synth.pipeline import DEFAULT_MIX, SynthConfig, run_synth
 from mathforge.synth.templates import render
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -96,7 +96,7 @@ def test_streamed_synthesis_yields_every_method_in_sharded_datasets(sim, tmp_pat
     table = run_synth(sim_config(sim.url), tmp_path)
     datasets = table.pop("datasets")
     for stage, target in (("stage1_initial", 12), ("stage1_normal", 12), ("stage2_hard", 12)):
-        assert set(table[stage]) == set(METHODS) and all(y["kept"] >= 1 for y in table[stage].values()), stage
+        assert set(table[stage]) == set(DEFAULT_MIX) and all(y["kept"] >= 1 for y in table[stage].values()), stage
         assert sum(y["kept"] for y in table[stage].values()) == target
     normal = list(read_records(datasets["normal"]))
     assert len(normal) == 12 and len(list(Path(datasets["normal"]).glob("part-*.jsonl"))) >= 3  # 4 rows a shard
@@ -164,7 +164,7 @@ def test_plan_forecasts_the_run_from_a_pilot_whose_answers_the_run_reuses(sim, t
     assert set(fc) >= {"requests", "prompt_tokens", "completion_tokens", "usd", "seconds", "stages"}
     for stage in ("stage1_initial", "stage1_normal"):
         s = fc["stages"][stage]
-        assert set(s["methods"]) == set(METHODS) and s["requests"] == sum(m["requests"] for m in s["methods"].values())
+        assert set(s["methods"]) == set(DEFAULT_MIX) and s["requests"] == sum(m["requests"] for m in s["methods"].values())
     assert fc["usd"] == pytest.approx((fc["prompt_tokens"] * 1.0 + fc["completion_tokens"] * 2.0) / 1e6, abs=0.01)
     assert "| **total** |" in render(fc)
     run_synth(cfg, tmp_path)

@@ -5,7 +5,9 @@
   answer agreement, self-consistency and/or the verifier model). The paper finds this raises
   correctness but lowers difficulty, and loses to random selection.
 - `hard`: hard problems first (MATH level >= `min_level` and/or the LLM judge's `hard`), then the
-  rest by descending difficulty; the paper's stage-2 choice, which beats random (Table 5).
+  rest by descending difficulty (level, judge score, or the fail rate rejection sampling measured,
+  `meta["difficulty"]["pass_rate"]`, on the same 1-5 scale); the paper's stage-2 choice, which
+  beats random (Table 5).
 - `coreset`: k-center greedy on problem embeddings (diversity).
 
 Every selection reports the level/subject distribution (and judge scores) before and after, so
@@ -62,29 +64,39 @@ def select(records: Sequence[Record], config: SelectConfig) -> Selection:
 
 
 def describe(records: Iterable[Record]) -> dict[str, Any]:
-    """Levels, subjects, judge scores and mean level of records, streaming."""
-    dist, scores = Distribution(), Counter()
+    """Levels, subjects, judge scores, measured pass rates and mean level of records, streaming."""
+    dist, scores, rates = Distribution(), Counter(), Counter()
     for record in records:
         dist.add(record)
         scores[str((record.meta.get("difficulty") or {}).get("score", "unjudged"))] += 1
-    return _summary(dist, scores)
+        rates[pass_rate_bin(record)] += 1
+    return _summary(dist, scores, rates)
+
+
+def pass_rate_bin(record: Record) -> str:
+    """The bin of the teacher's measured pass rate on a record's problem (rejection sampling)."""
+    rate = (record.meta.get("difficulty") or {}).get("pass_rate")
+    if rate is None:
+        return "unmeasured"
+    return "0" if rate == 0 else "1" if rate >= 1 else f"<{min(b for b in (0.25, 0.5, 0.75, 1.0) if rate < b)}"
 
 
 def merge_descriptions(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One `describe` result from those of several shards."""
-    dist, scores = Distribution(), Counter()
+    dist, scores, rates = Distribution(), Counter(), Counter()
     for part in parts:
         dist.total += part["total"]
         dist.levels.update(part["levels"])
         dist.subjects.update(part["subjects"])
         scores.update(part["judge_scores"])
-    return _summary(dist, scores)
+        rates.update(part.get("pass_rates", {}))
+    return _summary(dist, scores, rates)
 
 
-def _summary(dist: Distribution, scores: Counter) -> dict[str, Any]:
+def _summary(dist: Distribution, scores: Counter, rates: Counter) -> dict[str, Any]:
     known = {int(k): v for k, v in dist.levels.items() if k != "unknown"}
     n = sum(known.values())
-    return {**dist.to_dict(), "judge_scores": dict(sorted(scores.items())),
+    return {**dist.to_dict(), "judge_scores": dict(sorted(scores.items())), "pass_rates": dict(sorted(rates.items())),
             "mean_level": round(sum(k * v for k, v in known.items()) / n, 3) if n else None}
 
 
@@ -111,8 +123,10 @@ def is_hard(record: Record, min_level: int = 4, hard_by: str = "both") -> bool:
 
 
 def _difficulty(record: Record) -> float:
-    score = (record.meta.get("difficulty") or {}).get("score")
-    return max(score or 0, record.level or 0)
+    difficulty = record.meta.get("difficulty") or {}
+    rate = difficulty.get("pass_rate")
+    measured = 1 + 4 * (1 - rate) if rate is not None else 0  # always solved -> 1, never -> 5
+    return max(difficulty.get("score") or 0, record.level or 0, measured)
 
 
 def _hard(records: list[Record], cfg: SelectConfig) -> tuple[list[int], dict[str, Any]]:

@@ -45,6 +45,9 @@ class Yield:
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
     repaired: Counter = field(default_factory=Counter)
+    # Per-problem counters ({problem id: Counter}) a method keeps in its own ledger scope
+    # (committed with the unit's rows: see stream.ShardWriter).
+    problems: dict[str, Counter] = field(default_factory=dict)
 
     def add(self, other: Yield) -> None:
         for name in ("requests", "cached", "failed", "prompt_tokens", "completion_tokens", "kept"):
@@ -278,6 +281,12 @@ def _similar(a: str, b: str, at: float) -> bool:
     milliseconds per pair and most pairs are far apart)."""
     matcher = difflib.SequenceMatcher(None, a, b)
     return matcher.real_quick_ratio() >= at and matcher.quick_ratio() >= at and matcher.ratio() >= at
+
+
+def near_duplicate(text: str, others: Sequence[str], at: float = 0.9) -> bool:
+    """`text` is (nearly) one of `others`: difflib ratio >= `at` after case and whitespace folding."""
+    norm = _norm(text)
+    return any(_similar(norm, _norm(o), at) for o in others)
 
 
 def same_text(a: str, b: str) -> bool:

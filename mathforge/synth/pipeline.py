@@ -29,14 +29,15 @@ from typing import Any
 
 from mathforge.engine.limits import Budget
 from mathforge.engine.types import Sampling
-from mathforge.io import read_records, write_json, write_records, write_text
+from mathforge.io import dataset_files, read_records, write_json, write_records, write_text
 from mathforge.ledger import Ledger
 from mathforge.record import Record, annotate
 from mathforge.rundir import RunDir
-from mathforge.synth import evol, metamath, stream, xwin
+from mathforge.synth import evol, metamath, rejection, stream, xwin
 from mathforge.synth.common import Ctx
+from mathforge.synth.rejection import RejectionConfig
 
-METHODS = tuple(f"metamath/{s}" for s in metamath.SUBMETHODS) + ("evol", "xwin")
+METHODS = tuple(f"metamath/{s}" for s in metamath.SUBMETHODS) + ("evol", "xwin", rejection.NAME)
 # Evol gets the largest share, as in the paper (it costs the fewest tokens per sample); the four
 # MetaMath sub-methods are balanced.
 DEFAULT_MIX = {"metamath/answer_aug": 0.1, "metamath/rephrase": 0.1, "metamath/fobar": 0.1,
@@ -87,6 +88,7 @@ class SynthConfig:
     evol_max_steps: int = 5
     evol_strategies: tuple[str, ...] = evol.STRATEGIES
     xwin_max_rounds: int = 2
+    rejection: RejectionConfig = field(default_factory=RejectionConfig)  # the `rejection` method
     fewshot: int = 2
     fewshot_pool: int = 256  # the shortest solved seeds form the few-shot pool
     elicit_answers: bool = True
@@ -221,13 +223,18 @@ def _reporter(cfg: SynthConfig) -> Callable[[str], None] | None:
 def unusable_seeds(method: str, seeds: Sequence[Record]) -> tuple[list[Record], Counter]:
     """The seeds `method` can use at all, and the others counted as `seed_<reason>` (once per seed
     and stage), so that no attempt is spent on a seed that can never yield (FOBAR without a
-    maskable number)."""
-    if not method.startswith("metamath/"):
+    maskable number, rejection sampling without a known answer)."""
+    if method == rejection.NAME:
+        def reason_of(seed: Record) -> str | None:
+            return None if seed.answer else "no_answer"
+    elif method.startswith("metamath/"):
+        def reason_of(seed: Record) -> str | None:
+            return metamath.unusable(method.split("/", 1)[1], seed)
+    else:
         return list(seeds), Counter()
-    sub = method.split("/", 1)[1]
     usable, drops = [], Counter()
     for seed in seeds:
-        reason = metamath.unusable(sub, seed)
+        reason = reason_of(seed)
         if reason:
             drops[f"seed_{reason}"] += 1
         else:
@@ -258,6 +265,9 @@ async def synthesize(cfg: SynthConfig, base: Ctx, seeds: Sequence[Record], targe
     methods, seed_drops = [], {}
     for name, quota in quotas(target, cfg.mix).items():
         usable, seed_drops[name] = unusable_seeds(name, seeds)
+        if name == rejection.NAME:
+            methods.append(_rejection_method(cfg, quota, usable, out, ledger, scope, done))
+            continue
         prior = float(cfg.evol_max_steps) if name == "evol" else 1.0  # the most rows one unit yields
         methods.append(stream.make_method(name, quota, usable, unit_runner(cfg, name), seed=cfg.seed, prior=prior,
                                           max_units=stream.max_units(quota, cfg.max_passes),
@@ -265,11 +275,33 @@ async def synthesize(cfg: SynthConfig, base: Ctx, seeds: Sequence[Record], targe
     writer = stream.ShardWriter(out, ledger, scope, cfg.shard_rows, target, _reporter(cfg))
     await stream.run_stage(methods, base, writer, window)
     counters = ledger.read(scope)
-    return {"output": str(out.relative_to(out.parents[1])), "seeds": len(seeds), "target": target,
+    extra = {}
+    if rejection.NAME in seed_drops:
+        extra[rejection.NAME] = rejection.report(
+            cfg.rejection, ledger.read(stream.problem_scope(scope, rejection.NAME)), seeds)
+    return {**extra, "output": str(out.relative_to(out.parents[1])), "seeds": len(seeds), "target": target,
             "records": counters.get(stream.SHARDS, Counter())["rows"], "shards": writer.shards,
             "yield": {m: stream.yield_of(counters.get(m, Counter()), seed_drops[m]) for m in seed_drops},
             # units this process started, committed or not (more than `units` = requests beyond the quotas)
             "launched": {m.name: m.launched - done.get(m.name, Counter())["units"] for m in methods}}
+
+
+def _rejection_method(cfg: SynthConfig, quota: int, usable: list[Record], out: Path, ledger: Ledger,
+                      scope: str, done: dict[str, Counter]) -> stream.Method:
+    """The rejection sampler as a stream method: one unit per (seed, round), at most max_trials
+    rounds per seed, resumed from its per-problem ledger and the rows already committed."""
+    shards = done.get(stream.SHARDS, Counter())["count"]
+    files = dataset_files(out)[:shards] if shards else []
+    committed = (r for path in files for r in read_records(path) if r.lineage.method == rejection.NAME)
+    problems = ledger.read(stream.problem_scope(scope, rejection.NAME))
+    units = done.get(rejection.NAME, Counter())["units"]
+    if sum(c["rounds"] for c in problems.values()) != units:  # each committed unit is one round of one seed
+        raise ValueError(f"{scope}: the ledger's per-problem rounds do not add up to the {units} committed "
+                         f"rejection units ({ledger.path}); it was edited or written by another version")
+    sampler = rejection.Sampler(cfg.rejection, problems, committed)
+    return stream.make_method(rejection.NAME, quota, usable, sampler.round, seed=cfg.seed,
+                              prior=float(min(cfg.rejection.min_correct, cfg.rejection.round_trials)),
+                              max_units=len(usable) * cfg.rejection.max_trials, done=done.get(rejection.NAME, Counter()))
 
 
 def _load_seeds(cfg: SynthConfig, rd: RunDir) -> dict[str, Any]:
@@ -359,8 +391,22 @@ def _write_yield_table(rd: RunDir) -> dict[str, Any]:
     lines += ["", "Drops count attempts, except `seed_<reason>`: seeds a method can never use, once per seed and "
               "stage (no attempt is spent on them); `over_quota`: rows of the unit that filled the quota beyond it, "
               "discarded. Repairs count responses brought under the answer contract (see synth/contract.py)."]
+    lines += _rejection_lines(rd)
     write_text(rd.path("yield.md"), "\n".join(lines) + "\n")
     return table
+
+
+def _rejection_lines(rd: RunDir) -> list[str]:
+    """Rejection sampling's per-stage difficulty summary: measured pass rate per level, hopeless seeds."""
+    lines = []
+    for stage in ("stage1_initial", "stage1_normal", "stage2_hard"):
+        r = rd.stats(stage).get(rejection.NAME) if rd.is_done(stage) else None
+        if r:
+            rates = ", ".join(f"level {k} {v:.2f}" for k, v in r["pass_rate_by_level"].items())
+            lines.append(f"\n{stage}, rejection ({r['quota']}): {r['problems']} seeds, {r['trials']} trials; pass rate "
+                         f"{rates}; {r['hopeless_count']} hopeless (0 correct after max_trials, listed in "
+                         f"stats/{stage}.json)")
+    return lines
 
 
 def _counts(counter: dict[str, int]) -> str:

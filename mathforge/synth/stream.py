@@ -91,11 +91,15 @@ class ShardWriter:
             stale.unlink()
         self.rows: list[Record] = []
         self.deltas: dict[str, Counter] = {}
+        self.problems: dict[str, dict[str, Counter]] = {}  # scope -> problem id -> counters
         self.last = time.monotonic()
 
-    def add(self, method: str, rows: list[Record], delta: Counter) -> None:
+    def add(self, method: str, rows: list[Record], delta: Counter,
+            problems: dict[str, Counter] | None = None) -> None:
         self.rows += rows
         self.deltas.setdefault(method, Counter()).update(delta)
+        for pid, counters in (problems or {}).items():
+            self.problems.setdefault(problem_scope(self.scope, method), {}).setdefault(pid, Counter()).update(counters)
         if len(self.rows) >= self.shard_rows or time.monotonic() - self.last >= FLUSH_S:
             self.flush()
 
@@ -105,9 +109,9 @@ class ShardWriter:
             self.deltas[SHARDS] = Counter(count=1, rows=len(self.rows))
             self.shards += 1
         if self.deltas:
-            self.ledger.commit(self.scope, self.deltas)
+            self.ledger.commit_scopes({self.scope: self.deltas, **self.problems})
         self.rows_done += sum(d["rows"] for k, d in self.deltas.items() if k == SHARDS)
-        self.rows, self.deltas, self.last = [], {}, time.monotonic()
+        self.rows, self.deltas, self.problems, self.last = [], {}, {}, time.monotonic()
         self._progress()
 
     def _progress(self) -> None:
@@ -172,7 +176,8 @@ def _collect(m: Method, writer: ShardWriter) -> None:
         take = rows[: m.quota - m.kept]
         m.committed += 1
         m.kept += len(take)
-        writer.add(m.name, take, ledger_delta(meter, len(take), len(rows) - len(take)))
+        writer.add(m.name, take, ledger_delta(meter, len(take), len(rows) - len(take)),
+                   problem_delta(meter, len(rows) - len(take)))
     if m.kept >= m.quota:
         for task in m.running.values():
             task.cancel()  # not needed any more: withdrawn from the engine's queue if not yet sent
@@ -187,6 +192,20 @@ def ledger_delta(meter: Yield, kept: int, over: int) -> Counter:
     if over:
         delta["dropped:over_quota"] = over
     return delta
+
+
+def problem_delta(meter: Yield, over: int) -> dict[str, Counter]:
+    """One committed unit's per-problem counters; rows cut by the quota are not `kept` (a unit
+    with per-problem counters works on one problem)."""
+    problems = {pid: Counter(c) for pid, c in meter.problems.items()}
+    if over and len(problems) == 1:
+        next(iter(problems.values()))["kept"] -= over
+    return problems
+
+
+def problem_scope(scope: str, method: str) -> str:
+    """The ledger scope of a method's per-problem counters within a stage."""
+    return f"{scope}:{method}"
 
 
 def yield_of(counters: Counter, seed_drops: Counter) -> dict[str, Any]:

@@ -817,9 +817,6 @@ def plan(
         Console().print(render(forecast))
 
 
-if __name__ == "__main__":
-    app()
-
 
 @app.command("decontam-audit")
 def decontam_audit(
@@ -895,3 +892,7 @@ def compare_(
         write_json(out, result)
         write_text(out.with_suffix(".md"), markdown)
     print(markdown)
+
+
+if __name__ == "__main__":  # last, so `python -m mathforge.cli` knows every command
+    app()

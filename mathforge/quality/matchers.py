@@ -232,8 +232,12 @@ def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m:
     out_doc = np.empty(size, dtype=np.int64)
     out_pos = np.empty(size, dtype=np.int64)
     out_whole = np.zeros(size if build else 0, dtype=np.uint64)
-    tok = np.empty(size, dtype=np.uint64)
-    pre = np.zeros(size, dtype=np.uint64)
+    # per-document buffers sized by the longest document, not the batch: Numba's zeros() writes
+    # every byte, and zeroing 8 bytes per byte of a 1 MB batch took 45% of the scan
+    longest = np.max(np.diff(doc_start)) + 2 if len(doc_start) > 1 else 2
+    tok = np.empty(longest, dtype=np.uint64)
+    pre = np.empty(longest, dtype=np.uint64)
+    pre[0] = 0
     power_n, power_m = _power(n + 1), _power(m + 1)  # X**n, X**m
     shift, dir_shift = np.uint64(64 - (bits - 6)), np.uint64(64 - dir_bits)
     anchor_shift = np.uint64(64 - anchor_bits)

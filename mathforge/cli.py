@@ -410,7 +410,8 @@ def decontam(
     matchers: str = typer.Option("math-ngram,masked-ngram", "--matchers", help="comma-separated: ngram, math-ngram, "
                                  "masked-ngram, embedding, llm (see README: Decontamination)"),
     n: int = typer.Option(30, "--n", help="tokens per n-gram (the paper uses 30 words; 10 is too strict)"),
-    threshold: float = typer.Option(0.95, "--threshold", help="embedding: cosine similarity that removes a row"),
+    threshold: float = typer.Option(0.85, "--threshold", help="embedding: cosine similarity that removes a row "
+                                    "(when the pair also passes the rewording check, matchers.restates)"),
     judge: str = typer.Option("llama", "--judge", help="llm: the judge's engine backend (llama: the offline SmolLM2)"),
     out: Path = typer.Option(..., "--out", "-o", help="clean records; removed rows go to <out>.removed.jsonl"),
     workers: int = typer.Option(None, "--workers", "-w", help="Ray workers (--engine ray, matchers=ngram only)"),
@@ -827,7 +828,7 @@ def decontam_audit(
     matchers: list[str] = typer.Option(["ngram", "math-ngram", "math-ngram,masked-ngram",
                                         "math-ngram,masked-ngram,embedding"], "--matchers",
                                        help="one matcher set per option (comma-separated names); one table row each"),
-    thresholds: str = typer.Option("0.85,0.9,0.95", "--thresholds", help="embedding thresholds to sweep"),
+    thresholds: str = typer.Option("0.8,0.85,0.9,0.95", "--thresholds", help="embedding thresholds to sweep"),
     clean: int = typer.Option(2000, "--clean", help="unplanted training rows"),
     leaks: int = typer.Option(500, "--leaks", help="planted rows per leak kind"),
     seed: int = typer.Option(0, "--seed"),
@@ -856,12 +857,12 @@ def decontam_audit(
             engine.close()
     table = Table(title=f"decontamination audit: {clean} unplanted rows ({result['unplanted_siblings']} "
                         f"number-swapped siblings of a test problem) + {leaks} leaks per kind, recall and removal in %")
-    columns = [k for k in result["table"][0] if k not in ("matchers", "threshold")]
-    for col in ("matchers", "threshold", *columns):
+    settings = ("matchers", "threshold", "word_change")
+    columns = [k for k in result["table"][0] if k not in settings]
+    for col in (*settings, *columns):
         table.add_column(col.replace("_", " "), justify="left" if col == "matchers" else "right")
     for row in result["table"]:
-        table.add_row(row["matchers"], "" if row["threshold"] is None else str(row["threshold"]),
-                      *(f"{row[c]:.1f}" for c in columns))
+        table.add_row(*("" if row[k] is None else str(row[k]) for k in settings), *(f"{row[c]:.1f}" for c in columns))
     Console().print(table)
     if out:
         write_json(out, result)

@@ -13,7 +13,7 @@ from mathforge.engine import Engine, EngineConfig
 from mathforge.filters import FilterStats, apply_filter
 from mathforge.io import AtomicWriter, read_records, write_records
 from mathforge.quality.decontam import ReferenceIndex, record_texts
-from mathforge.quality.matchers import MIN_WHOLE, Decontaminator, TokenIndex, parse_matchers, tokens
+from mathforge.quality.matchers import MIN_WHOLE, Decontaminator, TokenIndex, parse_matchers, restates, tokens
 from mathforge.record import Record
 from mathforge.sources import load
 
@@ -129,7 +129,7 @@ def small_sets(test_sets):
 
 
 def test_embedding_catches_paraphrases_and_leaves_other_problems(small_sets, math_train):
-    dc = Decontaminator(small_sets, ["embedding"], threshold=0.85)
+    dc = Decontaminator(small_sets, ["embedding"], threshold=0.85, word_change=None)  # similarity alone
     tests = small_sets["gsm8k_test"][:20]
     # reworded enough that no n-gram survives: every third word dropped, questions asked differently
     paraphrased = [_row(" ".join(w for k, w in enumerate(t.problem.replace("How many", "What number of").split())
@@ -139,6 +139,39 @@ def test_embedding_catches_paraphrases_and_leaves_other_problems(small_sets, mat
     assert len(caught) >= 14 and all(m.matcher == "embedding" and m.similarity >= 0.85 for m in caught)
     assert all(m.test_id == t.id for m, t in zip(found[:20], tests, strict=True) if m)
     assert sum(m is not None for m in found[20:]) <= 2
+
+
+@pytest.mark.parametrize("row, test, expected", [
+    # sentences reordered, a word swapped, case and punctuation edited: a rewording
+    ("how much does he pay in all? Tom buys 3 pens at $2$ each, and 4 books.",
+     "Tom buys 3 pens at $2$ each and 4 books. How much does he pay in total?", True),
+    ("A farm has 72361 hens. How many eggs?", "A farm has 72,361 hens. How many eggs?", True),  # digits, not runs
+    ("Tom buys 5 pens at $2$ each and 4 books. How much does he pay in total?",
+     "Tom buys 3 pens at $2$ each and 4 books. How much does he pay in total?", False),  # a number changed
+    (r"In cylindrical coordinates, find the shape of \[\theta = c.\]",
+     r"In cylindrical coordinates, find the shape of \[z = c.\]", False),  # a formula changed
+    ("What is the smallest three-digit multiple of 13?", "How many positive multiples of 13 are three-digit integers?",
+     False),  # the same topic and numbers, another question
+    ("What is the sum of the positive factors of 48?", "How many positive factors does 48 have?", False),
+])
+def test_restates_keeps_digits_formulas_and_most_words(row, test, expected):
+    assert restates(row, test) is expected
+
+
+def test_embedding_removes_rewordings_not_neighbours_that_ask_something_else(small_sets):
+    tests = [t for t in small_sets["math_test"] if 12 <= len(t.problem.split()) <= 40 and "$" in t.problem][:12]
+    # our own rewordings: case, the last sentence first, a few words dropped at the end of sentences
+    reworded = [_row(t.problem.rstrip(".?").upper() if k % 2 else t.problem.replace(", ", " , ").lower(), "", f"p{k}")
+                for k, t in enumerate(tests)]
+    # the same problems with one number changed: MiniLM still rates them close
+    changed = [_row(t.problem.replace(next(c for c in t.problem if c.isdigit() and c != "9"), "9", 1), "", f"c{k}")
+               for k, t in enumerate(tests) if any(c.isdigit() and c != "9" for c in t.problem)]
+    dc = Decontaminator(small_sets, ["embedding"])
+    found = dc.matches(reworded + changed)
+    assert all(m is not None and m.test_id == t.id for m, t in zip(found, tests, strict=False))
+    _, sims = dc.embedding.neighbours(changed)
+    assert np.sum(sims >= dc.embedding.threshold) >= len(changed) // 2  # similarity alone would remove them...
+    assert not any(found[len(reworded):])  # ...the check keeps them: a number differs
 
 
 def test_llm_judges_only_the_embedding_candidates_on_real_smollm2(small_sets, math_train):

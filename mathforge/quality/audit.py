@@ -15,7 +15,7 @@ from typing import Any
 
 from mathforge.quality.decontam import NgramIndex, scan_records
 from mathforge.quality.leaks import LEAKS, plant_leaks, sibling_key
-from mathforge.quality.matchers import Decontaminator, Match
+from mathforge.quality.matchers import WORD_CHANGE, Decontaminator, Match, restates
 from mathforge.record import Record
 
 BASELINE = "today: 30-word n-grams"
@@ -72,18 +72,22 @@ def _rates(removed: Sequence[bool], unplanted: Sequence[Record], planted: Sequen
     return row
 
 
-def _kept_at(match: Match | None, threshold: float | None) -> bool:
-    """Whether a row caught at the lowest threshold is still caught at `threshold` (exact: the
-    embedding matcher runs last and removes a row iff its best similarity reaches the threshold)."""
-    return match is not None and not (match.matcher == "embedding" and threshold is not None
-                                      and (match.similarity or 0.0) < threshold)
+def _kept_at(match: Match | None, threshold: float | None, restated: bool) -> bool:
+    """Whether a row caught at the lowest threshold by similarity alone is still caught at
+    `threshold` and, where `restated` is given for it, with the `restates` check (exact: the
+    embedding matcher runs last and removes a row iff its best similarity reaches the threshold
+    and that pair passes the check)."""
+    if match is None or match.matcher != "embedding":
+        return match is not None
+    return (threshold is None or (match.similarity or 0.0) >= threshold) and restated
 
 
 def audit(train: Sequence[Record], sets: dict[str, list[Record]], matcher_sets: Sequence[Sequence[str]],
           thresholds: Sequence[float] = (0.9,), *, clean: int = 2000, per_kind: int = 500, seed: int = 0,
           n: int = 30, batch_size: int = 1024, rewrite: Callable[[str], str] | None = None,
           **decontam_opts: Any) -> dict[str, Any]:
-    """The trade-off table: one row per matcher set (and per threshold where `embedding` is in it)."""
+    """The trade-off table: one row per matcher set (and where `embedding` is in it, per threshold,
+    on similarity alone and with the `restates` check at `WORD_CHANGE`)."""
     index = NgramIndex(sets, n=30)
     unplanted, planted = audit_rows(train, sets, clean=clean, per_kind=per_kind, seed=seed, rewrite=rewrite,
                                     index=index)
@@ -91,17 +95,25 @@ def audit(train: Sequence[Record], sets: dict[str, list[Record]], matcher_sets: 
     keys = {sibling_key(r.problem) for records in sets.values() for r in records}
     siblings = [sibling_key(r.problem) in keys for r in unplanted]
     today = [bool(h) for _, h in scan_records(rows, index, max_hits=1)]
-    table = [{"matchers": BASELINE, "threshold": None, **_rates(today, unplanted, planted, siblings)}]
+    table = [{"matchers": BASELINE, "threshold": None, "word_change": None,
+              **_rates(today, unplanted, planted, siblings)}]
+    problems = {(name, r.id): r.problem for name, records in sets.items() for r in records}
     for names in matcher_sets:
-        # a threshold sweep is exact from one run at the lowest (see `_kept_at`), but not with a judge
+        # a sweep of thresholds, with and without the `restates` check, is exact from one run at the
+        # lowest threshold on similarity alone (see `_kept_at`), but not with a judge
         sweep = sorted(thresholds) if "embedding" in names and "llm" not in names else [None]
-        dc = Decontaminator(sets, names, n=n, threshold=sweep[0] or 0.9, **decontam_opts)
+        checks = [None, WORD_CHANGE] if sweep[0] is not None else [None]
+        dc = Decontaminator(sets, names, n=n, threshold=sweep[0] or 0.85,
+                            **{**decontam_opts, "word_change": None if sweep[0] is not None else WORD_CHANGE})
         found: list[Match | None] = []
         for start in range(0, len(rows), batch_size):
             found.extend(dc.matches(rows[start : start + batch_size]))
-        for t in sweep:
-            removed = [_kept_at(m, t) for m in found]
-            table.append({"matchers": ",".join(names), "threshold": t,
-                          **_rates(removed, unplanted, planted, siblings)})
+        for check in checks:
+            restated = [check is None or (m is not None and restates(r.problem, problems[m.set, m.test_id], check))
+                        for r, m in zip(rows, found, strict=True)]
+            for t in sweep:
+                removed = [_kept_at(m, t, ok) for m, ok in zip(found, restated, strict=True)]
+                table.append({"matchers": ",".join(names), "threshold": t, "word_change": check if t else None,
+                              **_rates(removed, unplanted, planted, siblings)})
     return {"train_rows": len(unplanted), "leaks_per_kind": per_kind, "seed": seed, "n": n,
             "unplanted_siblings": sum(siblings), "table": table}

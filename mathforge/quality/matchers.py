@@ -10,7 +10,8 @@ Matchers (the `MATCHERS` table; `--matchers` on the CLI, `matchers:` in recipes)
     masked-ngram  letter runs, digit runs read as one placeholder, operators; a row's problem
                   against test problems: number-swapped rewrites  <- default
     embedding     cosine similarity of MiniLM (or any sentence-transformers) embeddings of the
-                  row's problem to every test problem, removed at `threshold` (0.95: the audit) and above
+                  row's problem to every test problem, removed at `threshold` (0.85) and above when
+                  the pair also passes `restates` (same digits and formulas, few words changed)
     llm           a judge (any engine backend) asked about the embedding candidates only
                   (similarity in [candidate_threshold, threshold)), so its cost stays small
 
@@ -231,8 +232,12 @@ def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m:
     out_doc = np.empty(size, dtype=np.int64)
     out_pos = np.empty(size, dtype=np.int64)
     out_whole = np.zeros(size if build else 0, dtype=np.uint64)
-    tok = np.empty(size, dtype=np.uint64)
-    pre = np.zeros(size, dtype=np.uint64)
+    # per-document buffers sized by the longest document, not the batch: Numba's zeros() writes
+    # every byte, and zeroing 8 bytes per byte of a 1 MB batch took 45% of the scan
+    longest = np.max(np.diff(doc_start)) + 2 if len(doc_start) > 1 else 2
+    tok = np.empty(longest, dtype=np.uint64)
+    pre = np.empty(longest, dtype=np.uint64)
+    pre[0] = 0
     power_n, power_m = _power(n + 1), _power(m + 1)  # X**n, X**m
     shift, dir_shift = np.uint64(64 - (bits - 6)), np.uint64(64 - dir_bits)
     anchor_shift = np.uint64(64 - anchor_bits)
@@ -472,8 +477,44 @@ class MaskedNgramMatcher(NgramMatcher):
         super().__init__(sets, **{**opts, "n": masked_n, "min_whole": masked_n, "fields": ("problem",)})
 
 
+# `restates`: what a rewording keeps. Digits one by one, because punctuation edits join and split
+# digit runs ("72,361" and "72361"); formulas as commands, letters, digits and operators inside
+# $...$, $$...$$, \[...\] and \(...\); words as letter runs, order ignored.
+_DIGIT = re.compile(r"[0-9]")
+_FORMULA = re.compile(r"\$\$(.*?)\$\$|\$(.*?)\$|\\\[(.*?)\\\]|\\\((.*?)\\\)", re.S)
+_FORMULA_TOKEN = re.compile(r"\\[a-z]+|[a-z0-9]|[-+*/^=<>|!]")
+_WORD = re.compile(r"[^\W\d_]+")
+# At most this share of either text's words may lack a counterpart in the other: on the audit,
+# rewordings by synonyms change a median 7% of the words (80% of them at most 20%); problems
+# MiniLM puts above 0.85 that ask something else mostly change more (README, Decontamination).
+WORD_CHANGE = 0.2
+
+
+def _formula(text: str) -> Counter:
+    return Counter(_FORMULA_TOKEN.findall(" ".join("".join(g) for g in _FORMULA.findall(text))))
+
+
+def _changed(a: Counter, b: Counter) -> float:
+    """The share of the words of `a` without a counterpart in `b` (multisets)."""
+    return sum((a - b).values()) / max(sum(a.values()), 1)
+
+
+def restates(row: str, test: str, word_change: float = WORD_CHANGE) -> bool:
+    """Whether `row` reads as a rewording of `test`: the same digits, the same formula tokens, and
+    at most `word_change` of either's words changed. The embedding matcher's second check: MiniLM
+    rates a problem on the same topic with other numbers or another question about as close as a
+    rewording (same-topic MATH problems sit above 0.9), and a rewording keeps what they change."""
+    row, test = row.lower(), test.lower()
+    if Counter(_DIGIT.findall(row)) != Counter(_DIGIT.findall(test)) or _formula(row) != _formula(test):
+        return False
+    a, b = Counter(_WORD.findall(row)), Counter(_WORD.findall(test))
+    return max(_changed(a, b), _changed(b, a)) <= word_change
+
+
 class EmbeddingMatcher:
-    """A row's problem against every test problem by cosine similarity of sentence embeddings.
+    """A row's problem against every test problem by cosine similarity of sentence embeddings,
+    removed when the nearest test problem reaches `threshold` and the pair passes `restates`
+    (`word_change=None`: similarity alone).
 
     The test problems' embeddings are held in memory (the algorithm needs all of them: 384 fp32
     = 1.5 KB per test item, 9.5 MB for GSM8K + MATH test); rows are embedded a batch at a time,
@@ -481,15 +522,17 @@ class EmbeddingMatcher:
 
     name: ClassVar[str] = "embedding"
 
-    def __init__(self, sets: dict[str, list[Record]], *, threshold: float = 0.95, model: str | None = None,
-                 device: str | None = None, max_chars: int = 512, batch_size: int = 128, **_: Any):
+    def __init__(self, sets: dict[str, list[Record]], *, threshold: float = 0.85, word_change: float | None = WORD_CHANGE,
+                 model: str | None = None, device: str | None = None, max_chars: int = 512, batch_size: int = 128,
+                 **_: Any):
         from mathforge.embed import embed_texts
 
-        self.threshold, self.max_chars, self.batch_size = threshold, max_chars, batch_size
+        self.threshold, self.word_change, self.max_chars, self.batch_size = threshold, word_change, max_chars, batch_size
         self.owners = [(name, r.id) for name, records in sets.items() for r in records]
+        self.problems = [r.problem for records in sets.values() for r in records]
         self._embed = lambda texts: embed_texts([t[:max_chars] for t in texts], model,
                                                 batch_size=batch_size, device=device)
-        self.vectors = self._embed([r.problem for records in sets.values() for r in records])
+        self.vectors = self._embed(self.problems)
 
     def neighbours(self, records: Sequence[Record]) -> tuple[np.ndarray, np.ndarray]:
         """Each row's most similar test problem (index into `owners`) and the cosine similarity."""
@@ -501,12 +544,17 @@ class EmbeddingMatcher:
               ) -> list[Match | None]:
         best, sims = near if near is not None else self.neighbours(records)
         return [Match(self.name, *self.owners[b], "problem", "problem", similarity=round(float(s), 4))
-                if s >= self.threshold else None for b, s in zip(best.tolist(), sims.tolist(), strict=True)]
+                if s >= self.threshold and self._restates(r.problem, b) else None
+                for r, b, s in zip(records, best.tolist(), sims.tolist(), strict=True)]
+
+    def _restates(self, problem: str, test: int) -> bool:
+        return self.word_change is None or restates(problem, self.problems[test], self.word_change)
 
 
 class LlmMatcher:
-    """An LLM judge on the embedding candidates: rows whose nearest test problem has similarity in
-    [candidate_threshold, threshold) are asked about ("same problem?"); the rest are never sent."""
+    """An LLM judge on the embedding candidates: rows the embedding matcher left whose nearest test
+    problem has similarity `candidate_threshold` or more are asked about ("same problem?"); the
+    rest are never sent."""
 
     name: ClassVar[str] = "llm"
 
@@ -520,13 +568,13 @@ class LlmMatcher:
         self.problems = [r.problem for records in sets.values() for r in records]
         self.template, self.version = load_template("decontam_v1.j2")
 
-    def match(self, records: Sequence[Record], near: tuple[np.ndarray, np.ndarray], upper: float,
+    def match(self, records: Sequence[Record], near: tuple[np.ndarray, np.ndarray],
               owners: Sequence[tuple[str, str]]) -> list[Match | None]:
         from mathforge.engine.types import Request, Sampling
         from mathforge.record import stable_id
 
         best, sims = near
-        asked = [i for i, s in enumerate(sims.tolist()) if self.candidate_threshold <= s < upper]
+        asked = [i for i, s in enumerate(sims.tolist()) if s >= self.candidate_threshold]
         requests = []
         for i in asked:
             prompt = self.template.render(row=records[i].problem, test=self.problems[best[i]])
@@ -590,18 +638,20 @@ class Decontaminator:
     name = "decontam"
 
     def __init__(self, sets: dict[str, list[Record]], matchers: Sequence[str] = DEFAULT_MATCHERS, *,
-                 n: int = DEFAULT_N, min_whole: int = MIN_WHOLE, masked_n: int = MASKED_N, threshold: float = 0.95,
-                 candidate_threshold: float = 0.75, model: str | None = None, device: str | None = None,
-                 engine: Any = None, fields: Sequence[str] = FIELDS):
+                 n: int = DEFAULT_N, min_whole: int = MIN_WHOLE, masked_n: int = MASKED_N, threshold: float = 0.85,
+                 word_change: float | None = WORD_CHANGE, candidate_threshold: float = 0.75, model: str | None = None,
+                 device: str | None = None, engine: Any = None, fields: Sequence[str] = FIELDS):
         self.names = parse_matchers(matchers)
-        opts = dict(n=n, min_whole=min_whole, masked_n=masked_n, threshold=threshold, candidate_threshold=candidate_threshold,
-                    model=model, device=device, engine=engine, fields=fields)
+        opts = dict(n=n, min_whole=min_whole, masked_n=masked_n, threshold=threshold, word_change=word_change,
+                    candidate_threshold=candidate_threshold, model=model, device=device, engine=engine, fields=fields)
         self.ngrams = [MATCHERS[x](sets, **opts) for x in self.names if x.endswith("ngram")]
         wants_llm = "llm" in self.names
         self.embedding = EmbeddingMatcher(sets, **opts) if "embedding" in self.names or wants_llm else None
         self.judge = LlmMatcher(sets, **opts) if wants_llm else None
         self.removals = Removals(self.names, {k: len(v) for k, v in sets.items()},
-                                 {"n": n, "min_whole": min_whole, "masked_n": masked_n, "threshold": threshold if self.embedding else None})
+                                 {"n": n, "min_whole": min_whole, "masked_n": masked_n,
+                                  "threshold": threshold if self.embedding else None,
+                                  "word_change": word_change if self.embedding else None})
 
     def matches(self, records: Sequence[Record]) -> list[Match | None]:
         """The first match per record (None: clean), in the order described above."""
@@ -610,16 +660,16 @@ class Decontaminator:
             self._fill(out, records, matcher.match)
         if self.embedding is not None:
             left = [i for i, m in enumerate(out) if m is None]
-            near = self.embedding.neighbours([records[i] for i in left])
-            upper = float("inf")
+            best, sims = self.embedding.neighbours([records[i] for i in left])
             if "embedding" in self.names:
-                upper = self.embedding.threshold
-                for i, m in zip(left, self.embedding.match([records[i] for i in left], near), strict=True):
+                for i, m in zip(left, self.embedding.match([records[i] for i in left], (best, sims)), strict=True):
                     out[i] = m
             if self.judge is not None:
-                judged = self.judge.match([records[i] for i in left], near, upper, self.embedding.owners)
-                for i, m in zip(left, judged, strict=True):
-                    out[i] = out[i] or m
+                still = [k for k, i in enumerate(left) if out[i] is None]
+                judged = self.judge.match([records[left[k]] for k in still], (best[still], sims[still]),
+                                          self.embedding.owners)
+                for k, m in zip(still, judged, strict=True):
+                    out[left[k]] = m
         return out
 
     @staticmethod

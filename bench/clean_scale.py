@@ -165,8 +165,10 @@ def resume_check(data: Path, work: Path, seconds: float, seed: int) -> None:
     shutil.rmtree(out, ignore_errors=True)
     rng = random.Random(seed)
     redone = 0
-    for _ in range(3):  # each rerun resumes, so each kill comes within the first 60% of a whole run's time
-        moment = rng.uniform(0.05, 0.6) * seconds
+    for kill in range(3):
+        # each rerun resumes with less left to do, so kill k comes within the first 60% / 2^k of a whole
+        # run's time: late enough to land mid-shard, early enough that the rerun is still running
+        moment = rng.uniform(0.05, 0.6) * seconds / 2**kill
         before = {p: p.stat().st_mtime_ns for p in (out / "work").rglob("*.done.json")} if out.exists() else {}
         result = command_run(data, out, ["workers=2"], kill_after=moment)
         redone += sum(p.stat().st_mtime_ns != t for p, t in before.items() if p.exists())

@@ -17,6 +17,7 @@ from mathforge.scale import (
     fit_power_law,
     leave_largest_out,
     nested_subsets,
+    run_jobs,
     study,
     sweep,
 )
@@ -114,13 +115,22 @@ def test_sweep_resumes_keyed_by_size_seed_and_config(tmp_path):
     subsets = {10: tmp_path / "a", 100: tmp_path / "b"}
     with pytest.raises(KeyboardInterrupt):
         sweep(subsets, [1, 2], "cfgA", results, run, log=lambda _: None)
-    assert list(completed(results)) == ["n10-s1-cfgA", "n100-s1-cfgA"]
+    assert list(completed(results)) == ["n100-s1-cfgA", "n10-s1-cfgA"]  # seed-major, largest first
     rows = sweep(subsets, [1, 2], "cfgA", results, run, log=lambda _: None)
-    assert calls == [(10, 1), (100, 1), (10, 2), (10, 2), (100, 2)]
+    assert calls == [(100, 1), (10, 1), (100, 2), (100, 2), (10, 2)]
     assert [(r["size"], r["seed"]) for r in rows] == [(10, 1), (10, 2), (100, 1), (100, 2)]
     sweep(subsets, [1, 2], "cfgB", results, run, log=lambda _: None)  # another config: all rerun
     assert len(calls) == 9
     assert len(results.read_text().splitlines()) == 8
+
+
+def test_run_jobs_pins_threads_in_worker_processes_and_raises_failures():
+    import torch
+
+    assert list(run_jobs(torch.get_num_threads, [(), ()])) == [((), torch.get_num_threads())] * 2  # inline
+    assert list(run_jobs(torch.get_num_threads, [(), ()], workers=2, threads=3)) == [((), 3)] * 2
+    with pytest.raises(ValueError, match="invalid literal"):
+        list(run_jobs(int, [("7",), ("x",)], workers=2, threads=1))
 
 
 def test_config_hash_sees_training_changes_but_not_sizes():

@@ -35,7 +35,7 @@ from mathforge.config import config_to_dict
 from mathforge.io import AtomicWriter, read_rows, write_json
 from mathforge.pipeline import EvalStage
 from mathforge.stats import as_matrix, percentile_interval, replicate_means
-from mathforge.train.config import TrainConfig
+from mathforge.train.config import StageConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class ScaleConfig:
     metric: str = "symbolic"  # the grader the curves and fits use
     target: float | None = None  # accuracy the practical answer aims at; None: halfway from the largest size to 100%
     n_boot: int = 1_000
+    # A floor on optimisation, the same for every size: a run trains for its stages' epochs or this
+    # many optimizer steps, whichever is more (see `stages_for`). 0: epochs only, as the paper does.
+    min_steps: int = 0
     data_dir: str = "../shared/data"
     workers: int = 1  # runs trained at once, each in a process of its own (see `run_jobs`)
     threads: int | None = None  # torch threads per run; None: torch's default (every core)
@@ -458,7 +461,6 @@ def shared_students(cfg: ScaleConfig, data: Path, root: Path) -> dict[int, str]:
     with tokenisation. Here it is trained once on the whole data (`data`, never the test items);
     the seed decides the initial weights. Other students are used as they are (empty dict).
     """
-    from mathforge.train.config import StageConfig
     from mathforge.train.sft import tokenizer_texts
     from mathforge.train.students import resolve_student
 
@@ -469,6 +471,19 @@ def shared_students(cfg: ScaleConfig, data: Path, root: Path) -> dict[int, str]:
             for seed in cfg.train_seeds}
 
 
+def stages_for(cfg: ScaleConfig, size: int, subset: Path) -> tuple[StageConfig, ...]:
+    """The training stages of one size: every stage reads the subset, for its epochs or enough
+    epochs to reach `cfg.min_steps` optimizer steps, whichever is more.
+
+    With epochs alone a 32-sample run takes a handful of steps and measures only that it was not
+    trained; with the floor a small set is repeated until the student has had the optimisation a
+    larger one gets, so the curve's low end says what the data can teach. The rule is the same for
+    every size (nothing is tuned per size), and the largest sizes, past the floor, keep their epochs.
+    """
+    floor = cfg.min_steps * cfg.train.global_batch / size
+    return tuple(dataclasses.replace(s, dataset=str(subset), epochs=max(s.epochs, floor)) for s in cfg.train.stages)
+
+
 def train_and_eval(cfg: ScaleConfig, runs: Path, chash: str, students: dict[int, str],
                    size: int, seed: int, subset: Path) -> dict[str, Any]:
     """One row of a sweep: train `cfg.train` from scratch on `subset`, evaluate every benchmark."""
@@ -476,8 +491,7 @@ def train_and_eval(cfg: ScaleConfig, runs: Path, chash: str, students: dict[int,
     from mathforge.pipeline import evaluate_model, resolve_data_dir
     from mathforge.train.sft import train
 
-    stages = tuple(dataclasses.replace(s, dataset=str(subset)) for s in cfg.train.stages)
-    train_cfg = dataclasses.replace(cfg.train, stages=stages, seed=seed)
+    train_cfg = dataclasses.replace(cfg.train, stages=stages_for(cfg, size, subset), seed=seed)
     if seed in students:
         train_cfg = dataclasses.replace(train_cfg, student=dataclasses.replace(cfg.train.student, model=students[seed]))
     run_dir = runs / row_key(size, seed, chash)

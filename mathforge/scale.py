@@ -305,7 +305,7 @@ def study(rows: list[dict[str, Any]], cfg: ScaleConfig) -> dict[str, Any]:
 def _run_summary(row: dict[str, Any], metric: str) -> dict[str, Any]:
     acc = {b: float(np.mean(v["correct"][metric])) for b, v in row["items"].items()}
     return {"size": row["size"], "seed": row["seed"], "key": row["key"], "accuracy": acc,
-            "train_loss": row.get("train_loss"), "seconds": row.get("seconds")}
+            "train_loss": row.get("train_loss"), "train_steps": row.get("train_steps"), "seconds": row.get("seconds")}
 
 
 # ---------------------------------------------------------------- the sweep

@@ -65,7 +65,7 @@ def meaning(bench: str, entry: dict[str, Any]) -> list[str]:
 def markdown(study: dict[str, Any]) -> str:
     """report.md of a scaling study."""
     lines = ["# Data scaling", "", f"Accuracy ({study['metric']} grader) against SFT data size; 95% intervals "
-             "bootstrap over test items and training seeds.", ""]
+             "bootstrap over test items and training seeds.", "", *_training_md(study["runs"])]
     for bench, entry in study["benchmarks"].items():
         lines += [f"## {bench}", "", *[f"- {s}" for s in meaning(bench, entry)], ""]
         lines += _points_md(entry["points"])
@@ -75,6 +75,16 @@ def markdown(study: dict[str, Any]) -> str:
             if entry.get(key):
                 lines += ["", f"### Accuracy {key.replace('_', ' ')} (%, 95% interval)", "", *_groups_md(entry[key])]
     return "\n".join(lines) + "\n"
+
+
+def _training_md(runs: list[dict[str, Any]]) -> list[str]:
+    """What each size's training was: optimizer steps (a step floor repeats small sets) and wall time."""
+    sizes = sorted({r["size"] for r in runs})
+    steps = {s: sorted({r.get("train_steps") for r in runs if r["size"] == s} - {None}) for s in sizes}
+    secs = {s: [r["seconds"] for r in runs if r["size"] == s and r.get("seconds") is not None] for s in sizes}
+    cells = [f"{s}: {'/'.join(map(str, steps[s])) or '?'} steps"
+             + (f", {sum(secs[s]) / len(secs[s]):.0f} s a run" if secs[s] else "") for s in sizes]
+    return [f"Training per size (optimizer steps, mean wall time of a run): {'; '.join(cells)}.", ""]
 
 
 def _points_md(points: list[dict[str, Any]]) -> list[str]:

@@ -18,6 +18,7 @@ from mathforge.scale import (
     leave_largest_out,
     nested_subsets,
     run_jobs,
+    stages_for,
     study,
     sweep,
 )
@@ -133,6 +134,20 @@ def test_run_jobs_pins_threads_in_worker_processes_and_raises_failures():
         list(run_jobs(int, [("7",), ("x",)], workers=2, threads=1))
 
 
+def test_min_steps_is_one_floor_for_every_size():
+    from pathlib import Path
+
+    from mathforge.train.config import StageConfig, TrainConfig
+
+    train = TrainConfig(stages=(StageConfig("sft", "from-sweep", epochs=8),), global_batch=8)
+    floor = ScaleConfig(min_steps=300, train=train)
+    epochs = {n: stages_for(floor, n, Path("subset.jsonl"))[0].epochs for n in (32, 200, 300, 3200)}
+    assert epochs == {32: 75, 200: 12, 300: 8, 3200: 8}  # 300 steps of 8 samples, or 8 epochs if more
+    assert {stages_for(ScaleConfig(train=train), n, Path("s"))[0].epochs for n in (32, 3200)} == {8}
+    assert stages_for(floor, 32, Path("subset.jsonl"))[0].dataset == "subset.jsonl"
+    assert config_hash(floor) != config_hash(ScaleConfig(train=train))
+
+
 def test_config_hash_sees_training_changes_but_not_sizes():
     base = ScaleConfig()
     assert config_hash(base) == config_hash(ScaleConfig(sizes=(1, 2), train_seeds=(7,), n_boot=10))
@@ -144,7 +159,8 @@ def test_config_hash_sees_training_changes_but_not_sizes():
 
 
 def test_study_writes_json_markdown_html_and_plots(tmp_path):
-    rows = [{"key": f"n{s}-s{seed}-x", "size": s, "seed": seed, **_row(s, seed, min(0.9, 0.15 * math.log2(s / 50) + 0.02 * seed))}
+    rows = [{"key": f"n{s}-s{seed}-x", "size": s, "seed": seed, "train_steps": max(s, 300), "seconds": 10.0,
+             **_row(s, seed, min(0.9, 0.15 * math.log2(s / 50) + 0.02 * seed))}
             for s in SIZES for seed in (1, 2, 3)]
     rows.pop()  # a study still running: the largest size has two seeds so far
     result = study(rows, ScaleConfig(metric="symbolic", n_boot=200, target=0.7))
@@ -156,6 +172,7 @@ def test_study_writes_json_markdown_html_and_plots(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "leave-largest-out" in text and "power_law" in text and "level" in text
     assert "informative" in text
+    assert "100: 300 steps, 10 s a run; 200: 300 steps" in text and "3200: 3200 steps" in text
     html = (tmp_path / "report.html").read_text()
     assert html.count("<svg") == 2
     assert not re.search(r"<script|<link|(src|href)=[\"']https?:", html)  # nothing loads from a network

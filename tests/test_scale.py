@@ -134,6 +134,37 @@ def test_run_jobs_pins_threads_in_worker_processes_and_raises_failures():
         list(run_jobs(int, [("7",), ("x",)], workers=2, threads=1))
 
 
+def test_a_killed_study_leaves_no_worker_running():
+    """SIGKILL of the driver takes its workers with it: none goes on training on its own, racing the
+    rerun that resumes the study."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    code = ("import operator, os, time\nfrom mathforge.scale import run_jobs\n"
+            "for _, r in run_jobs(operator.call, [(os.getpid,), (time.sleep, 120)], workers=1, threads=1):\n"
+            "    print(r, flush=True)\n")
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    worker = psutil.Process(int(driver.stdout.readline()))  # the worker now sleeps in its second job
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if worker.status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.2)
+    else:
+        worker.kill()
+        pytest.fail("the worker outlived its killed driver")
+
+
 def test_min_steps_is_one_floor_for_every_size():
     from pathlib import Path
 

@@ -126,12 +126,17 @@ def test_sweep_resumes_keyed_by_size_seed_and_config(tmp_path):
 
 
 def test_run_jobs_pins_threads_in_worker_processes_and_raises_failures():
+    import operator
+
     import torch
 
     assert list(run_jobs(torch.get_num_threads, [(), ()])) == [((), torch.get_num_threads())] * 2  # inline
-    assert list(run_jobs(torch.get_num_threads, [(), ()], workers=2, threads=3)) == [((), 3)] * 2
+    # Two workers take the first two jobs; the failing third starts only when one of them is done.
+    threads = []
     with pytest.raises(ValueError, match="invalid literal"):
-        list(run_jobs(int, [("7",), ("x",)], workers=2, threads=1))
+        for _, result in run_jobs(operator.call, [(torch.get_num_threads,)] * 2 + [(int, "x")], workers=2, threads=3):
+            threads.append(result)
+    assert threads and set(threads) == {3}
 
 
 def test_a_killed_study_leaves_no_worker_running():

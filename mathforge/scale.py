@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -302,6 +303,30 @@ def study(rows: list[dict[str, Any]], cfg: ScaleConfig) -> dict[str, Any]:
     return out
 
 
+def guess_floor(data: Path, cfg: ScaleConfig, bench: str) -> dict[str, Any]:
+    """Accuracy of answering every evaluated item with the most common training answer of its level.
+
+    The floor a student reaches without reading a problem: sums and differences of small numbers
+    pile up on a few answers (0, 10), so on the miniature it is far above 0 and an accuracy near it
+    says nothing. Holds one answer counter per level (the distinct answers, not the rows).
+    """
+    from mathforge.eval import load_benchmark, subset
+    from mathforge.io import read_records
+    from mathforge.pipeline import resolve_data_dir
+
+    counts: dict[Any, Counter[str]] = {}
+    for record in read_records(data):
+        counts.setdefault(record.level, Counter())[str(record.answer).strip()] += 1
+    _, records = load_benchmark(bench, root=resolve_data_dir(cfg.data_dir))
+    hits: dict[Any, list[bool]] = {}
+    for record in subset(records, cfg.eval.limit, cfg.eval.seed):
+        guess = (counts.get(record.level) or sum(counts.values(), Counter())).most_common(1)
+        hits.setdefault(record.level, []).append(bool(guess) and guess[0][0] == str(record.answer).strip())
+    every = [h for level in hits.values() for h in level]
+    return {"accuracy": float(np.mean(every)) if every else 0.0,
+            "by_level": {str(k): float(np.mean(v)) for k, v in hits.items() if k is not None}}
+
+
 def _run_summary(row: dict[str, Any], metric: str) -> dict[str, Any]:
     acc = {b: float(np.mean(v["correct"][metric])) for b, v in row["items"].items()}
     return {"size": row["size"], "seed": row["seed"], "key": row["key"], "accuracy": acc,
@@ -446,6 +471,8 @@ def run_scale(cfg: ScaleConfig, out: str | Path, report_only: bool = False) -> d
         rows = sweep(subsets, cfg.train_seeds, chash, rd.root / "scaling.jsonl", runner, log=rd.log.info,
                      workers=cfg.workers, threads=cfg.threads)
     result = study(rows, cfg)
+    for bench, entry in result["benchmarks"].items():
+        entry["guess_floor"] = guess_floor(data, cfg, bench)
     write_json(rd.root / "scaling.json", _finite(result))
     from mathforge.scale_report import write_reports
 

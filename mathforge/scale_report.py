@@ -44,12 +44,17 @@ def interval_text(iv: dict[str, Any], scale: float = 100, fmt: str = "{:.1f}") -
 def meaning(bench: str, entry: dict[str, Any]) -> list[str]:
     """Plain sentences on which numbers of a benchmark's curve carry signal and which do not."""
     pts = entry["points"]
-    floor = [p["size"] for p in pts if p["hi"] < FLOOR]
-    informative = [p["size"] for p in pts if p["lo"] > 0 and p["mean"] >= FLOOR and p["mean"] <= CEILING]
+    guess = (entry.get("guess_floor") or {}).get("accuracy", 0.0)
+    low = max(FLOOR, guess)
+    floor = [p["size"] for p in pts if p["hi"] < low]
+    informative = [p["size"] for p in pts if p["lo"] > guess and p["mean"] >= low and p["mean"] <= CEILING]
     out = [f"{bench}: {len(informative)} of {len(pts)} sizes are informative "
-           f"(mean between {100 * FLOOR:.0f}% and {100 * CEILING:.0f}%, interval above 0)."]
+           f"(mean between {100 * low:.1f}% and {100 * CEILING:.0f}%, interval above {100 * guess:.1f}%)."]
+    if guess:
+        out.append(f"Answering every item with the most common training answer of its level scores "
+                   f"{100 * guess:.1f}%: accuracy near that is guessing, not reading the problem.")
     if floor:
-        out.append(f"Sizes {floor} sit at the floor (whole interval below {100 * FLOOR:.0f}%): they say only "
+        out.append(f"Sizes {floor} sit at the floor (whole interval below {100 * low:.1f}%): they say only "
                    "that the student has not learned yet, and say nothing about the slope.")
     if len(informative) < 3:
         out.append("With fewer than 3 informative sizes the fits, the leave-largest-out check and the "

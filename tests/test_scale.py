@@ -170,6 +170,28 @@ def test_a_killed_study_leaves_no_worker_running():
         pytest.fail("the worker outlived its killed driver")
 
 
+def test_guess_floor_answers_each_level_with_its_most_common_training_answer(tmp_path):
+    from mathforge.pipeline import EvalStage
+    from mathforge.scale import guess_floor
+    from mathforge.scale_report import meaning
+    from mathforge.sources import load
+
+    data = tmp_path / "train.jsonl"
+    write_records(data, load("mini:train?levels=1-3&size=600&seed=0"))
+    bench = "mini:test?levels=1-3&per_level=50"
+    floor = guess_floor(data, ScaleConfig(eval=EvalStage(limit=None)), bench)  # every item, as evaluation sees them
+    train, test = list(load("mini:train?levels=1-3&size=600&seed=0")), list(load(bench + "&allow_test=1"))
+    for level in (1, 2, 3):
+        answers = [r.answer for r in train if r.level == level]
+        modes = [a for a in set(answers) if answers.count(a) == max(map(answers.count, answers))]  # ties: any of them
+        scores = [np.mean([r.answer == m for r in test if r.level == level]) for m in modes]
+        assert any(floor["by_level"][str(level)] == pytest.approx(x) for x in scores)
+    assert floor["accuracy"] == pytest.approx(np.mean(list(floor["by_level"].values()))) and floor["accuracy"] > 0.05
+    points = [{"size": n, "mean": m, "lo": m - 0.01, "hi": m + 0.01} for n, m in ((10, 0.06), (100, 0.3))]
+    text = " ".join(meaning("mini", {"points": points, "guess_floor": floor}))
+    assert f"scores {100 * floor['accuracy']:.1f}%" in text and "1 of 2 sizes are informative" in text
+
+
 def test_min_steps_is_one_floor_for_every_size():
     from pathlib import Path
 

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from mathforge import htmlreport as H
 from mathforge.config import config_to_dict
 from mathforge.io import write_json, write_text
 from mathforge.pipeline import EvalStage
-from mathforge.scale import append_row, completed, groups_of, item_matrix
+from mathforge.scale import append_row, completed, groups_of, item_matrix, run_jobs
 from mathforge.stats import interval, mcnemar, paired_difference
 from mathforge.train.config import StageConfig, TrainConfig
 
@@ -51,6 +52,8 @@ class ArmsConfig:
     metric: str = "symbolic"
     n_boot: int = 2_000
     data_dir: str = "../shared/data"
+    workers: int = 1  # runs trained at once, each in a process of its own (`scale.run_jobs`)
+    threads: int | None = None  # torch threads per run; None: torch's default (every core)
     train: TrainConfig = field(default_factory=TrainConfig)  # shared settings; its stages are the arm's
     eval: EvalStage = field(default_factory=EvalStage)
 
@@ -77,15 +80,16 @@ def run_arms(cfg: ArmsConfig, out: str | Path) -> dict[str, Any]:
     rd.save_config(cfg)
     results = rd.root / "arms.jsonl"
     done = completed(results)
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for seed in cfg.train_seeds:  # seed-major: stopped early, every arm still has the same seeds
-        for arm in cfg.arms:
-            key = f"{arm.name}-s{seed}-{arms_hash(cfg, arm)}"
-            if key not in done:
-                done[key] = {"key": key, "arm": arm.name, "seed": seed, **_train_and_eval(cfg, arm, seed, rd.root / "runs" / key)}
-                append_row(results, done[key])
-                rd.log.info("arms: %s seed %s done", arm.name, seed)
-            rows.setdefault(arm.name, []).append(done[key])
+    # seed-major: stopped early, every arm still has the same seeds
+    keys = {(arm.name, seed): f"{arm.name}-s{seed}-{arms_hash(cfg, arm)}" for seed in cfg.train_seeds for arm in cfg.arms}
+    todo = [(arm, seed, rd.root / "runs" / keys[arm.name, seed]) for seed in cfg.train_seeds for arm in cfg.arms
+            if keys[arm.name, seed] not in done]
+    for (arm, seed, _), result in run_jobs(partial(_train_and_eval, cfg), todo, cfg.workers, cfg.threads):
+        key = keys[arm.name, seed]
+        done[key] = {"key": key, "arm": arm.name, "seed": seed, **result}
+        append_row(results, done[key])
+        rd.log.info("arms: %s seed %s done", arm.name, seed)
+    rows = {arm.name: [done[keys[arm.name, seed]] for seed in cfg.train_seeds] for arm in cfg.arms}
     result = compare(rows, cfg.metric, cfg.n_boot)
     result["examples"] = {a.name: _examples_digest(a) for a in cfg.arms}
     write_json(rd.root / "comparison.json", result)

@@ -22,9 +22,11 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from mathforge.config import config_to_dict
 from mathforge.io import AtomicWriter, read_rows, write_json
 from mathforge.pipeline import EvalStage
 from mathforge.stats import as_matrix, percentile_interval, replicate_means
-from mathforge.train.config import TrainConfig
+from mathforge.train.config import StageConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,12 @@ class ScaleConfig:
     metric: str = "symbolic"  # the grader the curves and fits use
     target: float | None = None  # accuracy the practical answer aims at; None: halfway from the largest size to 100%
     n_boot: int = 1_000
+    # A floor on optimisation, the same for every size: a run trains for its stages' epochs or this
+    # many optimizer steps, whichever is more (see `stages_for`). 0: epochs only, as the paper does.
+    min_steps: int = 0
     data_dir: str = "../shared/data"
+    workers: int = 1  # runs trained at once, each in a process of its own (see `run_jobs`)
+    threads: int | None = None  # torch threads per run; None: torch's default (every core)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalStage = field(default_factory=EvalStage)
 
@@ -296,20 +303,50 @@ def study(rows: list[dict[str, Any]], cfg: ScaleConfig) -> dict[str, Any]:
     return out
 
 
+def guess_floor(data: Path, cfg: ScaleConfig, bench: str) -> dict[str, Any]:
+    """Accuracy of answering every evaluated item with the most common training answer of its level.
+
+    The floor a student reaches without reading a problem: sums and differences of small numbers
+    pile up on a few answers (0, 10), so on the miniature it is far above 0 and an accuracy near it
+    says nothing. Holds one answer counter per level (the distinct answers, not the rows).
+    """
+    from mathforge.eval import load_benchmark, subset
+    from mathforge.io import read_records
+    from mathforge.pipeline import resolve_data_dir
+
+    counts: dict[Any, Counter[str]] = {}
+    for record in read_records(data):
+        counts.setdefault(record.level, Counter())[str(record.answer).strip()] += 1
+    _, records = load_benchmark(bench, root=resolve_data_dir(cfg.data_dir))
+    hits: dict[Any, list[bool]] = {}
+    for record in subset(records, cfg.eval.limit, cfg.eval.seed):
+        guess = (counts.get(record.level) or sum(counts.values(), Counter())).most_common(1)
+        hits.setdefault(record.level, []).append(bool(guess) and guess[0][0] == str(record.answer).strip())
+    every = [h for level in hits.values() for h in level]
+    return {"accuracy": float(np.mean(every)) if every else 0.0,
+            "by_level": {str(k): float(np.mean(v)) for k, v in hits.items() if k is not None}}
+
+
 def _run_summary(row: dict[str, Any], metric: str) -> dict[str, Any]:
     acc = {b: float(np.mean(v["correct"][metric])) for b, v in row["items"].items()}
     return {"size": row["size"], "seed": row["seed"], "key": row["key"], "accuracy": acc,
-            "train_loss": row.get("train_loss"), "seconds": row.get("seconds")}
+            "train_loss": row.get("train_loss"), "train_steps": row.get("train_steps"), "seconds": row.get("seconds")}
 
 
 # ---------------------------------------------------------------- the sweep
 
 
+# Bumped when the code changes what a row means (2: one tokenizer for every size, trained on the
+# whole data), so rows of an older study are never mixed into a new one.
+ROW_VERSION = 2
+
+
 def config_hash(cfg: ScaleConfig) -> str:
     """A hash of everything that decides a row's result except its size and training seed."""
     plain = config_to_dict(cfg)
-    for key in ("sizes", "train_seeds", "metric", "target", "n_boot"):  # change no single result
+    for key in ("sizes", "train_seeds", "metric", "target", "n_boot", "workers", "threads"):  # change no single result
         plain.pop(key, None)
+    plain["row_version"] = ROW_VERSION
     plain["train"].pop("seed", None)
     for stage in plain["train"]["stages"]:
         stage.pop("dataset", None)  # replaced by the subset, which `data` and `seed` decide
@@ -337,28 +374,73 @@ def append_row(results: Path, row: dict[str, Any]) -> None:
 
 def sweep(subsets: dict[int, Path], seeds: Sequence[int], chash: str, results: Path,
           train_and_eval: Callable[[int, int, Path], dict[str, Any]],
-          log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+          log: Callable[[str], None] = print, workers: int = 1, threads: int | None = None) -> list[dict[str, Any]]:
     """Run `train_and_eval(size, seed, subset)` for every (size, seed) whose key is not in `results`.
 
-    Returns the rows of this config, sizes ascending. Progress (runs done, ETA) goes to `log`; the
-    ETA assumes a run costs in proportion to its size, as training does.
+    Returns the rows of this config, sizes ascending. Rows are appended as runs finish (`run_jobs`
+    with `workers`/`threads`). Progress (runs done, ETA) goes to `log`; the ETA assumes a run costs
+    in proportion to its size, as training does.
     """
     done = completed(results)
-    # Seed-major order: a study stopped early still has whole curves for its first seeds.
-    jobs = [(s, seed) for seed in seeds for s in sorted(subsets)]
-    todo = [(s, seed) for s, seed in jobs if row_key(s, seed, chash) not in done]
-    start, work_done, work_all = time.monotonic(), 0, sum(s for s, _ in todo)
-    for i, (size, seed) in enumerate(todo):
-        t0 = time.monotonic()
+    # Seed-major order: a study stopped early still has whole curves for its first seeds. Largest
+    # first within a seed: parallel workers then end a seed's curve together (list scheduling).
+    jobs = [(s, seed) for seed in seeds for s in sorted(subsets, reverse=True)]
+    todo = [(s, seed, subsets[s]) for s, seed in jobs if row_key(s, seed, chash) not in done]
+    start, work_done, work_all = time.monotonic(), 0, sum(s for s, _, _ in todo)
+    for i, ((size, seed, _), (result, seconds)) in enumerate(run_jobs(partial(timed, train_and_eval), todo, workers, threads)):
         key = row_key(size, seed, chash)
-        row = {"key": key, "size": size, "seed": seed, "config": chash, **train_and_eval(size, seed, subsets[size])}
-        row["seconds"] = round(time.monotonic() - t0, 1)
+        row = {"key": key, "size": size, "seed": seed, "config": chash, **result, "seconds": round(seconds, 1)}
         append_row(results, row)
         done[key] = row
         work_done += size
         eta = (time.monotonic() - start) / work_done * (work_all - work_done)
         log(f"scale: run {i + 1}/{len(todo)} (size {size}, seed {seed}) in {row['seconds']:.0f} s; ETA {eta / 60:.1f} min")
     return [done[row_key(s, seed, chash)] for s, seed in sorted(jobs)]
+
+
+def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """(fn(*args), the seconds it took): timed where it runs, not where its result arrives."""
+    t0 = time.monotonic()
+    return fn(*args), time.monotonic() - t0
+
+
+def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int = 1,
+             threads: int | None = None) -> Iterator[tuple[tuple, Any]]:
+    """(job, fn(*job)) for every job, yielded the moment each finishes.
+
+    `workers=1` without `threads` runs inline. Otherwise each job runs in one of `workers` spawned
+    processes with `threads` torch threads: a tiny student's matmuls are too small for threads to
+    pay, so two 1-thread trainings side by side beat one 2-thread training, and a 2-thread run
+    collapses when other processes share the cores (OpenMP barriers wait on descheduled threads;
+    `bench/scale_workers.py` measures both). Not `executor.LocalExecutor`: that yields in task
+    order and keeps its pool's default threads; a study records each run as soon as it ends.
+    A failed job cancels the ones not started and raises once the running ones end.
+    """
+    if workers == 1 and threads is None:
+        yield from ((job, fn(*job)) for job in jobs)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn, not fork: torch's thread pools do not survive a fork
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(fn, *job): job for job in jobs}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+
+def _init_worker(threads: int | None) -> None:
+    import torch
+
+    from mathforge.train.launch import die_with_parent
+
+    die_with_parent()  # a killed study leaves no run training on its own, racing the rerun that resumes it
+    if threads:
+        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- the sweep as a command
@@ -379,14 +461,18 @@ def run_scale(cfg: ScaleConfig, out: str | Path, report_only: bool = False) -> d
     chash = config_hash(cfg)
     data = _materialise(cfg.data, rd.root / "data" / f"{hashlib.sha256(cfg.data.encode()).hexdigest()[:12]}.jsonl")
     subsets = nested_subsets(data, cfg.sizes, rd.root / "subsets" / chash, seed=cfg.seed)
-    runner = partial_runner(cfg, rd.root / "runs", chash)
     if report_only:
         rows = [r for r in completed(rd.root / "scaling.jsonl").values() if r["config"] == chash]
         if not rows:
             raise ValueError(f"{rd.root / 'scaling.jsonl'}: no finished run of this config to report")
     else:
-        rows = sweep(subsets, cfg.train_seeds, chash, rd.root / "scaling.jsonl", runner, log=rd.log.info)
+        students = shared_students(cfg, data, rd.root / "students" / chash)
+        runner = partial(train_and_eval, cfg, rd.root / "runs", chash, students)
+        rows = sweep(subsets, cfg.train_seeds, chash, rd.root / "scaling.jsonl", runner, log=rd.log.info,
+                     workers=cfg.workers, threads=cfg.threads)
     result = study(rows, cfg)
+    for bench, entry in result["benchmarks"].items():
+        entry["guess_floor"] = guess_floor(data, cfg, bench)
     write_json(rd.root / "scaling.json", _finite(result))
     from mathforge.scale_report import write_reports
 
@@ -394,27 +480,56 @@ def run_scale(cfg: ScaleConfig, out: str | Path, report_only: bool = False) -> d
     return result
 
 
-def partial_runner(cfg: ScaleConfig, runs: Path, chash: str) -> Callable[[int, int, Path], dict[str, Any]]:
-    """The (size, seed, subset) -> row function of a sweep: train, then evaluate every benchmark."""
+def shared_students(cfg: ScaleConfig, data: Path, root: Path) -> dict[int, str]:
+    """A tiny student's initial checkpoint per training seed, with one tokenizer for every size.
+
+    Trained per run, a tiny student's tokenizer would come from that run's subset: a 32-sample
+    vocabulary splits the names a 3,200-sample one keeps whole, and the curve would mix data size
+    with tokenisation. Here it is trained once on the whole data (`data`, never the test items);
+    the seed decides the initial weights. Other students are used as they are (empty dict).
+    """
+    from mathforge.train.sft import tokenizer_texts
+    from mathforge.train.students import resolve_student
+
+    if cfg.train.student.model != "tiny":
+        return {}
+    whole = dataclasses.replace(cfg.train, stages=(StageConfig("all", str(data)),))
+    return {seed: resolve_student(cfg.train.student, root / f"s{seed}", tokenizer_texts(whole), cfg.train.max_length, seed)
+            for seed in cfg.train_seeds}
+
+
+def stages_for(cfg: ScaleConfig, size: int, subset: Path) -> tuple[StageConfig, ...]:
+    """The training stages of one size: every stage reads the subset, for its epochs or enough
+    epochs to reach `cfg.min_steps` optimizer steps, whichever is more.
+
+    With epochs alone a 32-sample run takes a handful of steps and measures only that it was not
+    trained; with the floor a small set is repeated until the student has had the optimisation a
+    larger one gets, so the curve's low end says what the data can teach. The rule is the same for
+    every size (nothing is tuned per size), and the largest sizes, past the floor, keep their epochs.
+    """
+    floor = cfg.min_steps * cfg.train.global_batch / size
+    return tuple(dataclasses.replace(s, dataset=str(subset), epochs=max(s.epochs, floor)) for s in cfg.train.stages)
+
+
+def train_and_eval(cfg: ScaleConfig, runs: Path, chash: str, students: dict[int, str],
+                   size: int, seed: int, subset: Path) -> dict[str, Any]:
+    """One row of a sweep: train `cfg.train` from scratch on `subset`, evaluate every benchmark."""
     from mathforge.eval.benchmarks import slug
     from mathforge.pipeline import evaluate_model, resolve_data_dir
     from mathforge.train.sft import train
 
-    bench_dir = resolve_data_dir(cfg.data_dir)
-
-    def train_and_eval(size: int, seed: int, subset: Path) -> dict[str, Any]:
-        stages = tuple(dataclasses.replace(s, dataset=str(subset)) for s in cfg.train.stages)
-        run_dir = runs / row_key(size, seed, chash)
-        stats = train(dataclasses.replace(cfg.train, stages=stages, seed=seed), run_dir / "train")
-        items = {}
-        for bench in cfg.eval.benchmarks:
-            summary = evaluate_model(cfg.eval, run_dir / "train" / "model", bench, bench_dir,
-                                     run_dir / "eval" / slug(bench))
-            items[bench] = summary["items"]
-        last = stats[cfg.train.stages[-1].name]
-        return {"items": items, "train_loss": last.get("train_loss"), "train_steps": last.get("steps")}
-
-    return train_and_eval
+    train_cfg = dataclasses.replace(cfg.train, stages=stages_for(cfg, size, subset), seed=seed)
+    if seed in students:
+        train_cfg = dataclasses.replace(train_cfg, student=dataclasses.replace(cfg.train.student, model=students[seed]))
+    run_dir = runs / row_key(size, seed, chash)
+    stats = train(train_cfg, run_dir / "train")
+    items = {}
+    for bench in cfg.eval.benchmarks:
+        summary = evaluate_model(cfg.eval, run_dir / "train" / "model", bench, resolve_data_dir(cfg.data_dir),
+                                 run_dir / "eval" / slug(bench))
+        items[bench] = summary["items"]
+    last = stats[cfg.train.stages[-1].name]
+    return {"items": items, "train_loss": last.get("train_loss"), "train_steps": last.get("steps")}
 
 
 def _finite(obj: Any) -> Any:

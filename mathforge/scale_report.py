@@ -44,12 +44,17 @@ def interval_text(iv: dict[str, Any], scale: float = 100, fmt: str = "{:.1f}") -
 def meaning(bench: str, entry: dict[str, Any]) -> list[str]:
     """Plain sentences on which numbers of a benchmark's curve carry signal and which do not."""
     pts = entry["points"]
-    floor = [p["size"] for p in pts if p["hi"] < FLOOR]
-    informative = [p["size"] for p in pts if p["lo"] > 0 and p["mean"] >= FLOOR and p["mean"] <= CEILING]
+    guess = (entry.get("guess_floor") or {}).get("accuracy", 0.0)
+    low = max(FLOOR, guess)
+    floor = [p["size"] for p in pts if p["hi"] < low]
+    informative = [p["size"] for p in pts if p["lo"] > guess and p["mean"] >= low and p["mean"] <= CEILING]
     out = [f"{bench}: {len(informative)} of {len(pts)} sizes are informative "
-           f"(mean between {100 * FLOOR:.0f}% and {100 * CEILING:.0f}%, interval above 0)."]
+           f"(mean between {100 * low:.1f}% and {100 * CEILING:.0f}%, interval above {100 * guess:.1f}%)."]
+    if guess:
+        out.append(f"Answering every item with the most common training answer of its level scores "
+                   f"{100 * guess:.1f}%: accuracy near that is guessing, not reading the problem.")
     if floor:
-        out.append(f"Sizes {floor} sit at the floor (whole interval below {100 * FLOOR:.0f}%): they say only "
+        out.append(f"Sizes {floor} sit at the floor (whole interval below {100 * low:.1f}%): they say only "
                    "that the student has not learned yet, and say nothing about the slope.")
     if len(informative) < 3:
         out.append("With fewer than 3 informative sizes the fits, the leave-largest-out check and the "
@@ -65,7 +70,7 @@ def meaning(bench: str, entry: dict[str, Any]) -> list[str]:
 def markdown(study: dict[str, Any]) -> str:
     """report.md of a scaling study."""
     lines = ["# Data scaling", "", f"Accuracy ({study['metric']} grader) against SFT data size; 95% intervals "
-             "bootstrap over test items and training seeds.", ""]
+             "bootstrap over test items and training seeds.", "", *_training_md(study["runs"])]
     for bench, entry in study["benchmarks"].items():
         lines += [f"## {bench}", "", *[f"- {s}" for s in meaning(bench, entry)], ""]
         lines += _points_md(entry["points"])
@@ -75,6 +80,16 @@ def markdown(study: dict[str, Any]) -> str:
             if entry.get(key):
                 lines += ["", f"### Accuracy {key.replace('_', ' ')} (%, 95% interval)", "", *_groups_md(entry[key])]
     return "\n".join(lines) + "\n"
+
+
+def _training_md(runs: list[dict[str, Any]]) -> list[str]:
+    """What each size's training was: optimizer steps (a step floor repeats small sets) and wall time."""
+    sizes = sorted({r["size"] for r in runs})
+    steps = {s: sorted({r.get("train_steps") for r in runs if r["size"] == s} - {None}) for s in sizes}
+    secs = {s: [r["seconds"] for r in runs if r["size"] == s and r.get("seconds") is not None] for s in sizes}
+    cells = [f"{s}: {'/'.join(map(str, steps[s])) or '?'} steps"
+             + (f", {sum(secs[s]) / len(secs[s]):.0f} s a run" if secs[s] else "") for s in sizes]
+    return [f"Training per size (optimizer steps, mean wall time of a run): {'; '.join(cells)}.", ""]
 
 
 def _points_md(points: list[dict[str, Any]]) -> list[str]:

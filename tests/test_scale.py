@@ -17,6 +17,8 @@ from mathforge.scale import (
     fit_power_law,
     leave_largest_out,
     nested_subsets,
+    run_jobs,
+    stages_for,
     study,
     sweep,
 )
@@ -114,13 +116,94 @@ def test_sweep_resumes_keyed_by_size_seed_and_config(tmp_path):
     subsets = {10: tmp_path / "a", 100: tmp_path / "b"}
     with pytest.raises(KeyboardInterrupt):
         sweep(subsets, [1, 2], "cfgA", results, run, log=lambda _: None)
-    assert list(completed(results)) == ["n10-s1-cfgA", "n100-s1-cfgA"]
+    assert list(completed(results)) == ["n100-s1-cfgA", "n10-s1-cfgA"]  # seed-major, largest first
     rows = sweep(subsets, [1, 2], "cfgA", results, run, log=lambda _: None)
-    assert calls == [(10, 1), (100, 1), (10, 2), (10, 2), (100, 2)]
+    assert calls == [(100, 1), (10, 1), (100, 2), (100, 2), (10, 2)]
     assert [(r["size"], r["seed"]) for r in rows] == [(10, 1), (10, 2), (100, 1), (100, 2)]
     sweep(subsets, [1, 2], "cfgB", results, run, log=lambda _: None)  # another config: all rerun
     assert len(calls) == 9
     assert len(results.read_text().splitlines()) == 8
+
+
+def test_run_jobs_pins_threads_in_worker_processes_and_raises_failures():
+    import operator
+
+    import torch
+
+    assert list(run_jobs(torch.get_num_threads, [(), ()])) == [((), torch.get_num_threads())] * 2  # inline
+    # Two workers take the first two jobs; the failing third starts only when one of them is done.
+    threads = []
+    with pytest.raises(ValueError, match="invalid literal"):
+        for _, result in run_jobs(operator.call, [(torch.get_num_threads,)] * 2 + [(int, "x")], workers=2, threads=3):
+            threads.append(result)
+    assert threads and set(threads) == {3}
+
+
+def test_a_killed_study_leaves_no_worker_running():
+    """SIGKILL of the driver takes its workers with it: none goes on training on its own, racing the
+    rerun that resumes the study."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    code = ("import operator, os, time\nfrom mathforge.scale import run_jobs\n"
+            "for _, r in run_jobs(operator.call, [(os.getpid,), (time.sleep, 120)], workers=1, threads=1):\n"
+            "    print(r, flush=True)\n")
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    worker = psutil.Process(int(driver.stdout.readline()))  # the worker now sleeps in its second job
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if worker.status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.2)
+    else:
+        worker.kill()
+        pytest.fail("the worker outlived its killed driver")
+
+
+def test_guess_floor_answers_each_level_with_its_most_common_training_answer(tmp_path):
+    from mathforge.pipeline import EvalStage
+    from mathforge.scale import guess_floor
+    from mathforge.scale_report import meaning
+    from mathforge.sources import load
+
+    data = tmp_path / "train.jsonl"
+    write_records(data, load("mini:train?levels=1-3&size=600&seed=0"))
+    bench = "mini:test?levels=1-3&per_level=50"
+    floor = guess_floor(data, ScaleConfig(eval=EvalStage(limit=None)), bench)  # every item, as evaluation sees them
+    train, test = list(load("mini:train?levels=1-3&size=600&seed=0")), list(load(bench + "&allow_test=1"))
+    for level in (1, 2, 3):
+        answers = [r.answer for r in train if r.level == level]
+        modes = [a for a in set(answers) if answers.count(a) == max(map(answers.count, answers))]  # ties: any of them
+        scores = [np.mean([r.answer == m for r in test if r.level == level]) for m in modes]
+        assert any(floor["by_level"][str(level)] == pytest.approx(x) for x in scores)
+    assert floor["accuracy"] == pytest.approx(np.mean(list(floor["by_level"].values()))) and floor["accuracy"] > 0.05
+    points = [{"size": n, "mean": m, "lo": m - 0.01, "hi": m + 0.01} for n, m in ((10, 0.06), (100, 0.3))]
+    text = " ".join(meaning("mini", {"points": points, "guess_floor": floor}))
+    assert f"scores {100 * floor['accuracy']:.1f}%" in text and "1 of 2 sizes are informative" in text
+
+
+def test_min_steps_is_one_floor_for_every_size():
+    from pathlib import Path
+
+    from mathforge.train.config import StageConfig, TrainConfig
+
+    train = TrainConfig(stages=(StageConfig("sft", "from-sweep", epochs=8),), global_batch=8)
+    floor = ScaleConfig(min_steps=300, train=train)
+    epochs = {n: stages_for(floor, n, Path("subset.jsonl"))[0].epochs for n in (32, 200, 300, 3200)}
+    assert epochs == {32: 75, 200: 12, 300: 8, 3200: 8}  # 300 steps of 8 samples, or 8 epochs if more
+    assert {stages_for(ScaleConfig(train=train), n, Path("s"))[0].epochs for n in (32, 3200)} == {8}
+    assert stages_for(floor, 32, Path("subset.jsonl"))[0].dataset == "subset.jsonl"
+    assert config_hash(floor) != config_hash(ScaleConfig(train=train))
 
 
 def test_config_hash_sees_training_changes_but_not_sizes():
@@ -134,7 +217,8 @@ def test_config_hash_sees_training_changes_but_not_sizes():
 
 
 def test_study_writes_json_markdown_html_and_plots(tmp_path):
-    rows = [{"key": f"n{s}-s{seed}-x", "size": s, "seed": seed, **_row(s, seed, min(0.9, 0.15 * math.log2(s / 50) + 0.02 * seed))}
+    rows = [{"key": f"n{s}-s{seed}-x", "size": s, "seed": seed, "train_steps": max(s, 300), "seconds": 10.0,
+             **_row(s, seed, min(0.9, 0.15 * math.log2(s / 50) + 0.02 * seed))}
             for s in SIZES for seed in (1, 2, 3)]
     rows.pop()  # a study still running: the largest size has two seeds so far
     result = study(rows, ScaleConfig(metric="symbolic", n_boot=200, target=0.7))
@@ -146,6 +230,7 @@ def test_study_writes_json_markdown_html_and_plots(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "leave-largest-out" in text and "power_law" in text and "level" in text
     assert "informative" in text
+    assert "100: 300 steps, 10 s a run; 200: 300 steps" in text and "3200: 3200 steps" in text
     html = (tmp_path / "report.html").read_text()
     assert html.count("<svg") == 2
     assert not re.search(r"<script|<link|(src|href)=[\"']https?:", html)  # nothing loads from a network

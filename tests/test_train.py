@@ -403,3 +403,14 @@ def test_prepare_only_prints_json_reuses_the_set_and_names_a_bad_line(tmp_path):
     (tmp_path / "data.jsonl").write_text("\n".join(lines[:7] + ["{not json"] + lines[7:]) + "\n")
     bad = CliRunner().invoke(app, command)
     assert bad.exit_code == 1 and "data.jsonl:8" in bad.output and "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize("text, digits", [
+    ("Ana has 97 rocks.", ["Ġ9", "7"]),  # the space rides on the first digit, never a token alone
+    ("x=1234.", ["1", "2", "3", "4"]),  # digits one by one, whatever BPE saw often
+    ("12 + 9 = 21.\nThe answer is 486", ["1", "2", "Ġ9", "Ġ2", "1", "Ġ4", "8", "6"]),
+])
+def test_tiny_tokenizer_splits_digits_and_round_trips(tokenizer, text, digits):
+    pieces = tokenizer.tokenize(text)
+    assert [p for p in pieces if any(c.isdigit() for c in p)] == digits and "Ġ" not in pieces
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text

@@ -38,9 +38,15 @@ def launch(recipe: Path, out: Path, overrides: list[str], nproc: int, *, prepare
 
 
 def die_with_launcher() -> None:
-    """Under a launcher (LOCAL_RANK set), get SIGKILLed when it dies; a no-op elsewhere or off Linux."""
-    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+    """Under a launcher (LOCAL_RANK set), get SIGKILLed when it dies; a no-op elsewhere."""
+    if "LOCAL_RANK" in os.environ:
+        die_with_parent()
+
+
+def die_with_parent() -> None:
+    """Get SIGKILLed when the parent process dies (a no-op off Linux): a worker never outlives its driver."""
+    if not sys.platform.startswith("linux"):
         return
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the launcher died before the request took effect
+    if os.getppid() == 1:  # the parent died before the request took effect
         os.kill(os.getpid(), signal.SIGKILL)

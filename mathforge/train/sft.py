@@ -52,7 +52,7 @@ def train(cfg: TrainConfig, out: str | Path) -> dict[str, Any]:
     if state.is_main_process:
         run.save_config(cfg)
     with state.main_process_first():
-        start = resolve_student(cfg.student, run.root / "student-init", _tokenizer_texts(cfg), cfg.max_length, cfg.seed)
+        start = resolve_student(cfg.student, run.root / "student-init", tokenizer_texts(cfg), cfg.max_length, cfg.seed)
     results: dict[str, Any] = {}
     for stage in cfg.stages:
         name = f"sft-{stage.name}"
@@ -105,7 +105,7 @@ def prepare_stages(cfg: TrainConfig, out: str | Path) -> dict[str, Prepared]:
     state = process_state()
     run = _run_dir(out, state)
     with state.main_process_first():
-        start = resolve_student(cfg.student, run.root / "student-init", _tokenizer_texts(cfg), cfg.max_length, cfg.seed)
+        start = resolve_student(cfg.student, run.root / "student-init", tokenizer_texts(cfg), cfg.max_length, cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(start)
     return {stage.name: prepare_stage(cfg, stage, tokenizer, run) for stage in cfg.stages}
 
@@ -323,7 +323,7 @@ def _link(link: Path, target: Path) -> None:
     link.symlink_to(target, target_is_directory=True)
 
 
-def _tokenizer_texts(cfg: TrainConfig):
+def tokenizer_texts(cfg: TrainConfig):
     """Prompt + target texts of every stage (only a tiny student's tokenizer is trained on them)."""
     style = "plain" if cfg.prompt_style == "chat" else cfg.prompt_style  # a tokenizer-less template
     for stage in cfg.stages:

@@ -81,13 +81,16 @@ def build_tiny(cfg: StudentConfig, out: Path, texts: Iterable[str], max_length: 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int):
     """A byte-level BPE tokenizer (any text encodes; no unknown tokens) with EOS and PAD tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     # Digits one by one (as Llama and Qwen do): a tiny student learns carries on digit tokens, not
-    # on whatever multi-digit chunks BPE happened to merge.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+    # on whatever multi-digit chunks BPE happened to merge. A number's leading space stays on its
+    # first digit (" 97" -> " 9", "7"): a lone space token before every number would sit between
+    # the word that says what a number is and the number, one more hop for the attention that
+    # copies it, and one more token per number.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r" ?\d"), behavior="isolated"),
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(

@@ -7,8 +7,9 @@ weights; arm `one_stage` trains once on the union, the same examples for the sam
 
     for each arm and training seed: SFT (the shared `train` settings, the arm's stages) -> evaluation
     -> per arm: accuracy overall and per level, bootstrap interval over items and seeds
-    -> first arm minus each other arm: paired difference on the same items with its interval,
-       exact McNemar test per seed
+    -> first arm minus each other arm: paired difference on the same items with its interval over
+       items and seeds; per seed, `mathforge compare`'s own verdict (exact McNemar, smallest
+       detectable difference: eval/compare.py)
     -> comparison.json, report.md, report.html (per-level bars with intervals)
 
 Rows go to `arms.jsonl` as runs finish, keyed by arm, seed and config hash; a rerun skips them.
@@ -28,10 +29,11 @@ import numpy as np
 
 from mathforge import htmlreport as H
 from mathforge.config import config_to_dict
+from mathforge.eval.compare import paired
 from mathforge.io import write_json, write_text
 from mathforge.pipeline import EvalStage
 from mathforge.scale import append_row, completed, groups_of, item_matrix, run_jobs
-from mathforge.stats import interval, mcnemar, paired_difference
+from mathforge.stats import interval, paired_difference
 from mathforge.train.config import StageConfig, TrainConfig
 
 
@@ -128,14 +130,15 @@ def compare(rows: dict[str, list[dict[str, Any]]], metric: str, n_boot: int) -> 
     out: dict[str, Any] = {"metric": metric, "arms": list(rows), "benchmarks": {}}
     for bench in rows[first][0]["items"]:
         groups = [("all", None)] + [(f"level {g}", ("level", g)) for g in groups_of(rows[first], bench, "level")]
-        entry: dict[str, Any] = {"accuracy": {}, "difference": {}, "mcnemar": {}}
+        entry: dict[str, Any] = {"accuracy": {}, "difference": {}, "per_seed": {}}
         for label, group in groups:
             mats = {a: item_matrix(rs, bench, metric, group)[0] for a, rs in rows.items()}
             entry["accuracy"][label] = {a: interval(m, n_boot=n_boot).to_dict() for a, m in mats.items()}
             entry["difference"][label] = {f"{first} - {o}": paired_difference(mats[first], mats[o], n_boot=n_boot).to_dict()
                                           for o in others}
-            entry["mcnemar"][label] = {f"{first} vs {o}": [mcnemar(a, b).to_dict() for a, b in zip(mats[first], mats[o], strict=False)]
-                                       for o in others}
+            # B = the first arm, A = the other: the same comparison `mathforge compare` makes of two runs
+            entry["per_seed"][label] = {f"{first} vs {o}": [paired(a, b) for a, b in zip(mats[o], mats[first], strict=False)]
+                                        for o in others}
         out["benchmarks"][bench] = entry
     return out
 
@@ -146,10 +149,11 @@ def _cell(iv: dict[str, float]) -> str:
 
 def _table_rows(entry: dict[str, Any], arms: list[str]) -> tuple[list[str], list[list[str]]]:
     diffs = list(next(iter(entry["difference"].values())))
-    headers = ["items", *[f"{a} %" for a in arms], *[f"{d} (points)" for d in diffs], "McNemar p per seed"]
+    headers = ["items", *[f"{a} %" for a in arms], *[f"{d} (points)" for d in diffs], "per seed: McNemar p (min. detectable, points)"]
     body = []
     for label, accs in entry["accuracy"].items():
-        ps = "; ".join(", ".join(f"{m['p_value']:.3g}" for m in v) for v in entry["mcnemar"][label].values())
+        ps = "; ".join(", ".join(f"{m['p_value']:.3g} ({100 * m['min_detectable']:.1f})" for m in v)
+                       for v in entry["per_seed"][label].values())
         body.append([label, *[_cell(accs[a]) for a in arms], *[_cell(entry["difference"][label][d]) for d in diffs], ps])
     return headers, body
 

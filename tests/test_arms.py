@@ -25,8 +25,9 @@ def test_compare_reports_per_level_intervals_and_paired_differences():
     assert diff["level 1"]["two_stage - one_stage"] == {"estimate": 0.0, "lo": 0.0, "hi": 0.0, "level": 0.95}
     assert diff["all"]["two_stage - one_stage"]["estimate"] == pytest.approx(0.125)
     assert entry["accuracy"]["level 4"]["two_stage"]["estimate"] == 1.0
-    mc = entry["mcnemar"]["level 4"]["two_stage vs one_stage"]
-    assert [m["a_only"] for m in mc] == [25, 25] and all(m["p_value"] < 1e-6 for m in mc)
+    per_seed = entry["per_seed"]["level 4"]["two_stage vs one_stage"]  # B = two_stage, as `mathforge compare` says it
+    assert [m["b_only"] for m in per_seed] == [25, 25] and all(m["p_value"] < 1e-6 for m in per_seed)
+    assert {m["verdict"] for m in per_seed} == {"B better"}
     text = markdown(result)
     assert "| level 4 | 100.0 [100.0, 100.0] | 50.0" in text
     assert any("<svg" in b for b in html_blocks(result))

@@ -79,7 +79,7 @@ class CleanConfig:
     length_tokenizer: str = "smollm2"
     answer_check: AnswerCheckConfig = field(default_factory=AnswerCheckConfig)
     select: SelectConfig = field(default_factory=lambda: SelectConfig(strategy="random", budget=1_000_000))
-    shard_rows: int = 20_000  # rows per shard: the unit of parallelism and of resumption
+    shard_rows: int = 10_000  # rows per shard: the unit of parallelism and of resumption
     executor: str = "local"  # local | ray: where shards run (not part of the key: outputs are identical)
     workers: int | None = None  # processes or Ray CPUs (None: one per core)
 

@@ -20,7 +20,7 @@ symbolic one would measure math-verify, 2.5 ms a pair, in both).
 
     python bench/clean_scale.py --rows 100000          # both chains
     python bench/clean_scale.py --rows 1000000 --ours-only
-    python bench/clean_scale.py --rows 400000 --resume   # SIGKILL at 3 random moments, rerun, compare bytes
+    python bench/clean_scale.py --rows 400000 --resume   # SIGKILL at 3 random moments of work, rerun, compare bytes
     python bench/clean_scale.py --rows 400000 --ray      # executor=ray vs local: bytes, driver USS
 
 `--resume` and `--ray` run the `mathforge clean` command itself (an uninterrupted local run is the
@@ -72,7 +72,7 @@ def main() -> None:
         CLEAN.append(f"shard_rows={args.shard_rows}")
         whole = command_run(data, work / "whole", [])
         print(f"local, uninterrupted: {whole['seconds']:.1f} s, driver peak USS {whole['uss_mb']:,.0f} MB")
-        (resume_check(data, work, whole["seconds"], args.seed) if args.resume else ray_check(data, work))
+        (resume_check(data, work, args.seed) if args.resume else ray_check(data, work))
         return
     results = {name: run_chain(name, data, work / name, args.rows)
                for name in (("ours",) if args.ours_only else ("ours", "reference"))}
@@ -123,9 +123,10 @@ def sample_rss(proc: psutil.Process, peak: list[int]) -> None:
 CLEAN = ["answer_check.grader=strict"]
 
 
-def command_run(data: Path, out: Path, extra: list[str], kill_after: float | None = None) -> dict:
-    """`mathforge clean` in its own process group (its workers die with it); the driver's USS sampled."""
-    if (out / "report.json").exists() and kill_after is None and not extra:
+def command_run(data: Path, out: Path, extra: list[str], kill_at: int | None = None, delay: float = 0.0) -> dict:
+    """`mathforge clean` in its own process group (its workers die with it); the driver's USS sampled.
+    With `kill_at`, SIGKILL the group `delay` seconds after the run holds `kill_at` shard markers."""
+    if (out / "report.json").exists() and kill_at is None and not extra:
         return json.loads((out / "whole.json").read_text())
     cmd = [sys.executable, "-m", "mathforge.cli", "clean", str(data), "--out", str(out), *CLEAN, *extra,
            "--seeds", str(data.parent / "seeds.jsonl")]
@@ -134,18 +135,25 @@ def command_run(data: Path, out: Path, extra: list[str], kill_after: float | Non
     peak = [0]
     thread = threading.Thread(target=sample_uss, args=(proc, peak), daemon=True)
     thread.start()
-    try:
-        proc.wait(timeout=kill_after)
-    except psutil.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return {"killed": True}
+    if kill_at is not None:
+        while proc.poll() is None and markers(out) < kill_at:
+            time.sleep(0.1)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return {"killed": True, "seconds": time.time() - start}
+    proc.wait()
     if proc.returncode != 0:
         raise SystemExit(f"mathforge clean failed (exit {proc.returncode})")
     result = {"seconds": time.time() - start, "uss_mb": peak[0] / 2**20}
     if not extra:
         (out / "whole.json").write_text(json.dumps(result))
     return result
+
+
+def markers(out: Path) -> int:
+    return sum(1 for _ in (out / "work").rglob("*.done.json")) if (out / "work").exists() else 0
 
 
 def sample_uss(proc: psutil.Process, peak: list[int]) -> None:
@@ -159,21 +167,23 @@ def output_bytes(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "data").glob("part-*"))}
 
 
-def resume_check(data: Path, work: Path, seconds: float, seed: int) -> None:
-    """Kill 3 times at a random moment of a run, rerun after each, then finish; compare with the whole."""
+def resume_check(data: Path, work: Path, seed: int) -> None:
+    """Kill 3 times at a random moment of a run, rerun after each, then finish; compare with the whole.
+    A moment is drawn in work done, not in seconds (a timed kill lands after the end on a faster
+    machine): a random count of finished shards still ahead, then a random 0.5-3 s into the next."""
     out = work / "killed"
     shutil.rmtree(out, ignore_errors=True)
     rng = random.Random(seed)
+    total = markers(work / "whole")
     redone = 0
-    for kill in range(3):
-        # each rerun resumes with less left to do, so kill k comes within the first 60% / 2^k of a whole
-        # run's time: late enough to land mid-shard, early enough that the rerun is still running
-        moment = rng.uniform(0.05, 0.6) * seconds / 2**kill
+    for _ in range(3):
+        done = markers(out)
+        target, delay = rng.randint(done + 1, max(done + 1, total - 2)), rng.uniform(0.5, 3.0)
         before = {p: p.stat().st_mtime_ns for p in (out / "work").rglob("*.done.json")} if out.exists() else {}
-        result = command_run(data, out, ["workers=2"], kill_after=moment)
+        result = command_run(data, out, ["workers=2"], kill_at=target, delay=delay)
         redone += sum(p.stat().st_mtime_ns != t for p, t in before.items() if p.exists())
-        print(f"killed after {moment:.0f} s: {'SIGKILL' if result.get('killed') else 'finished first'}; "
-              f"{len(before)} shard markers before it")
+        print(f"{'SIGKILL' if result.get('killed') else 'finished first'} after {result['seconds']:.0f} s, "
+              f"{delay:.1f} s past shard marker {target} of {total}; {len(before)} markers before this run")
     before = {p: p.stat().st_mtime_ns for p in (out / "work").rglob("*.done.json")}
     command_run(data, out, ["workers=2"])
     redone += sum(p.stat().st_mtime_ns != t for p, t in before.items() if p.exists())

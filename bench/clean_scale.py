@@ -176,9 +176,10 @@ def resume_check(data: Path, work: Path, seed: int) -> None:
     rng = random.Random(seed)
     total = markers(work / "whole")
     redone = 0
-    for _ in range(3):
+    for kill in range(3):
         done = markers(out)
-        target, delay = rng.randint(done + 1, max(done + 1, total - 2)), rng.uniform(0.5, 3.0)
+        room = max(1, (total - 2 - done) // (3 - kill))  # the work left is shared among the kills to come
+        target, delay = rng.randint(done + 1, done + room), rng.uniform(0.5, 3.0)
         before = {p: p.stat().st_mtime_ns for p in (out / "work").rglob("*.done.json")} if out.exists() else {}
         result = command_run(data, out, ["workers=2"], kill_at=target, delay=delay)
         redone += sum(p.stat().st_mtime_ns != t for p, t in before.items() if p.exists())

@@ -306,9 +306,9 @@ def study(rows: list[dict[str, Any]], cfg: ScaleConfig) -> dict[str, Any]:
 def guess_floor(data: Path, cfg: ScaleConfig, bench: str) -> dict[str, Any]:
     """Accuracy of answering every evaluated item with the most common training answer of its level.
 
-    The floor a student reaches without reading a problem: sums and differences of small numbers
-    pile up on a few answers (0, 10), so on the miniature it is far above 0 and an accuracy near it
-    says nothing. Holds one answer counter per level (the distinct answers, not the rows).
+    The floor a student reaches without reading a problem: on data whose answers pile up on a few
+    values (sums of small numbers, differences that hit 0) it is far above 0 and an accuracy near
+    it says nothing. The miniature flattens its answers (`mini.make_problem`) to keep it near 3%. Holds one answer counter per level (the distinct answers, not the rows).
     """
     from mathforge.eval import load_benchmark, subset
     from mathforge.io import read_records
@@ -337,8 +337,9 @@ def _run_summary(row: dict[str, Any], metric: str) -> dict[str, Any]:
 
 
 # Bumped when the code changes what a row means (2: one tokenizer for every size, trained on the
-# whole data), so rows of an older study are never mixed into a new one.
-ROW_VERSION = 2
+# whole data; 3: the miniature's answers flattened, so its test sets changed), so rows of an older
+# study are never mixed into a new one.
+ROW_VERSION = 3
 
 
 def config_hash(cfg: ScaleConfig) -> str:

@@ -186,8 +186,9 @@ def test_guess_floor_answers_each_level_with_its_most_common_training_answer(tmp
         modes = [a for a in set(answers) if answers.count(a) == max(map(answers.count, answers))]  # ties: any of them
         scores = [np.mean([r.answer == m for r in test if r.level == level]) for m in modes]
         assert any(floor["by_level"][str(level)] == pytest.approx(x) for x in scores)
-    assert floor["accuracy"] == pytest.approx(np.mean(list(floor["by_level"].values()))) and floor["accuracy"] > 0.05
-    points = [{"size": n, "mean": m, "lo": m - 0.01, "hi": m + 0.01} for n, m in ((10, 0.06), (100, 0.3))]
+    assert floor["accuracy"] == pytest.approx(np.mean(list(floor["by_level"].values()))) and floor["accuracy"] > 0
+    low = max(floor["accuracy"], 0.05)  # a mean under the floor (or 5%) is not informative
+    points = [{"size": n, "mean": m, "lo": m - 0.01, "hi": m + 0.01} for n, m in ((10, low - 0.005), (100, 0.3))]
     text = " ".join(meaning("mini", {"points": points, "guess_floor": floor}))
     assert f"scores {100 * floor['accuracy']:.1f}%" in text and "1 of 2 sizes are informative" in text
 

@@ -111,6 +111,10 @@ def _fit_md(name: str, fit: dict[str, Any], target: float) -> list[str]:
            f" ({fit['size_for_target']['never']} replicates never reach it)"
            + (f"; more than {EXTRAPOLATION}× the largest size measured: an extrapolation, not a forecast" if far else ""),
            f"- gain from doubling the largest size: {interval_text(fit['gain_from_doubling'])} points"]
+    ceiling = fit["params"].get("ceiling")
+    if ceiling and ceiling["estimate"] >= 0.999:
+        out.append("- the ceiling sits at its bound of 100%: these sizes show no saturation yet, so the "
+                   "law is a plain power law in the error rate and says nothing about where accuracy levels off")
     llo = fit.get("leave_largest_out")
     if llo and "prediction" in llo:
         out.append(f"- leave-largest-out: fitted without size {llo['size']}, predicts "

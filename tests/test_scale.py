@@ -284,3 +284,16 @@ eval:
     assert again.returncode == 0
     assert (out / "logs" / "run.log").read_text().count("scale: run") == 3  # all from the first run
     assert len((out / "scaling.jsonl").read_text().splitlines()) == 3
+
+
+def test_report_says_when_the_power_law_has_no_ceiling_in_sight():
+    from mathforge.scale_report import _fit_md
+
+    def fit(ceiling):
+        iv = {"estimate": ceiling, "lo": ceiling - 0.05, "hi": min(1.0, ceiling + 0.05), "never": 0}
+        one = {"estimate": 1.0, "lo": 0.5, "hi": 2.0, "never": 0}
+        return {"formula": "acc", "r2": 0.9, "largest": 100, "replicates": 10, "failed_replicates": 0,
+                "params": {"ceiling": iv, "k": one, "alpha": one}, "size_for_target": one, "gain_from_doubling": one}
+
+    assert any("no saturation" in line for line in _fit_md("power_law", fit(1.0), 0.5))
+    assert not any("no saturation" in line for line in _fit_md("power_law", fit(0.85), 0.5))

@@ -539,3 +539,24 @@ def test_several_endpoints_share_the_load_and_one_killed_mid_run_is_paused(tmp_p
     with Engine(EngineConfig(**{**cfg.__dict__, "base_url": urls[0]}), cache_path=tmp_path / "c.sqlite") as engine:
         assert all(r.ok for r in engine.run([chat(f"e{i}", f"q{i}") for i in range(40)])) and engine.stats()["calls"] == 0
     here.stop()
+
+
+def test_waiting_requests_go_by_priority_then_arrival(mock_server):
+    """One slot, six priority-1 requests queued before three priority-0 ones: the three are sent
+    first, each group in arrival order (stage 1's requests before stage 2's fillers)."""
+    mock_server.latency = 0.01
+    done: list[str] = []
+
+    async def one(engine: Engine, key: str, priority: int) -> None:
+        await engine.asubmit(Request(key=key, messages=[{"role": "user", "content": key}], sampling=GREEDY,
+                                     priority=priority))
+        done.append(key)
+
+    async def go(engine: Engine) -> None:
+        low = [one(engine, f"low{i}", 1) for i in range(6)]
+        high = [one(engine, f"high{i}", 0) for i in range(3)]
+        await asyncio.gather(*low, *high)
+
+    with Engine(mock_cfg(mock_server, concurrency=1)) as engine:
+        engine.drive(go(engine))
+    assert done == [f"high{i}" for i in range(3)] + [f"low{i}" for i in range(6)]

@@ -62,6 +62,7 @@ class Engine:
         self.budget = budget or Budget()
         self._spent = self.cache.totals() if budget else (0, 0, 0)  # (requests, prompt, completion) paid before
         self._queue: asyncio.Queue | None = None  # the shared in-flight window of `asubmit`
+        self._arrivals = itertools.count()
         self._workers: list[asyncio.Task] = []
         self._inflight: dict[str, asyncio.Future] = {}
         self._sending = 0
@@ -132,29 +133,29 @@ class Engine:
         missing = [c for c in calls if c.cache_key not in done]
         if missing:
             groups = [missing] if getattr(self.backend, "native_n", False) else [[c] for c in missing]
-            for outs in await asyncio.gather(*(self._enqueue(g) for g in groups)):
+            for outs in await asyncio.gather(*(self._enqueue(g, request.priority) for g in groups)):
                 done.update(outs)
         return self._result(request, calls, done, cached_keys)
 
-    async def _enqueue(self, calls: list[Call]) -> dict[str, Completion | BackendError]:
+    async def _enqueue(self, calls: list[Call], priority: int) -> dict[str, Completion | BackendError]:
         key = calls[0].cache_key
         if key in self._inflight:  # the same call already queued by another caller: share its answer
             return await asyncio.shield(self._inflight[key])
         if self._queue is None:
-            self._queue = asyncio.Queue()
+            self._queue = asyncio.PriorityQueue()
             width = min(self.backend.max_concurrency or self.cfg.concurrency, self.cfg.concurrency)
             self._workers = [asyncio.create_task(self._worker()) for _ in range(width)]
         future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         future.add_done_callback(lambda _: self._inflight.pop(key, None))
-        self._queue.put_nowait((calls, future))
+        self._queue.put_nowait((priority, next(self._arrivals), calls, future))  # FIFO within a priority
         return await future
 
     async def _worker(self) -> None:
         while True:
-            items = [await self._queue.get()]
+            items = [(await self._queue.get())[2:]]
             while len(items) < self.backend.batch_size and not self._queue.empty():
-                items.append(self._queue.get_nowait())  # in-process backends batch what is waiting
+                items.append(self._queue.get_nowait()[2:])  # in-process backends batch what is waiting
             items = [(calls, f) for calls, f in items if not f.done()]  # withdrawn by their callers
             calls = [c for cs, _ in items for c in cs]
             if not calls:

@@ -560,3 +560,22 @@ def test_waiting_requests_go_by_priority_then_arrival(mock_server):
     with Engine(mock_cfg(mock_server, concurrency=1)) as engine:
         engine.drive(go(engine))
     assert done == [f"high{i}" for i in range(3)] + [f"low{i}" for i in range(6)]
+
+
+def test_imap_keeps_sending_past_a_slow_request_and_yields_in_order(mock_server, monkeypatch):
+    """A reorder buffer of 16 and a slow request at place 15: while it is out, the requests after it
+    keep going out (with chunks, none of the next 16 would until it returned); results in order."""
+    import mathforge.engine.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "CHUNK", 16)
+    mock_server.latency, mock_server.slow_s = 0.005, 0.5
+    base = mock_server.snapshot()["received"]
+    reqs = [chat(f"q{i}", f"q{i}" + (" [[fault:slow]]" if i == 15 else "")) for i in range(40)]
+    seen = {}
+    with Engine(mock_cfg(mock_server, concurrency=8, timeout_s=5.0, max_retries=0)) as engine:
+        results = []
+        for i, res in enumerate(engine.imap(reqs)):
+            seen.setdefault(i, mock_server.snapshot()["received"] - base)
+            results.append(res)
+    assert [r.key for r in results] == [r.key for r in reqs] and all(r.error is None for r in results)
+    assert seen[15] >= 30  # 0..30 sent before the slow one's result was handed back

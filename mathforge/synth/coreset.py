@@ -8,7 +8,7 @@ Written by hand because faiss has no k-center and scikit-learn's clustering mini
 objective (k-means inertia, not the covering radius).
 
 The embeddings are made shard by shard while the synthesis writes them (`ShardEmbedder`, in a
-niced helper process) and kept beside the dataset (`problem_vectors` reads them back, embedding
+helper process) and kept beside the dataset (`problem_vectors` reads them back, embedding
 any shard that lacks valid vectors), so selection at the end of a stage takes seconds, not the
 minutes of embedding the whole stage with the teacher's request window empty.
 """
@@ -30,8 +30,6 @@ from typing import Any
 import numpy as np
 
 from mathforge.io import dataset_files, read_records
-
-HELPER_NICE = 2  # the embedding helper yields to the request loop (more would starve it behind other users)
 
 
 @dataclass
@@ -221,19 +219,11 @@ def _load(path: Path, digest: str) -> np.ndarray | None:
         return None
 
 
-def _start_helper() -> None:
-    """The helper runs below the request loop's priority, on one torch thread: a second one would
-    spin against the loop and the teacher for the same cores."""
-    import torch
-
-    os.nice(HELPER_NICE)
-    torch.set_num_threads(1)
-
-
 class ShardEmbedder:
-    """Embeds each shard of a dataset as it is written, in one niced helper process (separate so
-    that embedding never holds the request loop's GIL or core). Only a cache for `problem_vectors`:
-    a shard the helper did not finish is embedded there."""
+    """Embeds each shard of a dataset as it is written, in one helper process (separate so that
+    embedding never holds the request loop's GIL; not niced, because once the stage's requests are
+    done its work is what the next stage waits for). Only a cache for `problem_vectors`: a shard the
+    helper did not finish is embedded there."""
 
     def __init__(self, model: str | None, batch_size: int):
         self.model, self.batch_size = model, batch_size
@@ -247,7 +237,7 @@ class ShardEmbedder:
             return
         if self.pool is None:
             self.pool = concurrent.futures.ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_helper)
+                1, mp_context=multiprocessing.get_context("spawn"))
         with contextlib.suppress(BrokenProcessPool):  # the helper died: the core-set step embeds what it left
             self.jobs.append(self.pool.submit(embed_shard, str(shard), self.model, self.batch_size))
 

@@ -117,7 +117,9 @@ class _Ops:
     def min_sq_dist(self, centres: list[int]):
         """Squared distance of every row to its nearest centre (blocks of rows x all centres)."""
         c, csq = self.x[centres], self.sq[centres]
-        rows = max(1, self.chunk * 64 // max(1, len(centres)))
+        # A block of rows x centres holds about `chunk` distances (4 MB at the default): a bigger
+        # block is no faster, and one of 64 chunks made the peak memory grow with n * k.
+        rows = max(1, self.chunk // max(1, len(centres)))
         parts = []
         for s in range(0, self.x.shape[0], rows):
             block = self.sq[s : s + rows, None] + csq[None, :] - 2 * (self.x[s : s + rows] @ c.T)
@@ -187,19 +189,24 @@ def embed_shard(shard: str | Path, model: str | None, batch_size: int) -> None:
     os.replace(tmp, path)
 
 
-def problem_vectors(dataset: Path, model: str | None, batch_size: int) -> dict[str, np.ndarray]:
-    """Each problem text of a sharded dataset -> its embedding, from the shards' vectors files;
-    a shard without valid vectors (never embedded, killed mid-way, rewritten on resume) is
-    embedded now. Holds every row's vector and text: k-center greedy needs all of them (about
-    1.5 KB of vector plus the text's length per row with MiniLM's 384 dimensions)."""
-    out: dict[str, np.ndarray] = {}
+def problem_vectors(dataset: Path, problems: Sequence[str], model: str | None, batch_size: int) -> np.ndarray:
+    """The embeddings of `problems` (the distinct problem texts of a sharded dataset), one row each
+    in their order, from the shards' vectors files; a shard without valid vectors (never embedded,
+    killed mid-way, rewritten on resume) is embedded now. The matrix is what k-center greedy needs
+    in memory: 1.5 KB a row with MiniLM's 384 dimensions."""
+    index = {t: i for i, t in enumerate(problems)}
+    out: np.ndarray | None = None
     for shard in dataset_files(dataset):
         texts = [r.problem for r in read_records(shard)]
         vectors = _load(vectors_path(shard), _digest(texts, model))
         if vectors is None:
             embed_shard(shard, model, batch_size)
             vectors = _load(vectors_path(shard), _digest(texts, model))
-        out.update(zip(texts, vectors, strict=True))
+        if out is None:
+            out = np.zeros((len(problems), vectors.shape[1]), dtype=np.float32)
+        out[[index[t] for t in texts]] = vectors
+    if out is None:
+        raise ValueError(f"{dataset}: no shards to embed")
     return out
 
 

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mathforge.engine.limits import Budget
 from mathforge.engine.types import Sampling
 from mathforge.io import dataset_files, read_records, write_json, write_records, write_text
@@ -340,19 +338,26 @@ def resolve_spec(spec: str) -> str:
 
 
 def _coreset_stage(cfg: SynthConfig, rd: RunDir) -> dict[str, Any]:
-    # Sorted by id first: shards hold rows in completion order, and the choice must not depend on it.
-    rows = sorted(read_records(rd.path("stage1", "initial")), key=lambda r: r.id)
-    records = list({r.problem: r for r in rows}.values())
-    if not records:
+    initial = rd.path("stage1", "initial")
+    # Each distinct problem once, in the order of its first row by id, standing for its last row by
+    # id (shards hold rows in completion order, and the choice must not depend on it). Only ids and
+    # texts are held (with the vectors, about 2 KB a row); the chosen rows are read back after.
+    last: dict[str, str] = {}
+    for rid, problem in sorted((r.id, r.problem) for r in read_records(initial)):
+        last[problem] = rid
+    if not last:
         raise ValueError("stage1_initial kept no records: nothing to select seed synthetic problems from")
-    budget = min(cfg.stage1.coreset_budget, len(records))
-    by_text = coreset.problem_vectors(rd.path("stage1", "initial"), cfg.stage1.embed_model, cfg.stage1.embed_batch_size)
-    vectors = np.stack([by_text[r.problem] for r in records])
-    del by_text  # the stacked copy is all k-center needs
+    budget = min(cfg.stage1.coreset_budget, len(last))
+    vectors = coreset.problem_vectors(initial, list(last), cfg.stage1.embed_model, cfg.stage1.embed_batch_size)
     result = coreset.k_center_greedy(vectors, budget, seed=cfg.seed)
-    chosen = [annotate(records[i], "coreset", {"rank": rank}) for rank, i in enumerate(result.indices.tolist())]
+    ids = list(last.values())
+    rank = {ids[i]: n for n, i in enumerate(result.indices.tolist())}
+    chosen: list[Record | None] = [None] * len(rank)  # the output, in pick order
+    for r in read_records(initial):
+        if r.id in rank:
+            chosen[rank[r.id]] = annotate(r, "coreset", {"rank": rank[r.id]})
     write_records(rd.path("stage1", "seed_synthetic.jsonl"), chosen)
-    return {"candidates": len(records), "selected": len(chosen), "coverage": result.report}
+    return {"candidates": len(last), "selected": len(chosen), "coverage": result.report}
 
 
 def _hard_seed_stage(cfg: SynthConfig, rd: RunDir, seeds: Sequence[Record]) -> dict[str, Any]:

@@ -118,3 +118,51 @@ def test_vectors_embedded_per_shard_ahead_give_the_picks_of_embedding_at_once(tm
     at_once = embed_texts([r.problem for r in ordered])
     np.testing.assert_allclose(vectors, at_once, atol=1e-5)
     assert (k_center_greedy(vectors, 8).indices == k_center_greedy(at_once, 8).indices).all()
+
+
+HELPER_PARENT = """
+import sys, time
+from pathlib import Path
+from mathforge.io import write_records
+from mathforge.record import Record
+from mathforge.synth.coreset import ShardEmbedder
+
+if __name__ == "__main__":
+    shard = Path(sys.argv[1])
+    write_records(shard, [Record(id="a", problem="What is 2 + 2?", source="test")])
+    embedder = ShardEmbedder(None, 16)
+    embedder(shard, last=False)
+    print(*embedder.pool._processes, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_the_helper_exits_when_the_synthesis_process_is_killed(tmp_path):
+    """A SIGKILLed synthesis leaves no embedding helper behind (it would wait on its pipe for ever)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(HELPER_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "initial" / "part-00000.jsonl")],
+                              stdout=subprocess.PIPE, text=True)
+    helper = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+
+    def alive() -> bool:
+        try:
+            return Path(f"/proc/{helper}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    still = alive()
+    if still:
+        os.kill(helper, signal.SIGKILL)
+    assert not still

@@ -21,6 +21,8 @@ import hashlib
 import multiprocessing
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -226,6 +228,19 @@ def _load(path: Path, digest: str) -> np.ndarray | None:
         return None
 
 
+def _exit_with_parent(parent: int) -> None:
+    """The helper's start: exit once the synthesis process `parent` is gone (after a SIGKILL it would
+    wait on its job pipe for ever, holding a model's memory); given, not read here, because the
+    parent may already be gone when the helper starts."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 class ShardEmbedder:
     """Embeds each shard of a dataset as it is written, in one helper process (separate so that
     embedding never holds the request loop's GIL; not niced, because once the stage's requests are
@@ -244,7 +259,8 @@ class ShardEmbedder:
             return
         if self.pool is None:
             self.pool = concurrent.futures.ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"))
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent,
+                initargs=(os.getpid(),))
         with contextlib.suppress(BrokenProcessPool):  # the helper died: the core-set step embeds what it left
             self.jobs.append(self.pool.submit(embed_shard, str(shard), self.model, self.batch_size))
 

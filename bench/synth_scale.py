@@ -7,7 +7,10 @@ samples; 500: about 6k), against `mathforge teacher-sim` (lognormal latency, med
 - requests/s from the simulator's own log (answered attempts / span from first arrival to last
   answer), against the ideal: concurrency / mean latency (the mean measured in the same log);
 - excess requests: sent beyond those of the units that filled the quotas (from the quota ledger);
-- peak RSS of the synthesis process, and the ratio between the largest and the smallest scale;
+- peak RSS of the synthesis process (and of its embedding helper, see synth/coreset.py), and the
+  ratio between the largest and the smallest scale;
+- CPU milliseconds per request of the client (the synthesis process), its embedding helper and the
+  simulator, whole-run totals over requests sent (start-up and the core-set step included);
 - with --kills K, a second run at the smallest scale killed with SIGKILL at K random moments while
   requests flow (at random shares of the requests the first run needed) and resumed: requests answered again after a kill (each must be one the client had not stored yet),
   the final datasets' ids against the uninterrupted run, and kept rows per method against quotas;
@@ -56,8 +59,10 @@ def child(run_dir: str, args: list[str]) -> None:
     cfg = load_config(SynthConfig, REPO / "recipes" / "synth_paper.yaml", args)
     start = time.monotonic()
     run_synth(cfg, run_dir)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": round(time.monotonic() - start, 1), "peak_rss_mb": round(rss, 1)}))
+    me, helper = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({"seconds": round(time.monotonic() - start, 1), "peak_rss_mb": round(me.ru_maxrss / 1024, 1),
+                      "cpu_s": round(me.ru_utime + me.ru_stime, 1), "helper_cpu_s": round(helper.ru_utime + helper.ru_stime, 1),
+                      "helper_peak_rss_mb": round(helper.ru_maxrss / 1024, 1)}))
 
 
 def start_sim(port: int, log: Path, median: float, sigma: float) -> subprocess.Popen:
@@ -124,8 +129,10 @@ def one_scale(scale: int, work: Path, a: argparse.Namespace, port: int) -> dict:
     try:
         res = run_child(run_dir, overrides(scale, port, a.concurrency))
     finally:
+        before = _children_cpu()
         sim.terminate()
         sim.wait()
+    res["sim_cpu_s"] = round(_children_cpu() - before, 1)
     rate = server_rate(log, a.concurrency)
     needed, _ = ledger_totals(run_dir)
     sent = sum(1 for _ in log.open())
@@ -135,8 +142,10 @@ def one_scale(scale: int, work: Path, a: argparse.Namespace, port: int) -> dict:
     print(f"1/{scale}: {samples} samples, {sent} requests in {rate['span_s']} s: {rate['rps']} req/s = "
           f"{rate['of_ideal']} of ideal {rate['ideal_rps']} (mean latency {rate['mean_latency_s']} s; "
           f"{rate['of_ideal_busy']} over the {rate['busy_s']} s with requests at the server); "
-          f"excess {res['excess']:.2%} ({sent - needed} beyond {needed}); peak RSS {res['peak_rss_mb']} MB; "
-          f"load {res['load']:.1f}", flush=True)
+          f"excess {res['excess']:.2%} ({sent - needed} beyond {needed}); peak RSS {res['peak_rss_mb']} MB "
+          f"(embedding helper {res['helper_peak_rss_mb']} MB); CPU per request: client "
+          f"{res['cpu_s'] * 1000 / sent:.2f} ms + embedding helper {res['helper_cpu_s'] * 1000 / sent:.2f} ms, "
+          f"simulator {res['sim_cpu_s'] * 1000 / sent:.2f} ms; load {res['load']:.1f}", flush=True)
     return res
 
 
@@ -171,6 +180,12 @@ def killed_run(scale: int, work: Path, a: argparse.Namespace, port: int, referen
     print(f"same ids as the uninterrupted run: { {p: mine[p] == ref[p] for p in mine} }")
     _, kept = ledger_totals(run_dir)
     print(f"kept per method equal to the uninterrupted run's (its quotas): {kept == ledger_totals(reference)[1]}; {kept}")
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the simulator's, once it has been waited for)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _answered(log: Path) -> int:

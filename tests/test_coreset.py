@@ -89,3 +89,80 @@ def test_bad_input_is_an_error(shape, k, initial):
 def test_unknown_backend_is_an_error():
     with pytest.raises(ValueError, match="backend"):
         k_center_greedy(np.ones((3, 2), dtype=np.float32), 1, backend="faiss")
+
+
+def test_vectors_embedded_per_shard_ahead_give_the_picks_of_embedding_at_once(tmp_path):
+    """Shards embedded by the helper process as they are written, plus a shard rewritten after a kill
+    (stale vectors) and one never handed over (both embedded by `problem_vectors`), give the same
+    vectors and k-center picks as the whole id-sorted set embedded in one call, as before."""
+    from mathforge.embed import embed_texts
+    from mathforge.io import read_records, shard_name, write_records
+    from mathforge.sources import load
+    from mathforge.synth.coreset import ShardEmbedder, problem_vectors, vectors_path
+
+    recs = list(load(f"math:{DATA / 'math' / 'math_train.jsonl'}?limit=40"))
+    folder = tmp_path / "stage1" / "initial"
+    embedder = ShardEmbedder(None, 16)
+    embedder(folder / shard_name(0), last=True)
+    assert embedder.pool is None  # a one-shard stage starts no helper
+    for i in range(3):
+        write_records(folder / shard_name(i), recs[i * 10 : (i + 1) * 10])
+        embedder(folder / shard_name(i), last=i == 2)
+    assert embedder.finish() == [] and all(vectors_path(folder / shard_name(i)).exists() for i in range(3))
+    assert not list(folder.glob("*.npz"))  # the dataset folder holds record shards only
+    write_records(folder / shard_name(2), recs[30:40])  # rewritten on resume with other rows
+    write_records(folder / shard_name(3), recs[:3])  # never handed over; repeats problems
+    ordered = list({r.problem: r for r in sorted(read_records(folder), key=lambda r: r.id)}.values())
+    assert {r.problem for r in ordered} == {r.problem for r in recs[:20] + recs[30:]}
+    vectors = problem_vectors(folder, [r.problem for r in ordered], None, 16)
+    at_once = embed_texts([r.problem for r in ordered])
+    np.testing.assert_allclose(vectors, at_once, atol=1e-5)
+    assert (k_center_greedy(vectors, 8).indices == k_center_greedy(at_once, 8).indices).all()
+
+
+HELPER_PARENT = """
+import sys, time
+from pathlib import Path
+from mathforge.io import write_records
+from mathforge.record import Record
+from mathforge.synth.coreset import ShardEmbedder
+
+if __name__ == "__main__":
+    shard = Path(sys.argv[1])
+    write_records(shard, [Record(id="a", problem="What is 2 + 2?", source="test")])
+    embedder = ShardEmbedder(None, 16)
+    embedder(shard, last=False)
+    print(*embedder.pool._processes, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_the_helper_exits_when_the_synthesis_process_is_killed(tmp_path):
+    """A SIGKILLed synthesis leaves no embedding helper behind (it would wait on its pipe for ever)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(HELPER_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "initial" / "part-00000.jsonl")],
+                              stdout=subprocess.PIPE, text=True)
+    helper = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+
+    def alive() -> bool:
+        try:
+            return Path(f"/proc/{helper}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    still = alive()
+    if still:
+        os.kill(helper, signal.SIGKILL)
+    assert not still

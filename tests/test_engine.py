@@ -539,3 +539,43 @@ def test_several_endpoints_share_the_load_and_one_killed_mid_run_is_paused(tmp_p
     with Engine(EngineConfig(**{**cfg.__dict__, "base_url": urls[0]}), cache_path=tmp_path / "c.sqlite") as engine:
         assert all(r.ok for r in engine.run([chat(f"e{i}", f"q{i}") for i in range(40)])) and engine.stats()["calls"] == 0
     here.stop()
+
+
+def test_waiting_requests_go_by_priority_then_arrival(mock_server):
+    """One slot, six priority-1 requests queued before three priority-0 ones: the three are sent
+    first, each group in arrival order (stage 1's requests before stage 2's fillers)."""
+    mock_server.latency = 0.01
+    done: list[str] = []
+
+    async def one(engine: Engine, key: str, priority: int) -> None:
+        await engine.asubmit(Request(key=key, messages=[{"role": "user", "content": key}], sampling=GREEDY,
+                                     priority=priority))
+        done.append(key)
+
+    async def go(engine: Engine) -> None:
+        low = [one(engine, f"low{i}", 1) for i in range(6)]
+        high = [one(engine, f"high{i}", 0) for i in range(3)]
+        await asyncio.gather(*low, *high)
+
+    with Engine(mock_cfg(mock_server, concurrency=1)) as engine:
+        engine.drive(go(engine))
+    assert done == [f"high{i}" for i in range(3)] + [f"low{i}" for i in range(6)]
+
+
+def test_imap_keeps_sending_past_a_slow_request_and_yields_in_order(mock_server, monkeypatch):
+    """A reorder buffer of 16 and a slow request at place 15: while it is out, the requests after it
+    keep going out (with chunks, none of the next 16 would until it returned); results in order."""
+    import mathforge.engine.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "CHUNK", 16)
+    mock_server.latency, mock_server.slow_s = 0.005, 0.5
+    base = mock_server.snapshot()["received"]
+    reqs = [chat(f"q{i}", f"q{i}" + (" [[fault:slow]]" if i == 15 else "")) for i in range(40)]
+    seen = {}
+    with Engine(mock_cfg(mock_server, concurrency=8, timeout_s=5.0, max_retries=0)) as engine:
+        results = []
+        for i, res in enumerate(engine.imap(reqs)):
+            seen.setdefault(i, mock_server.snapshot()["received"] - base)
+            results.append(res)
+    assert [r.key for r in results] == [r.key for r in reqs] and all(r.error is None for r in results)
+    assert seen[15] >= 30  # 0..30 sent before the slow one's result was handed back

@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from mathforge.engine.limits import Budget, TokenBucket, backoff_delay
 from mathforge.engine.progress import EngineProgress
 from mathforge.engine.types import BackendError, BudgetExceeded, Call, Completion, Request, Result
 
-CHUNK = 4096  # requests resolved per round: bounds memory on huge inputs; far above any concurrency
+CHUNK = 4096  # requests read ahead (the reorder buffer) or resolved per round: bounds memory; far above any concurrency
 
 
 class Engine:
@@ -62,6 +62,7 @@ class Engine:
         self.budget = budget or Budget()
         self._spent = self.cache.totals() if budget else (0, 0, 0)  # (requests, prompt, completion) paid before
         self._queue: asyncio.Queue | None = None  # the shared in-flight window of `asubmit`
+        self._arrivals = itertools.count()
         self._workers: list[asyncio.Task] = []
         self._inflight: dict[str, asyncio.Future] = {}
         self._sending = 0
@@ -92,8 +93,12 @@ class Engine:
     def imap(
         self, requests: Iterable[Request], desc: str = "generate", total: int | None = None
     ) -> Iterator[Result]:
-        """Stream results in request order, resolving `CHUNK` requests at a time (for huge inputs).
+        """Stream results in request order, reading `requests` lazily (for huge inputs).
 
+        Requests join the shared in-flight window of `asubmit` as they are read, up to `CHUNK`
+        ahead of the oldest one not yet handed back (the bound of the reorder buffer), so a slow
+        request holds back only its own place, never the start of the next ones. Batched in-process
+        backends resolve `CHUNK` requests at a time instead, sorted by length (less padding).
         `total` is the number of samples expected, for the progress bar (None: unknown).
         """
         start = time.monotonic()
@@ -101,15 +106,34 @@ class Engine:
         with EngineProgress(desc, total, enabled=self.cfg.progress) as progress:
             self._progress = progress
             try:
-                it = iter(requests)
-                while chunk := list(itertools.islice(it, CHUNK)):
-                    results = self._run_chunk(chunk)
-                    resolved += sum(r.sampling.n for r in chunk)
+                resolve = self._chunks if self.backend.batch_size > 1 else self._window
+                for request, result in resolve(iter(requests)):
+                    resolved += request.sampling.n
                     progress.complete_to(resolved)
-                    yield from results
+                    yield result
             finally:
                 self._progress = None
                 self._busy += time.monotonic() - start
+
+    def _window(self, requests: Iterator[Request]) -> Iterator[tuple[Request, Result]]:
+        ahead: deque[tuple[Request, asyncio.Task]] = deque()
+        try:
+            while True:
+                for r in itertools.islice(requests, CHUNK - len(ahead)):
+                    ahead.append((r, self._loop.create_task(self.asubmit(r))))
+                if not ahead:
+                    return
+                request, task = ahead.popleft()
+                yield request, self._drive(task)  # the loop runs every request ahead meanwhile
+        finally:
+            for _, task in ahead:  # the caller stopped early: withdraw what was not sent
+                task.cancel()
+            if ahead and not self._loop.is_closed():
+                self._drive(asyncio.gather(*(t for _, t in ahead), return_exceptions=True))
+
+    def _chunks(self, requests: Iterator[Request]) -> Iterator[tuple[Request, Result]]:
+        while chunk := list(itertools.islice(requests, CHUNK)):
+            yield from zip(chunk, self._run_chunk(chunk), strict=True)
 
     def drive(self, coro: Any) -> Any:
         """Run a coroutine that awaits `asubmit` on the engine's own event loop; returns its result."""
@@ -132,29 +156,29 @@ class Engine:
         missing = [c for c in calls if c.cache_key not in done]
         if missing:
             groups = [missing] if getattr(self.backend, "native_n", False) else [[c] for c in missing]
-            for outs in await asyncio.gather(*(self._enqueue(g) for g in groups)):
+            for outs in await asyncio.gather(*(self._enqueue(g, request.priority) for g in groups)):
                 done.update(outs)
         return self._result(request, calls, done, cached_keys)
 
-    async def _enqueue(self, calls: list[Call]) -> dict[str, Completion | BackendError]:
+    async def _enqueue(self, calls: list[Call], priority: int) -> dict[str, Completion | BackendError]:
         key = calls[0].cache_key
         if key in self._inflight:  # the same call already queued by another caller: share its answer
             return await asyncio.shield(self._inflight[key])
         if self._queue is None:
-            self._queue = asyncio.Queue()
+            self._queue = asyncio.PriorityQueue()
             width = min(self.backend.max_concurrency or self.cfg.concurrency, self.cfg.concurrency)
             self._workers = [asyncio.create_task(self._worker()) for _ in range(width)]
         future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         future.add_done_callback(lambda _: self._inflight.pop(key, None))
-        self._queue.put_nowait((calls, future))
+        self._queue.put_nowait((priority, next(self._arrivals), calls, future))  # FIFO within a priority
         return await future
 
     async def _worker(self) -> None:
         while True:
-            items = [await self._queue.get()]
+            items = [(await self._queue.get())[2:]]
             while len(items) < self.backend.batch_size and not self._queue.empty():
-                items.append(self._queue.get_nowait())  # in-process backends batch what is waiting
+                items.append(self._queue.get_nowait()[2:])  # in-process backends batch what is waiting
             items = [(calls, f) for calls, f in items if not f.done()]  # withdrawn by their callers
             calls = [c for cs, _ in items for c in cs]
             if not calls:
@@ -325,6 +349,7 @@ class Engine:
             for task in pending:
                 task.cancel()
             self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._workers, self._queue = [], None  # cancelled above: the next `asubmit` starts new ones
             raise
 
     async def _execute(self, calls: list[Call], done: dict[str, Completion | BackendError]) -> None:

@@ -46,6 +46,10 @@ class Request:
     # The item's difficulty level (MATH 1-5), for a simulated teacher only: sent as a header when
     # EngineConfig.sim_hints is on, never part of the cache key.
     level: int | None = None
+    # Which waiting requests of the shared window go first (lower first, then in arrival order), so
+    # that work others wait on (stage 1 before its core-set step) is not queued behind work that only
+    # fills the window; never part of the cache key.
+    priority: int = 0
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):

@@ -75,6 +75,7 @@ class Ctx:
     elicit: bool = True
     completion: bool = False  # raw-completion prompts (the template text continued), not chat
     seed: int = 0
+    priority: int = 0  # of this stage's requests in the shared window (Request.priority)
     meter: Yield = field(default_factory=Yield)
 
     def request(self, kind: str, key: str, prompt: Prompt, *salt: str, level: int | None = None) -> Request:
@@ -86,8 +87,10 @@ class Ctx:
         stop = tuple(base.stop) + (COMPLETION_STOPS[kind] if self.completion else ())
         sampling = Sampling(temperature=base.temperature, max_tokens=base.max_tokens, top_p=base.top_p, seed=seed, stop=stop)
         if self.completion:
-            return Request(key=f"{prompt.version}/{key}", prompt=prompt.text, sampling=sampling, level=level)
-        return Request(key=f"{prompt.version}/{key}", messages=user(prompt), sampling=sampling, level=level)
+            return Request(key=f"{prompt.version}/{key}", prompt=prompt.text, sampling=sampling, level=level,
+                           priority=self.priority)
+        return Request(key=f"{prompt.version}/{key}", messages=user(prompt), sampling=sampling, level=level,
+                       priority=self.priority)
 
     def generated(self, result: Result) -> tuple[str, str]:
         """(text, finish_reason) of a question-writing result; a raw completion keeps its first
@@ -111,10 +114,11 @@ class Ctx:
             key = f"{ask.version}/{req.key}"
             if self.completion:
                 followups.append(Request(key=key, prompt=f"{req.prompt}{response.rstrip()}\n{prefix}", sampling=sampling,
-                                         level=req.level))
+                                         level=req.level, priority=req.priority))
             else:
                 messages = [*(req.messages or []), {"role": "assistant", "content": response}, *user(ask)]
-                followups.append(Request(key=key, messages=messages, sampling=sampling, level=req.level))
+                followups.append(Request(key=key, messages=messages, sampling=sampling, level=req.level,
+                                         priority=req.priority))
         texts = [text_of(r)[0] for r in await self.ask(followups, desc)]
         return [f"{prefix}{t}" if self.completion else t for t in texts]
 

@@ -33,7 +33,7 @@ from mathforge.io import dataset_files, read_records, write_json, write_records,
 from mathforge.ledger import Ledger
 from mathforge.record import Record, annotate
 from mathforge.rundir import RunDir
-from mathforge.synth import evol, metamath, rejection, stream, xwin
+from mathforge.synth import coreset, evol, metamath, rejection, stream, xwin
 from mathforge.synth.common import Ctx
 from mathforge.synth.rejection import RejectionConfig
 
@@ -165,19 +165,28 @@ def _drive(teacher: Any, coro: Awaitable[None]) -> None:
 async def _synth_stages(cfg: SynthConfig, rd: RunDir, base: Ctx, seeds: list[Record], ledger: Ledger,
                         window: int) -> None:
     """Stage 1 (initial -> core-set -> normal) and stage 2 (hard) at once: they share no data, so the
-    in-flight window stays full across stage 1's core-set step and each stage's tail."""
+    in-flight window stays full across stage 1's core-set step and each stage's tail. Stage 2's
+    requests wait behind stage 1's: stage1_initial ends (and its core-set step starts) as early as
+    it can, and stage 2's work fills the window while that step runs."""
     async with asyncio.TaskGroup() as tg:
         tg.create_task(_stage1(cfg, rd, base, seeds, ledger, window))
         if cfg.stage2.enabled:
-            hard, hard_ctx = _hard_seeds(rd, cfg), replace(base, stage="stage2")
+            hard, hard_ctx = _hard_seeds(rd, cfg), replace(base, stage="stage2", priority=1)
             tg.create_task(_astage(rd, "stage2_hard", lambda: synthesize(
                 cfg, hard_ctx, hard, cfg.stage2.target, rd.path("stage2", "hard"), ledger, "stage2_hard", window)))
 
 
 async def _stage1(cfg: SynthConfig, rd: RunDir, base: Ctx, seeds: list[Record], ledger: Ledger, window: int) -> None:
     s1 = cfg.stage1
-    await _astage(rd, "stage1_initial", lambda: synthesize(
-        cfg, base, seeds, s1.initial_target, rd.path("stage1", "initial"), ledger, "stage1_initial", window))
+    embedder = coreset.ShardEmbedder(s1.embed_model, s1.embed_batch_size)  # so the core-set step finds vectors ready
+    try:
+        await _astage(rd, "stage1_initial", lambda: synthesize(
+            cfg, base, seeds, s1.initial_target, rd.path("stage1", "initial"), ledger, "stage1_initial", window,
+            on_shard=embedder))
+        for error in await asyncio.to_thread(embedder.finish):
+            rd.log.warning("embedding a stage1_initial shard ahead failed (the core-set step redoes it): %s", error)
+    finally:
+        embedder.close()
     await _astage(rd, "stage1_coreset", lambda: asyncio.to_thread(_coreset_stage, cfg, rd))
     core = list(read_records(rd.path("stage1", "seed_synthetic.jsonl")))
     await _astage(rd, "stage1_normal", lambda: synthesize(
@@ -256,9 +265,11 @@ def unit_runner(cfg: SynthConfig, method: str) -> stream.UnitFn:
 
 
 async def synthesize(cfg: SynthConfig, base: Ctx, seeds: Sequence[Record], target: int, out: Path,
-                     ledger: Ledger, scope: str, window: int) -> dict[str, Any]:
+                     ledger: Ledger, scope: str, window: int,
+                     on_shard: Callable[[Path, bool], None] | None = None) -> dict[str, Any]:
     """Synthesise `target` samples from `seeds` with the configured mix into shards in `out`,
-    resuming from `ledger`'s counters under `scope`; returns the stage's stats and yield table."""
+    resuming from `ledger`'s counters under `scope`; returns the stage's stats and yield table.
+    `on_shard` is told of each shard written (see `stream.ShardWriter`)."""
     if not seeds:
         raise ValueError(f"{scope}: no seed problems to synthesise from")
     done = ledger.read(scope)
@@ -272,7 +283,7 @@ async def synthesize(cfg: SynthConfig, base: Ctx, seeds: Sequence[Record], targe
         methods.append(stream.make_method(name, quota, usable, unit_runner(cfg, name), seed=cfg.seed, prior=prior,
                                           max_units=stream.max_units(quota, cfg.max_passes),
                                           done=done.get(name, Counter())))
-    writer = stream.ShardWriter(out, ledger, scope, cfg.shard_rows, target, _reporter(cfg))
+    writer = stream.ShardWriter(out, ledger, scope, cfg.shard_rows, target, _reporter(cfg), on_shard)
     await stream.run_stage(methods, base, writer, window)
     counters = ledger.read(scope)
     extra = {}
@@ -327,20 +338,26 @@ def resolve_spec(spec: str) -> str:
 
 
 def _coreset_stage(cfg: SynthConfig, rd: RunDir) -> dict[str, Any]:
-    from mathforge.embed import embed_texts
-    from mathforge.synth.coreset import k_center_greedy
-
-    # Sorted by id first: shards hold rows in completion order, and the choice must not depend on it.
-    rows = sorted(read_records(rd.path("stage1", "initial")), key=lambda r: r.id)
-    records = list({r.problem: r for r in rows}.values())
-    if not records:
+    initial = rd.path("stage1", "initial")
+    # Each distinct problem once, in the order of its first row by id, standing for its last row by
+    # id (shards hold rows in completion order, and the choice must not depend on it). Only ids and
+    # texts are held (with the vectors, about 2 KB a row); the chosen rows are read back after.
+    last: dict[str, str] = {}
+    for rid, problem in sorted((r.id, r.problem) for r in read_records(initial)):
+        last[problem] = rid
+    if not last:
         raise ValueError("stage1_initial kept no records: nothing to select seed synthetic problems from")
-    budget = min(cfg.stage1.coreset_budget, len(records))
-    vectors = embed_texts([r.problem for r in records], cfg.stage1.embed_model, cfg.stage1.embed_batch_size)
-    result = k_center_greedy(vectors, budget, seed=cfg.seed)
-    chosen = [annotate(records[i], "coreset", {"rank": rank}) for rank, i in enumerate(result.indices.tolist())]
+    budget = min(cfg.stage1.coreset_budget, len(last))
+    vectors = coreset.problem_vectors(initial, list(last), cfg.stage1.embed_model, cfg.stage1.embed_batch_size)
+    result = coreset.k_center_greedy(vectors, budget, seed=cfg.seed)
+    ids = list(last.values())
+    rank = {ids[i]: n for n, i in enumerate(result.indices.tolist())}
+    chosen: list[Record | None] = [None] * len(rank)  # the output, in pick order
+    for r in read_records(initial):
+        if r.id in rank:
+            chosen[rank[r.id]] = annotate(r, "coreset", {"rank": rank[r.id]})
     write_records(rd.path("stage1", "seed_synthetic.jsonl"), chosen)
-    return {"candidates": len(records), "selected": len(chosen), "coverage": result.report}
+    return {"candidates": len(last), "selected": len(chosen), "coverage": result.report}
 
 
 def _hard_seed_stage(cfg: SynthConfig, rd: RunDir, seeds: Sequence[Record]) -> dict[str, Any]:

@@ -80,8 +80,10 @@ class ShardWriter:
     """Rows and ledger deltas of committed units, written as one shard + one ledger commit."""
 
     def __init__(self, out_dir: Path, ledger: Ledger, scope: str, shard_rows: int, target: int = 0,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, on_shard: Callable[[Path, bool], None] | None = None):
+        """`on_shard(path, last)` is told of each shard once it is committed (`last`: the stage's final flush)."""
         self.out_dir, self.ledger, self.scope, self.shard_rows = out_dir, ledger, scope, shard_rows
+        self.on_shard = on_shard
         self.shards = ledger.read(scope).get(SHARDS, Counter())["count"]
         self.target, self.log = target, log
         self.rows_done = ledger.read(scope).get(SHARDS, Counter())["rows"]
@@ -103,13 +105,16 @@ class ShardWriter:
         if len(self.rows) >= self.shard_rows or time.monotonic() - self.last >= FLUSH_S:
             self.flush()
 
-    def flush(self) -> None:
-        if self.rows:
-            write_records(self.out_dir / shard_name(self.shards), self.rows)
+    def flush(self, last: bool = False) -> None:
+        shard = self.out_dir / shard_name(self.shards) if self.rows else None
+        if shard:
+            write_records(shard, self.rows)
             self.deltas[SHARDS] = Counter(count=1, rows=len(self.rows))
             self.shards += 1
         if self.deltas:
             self.ledger.commit_scopes({self.scope: self.deltas, **self.problems})
+        if shard and self.on_shard:
+            self.on_shard(shard, last)
         self.rows_done += sum(d["rows"] for k, d in self.deltas.items() if k == SHARDS)
         self.rows, self.deltas, self.problems, self.last = [], {}, {}, time.monotonic()
         self._progress()
@@ -140,7 +145,7 @@ async def run_stage(methods: Sequence[Method], base: Ctx, writer: ShardWriter, w
             for task in m.running.values():
                 task.cancel()
         await asyncio.gather(*(t for m in methods for t in m.running.values()), return_exceptions=True)
-        writer.flush()
+        writer.flush(last=True)
 
 
 def _launch(methods: Sequence[Method], base: Ctx, window: int) -> None:

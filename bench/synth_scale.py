@@ -12,7 +12,7 @@ samples; 500: about 6k), against `mathforge teacher-sim` (lognormal latency, med
 - CPU milliseconds per request of the client (the synthesis process), its embedding helper and the
   simulator, whole-run totals over requests sent (start-up and the core-set step included);
 - with --kills K, a second run at the smallest scale killed with SIGKILL at K random moments while
-  requests flow (at random shares of the requests the first run needed) and resumed: requests answered again after a kill (each must be one the client had not stored yet),
+  requests flow (at random shares of the requests the first run needed) and resumed: per kill, the answers of the killed run asked again later against those it had not stored (a stored one must never be asked again),
   the final datasets' ids against the uninterrupted run, and kept rows per method against quotas;
 - with --plan, `mathforge plan --json` (a 1% pilot) at the smallest scale beside what its run used.
 
@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,12 +171,18 @@ def killed_run(scale: int, work: Path, a: argparse.Namespace, port: int, referen
     finally:
         sim.terminate()
         sim.wait()
-    answered = Counter(json.loads(x)["fp"] for x in log.read_text().splitlines() if '"status": 200' in x)
-    repeats = sum(n - 1 for n in answered.values())
-    lost = sum(ans - stored for _, stored, ans in report)
-    print(f"killed after {[ans for _, _, ans in report]} answered requests (stored then: {[st for _, st, _ in report]}): "
-          f"answered-but-unstored at the kills {lost}, answered again after a resume {repeats} "
-          f"(must be <= {lost}: nothing stored was sent again)")
+    lines = log.read_text().splitlines()
+    bounds = [0] + [ans for _, _, ans in report] + [len(lines)]
+    segments = [{json.loads(x)["fp"] for x in lines[lo:hi] if '"status": 200' in x} for lo, hi in pairwise(bounds)]
+    stored = [0] + [st for _, st, _ in report]
+    print(f"killed after {bounds[1:-1]} simulator log lines (cache rows then: {stored[1:]})")
+    for k in range(len(report)):
+        # Run k answered segments[k]; what it stored is the cache's growth over the run. Every
+        # answer it did not store may be asked again later; an answer it stored must never be.
+        unstored = len(segments[k]) - (stored[k + 1] - stored[k])
+        again = len(segments[k] & set().union(*segments[k + 1:]))
+        print(f"  run {k + 1}: answered {len(segments[k])}, stored {stored[k + 1] - stored[k]}, unstored {unstored}; "
+              f"answered again later {again} (must be <= {unstored}: {'ok' if again <= unstored else 'STORED ANSWERS SENT AGAIN'})")
     mine, ref = ids(run_dir), ids(reference)
     print(f"same ids as the uninterrupted run: { {p: mine[p] == ref[p] for p in mine} }")
     _, kept = ledger_totals(run_dir)

@@ -6,62 +6,30 @@ output atomically from cache and new responses alike.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pyarrow as pa
 
+from mathforge import prompt
 from mathforge.engine.config import EngineConfig
 from mathforge.engine.engine import Engine
 from mathforge.engine.types import Request, Result, Sampling
 from mathforge.io import AtomicWriter, DataError, fmt, read_rows, write_json
+from mathforge.prompt import Template
 from mathforge.record import stable_id
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
-@dataclass(frozen=True)
-class PromptTemplate:
-    """A Jinja2 prompt template and its version (name + content hash, part of every cache key)."""
-
-    name: str
-    source: str
-
-    @property
-    def version(self) -> str:
-        return f"{self.name}@{hashlib.sha256(self.source.encode()).hexdigest()[:8]}"
-
-    @cached_property
-    def compiled(self) -> jinja2.Template:
-        # StrictUndefined: a field missing from a row is an error, never a silently empty prompt.
-        return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(self.source)
-
-    def render(self, row: dict[str, Any]) -> str:
-        """The prompt for one row; the row's fields are variables, and the whole row is `row`."""
-        return self.compiled.render(**row, row=row).strip()
-
-
-def load_template(spec: str | Path) -> PromptTemplate:
+def load_template(spec: str | Path) -> Template:
     """A template file path, or the name of one shipped in `mathforge/templates` ("solve")."""
-    path = Path(spec)
-    if not path.exists():
-        path = TEMPLATES / f"{spec}.j2"
-    if not path.exists():
-        shipped = ", ".join(sorted(p.stem for p in TEMPLATES.glob("*.j2")))
-        raise FileNotFoundError(f"template '{spec}' is neither a file nor a shipped template ({shipped})")
-    source = path.read_text(encoding="utf-8")
-    try:
-        jinja2.Environment().parse(source)
-    except jinja2.TemplateSyntaxError as e:
-        raise DataError(f"{path}:{e.lineno}: template syntax error: {e.message}") from e
-    return PromptTemplate(path.name.removesuffix(".j2"), source)
+    return prompt.load_template(spec, TEMPLATES)
 
 
 @dataclass(frozen=True)
@@ -69,7 +37,7 @@ class Job:
     """One generate run: what to read, how to prompt, where to write."""
 
     input: Path
-    template: PromptTemplate
+    template: Template
     out: Path
     sampling: Sampling
     system: str | None = None

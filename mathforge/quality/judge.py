@@ -9,17 +9,15 @@ any engine backend can play either part here.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
+from mathforge import prompt
 from mathforge.engine.types import Request, Result, Sampling
+from mathforge.prompt import Template
 from mathforge.record import Record, annotate, stable_id
 
 PROMPTS = Path(__file__).with_name("prompts")
@@ -36,13 +34,10 @@ class Judgement:
     error: str | None = None
 
 
-@lru_cache(maxsize=16)
-def load_template(name: str) -> tuple[jinja2.Template, str]:
-    """A prompt template and its version ("<stem>@<sha1 of the text, 8 hex>") for cache keys."""
-    source = (PROMPTS / name).read_text(encoding="utf-8")
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    version = f"{Path(name).stem}@{hashlib.sha1(source.encode()).hexdigest()[:8]}"
-    return env.from_string(source), version
+def load_template(name: str) -> tuple[Template, str]:
+    """A judge's prompt template (a file in `prompts/`) and its version for cache keys."""
+    template = prompt.load_template(name, PROMPTS)
+    return template, template.version
 
 
 class _Judge:

@@ -68,10 +68,15 @@ def test_short_test_problems_are_caught_whole_tiny_ones_only_as_the_whole_field(
     tiny = [r for r in test_sets["math_test"] if 3 <= len(tokens(r.problem)) < MIN_WHOLE][:20]
     math = ngrams.ngrams[1]
     assert all(math.match([_row(r.problem)]) for r in short + tiny)
-    quoted = [_row("First we note this. " + r.problem + " Then we go on with something else.") for r in short]
+    quoted = [_row("Solve this: " + r.problem + " Show your work.") for r in short]
     assert all(m and m.matcher == "math-ngram" and m.test_field == "problem" for m in math.match(quoted))
     inside = [_row("First we note this. " + r.problem + " Then we go on.") for r in tiny]
     assert not any(math.match(inside))  # "Compute $\dbinom{8}{4}$." inside a text is no evidence
+    # a short problem making up less than half of a longer one (WHOLE_COVER) is no evidence either
+    padding = " ".join(f"word{k}" for k in range(40))
+    assert not any(math.match([_row(f"{padding} {r.problem} {padding}") for r in short]))
+    assert all(Decontaminator(test_sets, ["math-ngram"], cover=0.0).matches(
+        [_row(f"{padding} {r.problem} {padding}") for r in short]))
 
 
 def test_latex_heavy_span_is_caught_by_math_ngram_not_by_words(test_sets, math_train, ngrams):

@@ -16,17 +16,21 @@ Matchers (the `MATCHERS` table; `--matchers` on the CLI, `matchers:` in recipes)
                   (similarity in [candidate_threshold, threshold)), so its cost stays small
 
 Every n-gram matcher also matches a test text shorter than n tokens whole: a test problem of at
-least `min_whole` tokens wherever its tokens appear contiguously in a row, a shorter one and a
-short test solution only when a row's field has exactly its tokens (a 5-token "Compute
-$\\dbinom{8}{4}$." would otherwise match any text quoting it). Without this, 2,660 of the 5,000
-MATH test problems have no 30-gram at all.
+least `min_whole` tokens where its tokens appear contiguously in a row's field and make up at least
+`cover` (half) of it, a shorter one and a short test solution only when a row's field has exactly
+its tokens (a 5-token "Compute $\\dbinom{8}{4}$." would otherwise match any text quoting it).
+Without this, 2,660 of the 5,000 MATH test problems have no 30-gram at all.
 
-Speed: the n-gram matchers share one Numba kernel in the manner of `decontam._ngrams` (tokens
-hashed from raw UTF-8 bytes, window hashes from prefix hashes, a blocked Bloom filter and a
-bucket directory over sorted 64-bit hashes); the first `min_whole` tokens of each short test
-problem are anchors, looked up at every token behind a one-bit map. Hash hits are verified token
-for token in Python, so every removal is exact and names its evidence. Hand-written for the same
-reason as `decontam.py`.
+Speed: the n-gram matchers, the leakage check (`overlap_stats`), the audit's yardstick (the
+paper's 30-word filter, `whole=False`) and the Ray engine share one Numba kernel (`_kernel`): tokens
+hashed from raw UTF-8 bytes with LaTeX spacing commands blanked (`decontam._blank_commands`),
+window hashes from prefix hashes, a blocked Bloom filter and a bucket directory over sorted 64-bit
+hashes; the first `min_whole` tokens of each short test problem are anchors, looked up at every
+token behind a one-bit map. Hash hits are verified token for token in Python on the bytes of the
+matched tokens only, so every removal is exact and names its evidence. Hand-written because we
+know of no maintained library that does exact n-gram overlap with matched spans and evaluation
+item ids at this speed. `bench/decontam.py` measures it against the pinned pure-Python
+`decontam.ReferenceIndex`.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ DEFAULT_MATCHERS = ("math-ngram", "masked-ngram")
 DEFAULT_N = 30
 MASKED_N = 50
 MIN_WHOLE = 8  # shorter test texts must fill a row's field exactly (see the module docstring)
+# A short test problem found inside a row's field must make up at least this share of its tokens:
+# a 21-token "What is the greatest integer less than or equal to ...?" quoted inside a 36-token
+# problem that asks something else is weak evidence, a test problem with a preamble is not.
+WHOLE_COVER = 0.5
 OPERATORS = "+-=<>&|"
 _LETTERS = r"a-z\x80-\U0010ffff"
 _TOKEN = {
@@ -208,15 +216,15 @@ def _emit(out_hash, out_doc, out_pos, found, g, d, p):
 
 @njit(cache=True, nogil=True, inline="always")
 def _whole_follows(pre: np.ndarray, count: int, p: int, j: int, index: np.ndarray, lengths: np.ndarray,
-                   wholes: np.ndarray) -> int:
-    """The length of a short test text whose anchor is `index[j]` (or an equal key after it) that
-    follows at token `p` in full (0: none): its hash against the window's, from the prefix hashes
-    `pre`. A first few words shared with a short test problem are common; checking them in
-    Python was most of the time."""
+                   wholes: np.ndarray, need: int) -> int:
+    """The length (at least `need`) of a short test text whose anchor is `index[j]` (or an equal
+    key after it) that follows at token `p` in full (0: none): its hash against the window's, from
+    the prefix hashes `pre`. A first few words shared with a short test problem are common;
+    checking them in Python was most of the time."""
     g = index[j]
     while j < len(index) and index[j] == g:
         size = lengths[j]
-        if p + size <= count and pre[p + size] - pre[p] * _power(size + 1) == wholes[j]:
+        if need <= size and p + size <= count and pre[p + size] - pre[p] * _power(size + 1) == wholes[j]:
             return size
         j += 1
     return 0
@@ -254,14 +262,15 @@ def _anchored(pre: np.ndarray, count: int, m: int, power_m: np.uint64, anchor_ma
 def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m: int, cmd_names: np.ndarray,
             cmd_lens: np.ndarray, cmd_frac: np.ndarray, table: np.ndarray, bits: int, index: np.ndarray,
             directory: np.ndarray, dir_bits: int, lengths: np.ndarray, wholes: np.ndarray, anchor_map: np.ndarray,
-            anchor_bits: int, build: bool, whole: bool, limit: int,
+            anchor_bits: int, build: bool, whole: bool, limit: int, cover: float,
             anchored: np.ndarray, figures: bool, opening: np.ndarray, closing: np.ndarray):
     """`build`: the keys of each test document: all its n-grams or, when it is shorter (and
     `whole`), the hash of its first `m` tokens salted as an anchor (where `anchored[d]` and it has
     m tokens; then with its length as position and its whole hash) or of all its tokens salted as
     whole. Otherwise the keys of each document found in `index`, at most `limit` per document (0:
-    all): its n-grams and, with `whole`, the anchors of short texts that follow in full
-    (`lengths`, `wholes`; `anchor_map`: see `_ANCHOR_MUL`) and itself whole when shorter than n.
+    all): its n-grams and, with `whole`, the anchors of short texts that follow in full and cover
+    at least `cover` of the document's tokens (`lengths`, `wholes`; `anchor_map`: see
+    `_ANCHOR_MUL`) and itself whole when shorter than n.
     Returns (hash, document, token position, whole hash, first byte, end byte) per key; the bytes
     delimit the matched tokens in their document (from the end of the token before them), so
     they are verified without reading the rest of it."""
@@ -329,11 +338,12 @@ def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m:
                     break
         if not whole or found - first >= limit:
             continue
+        need = max(m, np.int64(np.ceil(cover * count)))
         for k in range(_anchored(pre, count, m, power_m, anchor_map, anchor_shift, cand)):
             p = cand[k]
             g = (pre[p + m] - pre[p] * power_m) * _ANCHOR_MUL
             j = _find(g, index, directory, dir_shift)
-            size_j = _whole_follows(pre, count, p, j, index, lengths, wholes) if j >= 0 else 0
+            size_j = _whole_follows(pre, count, p, j, index, lengths, wholes, need) if j >= 0 else 0
             if size_j > 0:
                 out_span[found, 0] = ends[p - 1] - lo if p > 0 else 0
                 out_span[found, 1] = ends[p + size_j - 1] - lo
@@ -413,12 +423,13 @@ class TokenIndex:
     """Test texts as sorted 64-bit keys (n-grams, anchors of short texts, whole tiny texts)."""
 
     def __init__(self, sets: dict[str, list[Record]], mode: str, n: int = DEFAULT_N,
-                 test_fields: Sequence[str] = FIELDS, min_whole: int = MIN_WHOLE, whole: bool = True):
+                 test_fields: Sequence[str] = FIELDS, min_whole: int = MIN_WHOLE, whole: bool = True,
+                 cover: float = WHOLE_COVER):
         """`whole=False`: test texts shorter than n match nothing (the paper's plain n-gram filter,
         kept for the leakage check and as the audit's yardstick)."""
         if not 1 <= min_whole <= n:
             raise ValueError(f"need 1 <= min_whole <= n, got min_whole={min_whole}, n={n}")
-        self.mode, self.n, self.m, self.cls, self.whole = mode, n, min_whole, _classes(mode), whole
+        self.mode, self.n, self.m, self.cls, self.whole, self.cover = mode, n, min_whole, _classes(mode), whole, cover
         self.owners: list[tuple[str, str, str]] = []  # (set, test id, field) per document
         self.texts: list[list[str]] = []
         docs = []
@@ -461,7 +472,7 @@ class TokenIndex:
                       self.anchor_map, self.anchor_bits)
         anchored = self.anchored if build else np.zeros(0, dtype=np.bool_)
         out = _kernel(blob, starts, self.cls, self.n, self.m, *_COMMANDS, *lookup, build, self.whole, limit,
-                      anchored, self.mode == "masked", *_FIGURE)
+                      self.cover, anchored, self.mode == "masked", *_FIGURE)
         return (*out, data, starts)
 
     @property
@@ -512,11 +523,11 @@ class NgramMatcher:
     test_fields: ClassVar[tuple[str, ...]] = FIELDS
 
     def __init__(self, sets: dict[str, list[Record]], *, n: int = DEFAULT_N, min_whole: int = MIN_WHOLE,
-                 fields: Sequence[str] = FIELDS, whole: bool = True, **_: Any):
+                 fields: Sequence[str] = FIELDS, whole: bool = True, cover: float = WHOLE_COVER, **_: Any):
         """`whole=False`: the paper's filter as it was (no short test text matched whole)."""
         self.fields = tuple(fields)
         self._texts = attrgetter(*self.fields) if len(self.fields) > 1 else lambda r: (getattr(r, self.fields[0]),)
-        self.index = TokenIndex(sets, self.mode, n, self.test_fields, min_whole, whole)
+        self.index = TokenIndex(sets, self.mode, n, self.test_fields, min_whole, whole, cover)
 
     def match(self, records: Sequence[Record]) -> list[Match | None]:
         docs = [t or "" for t in chain.from_iterable(map(self._texts, records))]
@@ -709,18 +720,19 @@ class Decontaminator:
     name = "decontam"
 
     def __init__(self, sets: dict[str, list[Record]], matchers: Sequence[str] = DEFAULT_MATCHERS, *,
-                 n: int = DEFAULT_N, min_whole: int = MIN_WHOLE, masked_n: int = MASKED_N, threshold: float = 0.85,
+                 n: int = DEFAULT_N, min_whole: int = MIN_WHOLE, cover: float = WHOLE_COVER, masked_n: int = MASKED_N,
+                 threshold: float = 0.85,
                  word_change: float | None = WORD_CHANGE, candidate_threshold: float = 0.75, model: str | None = None,
                  device: str | None = None, engine: Any = None, fields: Sequence[str] = FIELDS):
         self.names = parse_matchers(matchers)
-        opts = dict(n=n, min_whole=min_whole, masked_n=masked_n, threshold=threshold, word_change=word_change,
+        opts = dict(n=n, min_whole=min_whole, cover=cover, masked_n=masked_n, threshold=threshold, word_change=word_change,
                     candidate_threshold=candidate_threshold, model=model, device=device, engine=engine, fields=fields)
         self.ngrams = [MATCHERS[x](sets, **opts) for x in self.names if x.endswith("ngram")]
         wants_llm = "llm" in self.names
         self.embedding = EmbeddingMatcher(sets, **opts) if "embedding" in self.names or wants_llm else None
         self.judge = LlmMatcher(sets, **opts) if wants_llm else None
         self.removals = Removals(self.names, {k: len(v) for k, v in sets.items()},
-                                 {"n": n, "min_whole": min_whole, "masked_n": masked_n,
+                                 {"n": n, "min_whole": min_whole, "cover": cover, "masked_n": masked_n,
                                   "threshold": threshold if self.embedding else None,
                                   "word_change": word_change if self.embedding else None})
 

@@ -9,18 +9,18 @@ process (one thread each): `paper` (the 30-word filter as it was, `ngram` with `
 which must agree with the reference row for row), `ngram`, `math-ngram` and `masked-ngram` (the
 scans behind `mathforge decontam --matchers`). Peak memory (max RSS) is printed at the end.
 
-Then, with --embed-rows, the embedding matcher's rate on that many problems, extrapolated to 100k
-rows (the model load and the test sets' embeddings are timed apart: paid once per run).
+Then, with --embed-rows, the embedding rate on that many problems per backend (torch, ONNX
+Runtime) and cut (--cuts), timed in turns, extrapolated to 100k rows, and the largest difference
+between the two backends' embeddings.
 
     python bench/decontam.py                                  # 32k rows
-    python bench/decontam.py --matcher-rows 0 --embed-rows 5000   # the embedding matcher only
+    python bench/decontam.py --matcher-rows 0 --embed-rows 5000   # the embedding backends only
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import os
 import resource
 import time
 from collections.abc import Iterator
@@ -97,23 +97,33 @@ def matchers_side_by_side(sets: dict, pool: list[Record], count: int, batch_size
         raise SystemExit("the kernel and the reference disagree")
 
 
-def embedding_rate(sets: dict, pool: list[Record], count: int) -> None:
-    """The embedding matcher's rows/s on `count` problems (cut at 512 characters), and 100k at that rate."""
-    from mathforge.quality.matchers import EmbeddingMatcher
+def embedding_rate(pool: list[Record], count: int, cuts: list[int], batch_size: int) -> None:
+    """Embedding rates of `count` MATH/GSM8K-train problems per backend (torch, onnx) and cut, timed
+    in turns on the same problems (load changes hit all alike); 100k rows at each rate, and how
+    far the ONNX embeddings are from torch's."""
+    import numpy as np
 
-    t = time.perf_counter()
-    matcher = EmbeddingMatcher(sets)
-    setup = time.perf_counter() - t
-    records = [pool[(i * 7919) % len(pool)] for i in range(count)]
-    t, cpu = time.perf_counter(), time.process_time()
-    for start in range(0, count, 1024):
-        matcher.match(records[start : start + 1024])
-    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
-    cores = len(os.sched_getaffinity(0))
-    print(f"\nembedding matcher: model load + {len(matcher.owners):,} test problems {setup:.0f} s; "
-          f"{count:,} problems in {wall:.1f} s wall, {cpu:.1f} CPU s -> 100k rows in {100_000 / count * wall / 60:.1f} "
-          f"min at this wall rate, {100_000 / count * cpu / cores / 60:.1f} min if the {cores} cores were ours; "
-          f"peak RSS {rss_mb():.0f} MiB")
+    from mathforge.embed import embed_texts
+
+    problems = [pool[(i * 7919) % len(pool)].problem for i in range(count)]
+    embed_texts(problems[:64], backend="onnx")  # model load and the one-time export, not timed
+    spent: dict[tuple[str, int], float] = {}
+    diff = 0.0
+    for start in range(0, count, 500):
+        chunk = problems[start : start + 500]
+        for cut in cuts:
+            out = {}
+            for backend in ("torch", "onnx"):
+                t = time.perf_counter()
+                out[backend] = embed_texts([p[:cut] for p in chunk], batch_size=batch_size, backend=backend)
+                spent[backend, cut] = spent.get((backend, cut), 0.0) + time.perf_counter() - t
+            diff = max(diff, float(np.abs(out["torch"] - out["onnx"]).max()))
+    print(f"\nembedding {count:,} problems, batch {batch_size}, timed in turns of 500 (wall):")
+    for (backend, cut), s in spent.items():
+        ratio = f", {spent['torch', cut] / s:.2f}x torch" if backend == "onnx" else ""
+        print(f"  {backend:<5} cut {cut:>4} chars: {count / s:6.1f} problems/s -> 100k in {100_000 / (count / s) / 60:5.1f} "
+              f"min{ratio}")
+    print(f"  max |onnx - torch| over all embeddings: {diff:.1e}; peak RSS {rss_mb():.0f} MiB")
 
 
 def main() -> None:
@@ -121,7 +131,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--matcher-rows", type=int, default=32_768, help="rows for the side by side (0: skip)")
-    ap.add_argument("--embed-rows", type=int, default=0, help="problems the embedding matcher embeds (0: skip)")
+    ap.add_argument("--embed-rows", type=int, default=0, help="problems to embed per backend and cut (0: skip)")
+    ap.add_argument("--cuts", default="512,256", help="characters kept of each problem, comma-separated")
+    ap.add_argument("--embed-batch", type=int, default=64)
     args = ap.parse_args()
 
     sets = {"gsm8k_test": list(load(f"gsm8k:{args.data}/gsm8k/test.jsonl?allow_test=1")),
@@ -132,7 +144,7 @@ def main() -> None:
     if args.matcher_rows:
         matchers_side_by_side(sets, pool, args.matcher_rows, args.batch_size)
     if args.embed_rows:
-        embedding_rate(sets, pool, args.embed_rows)
+        embedding_rate(pool, args.embed_rows, [int(c) for c in args.cuts.split(",")], args.embed_batch)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,13 @@ def test_embedding_catches_paraphrases_and_leaves_other_problems(small_sets, mat
     ("What is the smallest three-digit multiple of 13?", "How many positive multiples of 13 are three-digit integers?",
      False),  # the same topic and numbers, another question
     ("What is the sum of the positive factors of 48?", "How many positive factors does 48 have?", False),
+    # a negation added or dropped turns the question around, a few words apart
+    ("How many ways are there to put 5 balls in 3 boxes if the balls are not distinguishable but the boxes are?",
+     "How many ways are there to put 5 balls in 3 boxes if the balls are distinguishable and the boxes are?", False),
+    ("Can it be that the total isn't 12?", "Can it be that the sum isn't 12?", True),
+    # prose set in a formula is words, and an escaped dollar is currency, not a delimiter
+    (r"$f(x) = x \text{ when } x>3$", r"$f(x) = x \text{ if } x>3$", True),
+    (r"He pays \$0.5 for a pen and \$15 for rent.", r"He pays \$15 for rent and \$0.5 for a pen.", True),
 ])
 def test_restates_keeps_digits_formulas_and_most_words(row, test, expected):
     assert restates(row, test) is expected

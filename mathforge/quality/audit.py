@@ -89,9 +89,9 @@ def _kept_at(match: Match | None, threshold: float | None, restated: bool) -> bo
 def audit(train: Sequence[Record], sets: dict[str, list[Record]], matcher_sets: Sequence[Sequence[str]],
           thresholds: Sequence[float] = (0.9,), *, clean: int = 2000, per_kind: int = 500, seed: int = 0,
           n: int = 30, batch_size: int = 1024, rewrite: Callable[[str], str] | None = None,
-          **decontam_opts: Any) -> dict[str, Any]:
+          word_changes: Sequence[float] = (WORD_CHANGE,), **decontam_opts: Any) -> dict[str, Any]:
     """The trade-off table: one row per matcher set (and where `embedding` is in it, per threshold,
-    on similarity alone and with the `restates` check at `WORD_CHANGE`)."""
+    on similarity alone and with the `restates` check at each of `word_changes`)."""
     today = NgramMatcher(sets, n=30, whole=False)
     unplanted, planted = audit_rows(train, sets, clean=clean, per_kind=per_kind, seed=seed, rewrite=rewrite,
                                     today=today)
@@ -105,7 +105,7 @@ def audit(train: Sequence[Record], sets: dict[str, list[Record]], matcher_sets: 
         # a sweep of thresholds, with and without the `restates` check, is exact from one run at the
         # lowest threshold on similarity alone (see `_kept_at`), but not with a judge
         sweep = sorted(thresholds) if "embedding" in names and "llm" not in names else [None]
-        checks = [None, WORD_CHANGE] if sweep[0] is not None else [None]
+        checks = [None, *word_changes] if sweep[0] is not None else [None]
         dc = Decontaminator(sets, names, n=n, threshold=sweep[0] or 0.85,
                             **{**decontam_opts, "word_change": None if sweep[0] is not None else WORD_CHANGE})
         found: list[Match | None] = []

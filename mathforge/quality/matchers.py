@@ -561,8 +561,13 @@ class MaskedNgramMatcher(NgramMatcher):
 
 # `restates`: what a rewording keeps. Digits one by one, because punctuation edits join and split
 # digit runs ("72,361" and "72361"); formulas as commands, letters, digits and operators inside
-# $...$, $$...$$, \[...\] and \(...\); words as letter runs, order ignored.
+# $...$, $$...$$, \[...\] and \(...\), less prose set in them (\text{...}: its words are words)
+# and escaped dollar signs (currency, not delimiters); words as letter runs, order ignored; and
+# polarity: a rewording keeps every negation ("... if the balls are not distinguishable" and
+# "... if the balls are distinguishable" ask different questions a few words apart).
 _DIGIT = re.compile(r"[0-9]")
+_PROSE = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm)\s*\{[^{}]*\}|\\\$")
+_NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|none|cannot)\b|n't\b")
 _FORMULA = re.compile(r"\$\$(.*?)\$\$|\$(.*?)\$|\\\[(.*?)\\\]|\\\((.*?)\\\)", re.S)
 _FORMULA_TOKEN = re.compile(r"\\[a-z]+|[a-z0-9]|[-+*/^=<>|!]")
 _WORD = re.compile(r"[^\W\d_]+")
@@ -573,7 +578,7 @@ WORD_CHANGE = 0.2
 
 
 def _formula(text: str) -> Counter:
-    return Counter(_FORMULA_TOKEN.findall(" ".join("".join(g) for g in _FORMULA.findall(text))))
+    return Counter(_FORMULA_TOKEN.findall(" ".join("".join(g) for g in _FORMULA.findall(_PROSE.sub(" ", text)))))
 
 
 def _changed(a: Counter, b: Counter) -> float:
@@ -582,12 +587,15 @@ def _changed(a: Counter, b: Counter) -> float:
 
 
 def restates(row: str, test: str, word_change: float = WORD_CHANGE) -> bool:
-    """Whether `row` reads as a rewording of `test`: the same digits, the same formula tokens, and
-    at most `word_change` of either's words changed. The embedding matcher's second check: MiniLM
-    rates a problem on the same topic with other numbers or another question about as close as a
-    rewording (same-topic MATH problems sit above 0.9), and a rewording keeps what they change."""
+    """Whether `row` reads as a rewording of `test`: the same digits, the same formula tokens, as
+    many negations, and at most `word_change` of either's words changed. The embedding matcher's
+    second check: MiniLM rates a problem on the same topic with other numbers or another question
+    about as close as a rewording (same-topic MATH problems sit above 0.9), and a rewording keeps
+    what they change."""
     row, test = row.lower(), test.lower()
     if Counter(_DIGIT.findall(row)) != Counter(_DIGIT.findall(test)) or _formula(row) != _formula(test):
+        return False
+    if len(_NEGATION.findall(row)) != len(_NEGATION.findall(test)):
         return False
     a, b = Counter(_WORD.findall(row)), Counter(_WORD.findall(test))
     return max(_changed(a, b), _changed(b, a)) <= word_change

@@ -447,7 +447,7 @@ class TokenIndex:
         order = np.argsort(hashes, kind="stable")
         # `pos`: where an n-gram starts in its text, or the length of a short text (an anchor)
         self.hashes, self.doc, self.pos, self.wholes = hashes[order], doc[order], pos[order], wholes[order]
-        # the Bloom filter and bucket directory of `decontam.NgramIndex`: ~16 bits and ~1 bucket per key
+        # a blocked Bloom filter (`_bloom`) and a bucket directory: ~16 bits and ~1 bucket per key
         is_anchor = np.zeros(len(self.hashes), dtype=bool)
         is_anchor[np.flatnonzero(self.wholes)] = True  # only anchors carry their text's whole hash
         self.table, self.bits = _bloom(self.hashes[~is_anchor])

@@ -5,11 +5,13 @@ loads with no network (HF_HUB_OFFLINE=1 is fine); any sentence-transformers mode
 directory can be given instead. Vectors are L2-normalised, so Euclidean distance and cosine
 similarity order pairs the same way (|a-b|^2 = 2 - 2 cos).
 
-On a CPU, with the `onnx` extra installed (onnxruntime, and onnx to export), the model runs under
-ONNX Runtime: it is exported once (fp32, mean pooling and normalisation inside the graph) into
-the cache (`models.cache_dir()/onnx`), and its embeddings equal the torch ones within 1e-6 (an
-int8 model does not: cosines to fp32 fell to 0.85). Without the extra, or on a GPU, the
-sentence-transformers (torch) path runs, batched.
+`backend="onnx"` (with the `onnx` extra: onnxruntime, and onnx to export) runs the model under
+ONNX Runtime on a CPU: it is exported once (fp32, mean pooling and normalisation inside the graph)
+into the cache (`models.cache_dir()/onnx`), and its embeddings equal the torch ones within 1e-6
+(an int8 model does not: cosines to fp32 fell to 0.85). It is not the default: side by side on
+the shared 2-core box it ran 0.8x torch at 512 characters and 1.26x at 256 (`bench/decontam.py
+--embed-rows`), no clear gain. The default, and the GPU path, is sentence-transformers (torch),
+batched.
 """
 
 from __future__ import annotations
@@ -29,15 +31,15 @@ def embed_texts(
     texts: Sequence[str], model: str | None = None, batch_size: int = 64, device: str | None = None,
     show_progress: bool = False, backend: str | None = None,
 ) -> np.ndarray:
-    """Embed `texts` into an (n, d) float32 array of unit-length rows. `backend`: "onnx", "torch"
-    or None (ONNX Runtime on a CPU when the extra is installed, else torch)."""
+    """Embed `texts` into an (n, d) float32 array of unit-length rows. `backend`: "onnx" (ONNX
+    Runtime on a CPU, the `onnx` extra) or "torch" (None: torch)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown embedding backend {backend!r} (choose from onnx, torch)")
     st = load_model(model, device)
     if not texts:
         dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension  # renamed in 6.x
         return np.zeros((0, dim()), dtype=np.float32)
-    onnx = _onnx_encoder(model) if backend != "torch" and st.device.type == "cpu" and not show_progress else None
+    onnx = _onnx_encoder(model) if backend == "onnx" and st.device.type == "cpu" else None
     if backend == "onnx" and onnx is None:
         raise ValueError("the onnx embedding backend needs a CPU and the `onnx` extra (pip install mathforge[onnx])")
     if onnx is not None:

@@ -414,27 +414,22 @@ def decontam(
                                     "(when the pair also passes the rewording check, matchers.restates)"),
     judge: str = typer.Option("llama", "--judge", help="llm: the judge's engine backend (llama: the offline SmolLM2)"),
     out: Path = typer.Option(..., "--out", "-o", help="clean records; removed rows go to <out>.removed.jsonl"),
-    workers: int = typer.Option(None, "--workers", "-w", help="Ray workers (--engine ray, matchers=ngram only)"),
-    engine: str = typer.Option("local", "--engine", help="local or ray (ray: the 30-word ngram scan only)"),
+    workers: int = typer.Option(None, "--workers", "-w", help="Ray workers (--engine ray)"),
+    engine: str = typer.Option("local", "--engine", help="local or ray (ray: every matcher but llm)"),
 ) -> None:
     """Remove rows matching any evaluation item; every removal names the matcher, the item and the evidence."""
-    from mathforge.quality.matchers import decontaminate_file, parse_matchers
-    from mathforge.quality.steps import default_against, evaluation_sets, run_decontam
+    from mathforge.quality.matchers import parse_matchers
+    from mathforge.quality.steps import default_against, run_decontam
 
     try:
         names, specs = parse_matchers(matchers), against or default_against()
-        if engine != "local":
-            if names != ("ngram",):
-                raise ValueError("--engine ray runs only --matchers ngram")
-            result = run_decontam(data, specs, out, n=n, workers=workers, engine=engine)
-        else:
-            judge_engine = _judge_engine(judge, out) if "llm" in names else None
-            try:
-                result = decontaminate_file(data, evaluation_sets(specs), out, against=specs, matchers=names, n=n,
-                                            threshold=threshold, engine=judge_engine)
-            finally:
-                if judge_engine is not None:
-                    judge_engine.close()
+        judge_engine = _judge_engine(judge, out) if "llm" in names and engine == "local" else None
+        try:
+            result = run_decontam(data, specs, out, matchers=names, n=n, threshold=threshold, workers=workers,
+                                  engine=engine, judge=judge_engine)
+        finally:
+            if judge_engine is not None:
+                judge_engine.close()
     except (DataError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     _quality_summary(result)
@@ -598,7 +593,7 @@ def leakage(
     """Leakage check: how many training rows and benchmark items share an n-gram (§4.3.7)."""
     from mathforge.eval.benchmarks import load_benchmark
     from mathforge.io import write_json
-    from mathforge.quality.decontam import overlap_stats
+    from mathforge.quality.matchers import overlap_stats
     from mathforge.sources import load
 
     results = []

@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mathforge.embed import embed_texts
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def test_unit_vectors_in_input_order():
@@ -39,3 +43,16 @@ def test_a_model_directory_can_be_named_explicitly():
 
     a = embed_texts(["a triangle"], model=str(minilm_dir()))
     assert np.allclose(a, embed_texts(["a triangle"]), atol=1e-5)
+
+
+def test_onnx_runtime_embeds_as_torch_does_on_math_problems():
+    pytest.importorskip("onnxruntime")
+    from mathforge.sources import load
+
+    problems = [r.problem[:512] for r in load(f"math:{DATA}/math/math_train.jsonl")][:200:7] + ["", "x"]
+    onnx = embed_texts(problems, batch_size=8, backend="onnx")
+    torch = embed_texts(problems, batch_size=8, backend="torch")
+    assert onnx.shape == torch.shape == (len(problems), 384)
+    assert np.abs(onnx - torch).max() < 1e-5  # fp32 ONNX keeps the embeddings (int8 did not)
+    with pytest.raises(ValueError, match="backend"):
+        embed_texts(["x"], backend="int8")

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from mathforge.filters import FilterStats, apply_filter
-from mathforge.quality.decontam import DecontamReport, NgramIndex, decontaminate
 from mathforge.quality.export import export
 from mathforge.quality.formatcheck import AnswerLineFilter, load_tokenizer
+from mathforge.quality.matchers import Decontaminator
 from mathforge.quality.select import SelectConfig, select
 from mathforge.record import derive
 from mathforge.sources import load
@@ -26,12 +26,12 @@ def pipeline():
                       teacher="smollm2") for i, s in enumerate(seeds)]
     fmt = FilterStats("format")
     formatted = list(apply_filter(samples, AnswerLineFilter(), fmt))
-    index = NgramIndex({"math_test": load(f"math:{DATA}/math/math_test.jsonl?allow_test=1")}, n=30)
-    dstats, report = FilterStats("decontam_30gram"), DecontamReport(30, dict(index.set_sizes))
-    clean = list(decontaminate(formatted, index, stats=dstats, report=report))
+    dc = Decontaminator({"math_test": list(load(f"math:{DATA}/math/math_test.jsonl?allow_test=1"))}, ["ngram"])
+    dstats = FilterStats(dc.name)
+    clean = list(apply_filter(formatted, dc, dstats))
     chosen = select(clean + seeds[:50], SelectConfig(strategy="random", budget=250, seed=0))
     reports = [{"filters": [fmt.to_dict()]},
-               {"filters": [dstats.to_dict()], "decontam": report.to_dict()},
+               {"filters": [dstats.to_dict()], "decontam": dc.removals.to_dict()},
                {"selection": chosen.report}]
     return chosen.records, reports
 

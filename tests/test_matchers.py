@@ -68,10 +68,15 @@ def test_short_test_problems_are_caught_whole_tiny_ones_only_as_the_whole_field(
     tiny = [r for r in test_sets["math_test"] if 3 <= len(tokens(r.problem)) < MIN_WHOLE][:20]
     math = ngrams.ngrams[1]
     assert all(math.match([_row(r.problem)]) for r in short + tiny)
-    quoted = [_row("First we note this. " + r.problem + " Then we go on with something else.") for r in short]
+    quoted = [_row("Solve this: " + r.problem + " Show your work.") for r in short]
     assert all(m and m.matcher == "math-ngram" and m.test_field == "problem" for m in math.match(quoted))
     inside = [_row("First we note this. " + r.problem + " Then we go on.") for r in tiny]
     assert not any(math.match(inside))  # "Compute $\dbinom{8}{4}$." inside a text is no evidence
+    # a short problem making up less than half of a longer one (WHOLE_COVER) is no evidence either
+    padding = " ".join(f"word{k}" for k in range(40))
+    assert not any(math.match([_row(f"{padding} {r.problem} {padding}") for r in short]))
+    assert all(Decontaminator(test_sets, ["math-ngram"], cover=0.0).matches(
+        [_row(f"{padding} {r.problem} {padding}") for r in short]))
 
 
 def test_latex_heavy_span_is_caught_by_math_ngram_not_by_words(test_sets, math_train, ngrams):
@@ -153,6 +158,13 @@ def test_embedding_catches_paraphrases_and_leaves_other_problems(small_sets, mat
     ("What is the smallest three-digit multiple of 13?", "How many positive multiples of 13 are three-digit integers?",
      False),  # the same topic and numbers, another question
     ("What is the sum of the positive factors of 48?", "How many positive factors does 48 have?", False),
+    # a negation added or dropped turns the question around, a few words apart
+    ("How many ways are there to put 5 balls in 3 boxes if the balls are not distinguishable but the boxes are?",
+     "How many ways are there to put 5 balls in 3 boxes if the balls are distinguishable and the boxes are?", False),
+    ("Can it be that the total isn't 12?", "Can it be that the sum isn't 12?", True),
+    # prose set in a formula is words, and an escaped dollar is currency, not a delimiter
+    (r"$f(x) = x \text{ when } x>3$", r"$f(x) = x \text{ if } x>3$", True),
+    (r"He pays \$0.5 for a pen and \$15 for rent.", r"He pays \$15 for rent and \$0.5 for a pen.", True),
 ])
 def test_restates_keeps_digits_formulas_and_most_words(row, test, expected):
     assert restates(row, test) is expected

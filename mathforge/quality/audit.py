@@ -2,7 +2,7 @@
 and report recall per leak kind beside the removal rate on the unplanted rows, split into rows that
 are number-swapped siblings of a test problem and rows that are not (`mathforge decontam-audit`).
 
-The first row of the table is the paper's filter as it was (`decontam.NgramIndex`, 30 words), the
+The first row of the table is the paper's filter as it was (30 words, `NgramMatcher(whole=False)`), the
 yardstick for "removes no more than today". Hosts of leaks are training rows that neither that
 filter nor the sibling key flags, so a leak is caught for what was planted, not for its host.
 """
@@ -13,16 +13,15 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mathforge.quality.decontam import NgramIndex, scan_records
 from mathforge.quality.leaks import LEAKS, plant_leaks, sibling_key
-from mathforge.quality.matchers import WORD_CHANGE, Decontaminator, Match, restates
+from mathforge.quality.matchers import WORD_CHANGE, Decontaminator, Match, NgramMatcher, restates
 from mathforge.record import Record
 
 BASELINE = "today: 30-word n-grams"
 
 
 def audit_rows(train: Sequence[Record], sets: dict[str, list[Record]], *, clean: int = 2000, per_kind: int = 500,
-               seed: int = 0, rewrite: Callable[[str], str] | None = None, index: NgramIndex | None = None
+               seed: int = 0, rewrite: Callable[[str], str] | None = None, today: NgramMatcher | None = None
                ) -> tuple[list[Record], list[Record]]:
     """(unplanted rows, planted rows): `clean` training rows as they are, and `per_kind` leaks of
     each kind, each on its own host (tagged `meta["leak"]`)."""
@@ -31,12 +30,17 @@ def audit_rows(train: Sequence[Record], sets: dict[str, list[Record]], *, clean:
     if len(pool) < clean + len(LEAKS) * per_kind:
         raise ValueError(f"need {clean + len(LEAKS) * per_kind} training rows, got {len(pool)}")
     keys = {sibling_key(r.problem) for records in sets.values() for r in records}
-    flagged = {r.id for r, hits in scan_records(pool[clean:], index or NgramIndex(sets), max_hits=1) if hits}
+    today = today or NgramMatcher(sets, whole=False)
+    flagged = {r.id for r, m in zip(pool[clean:], _scan(today, pool[clean:]), strict=True) if m}
     hosts = [r for r in pool[clean:] if r.id not in flagged and sibling_key(r.problem) not in keys]
     share = len(hosts) // len(LEAKS)
     planted = [row for k, kind in enumerate(LEAKS)
                for row in plant_leaks(rng, hosts[k * share : (k + 1) * share], sets, kind, per_kind, rewrite)]
     return pool[:clean], planted
+
+
+def _scan(matcher: Any, rows: Sequence[Record], batch_size: int = 1024) -> list[Match | None]:
+    return [m for start in range(0, len(rows), batch_size) for m in matcher.match(rows[start : start + batch_size])]
 
 
 def teacher_rewrite(engine: Any) -> Callable[[str], str]:
@@ -85,24 +89,23 @@ def _kept_at(match: Match | None, threshold: float | None, restated: bool) -> bo
 def audit(train: Sequence[Record], sets: dict[str, list[Record]], matcher_sets: Sequence[Sequence[str]],
           thresholds: Sequence[float] = (0.9,), *, clean: int = 2000, per_kind: int = 500, seed: int = 0,
           n: int = 30, batch_size: int = 1024, rewrite: Callable[[str], str] | None = None,
-          **decontam_opts: Any) -> dict[str, Any]:
+          word_changes: Sequence[float] = (WORD_CHANGE,), **decontam_opts: Any) -> dict[str, Any]:
     """The trade-off table: one row per matcher set (and where `embedding` is in it, per threshold,
-    on similarity alone and with the `restates` check at `WORD_CHANGE`)."""
-    index = NgramIndex(sets, n=30)
+    on similarity alone and with the `restates` check at each of `word_changes`)."""
+    today = NgramMatcher(sets, n=30, whole=False)
     unplanted, planted = audit_rows(train, sets, clean=clean, per_kind=per_kind, seed=seed, rewrite=rewrite,
-                                    index=index)
+                                    today=today)
     rows = [*unplanted, *planted]
     keys = {sibling_key(r.problem) for records in sets.values() for r in records}
     siblings = [sibling_key(r.problem) in keys for r in unplanted]
-    today = [bool(h) for _, h in scan_records(rows, index, max_hits=1)]
     table = [{"matchers": BASELINE, "threshold": None, "word_change": None,
-              **_rates(today, unplanted, planted, siblings)}]
+              **_rates([m is not None for m in _scan(today, rows)], unplanted, planted, siblings)}]
     problems = {(name, r.id): r.problem for name, records in sets.items() for r in records}
     for names in matcher_sets:
         # a sweep of thresholds, with and without the `restates` check, is exact from one run at the
         # lowest threshold on similarity alone (see `_kept_at`), but not with a judge
         sweep = sorted(thresholds) if "embedding" in names and "llm" not in names else [None]
-        checks = [None, WORD_CHANGE] if sweep[0] is not None else [None]
+        checks = [None, *word_changes] if sweep[0] is not None else [None]
         dc = Decontaminator(sets, names, n=n, threshold=sweep[0] or 0.85,
                             **{**decontam_opts, "word_change": None if sweep[0] is not None else WORD_CHANGE})
         found: list[Match | None] = []

@@ -16,17 +16,21 @@ Matchers (the `MATCHERS` table; `--matchers` on the CLI, `matchers:` in recipes)
                   (similarity in [candidate_threshold, threshold)), so its cost stays small
 
 Every n-gram matcher also matches a test text shorter than n tokens whole: a test problem of at
-least `min_whole` tokens wherever its tokens appear contiguously in a row, a shorter one and a
-short test solution only when a row's field has exactly its tokens (a 5-token "Compute
-$\\dbinom{8}{4}$." would otherwise match any text quoting it). Without this, 2,660 of the 5,000
-MATH test problems have no 30-gram at all.
+least `min_whole` tokens where its tokens appear contiguously in a row's field and make up at least
+`cover` (half) of it, a shorter one and a short test solution only when a row's field has exactly
+its tokens (a 5-token "Compute $\\dbinom{8}{4}$." would otherwise match any text quoting it).
+Without this, 2,660 of the 5,000 MATH test problems have no 30-gram at all.
 
-Speed: the n-gram matchers share one Numba kernel in the manner of `decontam._ngrams` (tokens
-hashed from raw UTF-8 bytes, window hashes from prefix hashes, a blocked Bloom filter and a
-bucket directory over sorted 64-bit hashes); the first `min_whole` tokens of each short test
-problem are anchors, looked up at every token behind a one-bit map. Hash hits are verified token
-for token in Python, so every removal is exact and names its evidence. Hand-written for the same
-reason as `decontam.py`.
+Speed: the n-gram matchers, the leakage check (`overlap_stats`), the audit's yardstick (the
+paper's 30-word filter, `whole=False`) and the Ray engine share one Numba kernel (`_kernel`): tokens
+hashed from raw UTF-8 bytes with LaTeX spacing commands blanked (`decontam._blank_commands`),
+window hashes from prefix hashes, a blocked Bloom filter and a bucket directory over sorted 64-bit
+hashes; the first `min_whole` tokens of each short test problem are anchors, looked up at every
+token behind a one-bit map. Hash hits are verified token for token in Python on the bytes of the
+matched tokens only, so every removal is exact and names its evidence. Hand-written because we
+know of no maintained library that does exact n-gram overlap with matched spans and evaluation
+item ids at this speed. `bench/decontam.py` measures it against the pinned pure-Python
+`decontam.ReferenceIndex`.
 """
 
 from __future__ import annotations
@@ -34,15 +38,16 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from itertools import chain
+from operator import attrgetter
 from typing import Any, ClassVar
 
 import numpy as np
 from numba import njit
 
-from mathforge.filters import FilterStats, apply_filter
+from mathforge.filters import batches
 from mathforge.quality.decontam import _DROP, _M1, _M2, _X, FIELDS, _blank_commands, normalize
 from mathforge.record import Record, annotate
 
@@ -52,6 +57,10 @@ DEFAULT_MATCHERS = ("math-ngram", "masked-ngram")
 DEFAULT_N = 30
 MASKED_N = 50
 MIN_WHOLE = 8  # shorter test texts must fill a row's field exactly (see the module docstring)
+# A short test problem found inside a row's field must make up at least this share of its tokens:
+# a 21-token "What is the greatest integer less than or equal to ...?" quoted inside a 36-token
+# problem that asks something else is weak evidence, a test problem with a preamble is not.
+WHOLE_COVER = 0.5
 OPERATORS = "+-=<>&|"
 _LETTERS = r"a-z\x80-\U0010ffff"
 _TOKEN = {
@@ -79,14 +88,16 @@ _ANCHOR_MUL = np.uint64(0xD6E8FEB86659FD93)
 
 
 def _classes(mode: str) -> np.ndarray:
-    cls = np.zeros(256, dtype=np.uint8)
+    """Per byte, its class (above) in the high byte and its lower-cased value (0 for a
+    separator) in the low byte: one table read per byte in the kernel's loop."""
+    cls = np.zeros(256, dtype=np.uint16)
     letters = [*range(ord("a"), ord("z") + 1), *range(ord("A"), ord("Z") + 1), *range(0x80, 0x100)]
     digits = list(range(ord("0"), ord("9") + 1))
     cls[letters] = 1
     cls[digits] = 4 if mode == "masked" else 1
     if mode != "words":
         cls[[ord(c) for c in OPERATORS]] = 3
-    return cls
+    return (cls << 8) | np.where(cls != 0, _LOWER, 0).astype(np.uint16)
 
 
 def tokens(text: str, mode: str = "math") -> list[str]:
@@ -109,26 +120,30 @@ def _mix(z: np.uint64) -> np.uint64:
 
 
 @njit(cache=True, nogil=True)
-def _doc_tokens(blob: np.ndarray, lo: int, hi: int, cls: np.ndarray, out: np.ndarray) -> int:
-    """Hashes of the tokens of blob[lo:hi] into `out`; returns their count. A token's hash folds
-    its lower-cased bytes with an 8-bit rotation (a placeholder run hashes as the byte '#').
-    Branch-free, like `decontam._doc_words`: a branch per token boundary mispredicts. Flags stay
-    small integers and only the hash is uint64: Numba reads uint64 mixed with int64 as float64,
-    which made this loop 20x slower."""
+def _doc_tokens(blob: np.ndarray, lo: int, hi: int, cls: np.ndarray, out: np.ndarray, ends: np.ndarray) -> int:
+    """Hashes of the tokens of blob[lo:hi] into `out` and the byte where each ends into `ends`;
+    returns their count. A token's hash folds its lower-cased bytes with an 8-bit rotation (a
+    placeholder run hashes as the byte '#'). Branch-free: a branch per token boundary
+    mispredicts. Flags stay small integers and only the hash is uint64: Numba reads uint64 mixed
+    with int64 as float64, which made this loop 20x slower. The hash's chain is one and, one
+    rotation and one xor per byte, its mask computed off the chain; with the class and the
+    lower-cased byte in two tables and the mask after the xor, the loop took 1.3x as long."""
     count = 0
-    cur = last = np.uint8(0)
+    cur = np.uint16(0)
+    last = np.uint8(0)
     h = np.uint64(0)
     zero, placeholder = np.uint64(0), np.uint64(35)
     for i in range(lo, hi):
         b = blob[i]
-        c = cls[b]
+        e = cls[b]
+        c = e >> np.uint16(8)
         edge = (c != cur) | ((c == 3) & (b != last))
-        out[count] = placeholder if cur == 4 else h
+        out[count], ends[count] = placeholder if cur == 4 else h, i
         count += np.int64(edge & (cur != 0))
-        h &= zero - np.uint64(not edge)  # a new token starts from zero
-        h = (((h << np.uint64(8)) | (h >> np.uint64(56))) ^ _LOWER[b]) & (zero - np.uint64(c != 0))
+        keep = zero - np.uint64((not edge) & (c != 0))  # a new token, or none, starts from zero
+        h = (((h & keep) << np.uint64(8)) | ((h & keep) >> np.uint64(56))) ^ np.uint64(e & np.uint16(255))
         cur, last = c, b
-    out[count] = placeholder if cur == 4 else h
+    out[count], ends[count] = placeholder if cur == 4 else h, hi
     return count + np.int64(cur != 0)
 
 
@@ -201,62 +216,103 @@ def _emit(out_hash, out_doc, out_pos, found, g, d, p):
 
 @njit(cache=True, nogil=True, inline="always")
 def _whole_follows(pre: np.ndarray, count: int, p: int, j: int, index: np.ndarray, lengths: np.ndarray,
-                   wholes: np.ndarray) -> bool:
-    """Whether a short test text whose anchor is `index[j]` (or an equal key after it) follows at
-    token `p` in full: its hash against the window's, from the prefix hashes `pre`. A first few
-    words shared with a short test problem are common; checking them in Python was most of the time."""
+                   wholes: np.ndarray, need: int) -> int:
+    """The length (at least `need`) of a short test text whose anchor is `index[j]` (or an equal
+    key after it) that follows at token `p` in full (0: none): its hash against the window's, from
+    the prefix hashes `pre`. A first few words shared with a short test problem are common;
+    checking them in Python was most of the time."""
     g = index[j]
     while j < len(index) and index[j] == g:
         size = lengths[j]
-        if p + size <= count and pre[p + size] - pre[p] * _power(size + 1) == wholes[j]:
-            return True
+        if need <= size and p + size <= count and pre[p + size] - pre[p] * _power(size + 1) == wholes[j]:
+            return size
         j += 1
-    return False
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _passing(pre: np.ndarray, count: int, n: int, power_n: np.uint64, table: np.ndarray, shift: np.uint64,
+             cand: np.ndarray) -> int:
+    """The start of each n-gram window of a document that the Bloom filter passes, into `cand`.
+    Window hashes come from the prefix hashes `pre`: no loop-carried state, so the loop pipelines."""
+    seen = 0
+    one = np.uint64(1)
+    for p in range(count - n + 1):
+        g = _mix(pre[p + n] - pre[p] * power_n)
+        mask = (one << (g & np.uint64(63))) | (one << ((g >> np.uint64(6)) & np.uint64(63))) | (
+            one << ((g >> np.uint64(12)) & np.uint64(63)))
+        cand[seen] = p
+        seen += np.int64(table[g >> shift] & mask == mask)
+    return seen
+
+
+@njit(cache=True, nogil=True)
+def _anchored(pre: np.ndarray, count: int, m: int, power_m: np.uint64, anchor_map: np.ndarray,
+              anchor_shift: np.uint64, cand: np.ndarray) -> int:
+    """The start of each m-token window whose key has its bit set in `anchor_map`, into `cand`."""
+    seen = 0
+    for p in range(count - m + 1):
+        bit = ((pre[p + m] - pre[p] * power_m) * _ANCHOR_MUL) >> anchor_shift
+        cand[seen] = p
+        seen += np.int64((anchor_map[bit >> np.uint64(6)] >> (bit & np.uint64(63))) & np.uint64(1))
+    return seen
 
 
 @njit(cache=True, nogil=True)
 def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m: int, cmd_names: np.ndarray,
             cmd_lens: np.ndarray, cmd_frac: np.ndarray, table: np.ndarray, bits: int, index: np.ndarray,
             directory: np.ndarray, dir_bits: int, lengths: np.ndarray, wholes: np.ndarray, anchor_map: np.ndarray,
-            anchor_bits: int, build: bool,
+            anchor_bits: int, build: bool, whole: bool, limit: int, cover: float,
             anchored: np.ndarray, figures: bool, opening: np.ndarray, closing: np.ndarray):
-    """`build`: the keys of each test document: all its n-grams or, when it is shorter, the hash
-    of its first `m` tokens salted as an anchor (where `anchored[d]` and it has m tokens; then
-    with its length as position and its whole hash) or of all its tokens salted as whole.
-    Otherwise the keys of each document found in `index`: its n-grams, the anchors of short
-    texts that follow in full (`lengths`, `wholes`; `anchor_map`: see `_ANCHOR_MUL`) and, when
-    shorter than n, itself whole.
-    Returns (hash, document, token position, whole hash) per key."""
+    """`build`: the keys of each test document: all its n-grams or, when it is shorter (and
+    `whole`), the hash of its first `m` tokens salted as an anchor (where `anchored[d]` and it has
+    m tokens; then with its length as position and its whole hash) or of all its tokens salted as
+    whole. Otherwise the keys of each document found in `index`, at most `limit` per document (0:
+    all): its n-grams and, with `whole`, the anchors of short texts that follow in full and cover
+    at least `cover` of the document's tokens (`lengths`, `wholes`; `anchor_map`: see
+    `_ANCHOR_MUL`) and itself whole when shorter than n.
+    Returns (hash, document, token position, whole hash, first byte, end byte) per key; the bytes
+    delimit the matched tokens in their document (from the end of the token before them), so
+    they are verified without reading the rest of it."""
     size = len(blob) + 2
     out_hash = np.empty(size, dtype=np.uint64)
     out_doc = np.empty(size, dtype=np.int64)
     out_pos = np.empty(size, dtype=np.int64)
     out_whole = np.zeros(size if build else 0, dtype=np.uint64)
+    out_span = np.empty((0 if build else size, 2), dtype=np.int64)
     # per-document buffers sized by the longest document, not the batch: Numba's zeros() writes
     # every byte, and zeroing 8 bytes per byte of a 1 MB batch took 45% of the scan
     longest = np.max(np.diff(doc_start)) + 2 if len(doc_start) > 1 else 2
     tok = np.empty(longest, dtype=np.uint64)
+    ends = np.empty(longest, dtype=np.int64)
     pre = np.empty(longest, dtype=np.uint64)
+    cand = np.empty(longest, dtype=np.int64)
     pre[0] = 0
     power_n, power_m = _power(n + 1), _power(m + 1)  # X**n, X**m
     shift, dir_shift = np.uint64(64 - (bits - 6)), np.uint64(64 - dir_bits)
     anchor_shift = np.uint64(64 - anchor_bits)
+    limit = limit if limit > 0 else size
     _blank_commands(blob, cmd_names, cmd_lens, cmd_frac)
     if figures:
         _blank_figures(blob, opening, closing)
     found = 0
     for d in range(len(doc_start) - 1):
-        count = _doc_tokens(blob, doc_start[d], doc_start[d + 1], cls, tok)
+        lo = doc_start[d]
+        count = _doc_tokens(blob, lo, doc_start[d + 1], cls, tok, ends)
         if count == 0:
             continue  # an empty field matches nothing
         for k in range(count):
             pre[k + 1] = pre[k] * _X + tok[k]
+        first = found
         if count < n:
+            if not whole:
+                continue
             g = _mix(pre[count] ^ _WHOLE_SALT)
             if build and not (count >= m and anchored[d]):
                 found = _emit(out_hash, out_doc, out_pos, found, g, d, 0)
                 continue
             if not build and _known(g, table, shift, index, directory, dir_shift) >= 0:
+                out_span[found, 0], out_span[found, 1] = 0, ends[count - 1] - lo
                 found = _emit(out_hash, out_doc, out_pos, found, g, d, 0)
         if count < m:
             continue
@@ -264,24 +320,37 @@ def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m:
             out_whole[found] = pre[count]
             found = _emit(out_hash, out_doc, out_pos, found, pre[m] * _ANCHOR_MUL, d, count)
             continue
-        # window hashes from the prefix hashes: no loop-carried state, so the loop pipelines
-        first = found
-        for p in range(count - n + 1):
-            g = _mix(pre[p + n] - pre[p] * power_n)
-            if build or _known(g, table, shift, index, directory, dir_shift) >= 0:
-                found = _emit(out_hash, out_doc, out_pos, found, g, d, p)
-                if not build and found - first >= _HITS_PER_DOC:
-                    break
-        if build or found - first >= _HITS_PER_DOC:
+        if build:
+            for p in range(count - n + 1):
+                found = _emit(out_hash, out_doc, out_pos, found, _mix(pre[p + n] - pre[p] * power_n), d, p)
             continue
-        for p in range(count - m + 1):
+        # Two tight loops per document: the windows the Bloom filter passes, then their lookups.
+        # With lookups and outputs in one loop body it compiled to code 2.5x slower.
+        seen = _passing(pre, count, n, power_n, table, shift, cand)
+        for k in range(seen):
+            p = cand[k]
+            g = _mix(pre[p + n] - pre[p] * power_n)
+            if _find(g, index, directory, dir_shift) >= 0:
+                out_span[found, 0] = ends[p - 1] - lo if p > 0 else 0
+                out_span[found, 1] = ends[p + n - 1] - lo
+                found = _emit(out_hash, out_doc, out_pos, found, g, d, p)
+                if found - first >= limit:
+                    break
+        if not whole or found - first >= limit:
+            continue
+        need = max(m, np.int64(np.ceil(cover * count)))
+        for k in range(_anchored(pre, count, m, power_m, anchor_map, anchor_shift, cand)):
+            p = cand[k]
             g = (pre[p + m] - pre[p] * power_m) * _ANCHOR_MUL
-            bit = g >> anchor_shift
-            if (anchor_map[bit >> np.uint64(6)] >> (bit & np.uint64(63))) & np.uint64(1):
-                j = _find(g, index, directory, dir_shift)
-                if j >= 0 and _whole_follows(pre, count, p, j, index, lengths, wholes):
-                    found = _emit(out_hash, out_doc, out_pos, found, g, d, p)
-    return out_hash[:found], out_doc[:found], out_pos[:found], out_whole[: found if build else 0]
+            j = _find(g, index, directory, dir_shift)
+            size_j = _whole_follows(pre, count, p, j, index, lengths, wholes, need) if j >= 0 else 0
+            if size_j > 0:
+                out_span[found, 0] = ends[p - 1] - lo if p > 0 else 0
+                out_span[found, 1] = ends[p + size_j - 1] - lo
+                found = _emit(out_hash, out_doc, out_pos, found, g, d, p)
+                if found - first >= limit:
+                    break
+    return out_hash[:found], out_doc[:found], out_pos[:found], out_whole[: found if build else 0], out_span[:found]
 
 
 def _commands() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -295,13 +364,24 @@ def _commands() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 _COMMANDS = _commands()
 
 
-def _blob(docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Documents as one writable NUL-separated byte array and where each starts."""
-    # a no-break space is a space (str.split and a reader agree), not a non-ASCII "letter"
-    encoded = [d.replace("\xa0", " ").encode("utf-8", "surrogatepass") for d in docs]
-    blob = np.frombuffer(bytearray(b"\0".join(encoded) + b"\0"), dtype=np.uint8)
-    sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    return blob, np.concatenate(([0], np.cumsum(sizes + 1))).astype(np.int64)
+def _blob(docs: Sequence[str]) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """Documents as NUL-separated UTF-8 bytes, a writable copy of them as an array (the kernel
+    blanks commands in place) and where each document starts."""
+    joined = "\0".join(docs)
+    if joined.isascii():  # one encode of the batch; byte sizes are character sizes
+        data = joined.encode() + b"\0"
+        sizes = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+    else:
+        # a no-break space is a space (str.split and a reader agree), not a non-ASCII "letter";
+        # documents are encoded one by one for their byte sizes (encoding the joined batch, a
+        # wide string once one character is not ASCII, took 2-3x as long)
+        if "\xa0" in joined:
+            docs = [d.replace("\xa0", " ") for d in docs]
+        encoded = [d.encode("utf-8", "surrogatepass") for d in docs]
+        data = b"\0".join(encoded) + b"\0"
+        sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    blob = np.frombuffer(bytearray(data), dtype=np.uint8)
+    return data, blob, np.concatenate(([0], np.cumsum(sizes + 1))).astype(np.int64)
 
 
 # ---------------------------------------------------------------- evidence and the token index
@@ -343,10 +423,13 @@ class TokenIndex:
     """Test texts as sorted 64-bit keys (n-grams, anchors of short texts, whole tiny texts)."""
 
     def __init__(self, sets: dict[str, list[Record]], mode: str, n: int = DEFAULT_N,
-                 test_fields: Sequence[str] = FIELDS, min_whole: int = MIN_WHOLE):
+                 test_fields: Sequence[str] = FIELDS, min_whole: int = MIN_WHOLE, whole: bool = True,
+                 cover: float = WHOLE_COVER):
+        """`whole=False`: test texts shorter than n match nothing (the paper's plain n-gram filter,
+        kept for the leakage check and as the audit's yardstick)."""
         if not 1 <= min_whole <= n:
             raise ValueError(f"need 1 <= min_whole <= n, got min_whole={min_whole}, n={n}")
-        self.mode, self.n, self.m, self.cls = mode, n, min_whole, _classes(mode)
+        self.mode, self.n, self.m, self.cls, self.whole, self.cover = mode, n, min_whole, _classes(mode), whole, cover
         self.owners: list[tuple[str, str, str]] = []  # (set, test id, field) per document
         self.texts: list[list[str]] = []
         docs = []
@@ -360,11 +443,11 @@ class TokenIndex:
         # a short solution ("there are $\\binom 53 = \\boxed{10}$ ways") recurs inside unrelated
         # solutions: only short problems are matched wherever they appear, short solutions whole
         self.anchored = np.array([f == "problem" for _, _, f in self.owners], dtype=np.bool_)
-        hashes, doc, pos, wholes = self._run(docs, build=True)
+        hashes, doc, pos, wholes = self._run(docs, build=True)[:4]
         order = np.argsort(hashes, kind="stable")
         # `pos`: where an n-gram starts in its text, or the length of a short text (an anchor)
         self.hashes, self.doc, self.pos, self.wholes = hashes[order], doc[order], pos[order], wholes[order]
-        # the Bloom filter and bucket directory of `decontam.NgramIndex`: ~16 bits and ~1 bucket per key
+        # a blocked Bloom filter (`_bloom`) and a bucket directory: ~16 bits and ~1 bucket per key
         is_anchor = np.zeros(len(self.hashes), dtype=bool)
         is_anchor[np.flatnonzero(self.wholes)] = True  # only anchors carry their text's whole hash
         self.table, self.bits = _bloom(self.hashes[~is_anchor])
@@ -378,8 +461,8 @@ class TokenIndex:
         starts = np.arange(1 << self.dir_bits, dtype=np.uint64) << np.uint64(64 - self.dir_bits)
         self.directory = np.append(np.searchsorted(h, starts), len(h)).astype(np.int64)
 
-    def _run(self, docs: Sequence[str], build: bool) -> tuple[np.ndarray, ...]:
-        blob, starts = _blob(docs)
+    def _run(self, docs: Sequence[str], build: bool, limit: int = _HITS_PER_DOC) -> tuple[Any, ...]:
+        data, blob, starts = _blob(docs)
         if build:
             none = np.zeros(2, dtype=np.int64)
             lookup = (none.astype(np.uint64), 64, none.astype(np.uint64), none, 1, none, none.astype(np.uint64),
@@ -388,47 +471,45 @@ class TokenIndex:
             lookup = (self.table, self.bits, self.hashes, self.directory, self.dir_bits, self.pos, self.wholes,
                       self.anchor_map, self.anchor_bits)
         anchored = self.anchored if build else np.zeros(0, dtype=np.bool_)
-        return _kernel(blob, starts, self.cls, self.n, self.m, *_COMMANDS, *lookup, build, anchored,
-                       self.mode == "masked", *_FIGURE)
+        out = _kernel(blob, starts, self.cls, self.n, self.m, *_COMMANDS, *lookup, build, self.whole, limit,
+                      self.cover, anchored, self.mode == "masked", *_FIGURE)
+        return (*out, data, starts)
 
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.hashes, self.doc, self.pos, self.wholes, self.table, self.anchor_map,
                                       self.directory))
 
-    def find(self, docs: Sequence[str]) -> list[tuple[int, int, int] | None]:
-        """Per document, its first verified match: (test document, token position there, length).
+    def find(self, docs: Sequence[str], every: bool = False) -> dict[int, list[tuple[int, int, int]]]:
+        """The verified matches of the documents that have any (by document number): (test
+        document, token position there, length).
 
-        Only the first: a copied solution has hundreds of hash hits, and one is enough evidence."""
-        hashes, doc, pos, _ = self._run(docs, build=False)
-        out: list[tuple[int, int, int] | None] = [None] * len(docs)
-        mine: list[str] = []
-        last = -1
-        for g, d, p in zip(hashes.tolist(), doc.tolist(), pos.tolist(), strict=True):
-            if out[d] is not None:
+        The first only, unless `every` (the leakage check lists every test item a row touches): a
+        copied solution has hundreds of hash hits, and one is enough evidence for a removal."""
+        hashes, doc, pos, _, span, data, starts = self._run(docs, build=False, limit=0 if every else _HITS_PER_DOC)
+        out: dict[int, list[tuple[int, int, int]]] = {}
+        for g, d, p, (lo, hi) in zip(hashes.tolist(), doc.tolist(), pos.tolist(), span.tolist(), strict=True):
+            if d in out and not every:
                 continue
-            if d != last:
-                mine, last = tokens(docs[d], self.mode), d
-            out[d] = self._lookup(mine, g, p)
+            # the matched tokens' own bytes, read as tokens: exactly the tokens the kernel hashed
+            at = int(starts[d])
+            mine = tokens(data[at + lo : at + hi].decode("utf-8", "surrogatepass"), self.mode)
+            if found := self._lookup(mine, g, p, every):
+                out.setdefault(d, []).extend(found)
         return out
 
-    def _lookup(self, mine: list[str], g: int, p: int) -> tuple[int, int, int] | None:
+    def _lookup(self, mine: list[str], g: int, p: int, every: bool) -> list[tuple[int, int, int]]:
+        found = []
         j = int(np.searchsorted(self.hashes, np.uint64(g)))
-        while j < len(self.hashes) and int(self.hashes[j]) == g:
-            hit = self._verify(mine, p, int(self.doc[j]), int(self.pos[j]))
-            if hit:
-                return hit
+        while j < len(self.hashes) and int(self.hashes[j]) == g and (every or not found):
+            test_doc, test_pos = int(self.doc[j]), int(self.pos[j])
+            theirs = self.texts[test_doc]
+            if len(theirs) >= self.n and mine == theirs[test_pos : test_pos + self.n]:  # an n-gram
+                found.append((test_doc, test_pos, self.n))
+            elif len(theirs) < self.n and mine == theirs:  # a short text, whole in the field or inside it
+                found.append((test_doc, 0, len(theirs)))
             j += 1
-        return None
-
-    def _verify(self, mine: list[str], p: int, test_doc: int, test_pos: int) -> tuple[int, int, int] | None:
-        theirs = self.texts[test_doc]
-        if len(theirs) >= self.n:  # an n-gram
-            same = mine[p : p + self.n] == theirs[test_pos : test_pos + self.n]
-            return (test_doc, test_pos, self.n) if same else None
-        if len(theirs) < self.m or not self.anchored[test_doc]:  # the whole field
-            return (test_doc, 0, len(theirs)) if mine == theirs else None
-        return (test_doc, 0, len(theirs)) if mine[p : p + len(theirs)] == theirs else None
+        return found
 
 
 # ---------------------------------------------------------------- matchers
@@ -442,18 +523,19 @@ class NgramMatcher:
     test_fields: ClassVar[tuple[str, ...]] = FIELDS
 
     def __init__(self, sets: dict[str, list[Record]], *, n: int = DEFAULT_N, min_whole: int = MIN_WHOLE,
-                 fields: Sequence[str] = FIELDS, **_: Any):
+                 fields: Sequence[str] = FIELDS, whole: bool = True, cover: float = WHOLE_COVER, **_: Any):
+        """`whole=False`: the paper's filter as it was (no short test text matched whole)."""
         self.fields = tuple(fields)
-        self.index = TokenIndex(sets, self.mode, n, self.test_fields, min_whole)
+        self._texts = attrgetter(*self.fields) if len(self.fields) > 1 else lambda r: (getattr(r, self.fields[0]),)
+        self.index = TokenIndex(sets, self.mode, n, self.test_fields, min_whole, whole, cover)
 
     def match(self, records: Sequence[Record]) -> list[Match | None]:
-        docs = [getattr(r, f) or "" for r in records for f in self.fields]
-        found = self.index.find(docs)
+        docs = [t or "" for t in chain.from_iterable(map(self._texts, records))]
         out: list[Match | None] = [None] * len(records)
-        for d, hit in enumerate(found):
+        for d, hits in sorted(self.index.find(docs).items()):
             row = d // len(self.fields)
-            if hit and out[row] is None:
-                test_doc, pos, length = hit
+            if out[row] is None:
+                test_doc, pos, length = hits[0]
                 name, test_id, test_field = self.index.owners[test_doc]
                 span = " ".join(self.index.texts[test_doc][pos : pos + length])
                 out[row] = Match(self.name, name, test_id, self.fields[d % len(self.fields)], test_field, span)
@@ -479,8 +561,13 @@ class MaskedNgramMatcher(NgramMatcher):
 
 # `restates`: what a rewording keeps. Digits one by one, because punctuation edits join and split
 # digit runs ("72,361" and "72361"); formulas as commands, letters, digits and operators inside
-# $...$, $$...$$, \[...\] and \(...\); words as letter runs, order ignored.
+# $...$, $$...$$, \[...\] and \(...\), less prose set in them (\text{...}: its words are words)
+# and escaped dollar signs (currency, not delimiters); words as letter runs, order ignored; and
+# polarity: a rewording keeps every negation ("... if the balls are not distinguishable" and
+# "... if the balls are distinguishable" ask different questions a few words apart).
 _DIGIT = re.compile(r"[0-9]")
+_PROSE = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm)\s*\{[^{}]*\}|\\\$")
+_NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|none|cannot)\b|n't\b")
 _FORMULA = re.compile(r"\$\$(.*?)\$\$|\$(.*?)\$|\\\[(.*?)\\\]|\\\((.*?)\\\)", re.S)
 _FORMULA_TOKEN = re.compile(r"\\[a-z]+|[a-z0-9]|[-+*/^=<>|!]")
 _WORD = re.compile(r"[^\W\d_]+")
@@ -491,7 +578,7 @@ WORD_CHANGE = 0.2
 
 
 def _formula(text: str) -> Counter:
-    return Counter(_FORMULA_TOKEN.findall(" ".join("".join(g) for g in _FORMULA.findall(text))))
+    return Counter(_FORMULA_TOKEN.findall(" ".join("".join(g) for g in _FORMULA.findall(_PROSE.sub(" ", text)))))
 
 
 def _changed(a: Counter, b: Counter) -> float:
@@ -500,12 +587,15 @@ def _changed(a: Counter, b: Counter) -> float:
 
 
 def restates(row: str, test: str, word_change: float = WORD_CHANGE) -> bool:
-    """Whether `row` reads as a rewording of `test`: the same digits, the same formula tokens, and
-    at most `word_change` of either's words changed. The embedding matcher's second check: MiniLM
-    rates a problem on the same topic with other numbers or another question about as close as a
-    rewording (same-topic MATH problems sit above 0.9), and a rewording keeps what they change."""
+    """Whether `row` reads as a rewording of `test`: the same digits, the same formula tokens, as
+    many negations, and at most `word_change` of either's words changed. The embedding matcher's
+    second check: MiniLM rates a problem on the same topic with other numbers or another question
+    about as close as a rewording (same-topic MATH problems sit above 0.9), and a rewording keeps
+    what they change."""
     row, test = row.lower(), test.lower()
     if Counter(_DIGIT.findall(row)) != Counter(_DIGIT.findall(test)) or _formula(row) != _formula(test):
+        return False
+    if len(_NEGATION.findall(row)) != len(_NEGATION.findall(test)):
         return False
     a, b = Counter(_WORD.findall(row)), Counter(_WORD.findall(test))
     return max(_changed(a, b), _changed(b, a)) <= word_change
@@ -638,18 +728,19 @@ class Decontaminator:
     name = "decontam"
 
     def __init__(self, sets: dict[str, list[Record]], matchers: Sequence[str] = DEFAULT_MATCHERS, *,
-                 n: int = DEFAULT_N, min_whole: int = MIN_WHOLE, masked_n: int = MASKED_N, threshold: float = 0.85,
+                 n: int = DEFAULT_N, min_whole: int = MIN_WHOLE, cover: float = WHOLE_COVER, masked_n: int = MASKED_N,
+                 threshold: float = 0.85,
                  word_change: float | None = WORD_CHANGE, candidate_threshold: float = 0.75, model: str | None = None,
                  device: str | None = None, engine: Any = None, fields: Sequence[str] = FIELDS):
         self.names = parse_matchers(matchers)
-        opts = dict(n=n, min_whole=min_whole, masked_n=masked_n, threshold=threshold, word_change=word_change,
+        opts = dict(n=n, min_whole=min_whole, cover=cover, masked_n=masked_n, threshold=threshold, word_change=word_change,
                     candidate_threshold=candidate_threshold, model=model, device=device, engine=engine, fields=fields)
         self.ngrams = [MATCHERS[x](sets, **opts) for x in self.names if x.endswith("ngram")]
         wants_llm = "llm" in self.names
         self.embedding = EmbeddingMatcher(sets, **opts) if "embedding" in self.names or wants_llm else None
         self.judge = LlmMatcher(sets, **opts) if wants_llm else None
         self.removals = Removals(self.names, {k: len(v) for k, v in sets.items()},
-                                 {"n": n, "min_whole": min_whole, "masked_n": masked_n,
+                                 {"n": n, "min_whole": min_whole, "cover": cover, "masked_n": masked_n,
                                   "threshold": threshold if self.embedding else None,
                                   "word_change": word_change if self.embedding else None})
 
@@ -678,9 +769,12 @@ class Decontaminator:
         for i, m in zip(left, match([records[i] for i in left]), strict=True):
             out[i] = m
 
-    def decide_batch(self, records: Sequence[Record]) -> list[tuple[Record, str | None]]:
+    def decide_batch(self, records: Sequence[Record], found: Sequence[Match | None] | None = None
+                     ) -> list[tuple[Record, str | None]]:
+        """Keep or drop each record; `found`: its matches when they were found elsewhere (Ray workers)."""
         decisions: list[tuple[Record, str | None]] = []
-        for record, match in zip(records, self.matches(records) if records else [], strict=True):
+        found = found if found is not None else self.matches(records) if records else []
+        for record, match in zip(records, found, strict=True):
             if match is None:
                 decisions.append((record, None))
                 continue
@@ -694,27 +788,23 @@ class Decontaminator:
         return self.removals
 
 
-def decontaminate_file(data: Path, sets: dict[str, list[Record]], out: Path, *, against: Sequence[str] = (),
-                       batch_size: int = 1024, **opts: Any) -> dict[str, Any]:
-    """`mathforge decontam`: the clean rows to `out`, the removed ones (reason and evidence) and
-    a JSON report with removals per matcher beside it (`<stem>.removed.jsonl`, `<stem>.report.json`).
-    Rows stream through in batches, so memory holds the test sets and one batch, not the data."""
-    from rich.progress import Progress, TextColumn, TimeElapsedColumn
-
-    from mathforge.io import AtomicWriter, read_records, write_json
-
-    decontaminator = Decontaminator(sets, **opts)
-    stats = FilterStats(decontaminator.name)
-    stem = out.name.split(".")[0]
-    removed, report = out.with_name(f"{stem}.removed.jsonl"), out.with_name(f"{stem}.report.json")
-    columns = (*Progress.get_default_columns()[:1], TextColumn("{task.completed:,} rows"), TimeElapsedColumn())
-    with Progress(*columns, transient=True) as progress, AtomicWriter(out) as kept, \
-            AtomicWriter(removed) as rejects:
-        task = progress.add_task("decontam", total=None)
-        for record in apply_filter(read_records(data), decontaminator, stats, rejects, batch_size=batch_size):
-            kept.write(record)
-            progress.advance(task)
-    result = {"step": "decontam", "input": str(data), "against": list(against), "filters": [stats.to_dict()],
-              "decontam": decontaminator.removals.to_dict()}
-    write_json(report, result)
-    return result
+def overlap_stats(train: Iterable[Record], benchmark: Iterable[Record], *, n: int = DEFAULT_N,
+                  name: str = "benchmark", batch_size: int = 1024) -> dict[str, Any]:
+    """Leakage check: how many training rows and benchmark items share a word n-gram (the paper's
+    filter as it was, `whole=False`), for evaluation reports: a benchmark item hit by any
+    training row may be memorised, so its score is suspect; the ids of hit items are returned so
+    they can be scored separately. Streams the rows a batch at a time."""
+    matcher = NgramMatcher({name: list(benchmark)}, n=n, whole=False)
+    index, rows, contaminated = matcher.index, 0, 0
+    hit_items: set[str] = set()
+    for batch in batches(train, batch_size):
+        docs = [t or "" for t in chain.from_iterable(map(matcher._texts, batch))]
+        found = index.find(docs, every=True)
+        rows += len(batch)
+        contaminated += len({d // len(matcher.fields) for d in found})
+        hit_items.update(index.owners[test_doc][1] for hits in found.values() for test_doc, _, _ in hits)
+    total = len(index.owners) // len(matcher.test_fields)
+    return {"n": n, "benchmark": name, "train_rows": rows, "train_rows_overlapping": contaminated,
+            "benchmark_items": total, "benchmark_items_hit": len(hit_items),
+            "benchmark_fraction_hit": len(hit_items) / total if total else 0.0,
+            "hit_item_ids": sorted(hit_items)}

@@ -1,10 +1,10 @@
 """The decontamination, dedup and embedding steps on Ray Data, for data that outgrows one machine.
 
-Only execution changes: Ray workers run the same per-batch code as the local engine (the n-gram
-`Scanner`, the dedup keys and MinHash signatures, `embed_texts`), rows come back in input order
-(`preserve_order`), and the same sequential decision code (`decontam.apply_hits`,
-`ExactDedup.admit`, `NearDedup.admit`) runs on the driver. So both engines give identical output
-on the same input. Records travel as JSON text, because free-form `meta` dicts do not fit one Arrow
+Only execution changes: Ray workers run the same per-batch code as the local engine (the
+`Decontaminator`'s matchers, the dedup keys and MinHash signatures, `embed_texts`), rows come back
+in input order (`preserve_order`), and the same sequential decision code
+(`Decontaminator.decide_batch`, `ExactDedup.admit`, `NearDedup.admit`) runs on the driver. So both
+engines give identical output on the same input. Records travel as JSON text, because free-form `meta` dicts do not fit one Arrow
 schema. `address=None` starts a local Ray (as the tests do); pass "auto" to join a cluster.
 """
 
@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from mathforge.quality.decontam import FIELDS, Hit, NgramIndex, Scanner, record_texts
 from mathforge.quality.dedup import ExactDedup, NearDedup
 from mathforge.record import Record
 
@@ -46,27 +45,30 @@ def _rows(ds: Any, batch_size: int) -> Iterator[dict[str, Any]]:
             yield {k: batch[k][i] for k in keys}
 
 
-class _ScanBatch:
-    """A Ray Data worker holding one Scanner (the index is shipped once per worker)."""
+class _MatchBatch:
+    """A Ray Data worker holding one `Decontaminator` (built once per worker from the test sets)."""
 
-    def __init__(self, index: NgramIndex, fields: Sequence[str], max_hits: int | None):
-        self.scanner, self.fields, self.max_hits = Scanner(index, fields), tuple(fields), max_hits
+    def __init__(self, sets: dict[str, list[Record]], matchers: Sequence[str], opts: dict[str, Any]):
+        from mathforge.quality.matchers import Decontaminator
+
+        self.decontaminator = Decontaminator(sets, matchers, **opts)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = [Record.from_dict(json.loads(r)) for r in batch["record"]]
-        hits = self.scanner.scan([record_texts(r, self.fields) for r in records], self.max_hits)
-        encoded = [json.dumps([h.to_dict() for h in row]) for row in hits]
-        return {"record": batch["record"], "hits": np.array(encoded, dtype=object)}
+        found = [json.dumps(m.to_dict() if m else None) for m in self.decontaminator.matches(records)]
+        return {"record": batch["record"], "match": np.array(found, dtype=object)}
 
 
-def scan_records(records: Iterable[Record], index: NgramIndex, *, fields: Sequence[str] = FIELDS,
-                 batch_size: int = 1024, workers: int = 1, max_hits: int | None = None,
-                 ) -> Iterator[tuple[Record, list[Hit]]]:
-    """`decontam.scan_records` on Ray Data: (record, verified hits) in input order."""
-    ds = _dataset(records).map_batches(_ScanBatch, fn_constructor_args=(index, fields, max_hits),
+def match_records(records: Iterable[Record], sets: dict[str, list[Record]], matchers: Sequence[str], *,
+                  batch_size: int = 1024, workers: int = 1, **opts: Any) -> Iterator[tuple[Record, Any]]:
+    """`Decontaminator.matches` on Ray Data: (record, its first match or None) in input order."""
+    from mathforge.quality.matchers import Match
+
+    ds = _dataset(records).map_batches(_MatchBatch, fn_constructor_args=(sets, matchers, opts),
                                        batch_size=batch_size, concurrency=workers)
     for row in _rows(ds, batch_size):
-        yield Record.from_dict(json.loads(row["record"])), [Hit(**h) for h in json.loads(row["hits"])]
+        match = json.loads(row["match"])
+        yield Record.from_dict(json.loads(row["record"])), Match(**match) if match else None
 
 
 class _DedupKeys:

@@ -14,7 +14,6 @@ from typing import Any
 
 from mathforge.filters import FilterStats, apply_filter
 from mathforge.io import AtomicWriter, DataError, read_records, write_json, write_records
-from mathforge.quality.decontam import DecontamReport, NgramIndex, apply_hits
 from mathforge.record import Record
 from mathforge.sources import SourceSpec, load
 
@@ -50,30 +49,60 @@ def _check_engine(engine: str) -> None:
         raise ValueError(f"unknown engine '{engine}' (local or ray)")
 
 
-def run_decontam(data: Path, against: Sequence[str], out: Path, *, n: int = 30, workers: int | None = None,
-                 engine: str = "local", batch_size: int = 1024) -> dict[str, Any]:
-    """Decontaminate a record file against evaluation sets; returns the report it writes.
-    `workers`: local threads (None: one per core) or Ray workers (None: 1)."""
+def run_decontam(data: Path, against: Sequence[str], out: Path, *, matchers: Sequence[str] | None = None,
+                 workers: int | None = None, engine: str = "local", batch_size: int = 1024, judge: Any = None,
+                 **opts: Any) -> dict[str, Any]:
+    """Decontaminate a record file against evaluation sets with `matchers` (None: the default;
+    `judge`: the llm matcher's engine; `opts`: the `Decontaminator`'s, e.g. n, threshold);
+    returns the report it writes, removals per matcher included. `workers`: Ray workers (None:
+    1). Rows stream through a batch at a time: memory holds the test sets and one batch."""
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+    from mathforge.quality.matchers import DEFAULT_MATCHERS, Decontaminator
+
     _check_engine(engine)
-    index = NgramIndex(evaluation_sets(against), n=n)
-    stats, report = FilterStats(f"decontam_{n}gram"), DecontamReport(n, dict(index.set_sizes))
-    removed, report_path = side_paths(out)
+    sets, names = evaluation_sets(against), tuple(matchers or DEFAULT_MATCHERS)
+    if engine == "ray" and "llm" in names:
+        raise ValueError("the llm matcher runs on the local engine only (its judge is not shipped to workers)")
+    dc = Decontaminator(sets, names, engine=judge, **opts)
+    stats = FilterStats(dc.name)
+    step: Any = dc
+    records: Iterable[Record] = read_records(data)
     if engine == "ray":
         from mathforge.quality import ray_engine
 
         ray_engine.init()
-        scanned = ray_engine.scan_records(read_records(data), index, batch_size=batch_size, workers=workers or 1,
-                                          max_hits=5)
-    else:
-        from mathforge.quality.decontam import scan_records
-
-        scanned = scan_records(read_records(data), index, batch_size=batch_size, workers=workers, max_hits=5)
-    with AtomicWriter(out) as kept, AtomicWriter(removed) as rejects:
-        kept.write_all(apply_hits(scanned, n, stats=stats, rejects=rejects, report=report))
+        step = _Found(dc, ray_engine.match_records(records, sets, names, batch_size=batch_size,
+                                                   workers=workers or 1, **opts))
+        records = step.records()
+    removed, report_path = side_paths(out)
+    columns = (*Progress.get_default_columns()[:1], TextColumn("{task.completed:,} rows"), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as progress, AtomicWriter(out) as kept, \
+            AtomicWriter(removed) as rejects:
+        task = progress.add_task("decontam", total=None)
+        for record in apply_filter(records, step, stats, rejects, batch_size=batch_size):
+            kept.write(record)
+            progress.advance(task)
     result = {"step": "decontam", "input": str(data), "against": list(against), "engine": engine,
-              "filters": [stats.to_dict()], "decontam": report.to_dict()}
+              "filters": [stats.to_dict()], "decontam": dc.removals.to_dict()}
     write_json(report_path, result)
     return result
+
+
+class _Found:
+    """The Decontaminator's decisions on matches found on Ray workers: `records()` yields each
+    record as it comes back and keeps its match until `decide_batch` takes it (like `Replay`)."""
+
+    def __init__(self, dc: Any, pairs: Iterable[tuple[Record, Any]]):
+        self.dc, self.pairs, self.name, self.pending = dc, pairs, dc.name, {}
+
+    def records(self) -> Iterator[Record]:
+        for record, match in self.pairs:
+            self.pending[id(record)] = match
+            yield record
+
+    def decide_batch(self, records: Sequence[Record]) -> list[tuple[Record, str | None]]:
+        return self.dc.decide_batch(records, [self.pending.pop(id(r)) for r in records])
 
 
 def run_dedup(data: Path, out: Path, *, near: bool = True, threshold: float = 0.8, num_perm: int = 128,

@@ -16,6 +16,8 @@ batched.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -46,7 +48,20 @@ def embed_texts(
         return onnx(list(texts), batch_size)
     vectors = st.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
                         convert_to_numpy=True, show_progress_bar=show_progress)
+    _return_freed_memory()
     return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap that torch freed back to the OS (glibc's malloc_trim; a no-op elsewhere).
+
+    Batches of different lengths free buffers of different shapes that glibc keeps in its arenas,
+    so a process embedding call after call grows without bound: 1,000 simulated problems a call,
+    resident memory went 800 -> 1,300 MB over 8 calls (peak 1.15 -> 1.60 GB); with a trim after
+    each call it stays at 655 MB (peak 1.18 GB). A trim costs milliseconds, a call seconds.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @lru_cache(maxsize=4)

@@ -72,8 +72,9 @@ MASK = "#"
 # Asymptote figure code, ignored by `masked-ngram`: with its numbers masked, the grid and axis
 # boilerplate of unrelated figures ("draw((i,-5)--(i,5),gray(0.7))") matched for 30 tokens and more.
 _FIGURES = re.compile(r"\[asy\].*?\[/asy\]", re.S)
-# Byte classes of the kernel: 0 separator, 1 letter run, 2 digit run, 3 one-byte operator,
-# 4 digit run read as the placeholder. The same rules as `_TOKEN` on the decoded, normalised text.
+# Byte classes of the kernel: 0 separator, 1 letter run (and digit run but in `masked`), 2 digit run
+# read as the placeholder, 3 + k a run of operator k. The same rules as `_TOKEN` on the decoded,
+# normalised text: a token ends where the class changes, so a run of one operator is one token.
 _LOWER = np.zeros(256, dtype=np.uint64)
 for _c in range(256):
     _LOWER[_c] = _c + 32 if 65 <= _c <= 90 else _c
@@ -85,19 +86,24 @@ _HITS_PER_DOC = 4
 # with the full mix and Bloom filter made the whole scan 1.6x slower; one multiply and one bit of
 # `anchor_map` (about 64 bits per anchor, so ~1.5% of tokens go on to the directory) cost nothing.
 _ANCHOR_MUL = np.uint64(0xD6E8FEB86659FD93)
+# n-grams are looked up around every (n // SAMPLE_EVERY)-th window only (`_kernel`): a Bloom read
+# per token was a fifth of the scan
+SAMPLE_EVERY = 4
+_ONE = np.uint64(1)
 
 
-def _classes(mode: str) -> np.ndarray:
-    """Per byte, its class (above) in the high byte and its lower-cased value (0 for a
-    separator) in the low byte: one table read per byte in the kernel's loop."""
-    cls = np.zeros(256, dtype=np.uint16)
+def _classes(mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per byte, its class (above) and the value it folds into its token's hash: its lower-cased
+    byte, and 0 for a separator and a placeholder digit (a digit run of any length hashes as 0)."""
+    kind = np.zeros(256, dtype=np.uint8)
     letters = [*range(ord("a"), ord("z") + 1), *range(ord("A"), ord("Z") + 1), *range(0x80, 0x100)]
     digits = list(range(ord("0"), ord("9") + 1))
-    cls[letters] = 1
-    cls[digits] = 4 if mode == "masked" else 1
+    kind[letters] = 1
+    kind[digits] = 2 if mode == "masked" else 1
     if mode != "words":
-        cls[[ord(c) for c in OPERATORS]] = 3
-    return (cls << 8) | np.where(cls != 0, _LOWER, 0).astype(np.uint16)
+        kind[[ord(c) for c in OPERATORS]] = np.arange(3, 3 + len(OPERATORS))
+    value = np.where((kind != 0) & (kind != 2), _LOWER, 0).astype(np.uint64)
+    return kind, value
 
 
 def tokens(text: str, mode: str = "math") -> list[str]:
@@ -120,31 +126,33 @@ def _mix(z: np.uint64) -> np.uint64:
 
 
 @njit(cache=True, nogil=True)
-def _doc_tokens(blob: np.ndarray, lo: int, hi: int, cls: np.ndarray, out: np.ndarray, ends: np.ndarray) -> int:
+def _doc_tokens(blob: np.ndarray, lo: int, hi: int, kind: np.ndarray, value: np.ndarray, out: np.ndarray,
+                ends: np.ndarray) -> int:
     """Hashes of the tokens of blob[lo:hi] into `out` and the byte where each ends into `ends`;
-    returns their count. A token's hash folds its lower-cased bytes with an 8-bit rotation (a
-    placeholder run hashes as the byte '#'). Branch-free: a branch per token boundary
-    mispredicts. Flags stay small integers and only the hash is uint64: Numba reads uint64 mixed
-    with int64 as float64, which made this loop 20x slower. The hash's chain is one and, one
-    rotation and one xor per byte, its mask computed off the chain; with the class and the
-    lower-cased byte in two tables and the mask after the xor, the loop took 1.3x as long."""
-    count = 0
-    cur = np.uint16(0)
-    last = np.uint8(0)
+    returns their count. A token's hash folds its bytes' values with an 8-bit rotation.
+    Branch-free: a branch per token boundary mispredicts; so both are stored at every byte and
+    the count moves on at the end of a token. The chain per byte is one and, one rotation and
+    one xor, the mask computed off the chain. Flags stay small integers and only the hash is
+    uint64: Numba reads uint64 mixed with int64 as float64, which made this loop 20x slower;
+    with signed indices, 1.4x.
+    With the class and the value in one 16-bit table, a second test for runs of one operator
+    and a test for separators, the loop took 1.55x as long (one class per operator and a
+    separator's value of 0 make both unnecessary)."""
+    count = np.uint64(0)  # indices unsigned: Numba wraps a signed index below 0, a test per access
+    cur = np.uint8(0)
     h = np.uint64(0)
-    zero, placeholder = np.uint64(0), np.uint64(35)
-    for i in range(lo, hi):
+    one = np.uint64(1)
+    for i in range(np.uint64(lo), np.uint64(hi)):
         b = blob[i]
-        e = cls[b]
-        c = e >> np.uint16(8)
-        edge = (c != cur) | ((c == 3) & (b != last))
-        out[count], ends[count] = placeholder if cur == 4 else h, i
-        count += np.int64(edge & (cur != 0))
-        keep = zero - np.uint64((not edge) & (c != 0))  # a new token, or none, starts from zero
-        h = (((h & keep) << np.uint64(8)) | ((h & keep) >> np.uint64(56))) ^ np.uint64(e & np.uint16(255))
-        cur, last = c, b
-    out[count], ends[count] = placeholder if cur == 4 else h, hi
-    return count + np.int64(cur != 0)
+        c = kind[b]
+        edge = c != cur
+        out[count], ends[count] = h, i
+        count += np.uint64(edge & (cur != 0))
+        keep = np.uint64(edge) - one  # a new token, or none, starts from zero
+        h = (((h & keep) << np.uint64(8)) | ((h & keep) >> np.uint64(56))) ^ value[b]
+        cur = c
+    out[count], ends[count] = h, hi
+    return np.int64(count) + np.int64(cur != 0)
 
 
 _FIGURE = (np.frombuffer(b"[asy]", dtype=np.uint8).astype(np.uint64),
@@ -224,24 +232,25 @@ def _whole_follows(pre: np.ndarray, count: int, p: int, j: int, index: np.ndarra
     g = index[j]
     while j < len(index) and index[j] == g:
         size = lengths[j]
-        if need <= size and p + size <= count and pre[p + size] - pre[p] * _power(size + 1) == wholes[j]:
+        if need <= size and p + size <= count and (pre[p + size] - pre[p] * _power(size + 1)) | _ONE == wholes[j]:
             return size
         j += 1
     return 0
 
 
 @njit(cache=True, nogil=True)
-def _passing(pre: np.ndarray, count: int, n: int, power_n: np.uint64, table: np.ndarray, shift: np.uint64,
-             cand: np.ndarray) -> int:
-    """The start of each n-gram window of a document that the Bloom filter passes, into `cand`.
-    Window hashes come from the prefix hashes `pre`: no loop-carried state, so the loop pipelines."""
+def _sampled(pre: np.ndarray, last: int, short: int, stride: int, power_s: np.uint64, table: np.ndarray,
+             shift: np.uint64, cand: np.ndarray) -> int:
+    """The start of each window of `short` tokens at a multiple of `stride` (up to `last`) that
+    the Bloom filter `table` passes, into `cand`. Window hashes come from the prefix hashes
+    `pre`: no loop-carried state, so the loop pipelines."""
     seen = 0
     one = np.uint64(1)
-    for p in range(count - n + 1):
-        g = _mix(pre[p + n] - pre[p] * power_n)
+    for r in range(0, last, stride):
+        g = _mix(pre[r + short] - pre[r] * power_s)
         mask = (one << (g & np.uint64(63))) | (one << ((g >> np.uint64(6)) & np.uint64(63))) | (
             one << ((g >> np.uint64(12)) & np.uint64(63)))
-        cand[seen] = p
+        cand[seen] = r
         seen += np.int64(table[g >> shift] & mask == mask)
     return seen
 
@@ -259,11 +268,11 @@ def _anchored(pre: np.ndarray, count: int, m: int, power_m: np.uint64, anchor_ma
 
 
 @njit(cache=True, nogil=True)
-def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m: int, cmd_names: np.ndarray,
-            cmd_lens: np.ndarray, cmd_frac: np.ndarray, table: np.ndarray, bits: int, index: np.ndarray,
+def _kernel(blob: np.ndarray, doc_start: np.ndarray, kind: np.ndarray, value: np.ndarray, n: int, m: int, cmd_names: np.ndarray,
+            cmd_lens: np.ndarray, cmd_frac: np.ndarray, cmd_first: np.ndarray, table: np.ndarray, bits: int, index: np.ndarray,
             directory: np.ndarray, dir_bits: int, lengths: np.ndarray, wholes: np.ndarray, anchor_map: np.ndarray,
-            anchor_bits: int, build: bool, whole: bool, limit: int, cover: float,
-            anchored: np.ndarray, figures: bool, opening: np.ndarray, closing: np.ndarray):
+            anchor_bits: int, sample_table: np.ndarray, sample_bits: int, stride: int, build: bool, whole: bool,
+            limit: int, cover: float, anchored: np.ndarray, figures: bool, opening: np.ndarray, closing: np.ndarray):
     """`build`: the keys of each test document: all its n-grams or, when it is shorter (and
     `whole`), the hash of its first `m` tokens salted as an anchor (where `anchored[d]` and it has
     m tokens; then with its length as position and its whole hash) or of all its tokens salted as
@@ -271,15 +280,22 @@ def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m:
     all): its n-grams and, with `whole`, the anchors of short texts that follow in full and cover
     at least `cover` of the document's tokens (`lengths`, `wholes`; `anchor_map`: see
     `_ANCHOR_MUL`) and itself whole when shorter than n.
+    n-grams are looked for from a sample (`_sampled`): every `stride`-th window of
+    n - stride + 1 tokens against `sample_table`, a Bloom filter of all such windows of the test
+    texts (in `build`, their hashes are the last output).
     Returns (hash, document, token position, whole hash, first byte, end byte) per key; the bytes
     delimit the matched tokens in their document (from the end of the token before them), so
     they are verified without reading the rest of it."""
-    size = len(blob) + 2
+    # at most a key per byte, or `limit` per document: outputs sized by the batch's bytes were
+    # 40 MB a call, mapped and unmapped each time (the first scan of a process ran 1.3x slower)
+    size = len(blob) + 2 if build or limit <= 0 else (len(doc_start) - 1) * limit + 2
     out_hash = np.empty(size, dtype=np.uint64)
     out_doc = np.empty(size, dtype=np.int64)
     out_pos = np.empty(size, dtype=np.int64)
     out_whole = np.zeros(size if build else 0, dtype=np.uint64)
     out_span = np.empty((0 if build else size, 2), dtype=np.int64)
+    out_sample = np.empty(size if build else 0, dtype=np.uint64)
+    sampled = 0
     # per-document buffers sized by the longest document, not the batch: Numba's zeros() writes
     # every byte, and zeroing 8 bytes per byte of a 1 MB batch took 45% of the scan
     longest = np.max(np.diff(doc_start)) + 2 if len(doc_start) > 1 else 2
@@ -288,21 +304,23 @@ def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m:
     pre = np.empty(longest, dtype=np.uint64)
     cand = np.empty(longest, dtype=np.int64)
     pre[0] = 0
-    power_n, power_m = _power(n + 1), _power(m + 1)  # X**n, X**m
+    short = n - stride + 1  # the sampled windows' length
+    power_n, power_m, power_s = _power(n + 1), _power(m + 1), _power(short + 1)  # X**n, X**m, X**short
     shift, dir_shift = np.uint64(64 - (bits - 6)), np.uint64(64 - dir_bits)
+    sample_shift = np.uint64(64 - (sample_bits - 6))
     anchor_shift = np.uint64(64 - anchor_bits)
     limit = limit if limit > 0 else size
-    _blank_commands(blob, cmd_names, cmd_lens, cmd_frac)
+    _blank_commands(blob, cmd_names, cmd_lens, cmd_frac, cmd_first)
     if figures:
         _blank_figures(blob, opening, closing)
     found = 0
     for d in range(len(doc_start) - 1):
         lo = doc_start[d]
-        count = _doc_tokens(blob, lo, doc_start[d + 1], cls, tok, ends)
+        count = _doc_tokens(blob, lo, doc_start[d + 1], kind, value, tok, ends)
         if count == 0:
             continue  # an empty field matches nothing
-        for k in range(count):
-            pre[k + 1] = pre[k] * _X + tok[k]
+        for k in range(np.uint64(count)):
+            pre[k + _ONE] = pre[k] * _X + tok[k]
         first = found
         if count < n:
             if not whole:
@@ -317,28 +335,38 @@ def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m:
         if count < m:
             continue
         if build and count < n:
-            out_whole[found] = pre[count]
+            out_whole[found] = pre[count] | _ONE  # never 0, which marks a key that is not an anchor
             found = _emit(out_hash, out_doc, out_pos, found, pre[m] * _ANCHOR_MUL, d, count)
             continue
         if build:
             for p in range(count - n + 1):
                 found = _emit(out_hash, out_doc, out_pos, found, _mix(pre[p + n] - pre[p] * power_n), d, p)
+            for p in range(count - short + 1):
+                out_sample[sampled] = _mix(pre[p + short] - pre[p] * power_s)
+                sampled += 1
             continue
-        # Two tight loops per document: the windows the Bloom filter passes, then their lookups.
+        # An n-gram shared with a test text holds a sampled window (its first start at a multiple
+        # of `stride` is at most stride - 1 tokens in, and that window ends inside it): only the
+        # n-grams around sampled windows the filter passes are looked up, in order of position.
+        # Two tight loops per document: the sampled windows the filter passes, then the lookups.
         # With lookups and outputs in one loop body it compiled to code 2.5x slower.
-        seen = _passing(pre, count, n, power_n, table, shift, cand)
+        seen = _sampled(pre, count - n + stride, short, stride, power_s, sample_table, sample_shift, cand) \
+            if count >= n else 0
         for k in range(seen):
-            p = cand[k]
-            g = _mix(pre[p + n] - pre[p] * power_n)
-            if _find(g, index, directory, dir_shift) >= 0:
-                out_span[found, 0] = ends[p - 1] - lo if p > 0 else 0
-                out_span[found, 1] = ends[p + n - 1] - lo
-                found = _emit(out_hash, out_doc, out_pos, found, g, d, p)
-                if found - first >= limit:
-                    break
-        if not whole or found - first >= limit:
-            continue
+            r = cand[k]
+            for p in range(max(r - stride + 1, 0), min(r, count - n) + 1):
+                g = _mix(pre[p + n] - pre[p] * power_n)
+                if _known(g, table, shift, index, directory, dir_shift) >= 0:
+                    out_span[found, 0] = ends[p - 1] - lo if p > 0 else 0
+                    out_span[found, 1] = ends[p + n - 1] - lo
+                    found = _emit(out_hash, out_doc, out_pos, found, g, d, p)
+                    if found - first >= limit:
+                        break
+            if found - first >= limit:
+                break
         need = max(m, np.int64(np.ceil(cover * count)))
+        if not whole or found - first >= limit or need >= n:
+            continue  # no short test text (fewer than n tokens) can cover `need` of this document
         for k in range(_anchored(pre, count, m, power_m, anchor_map, anchor_shift, cand)):
             p = cand[k]
             g = (pre[p + m] - pre[p] * power_m) * _ANCHOR_MUL
@@ -350,37 +378,50 @@ def _kernel(blob: np.ndarray, doc_start: np.ndarray, cls: np.ndarray, n: int, m:
                 found = _emit(out_hash, out_doc, out_pos, found, g, d, p)
                 if found - first >= limit:
                     break
-    return out_hash[:found], out_doc[:found], out_pos[:found], out_whole[: found if build else 0], out_span[:found]
+    return (out_hash[:found], out_doc[:found], out_pos[:found], out_whole[: found if build else 0], out_span[:found],
+            out_sample[:sampled])
 
 
-def _commands() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _commands() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The commands `decontam._blank_commands` blanks: names (zero-padded), lengths, which are
+    fractions, and per byte whether a command starts with it (either case)."""
     names = [*_DROP, "dfrac", "tfrac"]
     matrix = np.zeros((len(names), max(map(len, names))), dtype=np.uint8)
     for k, name in enumerate(names):
         matrix[k, : len(name)] = np.frombuffer(name.encode(), dtype=np.uint8)
-    return matrix, np.array([len(x) for x in names], dtype=np.int64), np.array([x.endswith("frac") for x in names])
+    first = np.zeros(256, dtype=np.bool_)
+    first[[ord(x[0]) for x in names] + [ord(x[0].upper()) for x in names]] = True
+    return (matrix, np.array([len(x) for x in names], dtype=np.int64), np.array([x.endswith("frac") for x in names]),
+            first)
 
 
 _COMMANDS = _commands()
 
 
-def _blob(docs: Sequence[str]) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """Documents as NUL-separated UTF-8 bytes, a writable copy of them as an array (the kernel
-    blanks commands in place) and where each document starts."""
-    joined = "\0".join(docs)
-    if joined.isascii():  # one encode of the batch; byte sizes are character sizes
-        data = joined.encode() + b"\0"
-        sizes = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
-    else:
-        # a no-break space is a space (str.split and a reader agree), not a non-ASCII "letter";
-        # documents are encoded one by one for their byte sizes (encoding the joined batch, a
-        # wide string once one character is not ASCII, took 2-3x as long)
-        if "\xa0" in joined:
-            docs = [d.replace("\xa0", " ") for d in docs]
-        encoded = [d.encode("utf-8", "surrogatepass") for d in docs]
-        data = b"\0".join(encoded) + b"\0"
-        sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+@njit(cache=True, nogil=True)
+def _blank_no_break_spaces(blob: np.ndarray) -> None:
+    """A no-break space is a space (str.split and a reader agree), not a non-ASCII "letter": its
+    two UTF-8 bytes become two spaces, so every document keeps its size (`tokens` reads the text
+    the same way)."""
+    for i in range(1, len(blob)):
+        if blob[i] == 0xA0 and blob[i - 1] == 0xC2:
+            blob[i - 1] = blob[i] = 32
+
+
+def _blob(docs: Sequence[str | None]) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """Documents (None: empty) as NUL-separated UTF-8 bytes, a writable copy of them as an array
+    (the kernel blanks commands in place) and where each document starts. Encoded one by one
+    for their byte sizes: encoding the joined batch, a wide string once one character is not
+    ASCII, took 2-3x as long, and a batch of MATH rows nearly always has one."""
+    try:
+        encoded = [d.encode() if d else b"" for d in docs]
+    except UnicodeEncodeError:  # a lone surrogate (a JSON escape) is kept as its bytes
+        encoded = [d.encode("utf-8", "surrogatepass") if d else b"" for d in docs]
+    data = b"\0".join(encoded) + b"\0"
     blob = np.frombuffer(bytearray(data), dtype=np.uint8)
+    if b"\xa0" in data:  # a memchr; bytes.replace of the two bytes took as long as encoding the batch
+        _blank_no_break_spaces(blob)
+    sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     return data, blob, np.concatenate(([0], np.cumsum(sizes + 1))).astype(np.int64)
 
 
@@ -429,7 +470,8 @@ class TokenIndex:
         kept for the leakage check and as the audit's yardstick)."""
         if not 1 <= min_whole <= n:
             raise ValueError(f"need 1 <= min_whole <= n, got min_whole={min_whole}, n={n}")
-        self.mode, self.n, self.m, self.cls, self.whole, self.cover = mode, n, min_whole, _classes(mode), whole, cover
+        self.mode, self.n, self.m, self.whole, self.cover = mode, n, min_whole, whole, cover
+        self.kind, self.value = _classes(mode)
         self.owners: list[tuple[str, str, str]] = []  # (set, test id, field) per document
         self.texts: list[list[str]] = []
         docs = []
@@ -443,7 +485,10 @@ class TokenIndex:
         # a short solution ("there are $\\binom 53 = \\boxed{10}$ ways") recurs inside unrelated
         # solutions: only short problems are matched wherever they appear, short solutions whole
         self.anchored = np.array([f == "problem" for _, _, f in self.owners], dtype=np.bool_)
-        hashes, doc, pos, wholes = self._run(docs, build=True)[:4]
+        self.stride = max(1, n // SAMPLE_EVERY)
+        self.sample_table, self.sample_bits = _bloom(np.zeros(0, dtype=np.uint64))  # what `_run` reads to build
+        hashes, doc, pos, wholes, _, samples = self._run(docs, build=True)[:6]
+        self.sample_table, self.sample_bits = _bloom(samples)
         order = np.argsort(hashes, kind="stable")
         # `pos`: where an n-gram starts in its text, or the length of a short text (an anchor)
         self.hashes, self.doc, self.pos, self.wholes = hashes[order], doc[order], pos[order], wholes[order]
@@ -461,7 +506,7 @@ class TokenIndex:
         starts = np.arange(1 << self.dir_bits, dtype=np.uint64) << np.uint64(64 - self.dir_bits)
         self.directory = np.append(np.searchsorted(h, starts), len(h)).astype(np.int64)
 
-    def _run(self, docs: Sequence[str], build: bool, limit: int = _HITS_PER_DOC) -> tuple[Any, ...]:
+    def _run(self, docs: Sequence[str | None], build: bool, limit: int = _HITS_PER_DOC) -> tuple[Any, ...]:
         data, blob, starts = _blob(docs)
         if build:
             none = np.zeros(2, dtype=np.int64)
@@ -470,23 +515,24 @@ class TokenIndex:
         else:
             lookup = (self.table, self.bits, self.hashes, self.directory, self.dir_bits, self.pos, self.wholes,
                       self.anchor_map, self.anchor_bits)
+        lookup = (*lookup, self.sample_table, self.sample_bits, self.stride)
         anchored = self.anchored if build else np.zeros(0, dtype=np.bool_)
-        out = _kernel(blob, starts, self.cls, self.n, self.m, *_COMMANDS, *lookup, build, self.whole, limit,
+        out = _kernel(blob, starts, self.kind, self.value, self.n, self.m, *_COMMANDS, *lookup, build, self.whole, limit,
                       self.cover, anchored, self.mode == "masked", *_FIGURE)
         return (*out, data, starts)
 
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.hashes, self.doc, self.pos, self.wholes, self.table, self.anchor_map,
-                                      self.directory))
+                                      self.directory, self.sample_table))
 
-    def find(self, docs: Sequence[str], every: bool = False) -> dict[int, list[tuple[int, int, int]]]:
+    def find(self, docs: Sequence[str | None], every: bool = False) -> dict[int, list[tuple[int, int, int]]]:
         """The verified matches of the documents that have any (by document number): (test
         document, token position there, length).
 
         The first only, unless `every` (the leakage check lists every test item a row touches): a
         copied solution has hundreds of hash hits, and one is enough evidence for a removal."""
-        hashes, doc, pos, _, span, data, starts = self._run(docs, build=False, limit=0 if every else _HITS_PER_DOC)
+        hashes, doc, pos, _, span, _, data, starts = self._run(docs, build=False, limit=0 if every else _HITS_PER_DOC)
         out: dict[int, list[tuple[int, int, int]]] = {}
         for g, d, p, (lo, hi) in zip(hashes.tolist(), doc.tolist(), pos.tolist(), span.tolist(), strict=True):
             if d in out and not every:
@@ -530,7 +576,7 @@ class NgramMatcher:
         self.index = TokenIndex(sets, self.mode, n, self.test_fields, min_whole, whole, cover)
 
     def match(self, records: Sequence[Record]) -> list[Match | None]:
-        docs = [t or "" for t in chain.from_iterable(map(self._texts, records))]
+        docs = list(chain.from_iterable(map(self._texts, records)))
         out: list[Match | None] = [None] * len(records)
         for d, hits in sorted(self.index.find(docs).items()):
             row = d // len(self.fields)
@@ -798,7 +844,7 @@ def overlap_stats(train: Iterable[Record], benchmark: Iterable[Record], *, n: in
     index, rows, contaminated = matcher.index, 0, 0
     hit_items: set[str] = set()
     for batch in batches(train, batch_size):
-        docs = [t or "" for t in chain.from_iterable(map(matcher._texts, batch))]
+        docs = list(chain.from_iterable(map(matcher._texts, batch)))
         found = index.find(docs, every=True)
         rows += len(batch)
         contaminated += len({d // len(matcher.fields) for d in found})

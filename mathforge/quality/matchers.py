@@ -115,6 +115,13 @@ def tokens(text: str, mode: str = "math") -> list[str]:
     return found
 
 
+def _span_tokens(raw: bytes, mode: str) -> list[str]:
+    """`tokens` of bytes the kernel has read (presentation already blanked): ASCII lower-cased,
+    as `normalize` does, and no command rules to apply again."""
+    found = _TOKEN[mode].findall(raw.lower().decode("utf-8", "surrogatepass"))
+    return [MASK if t[0].isdigit() else t for t in found] if mode == "masked" else found
+
+
 # ---------------------------------------------------------------- the compiled kernel
 
 
@@ -408,21 +415,22 @@ def _blank_no_break_spaces(blob: np.ndarray) -> None:
             blob[i - 1] = blob[i] = 32
 
 
-def _blob(docs: Sequence[str | None]) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """Documents (None: empty) as NUL-separated UTF-8 bytes, a writable copy of them as an array
-    (the kernel blanks commands in place) and where each document starts. Encoded one by one
+def _blob(docs: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Documents (None: empty) as NUL-separated UTF-8 bytes in a writable array (the kernel
+    blanks commands in place), and where each document starts. Encoded one by one
     for their byte sizes: encoding the joined batch, a wide string once one character is not
     ASCII, took 2-3x as long, and a batch of MATH rows nearly always has one."""
     try:
         encoded = [d.encode() if d else b"" for d in docs]
     except UnicodeEncodeError:  # a lone surrogate (a JSON escape) is kept as its bytes
         encoded = [d.encode("utf-8", "surrogatepass") if d else b"" for d in docs]
-    data = b"\0".join(encoded) + b"\0"
-    blob = np.frombuffer(bytearray(data), dtype=np.uint8)
+    encoded.append(b"")  # a NUL after the last document too
+    data = bytearray(b"\0").join(encoded)
+    blob = np.frombuffer(data, dtype=np.uint8)
     if b"\xa0" in data:  # a memchr; bytes.replace of the two bytes took as long as encoding the batch
         _blank_no_break_spaces(blob)
-    sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    return data, blob, np.concatenate(([0], np.cumsum(sizes + 1))).astype(np.int64)
+    sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded) - 1)
+    return blob, np.concatenate(([0], np.cumsum(sizes + 1))).astype(np.int64)
 
 
 # ---------------------------------------------------------------- evidence and the token index
@@ -507,7 +515,7 @@ class TokenIndex:
         self.directory = np.append(np.searchsorted(h, starts), len(h)).astype(np.int64)
 
     def _run(self, docs: Sequence[str | None], build: bool, limit: int = _HITS_PER_DOC) -> tuple[Any, ...]:
-        data, blob, starts = _blob(docs)
+        blob, starts = _blob(docs)
         if build:
             none = np.zeros(2, dtype=np.int64)
             lookup = (none.astype(np.uint64), 64, none.astype(np.uint64), none, 1, none, none.astype(np.uint64),
@@ -519,7 +527,7 @@ class TokenIndex:
         anchored = self.anchored if build else np.zeros(0, dtype=np.bool_)
         out = _kernel(blob, starts, self.kind, self.value, self.n, self.m, *_COMMANDS, *lookup, build, self.whole, limit,
                       self.cover, anchored, self.mode == "masked", *_FIGURE)
-        return (*out, data, starts)
+        return (*out, blob, starts)
 
     @property
     def nbytes(self) -> int:
@@ -532,21 +540,22 @@ class TokenIndex:
 
         The first only, unless `every` (the leakage check lists every test item a row touches): a
         copied solution has hundreds of hash hits, and one is enough evidence for a removal."""
-        hashes, doc, pos, _, span, _, data, starts = self._run(docs, build=False, limit=0 if every else _HITS_PER_DOC)
+        hashes, doc, _, _, span, _, blob, starts = self._run(docs, build=False, limit=0 if every else _HITS_PER_DOC)
+        first = np.searchsorted(self.hashes, hashes).tolist()  # where each key's entries start
         out: dict[int, list[tuple[int, int, int]]] = {}
-        for g, d, p, (lo, hi) in zip(hashes.tolist(), doc.tolist(), pos.tolist(), span.tolist(), strict=True):
+        for g, d, j, (lo, hi) in zip(hashes.tolist(), doc.tolist(), first, span.tolist(), strict=True):
             if d in out and not every:
                 continue
-            # the matched tokens' own bytes, read as tokens: exactly the tokens the kernel hashed
+            # the matched tokens' own bytes as the kernel read them (LaTeX spacing, figures and
+            # no-break spaces blanked), read as tokens: exactly the tokens the kernel hashed
             at = int(starts[d])
-            mine = tokens(data[at + lo : at + hi].decode("utf-8", "surrogatepass"), self.mode)
-            if found := self._lookup(mine, g, p, every):
+            mine = _span_tokens(blob[at + lo : at + hi].tobytes(), self.mode)
+            if found := self._lookup(mine, g, j, every):
                 out.setdefault(d, []).extend(found)
         return out
 
-    def _lookup(self, mine: list[str], g: int, p: int, every: bool) -> list[tuple[int, int, int]]:
+    def _lookup(self, mine: list[str], g: int, j: int, every: bool) -> list[tuple[int, int, int]]:
         found = []
-        j = int(np.searchsorted(self.hashes, np.uint64(g)))
         while j < len(self.hashes) and int(self.hashes[j]) == g and (every or not found):
             test_doc, test_pos = int(self.doc[j]), int(self.pos[j])
             theirs = self.texts[test_doc]

@@ -13,7 +13,16 @@ from mathforge.engine import Engine, EngineConfig
 from mathforge.filters import FilterStats, apply_filter
 from mathforge.io import AtomicWriter, read_records, write_records
 from mathforge.quality.decontam import ReferenceIndex, record_texts
-from mathforge.quality.matchers import MIN_WHOLE, Decontaminator, TokenIndex, parse_matchers, restates, tokens
+from mathforge.quality.matchers import (
+    MIN_WHOLE,
+    SAMPLE_EVERY,
+    Decontaminator,
+    NgramMatcher,
+    TokenIndex,
+    parse_matchers,
+    restates,
+    tokens,
+)
 from mathforge.record import Record
 from mathforge.sources import load
 
@@ -50,6 +59,24 @@ def test_tokens_and_the_compiled_kernel_read_the_same(text, mode, expected):
     index = TokenIndex({}, mode, n=1, min_whole=1)
     raw = index._run([text], build=True)[0].tolist()
     assert raw == index._run([" ".join(t.replace("#", "7") for t in expected)], build=True)[0].tolist()
+
+
+@pytest.mark.parametrize("n", [30, 13, 5])
+def test_a_copied_n_gram_is_found_wherever_it_starts_and_one_token_less_nowhere(n):
+    # the kernel looks n-grams up only around every (n // SAMPLE_EVERY)-th window of a row
+    stride = max(1, n // SAMPLE_EVERY)
+    test = [f"t{i}" for i in range(3 * n)]
+    matcher = NgramMatcher({"t": [_row(" ".join(test), "x " * 40, "t1")]}, n=n, min_whole=min(n, MIN_WHOLE), whole=False)
+    rows, expected = [], []
+    for lead in range(2 * stride + 2):
+        for start in (0, 1, n - 1, 2 * n):
+            for copied in (n, n - 1):
+                filler = [f"f{k}" for k in range(lead)]
+                rows.append(_row(" ".join([*filler, *test[start : start + copied], "f", "g"][: lead + copied + lead % 3])))
+                expected.append(" ".join(test[start : start + n]) if copied == n else None)
+    found = matcher.match(rows)
+    assert [m.span if m else None for m in found] == expected
+    assert matcher.match([]) == []
 
 
 def test_ngram_matcher_finds_every_reference_hit_and_short_test_problems_whole(test_sets, math_train, ngrams):

@@ -25,9 +25,12 @@ Speed: the n-gram matchers, the leakage check (`overlap_stats`), the audit's yar
 paper's 30-word filter, `whole=False`) and the Ray engine share one Numba kernel (`_kernel`): tokens
 hashed from raw UTF-8 bytes with LaTeX spacing commands blanked (`decontam._blank_commands`),
 window hashes from prefix hashes, a blocked Bloom filter and a bucket directory over sorted 64-bit
-hashes; the first `min_whole` tokens of each short test problem are anchors, looked up at every
-token behind a one-bit map. Hash hits are verified token for token in Python on the bytes of the
-matched tokens only, so every removal is exact and names its evidence. Hand-written because we
+hashes. A row's n-grams are looked up only around every (n // 4)-th window of n - n // 4 + 1
+tokens that a second Bloom filter (of all such windows of the test texts) passes: any n-gram
+holds one of them. The first `min_whole` tokens of each short test problem are anchors, looked
+up at every token behind a one-bit map, in fields short enough for one to cover. Hash hits are
+verified token for token in Python on the bytes of the matched tokens only, so every removal is
+exact and names its evidence. Hand-written because we
 know of no maintained library that does exact n-gram overlap with matched spans and evaluation
 item ids at this speed. `bench/decontam.py` measures it against the pinned pure-Python
 `decontam.ReferenceIndex`.
@@ -115,13 +118,6 @@ def tokens(text: str, mode: str = "math") -> list[str]:
     return found
 
 
-def _span_tokens(raw: bytes, mode: str) -> list[str]:
-    """`tokens` of bytes the kernel has read (presentation already blanked): ASCII lower-cased,
-    as `normalize` does, and no command rules to apply again."""
-    found = _TOKEN[mode].findall(raw.lower().decode("utf-8", "surrogatepass"))
-    return [MASK if t[0].isdigit() else t for t in found] if mode == "masked" else found
-
-
 # ---------------------------------------------------------------- the compiled kernel
 
 
@@ -160,6 +156,37 @@ def _doc_tokens(blob: np.ndarray, lo: int, hi: int, kind: np.ndarray, value: np.
         cur = c
     out[count], ends[count] = h, hi
     return np.int64(count) + np.int64(cur != 0)
+
+
+@njit(cache=True, nogil=True)
+def _spelled(blob: np.ndarray, lo: np.ndarray, hi: np.ndarray, kind: np.ndarray, value: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens of each span blob[lo[k]:hi[k]] as `tokens` spells them, joined by single spaces
+    (a placeholder digit run as the mask), one after the other; and where each span's text
+    starts. The hash hits' verification reads these: a regular expression per hit, in Python,
+    was a tenth of a scan."""
+    out = np.empty(np.sum(hi - lo) * 2 + 1, dtype=np.uint8)
+    at = np.empty(len(lo) + 1, dtype=np.int64)
+    k = 0
+    for s in range(len(lo)):
+        at[s] = k
+        cur = np.uint8(0)
+        for i in range(lo[s], hi[s]):
+            b = blob[i]
+            c = kind[b]
+            if c != 0 and c != cur:  # a token starts
+                if k > at[s]:
+                    out[k] = 32
+                    k += 1
+                if c == 2:
+                    out[k] = 35
+                    k += 1
+            if c != 0 and c != 2:
+                out[k] = value[b]
+                k += 1
+            cur = c
+    at[len(lo)] = k
+    return out[:k], at
 
 
 _FIGURE = (np.frombuffer(b"[asy]", dtype=np.uint8).astype(np.uint64),
@@ -542,26 +569,28 @@ class TokenIndex:
         copied solution has hundreds of hash hits, and one is enough evidence for a removal."""
         hashes, doc, _, _, span, _, blob, starts = self._run(docs, build=False, limit=0 if every else _HITS_PER_DOC)
         first = np.searchsorted(self.hashes, hashes).tolist()  # where each key's entries start
+        # the matched tokens' own bytes as the kernel read them (LaTeX spacing, figures and
+        # no-break spaces blanked), spelled out: exactly the tokens the kernel hashed
+        spelled, at = _spelled(blob, starts[doc] + span[:, 0], starts[doc] + span[:, 1], self.kind, self.value)
+        spelled, at = spelled.tobytes(), at.tolist()
         out: dict[int, list[tuple[int, int, int]]] = {}
-        for g, d, j, (lo, hi) in zip(hashes.tolist(), doc.tolist(), first, span.tolist(), strict=True):
+        for k, (g, d, j) in enumerate(zip(hashes.tolist(), doc.tolist(), first, strict=True)):
             if d in out and not every:
                 continue
-            # the matched tokens' own bytes as the kernel read them (LaTeX spacing, figures and
-            # no-break spaces blanked), read as tokens: exactly the tokens the kernel hashed
-            at = int(starts[d])
-            mine = _span_tokens(blob[at + lo : at + hi].tobytes(), self.mode)
+            mine = spelled[at[k] : at[k + 1]].decode("utf-8", "surrogatepass")
             if found := self._lookup(mine, g, j, every):
                 out.setdefault(d, []).extend(found)
         return out
 
-    def _lookup(self, mine: list[str], g: int, j: int, every: bool) -> list[tuple[int, int, int]]:
+    def _lookup(self, mine: str, g: int, j: int, every: bool) -> list[tuple[int, int, int]]:
+        """The test texts whose key `g` (from entry j on) stands for exactly the tokens `mine`."""
         found = []
         while j < len(self.hashes) and int(self.hashes[j]) == g and (every or not found):
             test_doc, test_pos = int(self.doc[j]), int(self.pos[j])
             theirs = self.texts[test_doc]
-            if len(theirs) >= self.n and mine == theirs[test_pos : test_pos + self.n]:  # an n-gram
+            if len(theirs) >= self.n and mine == " ".join(theirs[test_pos : test_pos + self.n]):  # an n-gram
                 found.append((test_doc, test_pos, self.n))
-            elif len(theirs) < self.n and mine == theirs:  # a short text, whole in the field or inside it
+            elif len(theirs) < self.n and mine == " ".join(theirs):  # a short text, whole in the field or inside it
                 found.append((test_doc, 0, len(theirs)))
             j += 1
         return found

@@ -432,16 +432,6 @@ def _commands() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 _COMMANDS = _commands()
 
 
-@njit(cache=True, nogil=True)
-def _blank_no_break_spaces(blob: np.ndarray) -> None:
-    """A no-break space is a space (str.split and a reader agree), not a non-ASCII "letter": its
-    two UTF-8 bytes become two spaces, so every document keeps its size (`tokens` reads the text
-    the same way)."""
-    for i in range(1, len(blob)):
-        if blob[i] == 0xA0 and blob[i - 1] == 0xC2:
-            blob[i - 1] = blob[i] = 32
-
-
 def _blob(docs: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
     """Documents (None: empty) as NUL-separated UTF-8 bytes in a writable array (the kernel
     blanks commands in place), and where each document starts. Encoded one by one
@@ -455,7 +445,11 @@ def _blob(docs: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
     data = bytearray(b"\0").join(encoded)
     blob = np.frombuffer(data, dtype=np.uint8)
     if b"\xa0" in data:  # a memchr; bytes.replace of the two bytes took as long as encoding the batch
-        _blank_no_break_spaces(blob)
+        # a no-break space is a space (str.split and a reader agree), not a non-ASCII "letter":
+        # its two UTF-8 bytes become two spaces, so every document keeps its size
+        second = np.flatnonzero(blob[1:] == 0xA0) + 1
+        second = second[blob[second - 1] == 0xC2]
+        blob[second - 1] = blob[second] = 32
     sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded) - 1)
     return blob, np.concatenate(([0], np.cumsum(sizes + 1))).astype(np.int64)
 

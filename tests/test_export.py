@@ -26,7 +26,7 @@ def pipeline():
                       teacher="smollm2") for i, s in enumerate(seeds)]
     fmt = FilterStats("format")
     formatted = list(apply_filter(samples, AnswerLineFilter(), fmt))
-    dc = Decontaminator({"math_test": list(load(f"math:{DATA}/math/math_test.jsonl?allow_test=1"))}, ["ngram"])
+    dc = Decontaminator({"math_test": list(load(f"math:{DATA}/math/math_test.jsonl?allow_test=1"))})  # the default matchers
     dstats = FilterStats(dc.name)
     clean = list(apply_filter(formatted, dc, dstats))
     chosen = select(clean + seeds[:50], SelectConfig(strategy="random", budget=250, seed=0))
@@ -54,7 +54,8 @@ def test_export_is_loadable_by_datasets_and_the_card_tells_the_story(tmp_path, p
     reasons = ", ".join(f"{k}: {v}" for k, v in fmt["dropped_by_reason"].items())
     assert fmt["dropped_by_reason"]["no_answer_line"] >= 70  # every fifth sample lost its answer line
     assert f"| format | {fmt['seen']} | {fmt['kept']} | {fmt['dropped']} | {reasons} |" in card
-    assert "## Decontamination" in card and "math_test (5000 items)" in card and "30-word span" in card
+    assert "## Decontamination" in card and "math_test (5000 items)" in card
+    assert "`math-ngram`: 30 math-aware tokens" in card and "`masked-ngram`: the problem with every number masked: 50" in card
     assert "| metamath/answer_aug |" in card and "| seed |" in card
     assert "Strategy `random`, budget 250" in card
     assert "## Token statistics" in card and summary["tokens"]["max"] > summary["tokens"]["median"] > 0

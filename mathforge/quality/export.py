@@ -232,15 +232,39 @@ def _steps_section(reports: Sequence[dict[str, Any]]) -> list[str]:
             d = r["decontam"]
             sets = ", ".join(f"{k} ({v} items)" for k, v in d["sets"].items())
             removed = ", ".join(f"{k}: {v}" for k, v in d["removed_by_set"].items()) or "none"
-            parts += ["## Decontamination",
-                      f"Rows sharing any {d['n']}-word span (after normalising case, spacing and LaTeX spacing) "
-                      f"with the problem or solution of an item in {sets} were removed. Removed: {removed}; "
-                      f"evaluation items touched: {d['test_items_hit']}.", ""]
+            parts += ["## Decontamination", _decontam_sentence(d, sets, removed), ""]
         if "selection" in r:
             s = r["selection"]
             parts += ["## Selection", f"Strategy `{s['strategy']}`, budget {s['budget']}: {s['selected']} of "
                       f"{s['seen']} rows kept; mean level {s['before'].get('mean_level')} -> {s['after'].get('mean_level')}.", ""]
     return parts
+
+
+# What each matcher (`quality.matchers.MATCHERS`) calls a match, in a card's words
+_MATCHER_READS = {
+    "ngram": "{n} words in a row, or a whole test text shorter than that",
+    "math-ngram": "{n} math-aware tokens (letter and digit runs, operators) in a row, or a whole test text shorter "
+                  "than that",
+    "masked-ngram": "the problem with every number masked: {masked_n} tokens in a row of a test problem, or all of one",
+    "embedding": "a rewording of a test problem: embedding similarity of at least {threshold} with the same digits "
+                 "and formulas",
+    "llm": "a judge's verdict on the near candidates the embedding left",
+}
+
+
+def _decontam_sentence(d: dict[str, Any], sets: str, removed: str) -> str:
+    """The card's decontamination paragraph: what each matcher matched and what it removed (the
+    paper's plain n-gram filter for reports written before there were matchers)."""
+    if "matchers" not in d:
+        return (f"Rows sharing any {d['n']}-word span (after normalising case, spacing and LaTeX spacing) with the "
+                f"problem or solution of an item in {sets} were removed. Removed: {removed}; evaluation items "
+                f"touched: {d['test_items_hit']}.")
+    by_matcher = d.get("removed_by_matcher", {})
+    reads = "; ".join(f"`{m}`: {_MATCHER_READS.get(m, 'see mathforge.quality.matchers').format(**d)} "
+                      f"({by_matcher.get(m, 0)} removed)" for m in d["matchers"])
+    return (f"Rows matching an item of {sets} were removed (after normalising case, spacing and LaTeX spacing), "
+            f"each by the first matcher that found it, with the matched span or similarity kept as evidence. "
+            f"Matchers: {reads}. Removed per set: {removed}; evaluation items touched: {d['test_items_hit']}.")
 
 
 def _tokens_section(tokens: dict[str, Any] | None) -> list[str]:

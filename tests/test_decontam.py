@@ -9,8 +9,15 @@ import pytest
 
 from mathforge.filters import FilterStats, apply_filter
 from mathforge.io import AtomicWriter, read_records, write_records
-from mathforge.quality.decontam import ReferenceIndex, record_texts, words
-from mathforge.quality.matchers import Decontaminator, NgramMatcher, TokenIndex, overlap_stats
+from mathforge.quality.decontam import _FRAC, _SPACING, ReferenceIndex, _blank_commands, record_texts, words
+from mathforge.quality.matchers import (
+    _COMMANDS,
+    Decontaminator,
+    NgramMatcher,
+    TokenIndex,
+    _blob,
+    overlap_stats,
+)
 from mathforge.record import Record
 from mathforge.sources import load
 
@@ -50,6 +57,22 @@ def test_words_normalise_case_spacing_and_latex(text, expected):
     # the compiled kernel reads the same words from the raw bytes (1-grams: one hash per word)
     index = TokenIndex({}, "words", n=1, min_whole=1)
     assert index._run([text], build=True)[0].tolist() == index._run([" ".join(expected)], build=True)[0].tolist()
+
+
+def test_the_kernel_blanks_latex_commands_as_normalise_does(test_sets):
+    # the compiled pass (eight bytes at a time, a perfect hash of command prefixes) against the
+    # regular expressions, on every MATH test problem and solution and the edge cases
+    edges = ["\\left", "a\\LEFT(", "\\dfrac12", "x\\quad", "\\\\left]", "\\lefty \\left2 \\leq \\le",
+             "\\qquad\\quad\\left\\right\\displaystyle\\textstyle\\tfrac", "\\text{\\Right}", "\\qua", "\\"]
+    docs = [t for r in test_sets["math_test"] for t in (r.problem, r.solution)] + edges
+    for start in range(0, len(docs), 997):  # batches of every length modulo 8
+        blob, starts = _blob(docs[start : start + 997])
+        raw = blob.copy()
+        _blank_commands(blob, *_COMMANDS)
+        for d in range(len(starts) - 1):
+            text = raw[starts[d] : starts[d + 1] - 1].tobytes().decode("utf-8", "surrogatepass").lower()
+            want = _SPACING.sub(lambda m: " " * len(m.group()), _FRAC.sub(lambda m: "\\ " + m.group()[2:], text))
+            assert blob[starts[d] : starts[d + 1] - 1].tobytes().decode("utf-8", "surrogatepass").lower() == want
 
 
 def test_math_train_overlap_counted_by_reference_and_fast_agree_row_for_row(index, reference, math_train):

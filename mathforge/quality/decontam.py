@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from mathforge.record import Record
 
@@ -62,14 +63,15 @@ def record_texts(record: Record, fields: Sequence[str] = FIELDS) -> tuple[str, .
 # ---------------------------------------------------------------- compiled hashing
 
 
-@njit(cache=True, nogil=True)
-def _is_command(blob: np.ndarray, start: int, end: int, name: np.ndarray) -> bool:
-    """Whether blob[start:end], lower-cased, spells `name` (zero-padded, as long as the span)."""
+@njit(cache=True, nogil=True, inline="always")
+def _is_command(blob: np.ndarray, start: int, end: int, names: np.ndarray, c: int) -> bool:
+    """Whether blob[start:end], lower-cased, spells command `c` of `names` (zero-padded rows, as
+    long as the span). Indexed, not sliced: a row as an array view cost a reference count."""
     for k in range(end - start):
-        c = blob[start + k]
-        if 65 <= c <= 90:
-            c += 32
-        if c != name[k]:
+        b = blob[start + k]
+        if 65 <= b <= 90:
+            b += 32
+        if b != names[c, k]:
             return False
     return True
 
@@ -77,19 +79,23 @@ def _is_command(blob: np.ndarray, start: int, end: int, name: np.ndarray) -> boo
 # Eight bytes at a time: a word holds a backslash iff its xor with eight backslashes has a zero byte
 _ONES, _HIGHS = np.uint64(0x0101010101010101), np.uint64(0x8080808080808080)
 _BACKSLASHES = np.uint64(0x5C5C5C5C5C5C5C5C)
+_ONE = np.uint64(1)
 
 
 @njit(cache=True, nogil=True)
 def _blank_commands(blob: np.ndarray, cmd_names: np.ndarray, cmd_lens: np.ndarray, cmd_frac: np.ndarray,
-                    cmd_first: np.ndarray) -> None:
+                    cmd_slots: np.ndarray) -> None:
     """Rewrite LaTeX commands that only change presentation, in place and length-preserving (byte
     offsets stay valid): a spacing command and its backslash become spaces, and "\\dfrac" or
     "\\tfrac" becomes "\\ frac", read as the word "frac". The same rules as `normalize`, done
     once per backslash before the word loop, which then needs no command logic: with it, the
     loop ran 3x slower (bench/decontam.py's rows). Words of eight bytes without a backslash (9 in
     10 in MATH solutions) are skipped with one test, in a loop apart (with the byte loop in its
-    body it took 1.4x as long), and a backslash not followed by a command's first letter
-    (`cmd_first`) with another: a loop over bytes took 1.7x as long, flatnonzero(blob == ...) 4x."""
+    body it took 1.4x as long); in the others, each backslash is found by its bit, and the four
+    bytes after it are looked up in `cmd_slots` (16 rows of a command's first four letters and
+    its number, the multiplier of this perfect hash in row 16). On MATH problems and solutions a
+    loop over all bytes took 3.9x as long, and trying each command that starts with the letter
+    after a backslash 2.3x ("\\le" and "\\text" are everywhere)."""
     size = len(blob)
     words = size // 8
     view = blob[: words * 8].view(np.uint64)
@@ -99,21 +105,45 @@ def _blank_commands(blob: np.ndarray, cmd_names: np.ndarray, cmd_lens: np.ndarra
         x = view[w] ^ _BACKSLASHES
         flagged[seen] = w
         seen += np.int64((x - _ONES) & ~x & _HIGHS != 0)
-    flagged[seen] = words  # the bytes after the last whole word
-    for k in range(seen + 1):
-        for i in range(flagged[k] * 8, min(flagged[k] * 8 + 8, size - 1)):
-            if blob[i] != _BACKSLASH or not cmd_first[blob[i + 1]]:
+    if size % 8:  # the bytes after the last whole word: each looked at
+        flagged[seen] = words
+        seen += 1
+    mul = cmd_slots[16, 0]
+    for k in range(seen):
+        at = flagged[k] * 8
+        if at < words * 8:
+            x = view[flagged[k]] ^ _BACKSLASHES
+            zeros = (x - _ONES) & ~x & _HIGHS  # each backslash's high bit (and maybe a "]"'s after one)
+        else:
+            zeros = _HIGHS >> np.uint64(8 * (8 - size % 8))
+        while zeros:
+            i = at + (trailing_zeros(zeros) >> 3)
+            zeros &= zeros - _ONE
+            if blob[i] != _BACKSLASH or i + 5 > size:
                 continue
-            for c in range(len(cmd_lens)):
-                start, end = i + 1, i + 1 + cmd_lens[c]
-                if end > size or (end < size and _LOWER[blob[end]] != 0):
-                    continue  # not a whole word ("\\leftarrow" stays)
-                if _is_command(blob, start, end, cmd_names[c]):
-                    if cmd_frac[c]:
-                        blob[start] = 32
-                    else:
-                        blob[i:end] = 32
-                    break
+            # its next four bytes, ASCII lower-cased (or 0x20 turns no other byte into a letter),
+            # pick one slot, which must hold them: a perfect hash of the commands' first letters
+            four = (np.uint64(blob[i + 1]) | np.uint64(blob[i + 2]) << np.uint64(8) | np.uint64(blob[i + 3])
+                    << np.uint64(16) | np.uint64(blob[i + 4]) << np.uint64(24)) | np.uint64(0x20202020)
+            slot = ((four * mul) & np.uint64(0xFFFFFFFF)) >> np.uint64(28)
+            if cmd_slots[slot, 0] == four:
+                _blank_command(blob, i, cmd_slots[slot, 1], cmd_names, cmd_lens, cmd_frac)
+
+
+@njit(cache=True, nogil=True)
+def _blank_command(blob: np.ndarray, i: int, c: int, cmd_names: np.ndarray, cmd_lens: np.ndarray,
+                   cmd_frac: np.ndarray) -> None:
+    """Blank command c at the backslash at byte i, if it is there as a whole word. A function of
+    its own, called: inlined, the loop that calls it ran 2.3x slower."""
+    start, end = i + 1, i + 1 + cmd_lens[c]
+    if end > len(blob) or (end < len(blob) and _LOWER[blob[end]] != 0):
+        return  # not a whole word ("\\leftarrow" stays)
+    if _is_command(blob, start, end, cmd_names, c):
+        if cmd_frac[c]:
+            blob[start] = 32
+            return
+        for k in range(i, end):
+            blob[k] = 32
 
 
 # ---------------------------------------------------------------- the pinned reference

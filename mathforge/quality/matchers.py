@@ -303,7 +303,7 @@ def _anchored(pre: np.ndarray, count: int, m: int, power_m: np.uint64, anchor_ma
 
 @njit(cache=True, nogil=True)
 def _kernel(blob: np.ndarray, doc_start: np.ndarray, kind: np.ndarray, value: np.ndarray, n: int, m: int, cmd_names: np.ndarray,
-            cmd_lens: np.ndarray, cmd_frac: np.ndarray, cmd_first: np.ndarray, table: np.ndarray, bits: int, index: np.ndarray,
+            cmd_lens: np.ndarray, cmd_frac: np.ndarray, cmd_slots: np.ndarray, table: np.ndarray, bits: int, index: np.ndarray,
             directory: np.ndarray, dir_bits: int, lengths: np.ndarray, wholes: np.ndarray, anchor_map: np.ndarray,
             anchor_bits: int, sample_table: np.ndarray, sample_bits: int, stride: int, build: bool, whole: bool,
             limit: int, cover: float, anchored: np.ndarray, figures: bool, opening: np.ndarray, closing: np.ndarray):
@@ -344,7 +344,7 @@ def _kernel(blob: np.ndarray, doc_start: np.ndarray, kind: np.ndarray, value: np
     sample_shift = np.uint64(64 - (sample_bits - 6))
     anchor_shift = np.uint64(64 - anchor_bits)
     limit = limit if limit > 0 else size
-    _blank_commands(blob, cmd_names, cmd_lens, cmd_frac, cmd_first)
+    _blank_commands(blob, cmd_names, cmd_lens, cmd_frac, cmd_slots)
     if figures:
         _blank_figures(blob, opening, closing)
     found = 0
@@ -418,15 +418,21 @@ def _kernel(blob: np.ndarray, doc_start: np.ndarray, kind: np.ndarray, value: np
 
 def _commands() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The commands `decontam._blank_commands` blanks: names (zero-padded), lengths, which are
-    fractions, and per byte whether a command starts with it (either case)."""
+    fractions, and the slots it looks their first four letters up in: a multiplier
+    that sends the eight prefixes to eight of 16 slots (the first odd one that does)."""
     names = [*_DROP, "dfrac", "tfrac"]
     matrix = np.zeros((len(names), max(map(len, names))), dtype=np.uint8)
     for k, name in enumerate(names):
         matrix[k, : len(name)] = np.frombuffer(name.encode(), dtype=np.uint8)
-    first = np.zeros(256, dtype=np.bool_)
-    first[[ord(x[0]) for x in names] + [ord(x[0].upper()) for x in names]] = True
+    prefixes = [int.from_bytes(name[:4].encode(), "little") | 0x20202020 for name in names]
+    mul = next(m for m in range(0x9E3779B1, 1 << 32, 2)
+               if len({((p * m) & 0xFFFFFFFF) >> 28 for p in prefixes}) == len(prefixes))
+    slots = np.zeros((17, 2), dtype=np.uint64)
+    for k, p in enumerate(prefixes):
+        slots[((p * mul) & 0xFFFFFFFF) >> 28] = p, k
+    slots[16, 0] = mul
     return (matrix, np.array([len(x) for x in names], dtype=np.int64), np.array([x.endswith("frac") for x in names]),
-            first)
+            slots)
 
 
 _COMMANDS = _commands()

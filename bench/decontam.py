@@ -14,6 +14,7 @@ Runtime) and cut (--cuts), timed in turns, extrapolated to 100k rows, and the la
 between the two backends' embeddings.
 
     python bench/decontam.py                                  # 32k rows
+    python bench/decontam.py --rows items                     # MATH/GSM8K-train items as they are
     python bench/decontam.py --matcher-rows 0 --embed-rows 5000   # the embedding backends only
 """
 
@@ -37,9 +38,14 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def make_rows(pool: list[Record], count: int, size: int = 1024) -> Iterator[tuple[str, str]]:
-    """Deterministic ~`size`-character (problem, solution) rows mixing several real items."""
+def make_rows(pool: list[Record], count: int, size: int = 1024, mix: bool = True) -> Iterator[tuple[str, str]]:
+    """Deterministic ~`size`-character (problem, solution) rows mixing several real items, or
+    (`mix=False`) the items as they are, in a fixed shuffled order, again from the start when
+    `count` exceeds them."""
     p = len(pool)
+    if not mix:
+        yield from ((pool[i * 7919 % p].problem, pool[i * 7919 % p].solution or "") for i in range(count))
+        return
     for i in range(count):
         a, b, c = pool[i % p], pool[(i * 7919 + 13) % p], pool[(i * 104729 + 7) % p]
         budget = max(size - len(a.problem), 0)
@@ -62,7 +68,7 @@ def as_records(rows: Iterator[tuple[str, str]]) -> Iterator[Record]:
     return (Record(id=str(i), source="bench", problem=p, solution=s) for i, (p, s) in enumerate(rows))
 
 
-def matchers_side_by_side(sets: dict, pool: list[Record], count: int, batch_size: int) -> None:
+def matchers_side_by_side(sets: dict, pool: list[Record], count: int, batch_size: int, mix: bool = True) -> None:
     """Each n-gram scan (one thread) against the pure-Python reference on the same rows, in turns
     of 8 batches. Timed in CPU seconds of this process (all of it is one thread): on a shared
     2-core box wall time counted other users' jobs, and the ratios moved 2x between runs."""
@@ -74,7 +80,7 @@ def matchers_side_by_side(sets: dict, pool: list[Record], count: int, batch_size
     scans |= {name: Decontaminator(sets, [name]).matches for name in ("ngram", "math-ngram", "masked-ngram")}
     spent, removed = dict.fromkeys(("reference", *scans), 0.0), dict.fromkeys(("reference", *scans), 0)
     disagree = 0
-    for turn in batches(make_rows(pool, count), 8 * batch_size):
+    for turn in batches(make_rows(pool, count, mix=mix), 8 * batch_size):
         records = list(as_records(iter(turn)))
         t = time.process_time()
         slow = [reference.first_hit(row) for row in turn]
@@ -131,6 +137,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--matcher-rows", type=int, default=32_768, help="rows for the side by side (0: skip)")
+    ap.add_argument("--rows", choices=("mix", "items"), default="mix",
+                    help="mix: ~1 KB rows of a problem and pieces of three solutions; items: MATH/GSM8K-train items as they are")
     ap.add_argument("--embed-rows", type=int, default=0, help="problems to embed per backend and cut (0: skip)")
     ap.add_argument("--cuts", default="512,256", help="characters kept of each problem, comma-separated")
     ap.add_argument("--embed-batch", type=int, default=64)
@@ -139,10 +147,10 @@ def main() -> None:
     sets = {"gsm8k_test": list(load(f"gsm8k:{args.data}/gsm8k/test.jsonl?allow_test=1")),
             "math_test": list(load(f"math:{args.data}/math/math_test.jsonl?allow_test=1"))}
     pool = list(load(f"math:{args.data}/math/math_train.jsonl")) + list(load(f"gsm8k:{args.data}/gsm8k/train.jsonl"))
-    mean = sum(len(p) + len(s) for p, s in make_rows(pool, 2000)) / 2000
+    mean = sum(len(p) + len(s) for p, s in make_rows(pool, 2000, mix=args.rows == "mix")) / 2000
     print(f"rows of ~{mean:.0f} characters; evaluation sets: GSM8K test + MATH test")
     if args.matcher_rows:
-        matchers_side_by_side(sets, pool, args.matcher_rows, args.batch_size)
+        matchers_side_by_side(sets, pool, args.matcher_rows, args.batch_size, mix=args.rows == "mix")
     if args.embed_rows:
         embedding_rate(pool, args.embed_rows, [int(c) for c in args.cuts.split(",")], args.embed_batch)
 

@@ -444,8 +444,8 @@ def _blob(docs: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
     for their byte sizes: encoding the joined batch, a wide string once one character is not
     ASCII, took 2-3x as long, and a batch of MATH rows nearly always has one."""
     try:
-        encoded = [d.encode() if d else b"" for d in docs]
-    except UnicodeEncodeError:  # a lone surrogate (a JSON escape) is kept as its bytes
+        encoded = list(map(str.encode, docs))  # 1.3x as fast as a comprehension
+    except (TypeError, UnicodeEncodeError):  # a missing field; a lone surrogate (a JSON escape) kept as its bytes
         encoded = [d.encode("utf-8", "surrogatepass") if d else b"" for d in docs]
     encoded.append(b"")  # a NUL after the last document too
     data = bytearray(b"\0").join(encoded)
@@ -849,6 +849,9 @@ class Decontaminator:
 
     @staticmethod
     def _fill(out: list[Match | None], records: Sequence[Record], match: Any) -> None:
+        if not any(out):  # the first matcher sees every row
+            out[:] = match(records)
+            return
         left = [i for i, m in enumerate(out) if m is None]
         for i, m in zip(left, match([records[i] for i in left]), strict=True):
             out[i] = m

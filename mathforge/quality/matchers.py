@@ -672,6 +672,11 @@ class EmbeddingMatcher:
             self._all = self._embed(self.problems)
         return self._all
 
+    @property
+    def tests_embedded(self) -> int:
+        """How many test problems the prefiltered path has embedded so far."""
+        return len(self._vectors)
+
     def restating(self, problem: str) -> list[int]:
         """The test problems (indices into `owners`) that `problem` restates: the prefilter."""
         same = self._by_key.get(restate_key(problem), ())

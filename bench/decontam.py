@@ -9,13 +9,21 @@ process (one thread each): `paper` (the 30-word filter as it was, `ngram` with `
 which must agree with the reference row for row), `ngram`, `math-ngram` and `masked-ngram` (the
 scans behind `mathforge decontam --matchers`). Peak memory (max RSS) is printed at the end.
 
-Then, with --embed-rows, the embedding rate on that many problems per backend (torch, ONNX
-Runtime) and cut (--cuts), timed in turns, extrapolated to 100k rows, and the largest difference
-between the two backends' embeddings.
+Then, with --embed-rows, the embedding matcher on that many problems, prefiltered (`restates`
+candidates only reach MiniLM, the default) beside the full path (every row and every test problem
+embedded, `word_change=None`), timed in turns of 500 rows: rows per second of each, the ratio, how
+many rows and test problems reached MiniLM, 100k extrapolations. The rows (--embed-source) are
+MATH/GSM8K-train problems as they are (`train`, the default: what a teacher rewriting seed
+problems writes back closest to them, and the harder case for the prefilter, since MATH train
+holds number-swapped siblings and a few rewordings of test problems) or `mathforge.simdata`
+problems (`sim`: a train problem with a sentence of another spliced in). With --backends, also
+the embedding rate per backend (torch, ONNX Runtime) and cut (--cuts), timed in turns,
+extrapolated to 100k rows, and the largest difference between the two backends' embeddings.
 
     python bench/decontam.py                                  # 32k rows
     python bench/decontam.py --rows items                     # MATH/GSM8K-train items as they are
-    python bench/decontam.py --matcher-rows 0 --embed-rows 5000   # the embedding backends only
+    python bench/decontam.py --matcher-rows 0 --embed-rows 2000   # the embedding matcher only
+    python bench/decontam.py --matcher-rows 0 --embed-rows 1000 --backends   # and the backends
 """
 
 from __future__ import annotations
@@ -132,6 +140,52 @@ def embedding_rate(pool: list[Record], count: int, cuts: list[int], batch_size: 
     print(f"  max |onnx - torch| over all embeddings: {diff:.1e}; peak RSS {rss_mb():.0f} MiB")
 
 
+def embed_problems(pool: list[Record], count: int, source: str, data: Path) -> list[Record]:
+    """`count` problems as rows: MATH/GSM8K-train problems spread over the pool, or simulated ones."""
+    if source == "sim":
+        from mathforge.simdata import simulated_records
+
+        return list(simulated_records(count, data_dir=data))
+    return [Record(id=str(i), source="bench", problem=pool[(i * 7919) % len(pool)].problem) for i in range(count)]
+
+
+def embedding_matcher_side_by_side(sets: dict, rows: list[Record]) -> None:
+    """The embedding matcher prefiltered (the default, `word_change` 0.2) and on the full path
+    (similarity alone: every row embedded against every test problem) on the same rows, in turns
+    of 500 (wall time: the model uses both cores). The full path's one-time cost, embedding all
+    test problems, is timed apart and counted once in its 100k extrapolation."""
+    from mathforge.embed import load_model
+    from mathforge.quality.matchers import EmbeddingMatcher
+
+    load_model()  # loading the model is not timed
+    t = time.perf_counter()
+    prefiltered = EmbeddingMatcher(sets)
+    setup = {"prefiltered": time.perf_counter() - t}
+    t = time.perf_counter()
+    full = EmbeddingMatcher(sets, word_change=None)
+    tests = len(full.vectors)  # every test problem embedded: the full path's setup
+    setup["full"] = time.perf_counter() - t
+    spent, removed = dict.fromkeys(setup, 0.0), dict.fromkeys(setup, 0)
+    reached = 0
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        for name, matcher in (("prefiltered", prefiltered), ("full", full)):
+            t = time.perf_counter()
+            removed[name] += sum(m is not None for m in matcher.match(chunk))
+            spent[name] += time.perf_counter() - t
+        reached += sum(bool(prefiltered.restating(r.problem)) for r in chunk)
+    count = len(rows)
+    print(f"\nembedding matcher on the same {count:,} problems, turns of 500 (wall; test problems: {tests:,}):")
+    for name in spent:
+        rate = count / spent[name]
+        print(f"  {name:<11} {rate:9,.1f} rows/s; setup {setup[name]:6.1f} s; 100k rows in "
+              f"{(setup[name] + 100_000 / rate) / 60:6.1f} min; {removed[name]:,} rows removed")
+    print(f"  prefiltered / full: {spent['full'] / spent['prefiltered']:.0f}x the rows per second")
+    print(f"  reached MiniLM, prefiltered: {reached:,} of {count:,} rows and {prefiltered.tests_embedded:,} test "
+          f"problems (full: every row and every test problem)")
+    print(f"  peak RSS {rss_mb():.0f} MiB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch-size", type=int, default=1024)
@@ -139,7 +193,9 @@ def main() -> None:
     ap.add_argument("--matcher-rows", type=int, default=32_768, help="rows for the side by side (0: skip)")
     ap.add_argument("--rows", choices=("mix", "items"), default="mix",
                     help="mix: ~1 KB rows of a problem and pieces of three solutions; items: MATH/GSM8K-train items as they are")
-    ap.add_argument("--embed-rows", type=int, default=0, help="problems to embed per backend and cut (0: skip)")
+    ap.add_argument("--embed-rows", type=int, default=0, help="problems for the embedding matcher (0: skip)")
+    ap.add_argument("--embed-source", choices=("train", "sim"), default="train", help="where those problems come from")
+    ap.add_argument("--backends", action="store_true", help="also time the embedding backends per cut")
     ap.add_argument("--cuts", default="512,256", help="characters kept of each problem, comma-separated")
     ap.add_argument("--embed-batch", type=int, default=64)
     args = ap.parse_args()
@@ -152,6 +208,8 @@ def main() -> None:
     if args.matcher_rows:
         matchers_side_by_side(sets, pool, args.matcher_rows, args.batch_size, mix=args.rows == "mix")
     if args.embed_rows:
+        embedding_matcher_side_by_side(sets, embed_problems(pool, args.embed_rows, args.embed_source, args.data))
+    if args.embed_rows and args.backends:
         embedding_rate(pool, args.embed_rows, [int(c) for c in args.cuts.split(",")], args.embed_batch)
 
 

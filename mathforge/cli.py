@@ -411,7 +411,7 @@ def decontam(
                                  "masked-ngram, embedding, llm (see README: Decontamination)"),
     n: int = typer.Option(30, "--n", help="tokens per n-gram (the paper uses 30 words; 10 is too strict)"),
     threshold: float = typer.Option(0.85, "--threshold", help="embedding: cosine similarity that removes a row "
-                                    "(when the pair also passes the rewording check, matchers.restates)"),
+                                    "(to a test problem it rewords, matchers.restates)"),
     judge: str = typer.Option("llama", "--judge", help="llm: the judge's engine backend (llama: the offline SmolLM2)"),
     out: Path = typer.Option(..., "--out", "-o", help="clean records; removed rows go to <out>.removed.jsonl"),
     workers: int = typer.Option(None, "--workers", "-w", help="Ray workers (--engine ray)"),

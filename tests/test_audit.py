@@ -1,14 +1,16 @@
 """The decontamination audit on real data: leaks planted into MATH train, GSM8K + MATH test as the evaluation sets."""
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from mathforge.cli import app
-from mathforge.quality.audit import BASELINE, audit, audit_rows
-from mathforge.quality.leaks import LEAKS
+from mathforge.quality.audit import BASELINE, _kept_at, audit, audit_rows
+from mathforge.quality.leaks import LEAKS, plant_leaks
+from mathforge.quality.matchers import EmbeddingMatcher
 from mathforge.sources import load
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -41,6 +43,17 @@ def test_trade_off_table_shows_what_each_matcher_set_adds(sets, train):
     assert ours["recall_span"] >= 97.5 and ours["recall_swapped"] == 100 and today["recall_swapped"] < 50
     assert ours["removed_siblings"] > today["removed_siblings"]
     assert ours["removed_not_siblings"] <= today["removed_not_siblings"] + 2
+
+
+def test_a_threshold_sweep_from_the_lowest_threshold_equals_a_run_at_each(sets, train):
+    small = {"gsm8k_test": sets["gsm8k_test"][:40], "math_test": sets["math_test"][:60]}
+    rows = [*plant_leaks(random.Random(3), train[:200], small, "paraphrase", 20), *train[200:205]]
+    matcher = EmbeddingMatcher(small, threshold=0.8)
+    lowest = matcher.match(rows)
+    assert sum(m is not None for m in lowest) >= 10
+    for t in (0.9, 0.95):
+        matcher.threshold = t
+        assert [m if _kept_at(m, t) else None for m in lowest] == matcher.match(rows)
 
 
 def test_decontam_audit_command_prints_and_writes_the_table(tmp_path, sets):

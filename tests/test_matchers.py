@@ -9,14 +9,17 @@ import pytest
 from typer.testing import CliRunner
 
 from mathforge.cli import app
+from mathforge.embed import embed_texts
 from mathforge.engine import Engine, EngineConfig
 from mathforge.filters import FilterStats, apply_filter
 from mathforge.io import AtomicWriter, read_records, write_records
 from mathforge.quality.decontam import ReferenceIndex, record_texts
+from mathforge.quality.leaks import plant_leaks
 from mathforge.quality.matchers import (
     MIN_WHOLE,
     SAMPLE_EVERY,
     Decontaminator,
+    EmbeddingMatcher,
     NgramMatcher,
     TokenIndex,
     parse_matchers,
@@ -211,6 +214,79 @@ def test_embedding_removes_rewordings_not_neighbours_that_ask_something_else(sma
     _, sims = dc.embedding.neighbours(changed)
     assert np.sum(sims >= dc.embedding.threshold) >= len(changed) // 2  # similarity alone would remove them...
     assert not any(found[len(reworded):])  # ...the check keeps them: a number differs
+
+
+@pytest.fixture(scope="module")
+def prefilter_case(test_sets, math_train):
+    """100 test problems, and rows: 40 planted paraphrases and 10 number-swapped copies of them
+    (`quality/leaks.py`), 40 MATH-train and 20 GSM8K-train rows."""
+    sets = {"gsm8k_test": test_sets["gsm8k_test"][:40], "math_test": test_sets["math_test"][:60]}
+    rng = random.Random(0)
+    leaks = [*plant_leaks(rng, math_train[200:300], sets, "paraphrase", 40),
+             *plant_leaks(rng, math_train[300:400], sets, "swapped", 10)]
+    gsm8k_train = list(load(f"gsm8k:{DATA}/gsm8k/train.jsonl"))[:20]
+    return sets, [*leaks, *math_train[:40], *gsm8k_train]
+
+
+def test_prefiltered_embedding_removes_exactly_what_embedding_everything_removes(prefilter_case):
+    sets, rows = prefilter_case
+    matcher = EmbeddingMatcher(sets, threshold=0.85)
+    found = matcher.match(rows)
+    # the reference: every row and every test problem embedded, `restates` tried on every pair
+    tests = [t for records in sets.values() for t in records]
+    sims = embed_texts([r.problem[:512] for r in rows]) @ embed_texts([t.problem[:512] for t in tests]).T
+    expected = []
+    for i, row in enumerate(rows):
+        restated = [j for j, t in enumerate(tests) if restates(row.problem, t.problem)]
+        best = max(restated, key=lambda j: sims[i, j], default=None)
+        expected.append(tests[best].id if best is not None and sims[i, best] >= 0.85 else None)
+    assert [m and m.test_id for m in found] == expected
+    assert sum(x is not None for x in expected) >= 20  # most paraphrases, no swapped copy
+    assert all(m.similarity >= 0.85 for m in found if m)
+    assert not any(m for m, r in zip(found, rows, strict=True) if r.meta.get("leak", {}).get("kind") == "swapped")
+
+
+def test_minilm_embeds_only_rows_with_a_restated_test_problem_and_those_once(prefilter_case, monkeypatch):
+    import mathforge.embed
+
+    sets, rows = prefilter_case
+    embedded: list[str] = []
+    real = mathforge.embed.embed_texts
+    monkeypatch.setattr(mathforge.embed, "embed_texts", lambda texts, *a, **k: embedded.extend(texts) or real(texts, *a, **k))
+    matcher = EmbeddingMatcher(sets)
+    assert embedded == []  # no test problem embedded up front
+    matcher.match(rows)
+    # what must reach MiniLM (cut at max_chars): rows restating a test problem, and those problems
+    tests = [t.problem for records in sets.values() for t in records]
+    restated = [[t for t in tests if restates(r.problem, t)] for r in rows]
+    asked = [r.problem[:512] for r, c in zip(rows, restated, strict=True) if c]
+    needed = {t[:512] for c in restated for t in c}
+    assert 20 <= len(asked) < len(rows) // 2
+    assert sorted(embedded) == sorted([*asked, *needed])
+    embedded.clear()
+    matcher.match(rows)
+    assert sorted(embedded) == sorted(asked)  # the test problems' vectors are kept
+
+
+def test_a_restated_test_problem_counts_when_a_sibling_of_it_is_nearer():
+    test = Record(id="t", source="t", problem="Tom has 3 apples and buys 4 more. How many apples does he have now?")
+    row = _row("How many apples does Tom have now? He has 3 apples and buys 4 more.")
+    sibling = Record(id="s", source="t", problem="How many apples does Tom have now? He has 5 apples and buys 4 more.")
+    sets = {"toy": [test, sibling]}
+    best, _ = EmbeddingMatcher(sets, word_change=None).neighbours([row])
+    assert best.tolist() == [1]  # the number-changed sibling is nearest, and does not restate
+    (match,) = EmbeddingMatcher(sets, threshold=0.8).match([row])
+    assert match.test_id == "t" and match.similarity >= 0.8
+
+
+@pytest.mark.parametrize("opts, message", [
+    ({"threshold": 1.5}, r"threshold must be a number in \[0, 1\], got 1.5"),
+    ({"threshold": None}, "threshold must be a number"),
+    ({"word_change": -0.1}, r"word_change must be a number in \[0, 1\] or None, got -0.1"),
+])
+def test_bad_embedding_settings_are_clear_errors(opts, message):
+    with pytest.raises(ValueError, match=message):
+        EmbeddingMatcher({"toy": [_row("What is 1 + 1?")]}, **opts)
 
 
 def test_llm_judges_only_the_embedding_candidates_on_real_smollm2(small_sets, math_train):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mathforge.quality.leaks import LEAKS, plant_leaks, sibling_key
-from mathforge.quality.matchers import WORD_CHANGE, Decontaminator, Match, NgramMatcher, restates
+from mathforge.quality.matchers import WORD_CHANGE, Decontaminator, Match, NgramMatcher
 from mathforge.record import Record
 
 BASELINE = "today: 30-word n-grams"
@@ -76,14 +76,14 @@ def _rates(removed: Sequence[bool], unplanted: Sequence[Record], planted: Sequen
     return row
 
 
-def _kept_at(match: Match | None, threshold: float | None, restated: bool) -> bool:
-    """Whether a row caught at the lowest threshold by similarity alone is still caught at
-    `threshold` and, where `restated` is given for it, with the `restates` check (exact: the
-    embedding matcher runs last and removes a row iff its best similarity reaches the threshold
-    and that pair passes the check)."""
-    if match is None or match.matcher != "embedding":
+def _kept_at(match: Match | None, threshold: float | None) -> bool:
+    """Whether a row caught at the lowest threshold of a sweep is still caught at `threshold`
+    (None: the run's own). Exact: the embedding matcher runs last and removes a row iff the
+    similarity it reports reaches the threshold, on similarity alone that of the nearest test
+    problem, with `restates` that of the most similar test problem the row restates."""
+    if match is None or match.matcher != "embedding" or threshold is None:
         return match is not None
-    return (threshold is None or (match.similarity or 0.0) >= threshold) and restated
+    return (match.similarity or 0.0) >= threshold
 
 
 def audit(train: Sequence[Record], sets: dict[str, list[Record]], matcher_sets: Sequence[Sequence[str]],
@@ -100,23 +100,16 @@ def audit(train: Sequence[Record], sets: dict[str, list[Record]], matcher_sets: 
     siblings = [sibling_key(r.problem) in keys for r in unplanted]
     table = [{"matchers": BASELINE, "threshold": None, "word_change": None,
               **_rates([m is not None for m in _scan(today, rows)], unplanted, planted, siblings)}]
-    problems = {(name, r.id): r.problem for name, records in sets.items() for r in records}
     for names in matcher_sets:
-        # a sweep of thresholds, with and without the `restates` check, is exact from one run at the
-        # lowest threshold on similarity alone (see `_kept_at`), but not with a judge
+        # a sweep of thresholds is exact from one run at the lowest threshold (`_kept_at`): one on
+        # similarity alone (the full path), one per `word_change` (prefiltered); not with a judge
         sweep = sorted(thresholds) if "embedding" in names and "llm" not in names else [None]
-        checks = [None, *word_changes] if sweep[0] is not None else [None]
-        dc = Decontaminator(sets, names, n=n, threshold=sweep[0] or 0.85,
-                            **{**decontam_opts, "word_change": None if sweep[0] is not None else WORD_CHANGE})
-        found: list[Match | None] = []
-        for start in range(0, len(rows), batch_size):
-            found.extend(dc.matches(rows[start : start + batch_size]))
+        checks = [None, *word_changes] if sweep[0] is not None else [WORD_CHANGE]
         for check in checks:
-            restated = [check is None or (m is not None and restates(r.problem, problems[m.set, m.test_id], check))
-                        for r, m in zip(rows, found, strict=True)]
+            dc = Decontaminator(sets, names, n=n, threshold=sweep[0] or 0.85, **{**decontam_opts, "word_change": check})
+            found = [m for start in range(0, len(rows), batch_size) for m in dc.matches(rows[start : start + batch_size])]
             for t in sweep:
-                removed = [_kept_at(m, t, ok) for m, ok in zip(found, restated, strict=True)]
                 table.append({"matchers": ",".join(names), "threshold": t, "word_change": check if t else None,
-                              **_rates(removed, unplanted, planted, siblings)})
+                              **_rates([_kept_at(m, t) for m in found], unplanted, planted, siblings)})
     return {"train_rows": len(unplanted), "leaks_per_kind": per_kind, "seed": seed, "n": n,
             "unplanted_siblings": sum(siblings), "table": table}

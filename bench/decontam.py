@@ -46,13 +46,19 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def spread(pool: list[Record], count: int) -> Iterator[Record]:
+    """`count` items of `pool` in a fixed shuffled order (7919 is prime), again from the start
+    when `count` exceeds them."""
+    return (pool[i * 7919 % len(pool)] for i in range(count))
+
+
 def make_rows(pool: list[Record], count: int, size: int = 1024, mix: bool = True) -> Iterator[tuple[str, str]]:
     """Deterministic ~`size`-character (problem, solution) rows mixing several real items, or
     (`mix=False`) the items as they are, in a fixed shuffled order, again from the start when
     `count` exceeds them."""
     p = len(pool)
     if not mix:
-        yield from ((pool[i * 7919 % p].problem, pool[i * 7919 % p].solution or "") for i in range(count))
+        yield from ((r.problem, r.solution or "") for r in spread(pool, count))
         return
     for i in range(count):
         a, b, c = pool[i % p], pool[(i * 7919 + 13) % p], pool[(i * 104729 + 7) % p]
@@ -119,7 +125,7 @@ def embedding_rate(pool: list[Record], count: int, cuts: list[int], batch_size: 
 
     from mathforge.embed import embed_texts
 
-    problems = [pool[(i * 7919) % len(pool)].problem for i in range(count)]
+    problems = [r.problem for r in spread(pool, count)]
     embed_texts(problems[:64], backend="onnx")  # model load and the one-time export, not timed
     spent: dict[tuple[str, int], float] = {}
     diff = 0.0
@@ -146,7 +152,7 @@ def embed_problems(pool: list[Record], count: int, source: str, data: Path) -> l
         from mathforge.simdata import simulated_records
 
         return list(simulated_records(count, data_dir=data))
-    return [Record(id=str(i), source="bench", problem=pool[(i * 7919) % len(pool)].problem) for i in range(count)]
+    return [Record(id=str(i), source="bench", problem=r.problem) for i, r in enumerate(spread(pool, count))]
 
 
 def embedding_matcher_side_by_side(sets: dict, rows: list[Record]) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -35,6 +34,8 @@ from mathforge.pipeline import EvalStage
 from mathforge.scale import append_row, completed, groups_of, item_matrix, run_jobs
 from mathforge.stats import interval, paired_difference
 from mathforge.train.config import StageConfig, TrainConfig
+
+VERSION = 2  # of an arm's row (part of its key); bump when what a row means changes
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,17 @@ class ArmsConfig:
 
 
 def arms_hash(cfg: ArmsConfig, arm: Arm) -> str:
-    """A hash of everything deciding one arm's result except the training seed."""
+    """The key of everything deciding one arm's result except the training seed (the one step
+    hasher; each stage's dataset by its files' sizes and mtimes)."""
+    from mathforge.rundir import step_key
+    from mathforge.train.prepare import data_files
+
     plain = config_to_dict(cfg)
     plain = {"arm": config_to_dict(arm), "train": plain["train"], "eval": plain["eval"], "data_dir": cfg.data_dir}
     plain["train"].pop("seed", None)
     plain["train"].pop("stages", None)
-    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
+    files = [f for stage in arm.stages for f in data_files(stage.dataset)]
+    return step_key(VERSION, plain, files=files)[:12]
 
 
 def run_arms(cfg: ArmsConfig, out: str | Path) -> dict[str, Any]:
@@ -98,6 +104,13 @@ def run_arms(cfg: ArmsConfig, out: str | Path) -> dict[str, Any]:
     write_text(rd.root / "report.md", markdown(result))
     H.write_page(rd.root / "report.html", "Training arms compared", html_blocks(result))
     return result
+
+
+def dry_run(cfg: ArmsConfig, out: str | Path) -> list[str]:
+    """`--dry-run`: each (arm, seed) row as run or reuse (its key: arm, seed, `arms_hash`)."""
+    done = completed(Path(out) / "arms.jsonl")
+    keys = [f"{arm.name}-s{seed}-{arms_hash(cfg, arm)}" for seed in cfg.train_seeds for arm in cfg.arms]
+    return [f"{k}  {'reuse' if k in done else 'run'}" for k in keys]
 
 
 def _train_and_eval(cfg: ArmsConfig, arm: Arm, seed: int, run_dir: Path) -> dict[str, Any]:

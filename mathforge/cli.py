@@ -25,6 +25,11 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _print_plan(lines: list[str]) -> None:
+    """A dry run on stdout, one step a line, never wrapped (scripts and tests read it)."""
+    print("\n".join(lines), flush=True)
+
+
 def recipe_config(cls: type, recipe: Path, overrides: list[str] | None):
     """A recipe YAML plus key=value overrides as config `cls`; a bad key or value exits with its message."""
     from mathforge.config import ConfigError, load_config
@@ -179,6 +184,7 @@ def train(
     prepare_only: bool = typer.Option(False, "--prepare-only", help="tokenise (and pack) every stage, print stats, stop"),
     as_json: bool = typer.Option(False, "--json", help="with --prepare-only: one JSON object on stdout"),
     nproc: int = typer.Option(1, "--nproc", help="training processes on this machine (torch.distributed; gloo on CPU)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print every step (nested ones too) as run or reuse, and why; run nothing"),
 ) -> None:
     """Fine-tune a student through the recipe's SFT stages (stage 2 starts from stage 1's weights)."""
     import os
@@ -187,6 +193,12 @@ def train(
     from mathforge.train.config import TrainConfig
     from mathforge.train.launch import die_with_launcher, launch
 
+    if dry_run:
+        from mathforge.rundir import plan_lines
+        from mathforge.train.sft import planned
+
+        _print_plan(plan_lines(planned(recipe_config(TrainConfig, recipe, overrides), out)))
+        return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         launch(recipe, out, overrides or [], nproc, prepare_only=prepare_only, as_json=as_json)
     die_with_launcher()
@@ -570,11 +582,16 @@ def scale(
     out: Path = typer.Option(..., "--out", "-o", help="sweep directory (rerun to resume: finished runs are skipped)"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. sizes=[100,200,400]"),
     report_only: bool = typer.Option(False, "--report-only", help="train nothing: report the runs finished so far"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print every step (nested ones too) as run or reuse, and why; run nothing"),
 ) -> None:
     """Data scaling: train on nested subsets of growing size, evaluate each, fit and plot the curve."""
     from mathforge.scale import ScaleConfig, run_scale
+    from mathforge.scale import dry_run as scale_dry_run
 
     cfg = recipe_config(ScaleConfig, recipe, overrides)
+    if dry_run:
+        _print_plan(scale_dry_run(cfg, out))
+        return
     try:
         run_scale(cfg, out, report_only=report_only)
     except (DataError, ValueError) as e:
@@ -619,12 +636,16 @@ def run_(
     recipe: Path = typer.Argument(..., help="run recipe YAML (see recipes/offline.yaml)"),
     out: Path = typer.Option(..., "--out", "-o", help="run directory (rerun the same command to resume)"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. eval.limit=50"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print every step (nested ones too) as run or reuse, and why; run nothing"),
 ) -> None:
     """The whole pipeline: synthesis -> cleaning -> export -> two-stage SFT -> evaluation -> report."""
     from mathforge.pipeline import RunConfig, run
 
     cfg = recipe_config(RunConfig, recipe, overrides)
     try:
+        if dry_run:
+            _print_plan(run(cfg, out, dry_run=True)["plan"])
+            return
         run(cfg, out)
     except (DataError, ValueError) as e:
         fail(f"{e}\n(finished stages are kept in {out}; rerun the same command to resume)")
@@ -642,6 +663,7 @@ def synth(
     max_usd: float = typer.Option(None, "--max-usd", help="hard cap: stop before spending more (same as budget.max_usd=)"),
     max_tokens: int = typer.Option(None, "--max-tokens", help="hard cap on prompt + completion tokens"),
     max_requests: int = typer.Option(None, "--max-requests", help="hard cap on requests sent"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print every step (nested ones too) as run or reuse, and why; run nothing"),
 ) -> None:
     """Skywork-MathQA synthesis: MetaMath/Evol/Xwin mix, core-set seed selection, normal + hard stages."""
     from mathforge.config import ConfigError, load_config
@@ -652,6 +674,12 @@ def synth(
                                             ("max_requests", max_requests)) if v is not None]
     try:
         cfg = load_config(SynthConfig, recipe, [*(overrides or []), *caps])
+        if dry_run:
+            from mathforge.rundir import plan_lines
+            from mathforge.synth.pipeline import planned
+
+            _print_plan(plan_lines(planned(cfg, out)))
+            return
         result = run_synth(cfg, out)
     except BudgetExceeded as e:
         fail(f"stopped: {e}. Everything paid for is kept in {out} (request cache, finished shards); "
@@ -732,12 +760,17 @@ def arms(
     recipe: Path = typer.Argument(..., help="comparison recipe YAML (see recipes/two_stage_mini.yaml)"),
     out: Path = typer.Option(..., "--out", "-o", help="comparison directory (rerun to resume: finished runs are skipped)"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. train_seeds=[1,2]"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print every step (nested ones too) as run or reuse, and why; run nothing"),
 ) -> None:
     """Compare training arms (e.g. two-stage vs one-stage SFT) on the same items: per-level accuracy
     with intervals and the paired difference."""
     from mathforge.arms import ArmsConfig, run_arms
+    from mathforge.arms import dry_run as arms_dry_run
 
     cfg = recipe_config(ArmsConfig, recipe, overrides)
+    if dry_run:
+        _print_plan(arms_dry_run(cfg, out))
+        return
     try:
         run_arms(cfg, out)
     except (DataError, ValueError) as e:

@@ -9,6 +9,7 @@ gives the resolved config back for saving into the run directory.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -24,28 +25,46 @@ class ConfigError(ValueError):
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """["a.b=1", "c=x"] -> {"a": {"b": 1}, "c": "x"} (values parsed as YAML scalars)."""
+    """["a.b=1", "c=x", "s[1].lr=2"] -> {"a": {"b": 1}, "c": "x", "s": {"[1]": {"lr": 2}}} (values
+    parsed as YAML scalars; `[i]` indexes a list the recipe sets, applied by `merge`)."""
     tree: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override '{item}' is not key=value")
+        parts = [p for part in key.strip().split(".") for p in _INDEXED.findall(part)]
         node = tree
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
+        for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
     return tree
+
+
+_INDEXED = re.compile(r"\[\d+\]|[^\[\]]+")  # "stages[1]" -> "stages", "[1]"
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and value and all(k.startswith("[") for k in value):
+            out[key] = _merge_items(out.get(key), value, key)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
+
+
+def _merge_items(base: Any, extra: dict[str, Any], key: str) -> list[Any]:
+    if not isinstance(base, list):
+        raise ConfigError(f"override '{key}[...]': '{key}' is not a list the recipe sets")
+    items = list(base)
+    for index, value in extra.items():
+        i = int(index[1:-1])
+        if i >= len(items):
+            raise ConfigError(f"override '{key}{index}': '{key}' has {len(items)} items")
+        items[i] = merge(items[i], value) if isinstance(value, dict) and isinstance(items[i], dict) else value
+    return items
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:

@@ -232,6 +232,15 @@ def _umask() -> int:
     return mask
 
 
+def follow_umask(folder: Path) -> None:
+    """Give the files and folders under `folder` the modes a plain `open`/`mkdir` would: writers that
+    go through temporary files (safetensors, mkdtemp) leave 0600/0700, which hides a run from teammates."""
+    mask = _umask()
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def _temp(path: Path, mode: str) -> tuple[Any, Path]:
     """An open temporary sibling of `path` with the mode a plain `open` would give (mkstemp's is 0600,
     which would hide a run from teammates)."""

@@ -51,5 +51,11 @@ class Ledger:
             self.db.executemany("INSERT INTO counters VALUES (?,?,?,?) ON CONFLICT(scope, key, counter) "
                                 "DO UPDATE SET value = value + excluded.value", rows)
 
+    def reset(self, scope: str) -> None:
+        """Forget `scope` and the scopes within it (`scope:...`): a step whose key changed starts afresh."""
+        with self.db:
+            self.db.execute("DELETE FROM counters WHERE scope=? OR substr(scope, 1, ?)=?",
+                            (scope, len(scope) + 1, scope + ":"))
+
     def close(self) -> None:
         self.db.close()

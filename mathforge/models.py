@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from mathforge.io import follow_umask
+
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -78,6 +80,7 @@ def atomic_dir(target: Path, fill: Callable[[Path], None]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         fill(tmp)
+        follow_umask(tmp)  # mkdtemp's 0700 would hide the model from teammates
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)

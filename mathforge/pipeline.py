@@ -8,31 +8,35 @@
     eval       strict + symbolic grading on GSM8K and MATH, per level and subject
     report     report.md rendered from the stats files of the run
 
-Each step is a `RunDir` stage whose marker is keyed by a hash of the config it reads and of the keys
-of the steps it reads from: a rerun skips exactly the unchanged steps (change `clean.decontam_n` and
-cleaning and everything after it rerun; change `eval.limit` and only evaluation does). Datasets are
-named in the run's manifest. A killed step resumes (synthesis and evaluation through the engine's
-request cache, cleaning at the shard, training from its last checkpoint).
+Each step is a keyed `RunDir` step (`step_specs`: the config it reads and the keys of the steps it
+reads from), and so are the steps nested in synthesis and training: a rerun runs exactly the changed
+steps and the ones after them, at every depth (change `synth.stage2.target` and stage 2's synthesis,
+its cleaning, training and evaluation rerun, never stage 1; change `train.stages[1].lr` and only the
+second SFT stage and evaluation do; change `eval.limit` and only evaluation does). `plan` lists every
+step, nested ones included, for `--dry-run`. Datasets are named in the run's manifest. A killed step
+resumes (synthesis and evaluation through the engine's request cache, cleaning at the shard,
+training from its last checkpoint).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mathforge.config import ConfigError, build, config_to_dict
+from mathforge.config import ConfigError, build
 from mathforge.engine import EngineConfig
-from mathforge.eval.benchmarks import slug
+from mathforge.eval.benchmarks import benchmark_files, slug
 from mathforge.eval.run import EvalConfig
 from mathforge.io import dataset_files, read_records, write_text
 from mathforge.quality.clean import CleanConfig
-from mathforge.rundir import RunDir
+from mathforge.rundir import Planned, RunDir, StepSpec, plan_lines, step_spec
+from mathforge.synth import pipeline as synth_pipeline
 from mathforge.synth.pipeline import SynthConfig
+from mathforge.train import sft
 from mathforge.train.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -61,32 +65,70 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a run: what it reads (earlier steps and config) and the function that runs it."""
+    """One step of a run: its name and the function that runs it (its key: `step_specs`)."""
 
     name: str
-    after: tuple[str, ...]  # the steps whose outputs it reads: their keys are part of its key
-    config: Callable[[RunConfig], Any]  # the config it reads: a change reruns it
-    run: Callable[[RunConfig, RunDir], dict[str, Any]]
+    run: Callable[[RunConfig, RunDir, dict[str, StepSpec]], dict[str, Any]]
+    reset: Callable[[RunDir], None] | None = None  # its outputs, when its key changed
 
 
-def run(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
-    """Run (or resume) the whole pipeline in `out`; returns the stats of every step."""
+VERSION = 1  # of the top-level steps' outputs; bump when one changes
+
+
+def run(cfg: RunConfig, out: str | Path, dry_run: bool = False) -> dict[str, Any]:
+    """Run (or resume) the whole pipeline in `out`; returns the stats of every step. `dry_run`
+    runs nothing: it returns `{"plan": lines}`, every step (nested ones too) as run or reuse."""
     validate(cfg)
+    specs = step_specs(cfg)
+    if dry_run:
+        return {"plan": plan_lines(plan(cfg, Path(out), specs))}
     rd = RunDir(out)
     rd.save_config(cfg)
-    keys: dict[str, str] = {}
     stats: dict[str, Any] = {}
     for step in STEPS:
-        keys[step.name] = _key(step.config(cfg), [keys[a] for a in step.after])
-        stats[step.name] = rd.run_stage(step.name, lambda s=step: s.run(cfg, rd), key=keys[step.name])
+        reset = (lambda s=step: s.reset(rd)) if step.reset else None
+        stats[step.name] = rd.run_step(step.name, specs[step.name], lambda s=step: s.run(cfg, rd, specs), reset=reset)
     write_text(rd.root / "report.md", render_report(rd, cfg))
     return stats
 
 
-def _key(config: Any, inputs: list[str]) -> str:
-    plain = config_to_dict(config) if dataclasses.is_dataclass(config) else config
-    blob = json.dumps([plain, inputs], sort_keys=True, default=lambda o: config_to_dict(o))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def step_specs(cfg: RunConfig) -> dict[str, StepSpec]:
+    """Every step's key, nested ones included (`synth/<stage>`, `train/<stage>`), from the recipe alone:
+    what each step reads is written here, once."""
+    specs = {f"synth/{n}": s for n, s in synth_pipeline.step_specs(cfg.synth).items()}
+    specs["synth"] = StepSpec(VERSION, after={n: s.key for n, s in specs.items()})
+    data = _data_dir(cfg)
+    cleaning = {"clean": cfg.clean, "data_dir": cfg.data_dir, "prompt_style": cfg.train.prompt_style}
+    for name, upstream in (("normal", "synth/stage1_normal"), ("hard", "synth/stage2_hard")):
+        after = {u: specs[u].key for u in (upstream, "synth/seeds") if u in specs}
+        specs[f"clean_{name}"] = step_spec(VERSION, cleaning, after=after,
+                                           files=benchmark_files(cfg.clean.against, data))
+    cleaned = {n: specs[n].key for n in ("clean_normal", "clean_hard")}
+    specs["export"] = step_spec(VERSION, {"length_tokenizer": cfg.clean.length_tokenizer}, after=cleaned)
+    nested = sft.step_specs(cfg.train, _data_keys(specs))
+    specs.update({f"train/{n}": s for n, s in nested.items()})
+    specs["train"] = StepSpec(VERSION, after={f"train/{n}": s.key for n, s in nested.items()})
+    specs["eval"] = step_spec(VERSION, {"eval": cfg.eval, "data_dir": cfg.data_dir}, after={"train": specs["train"].key},
+                              files=benchmark_files(cfg.eval.benchmarks, data))
+    return specs
+
+
+def _data_keys(specs: dict[str, StepSpec]) -> dict[str, str]:
+    """The run's dataset names -> the keys of the steps that write them (train stages name datasets)."""
+    made_by = {"seeds": "synth/seeds", "normal": "synth/stage1_normal", "hard": "synth/stage2_hard",
+               "normal_clean": "clean_normal", "hard_clean": "clean_hard"}
+    return {name: specs[step].key for name, step in made_by.items() if step in specs}
+
+
+def plan(cfg: RunConfig, root: Path, specs: dict[str, StepSpec] | None = None) -> list[Planned]:
+    """Every step of a run in the order it runs, nested ones in place of the steps made of them."""
+    specs = specs or step_specs(cfg)
+    steps = synth_pipeline.planned(cfg.synth, root / "synth", "synth/")
+    steps += [Planned(n, root, n, specs[n]) for n in ("clean_normal", "clean_hard", "export")]
+    note = "stages without data are skipped: count known after clean_hard"
+    steps += [dataclasses.replace(p, note=note if p.step.startswith("sft-") else "")
+              for p in sft.planned(cfg.train, root / "train", "train/", _data_keys(specs))]
+    return [*steps, Planned("eval", root, "eval", specs["eval"])]
 
 
 def validate(cfg: RunConfig) -> None:
@@ -118,7 +160,7 @@ def _data_dir(cfg: RunConfig) -> Path:
 # ---------------------------------------------------------------- the steps
 
 
-def _synth(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
+def _synth(cfg: RunConfig, rd: RunDir, specs: dict[str, StepSpec]) -> dict[str, Any]:
     from mathforge.synth.pipeline import run_synth
 
     result = run_synth(cfg.synth, rd.root / "synth")
@@ -127,10 +169,10 @@ def _synth(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
     return {"yield": {k: v for k, v in result.items() if k != "datasets"}, "datasets": datasets}
 
 
-def _clean(name: str) -> Callable[[RunConfig, RunDir], dict[str, Any]]:
+def _clean(name: str) -> Callable[[RunConfig, RunDir, dict[str, StepSpec]], dict[str, Any]]:
     """The cleaning step of synthesis dataset `name`: it writes dataset `<name>_clean`."""
 
-    def step(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
+    def step(cfg: RunConfig, rd: RunDir, specs: dict[str, StepSpec]) -> dict[str, Any]:
         from mathforge.quality.clean import clean
 
         manifest = rd.manifest()
@@ -139,14 +181,14 @@ def _clean(name: str) -> Callable[[RunConfig, RunDir], dict[str, Any]]:
             return {}
         out = rd.root / "datasets" / f"{name}_clean"
         report = clean(manifest[name], out, cfg.clean, data_dir=_data_dir(cfg), seeds=manifest.get("seeds"),
-                       style=cfg.train.prompt_style)
+                       style=cfg.train.prompt_style, key=specs[f"clean_{name}"].key)
         rd.register({f"{name}_clean": report["output"]})
         return report
 
     return step
 
 
-def _export(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
+def _export(cfg: RunConfig, rd: RunDir, specs: dict[str, StepSpec]) -> dict[str, Any]:
     from mathforge.quality.export import export
     from mathforge.quality.formatcheck import load_tokenizer
 
@@ -155,14 +197,13 @@ def _export(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
     records = (r for n in names for r in read_records(rd.manifest()[n]))
     summary = export(records, rd.root / "dataset", name=f"mathforge-{rd.root.name}", reports=reports,
                      tokenizer=load_tokenizer(cfg.clean.length_tokenizer), tokenizer_name=cfg.clean.length_tokenizer)
-    return {"rows": summary["rows"], "card": str(rd.root / "dataset" / "README.md")}
+    return {"rows": summary["rows"], "card": "dataset/README.md"}
 
 
-def _train(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
+def _train(cfg: RunConfig, rd: RunDir, specs: dict[str, StepSpec]) -> dict[str, Any]:
     """The recipe's stages, in order, each on the dataset it names."""
-    from mathforge.train.sft import train
-
     manifest = rd.manifest()
+    data_keys = {manifest[name]: key for name, key in _data_keys(specs).items() if name in manifest}
     stages, skipped = [], []
     for stage in cfg.train.stages:
         path = manifest.get(stage.dataset, stage.dataset)
@@ -173,7 +214,7 @@ def _train(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
             rd.log.warning("train: stage %s skipped, no data in %s", stage.name, stage.dataset)
     if not stages:
         raise ValueError("nothing to train on: no data for any stage of the train config")
-    return {"stages": train(dataclasses.replace(cfg.train, stages=tuple(stages)), rd.root / "train"),
+    return {"stages": sft.train(dataclasses.replace(cfg.train, stages=tuple(stages)), rd.root / "train", data_keys),
             "skipped": skipped}
 
 
@@ -181,7 +222,7 @@ def _has_rows(path: str) -> bool:
     return Path(path).exists() and any(f.stat().st_size > 0 for f in dataset_files(path))
 
 
-def _eval(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
+def _eval(cfg: RunConfig, rd: RunDir, specs: dict[str, StepSpec]) -> dict[str, Any]:
     data = _data_dir(cfg)
     results = {}
     for bench in cfg.eval.benchmarks:  # a name or any spec, an absolute path too: its folder is a slug
@@ -192,12 +233,13 @@ def _eval(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
 
 
 STEPS = (  # the paper's Figure 2, as the table of contents of a run
-    Step("synth", (), lambda c: c.synth, _synth),
-    Step("clean_normal", ("synth",), lambda c: [c.clean, c.data_dir, c.train.prompt_style], _clean("normal")),
-    Step("clean_hard", ("synth",), lambda c: [c.clean, c.data_dir, c.train.prompt_style], _clean("hard")),
-    Step("export", ("clean_normal", "clean_hard"), lambda c: c.clean.length_tokenizer, _export),
-    Step("train", ("clean_normal", "clean_hard"), lambda c: c.train, _train),
-    Step("eval", ("train",), lambda c: [c.eval, c.data_dir], _eval),
+    Step("synth", _synth),
+    Step("clean_normal", _clean("normal")),
+    Step("clean_hard", _clean("hard")),
+    Step("export", _export),
+    Step("train", _train),
+    # A retrained model has the same path: its answers must not come from the old one's cache.
+    Step("eval", _eval, reset=lambda rd: shutil.rmtree(rd.root / "eval", ignore_errors=True)),
 )
 
 

@@ -336,22 +336,26 @@ def _run_summary(row: dict[str, Any], metric: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- the sweep
 
 
-# Bumped when the code changes what a row means (2: one tokenizer for every size, trained on the
-# whole data; 3: the miniature's answers flattened, so its test sets changed), so rows of an older
-# study are never mixed into a new one.
-ROW_VERSION = 3
+# The declared version of a row (part of its key): bumped when the code changes what a row means
+# (2: one tokenizer for every size, trained on the whole data; 3: the miniature's answers
+# flattened, so its test sets changed; 4: keyed by the one step hasher), so rows of an older study
+# are never mixed into a new one.
+VERSION = 4
 
 
 def config_hash(cfg: ScaleConfig) -> str:
-    """A hash of everything that decides a row's result except its size and training seed."""
+    """The key of everything that decides a row's result except its size and training seed: the one
+    step hasher over the config and the data file's size and mtime."""
+    from mathforge.rundir import step_key
+    from mathforge.train.prepare import data_files
+
     plain = config_to_dict(cfg)
-    for key in ("sizes", "train_seeds", "metric", "target", "n_boot", "workers", "threads"):  # change no single result
+    for key in ("sizes", "train_seeds", "metric", "target", "n_boot"):  # change no single result
         plain.pop(key, None)
-    plain["row_version"] = ROW_VERSION
     plain["train"].pop("seed", None)
     for stage in plain["train"]["stages"]:
         stage.pop("dataset", None)  # replaced by the subset, which `data` and `seed` decide
-    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
+    return step_key(VERSION, plain, files=data_files(cfg.data))[:12]
 
 
 def row_key(size: int, seed: int, chash: str) -> str:
@@ -479,6 +483,13 @@ def run_scale(cfg: ScaleConfig, out: str | Path, report_only: bool = False) -> d
 
     write_reports(result, rd.root)
     return result
+
+
+def dry_run(cfg: ScaleConfig, out: str | Path) -> list[str]:
+    """`--dry-run`: each (size, seed) row as run or reuse (its key: size, seed, `config_hash`)."""
+    chash, done = config_hash(cfg), completed(Path(out) / "scaling.jsonl")
+    keys = [row_key(size, seed, chash) for seed in cfg.train_seeds for size in sorted(cfg.sizes)]
+    return [f"{k}  {'reuse' if k in done else 'run'}" for k in keys]
 
 
 def shared_students(cfg: ScaleConfig, data: Path, root: Path) -> dict[int, str]:

@@ -90,3 +90,39 @@ def test_sets():
         "gsm8k_test": list(load(f"gsm8k:{data}/gsm8k/test.jsonl?allow_test=1")),
         "math_test": list(load(f"math:{data}/math/math_test.jsonl?allow_test=1")),
     }
+
+
+# The miniature run every pipeline-level test starts from: the offline recipe, cut to seconds.
+# Every augmentation method is exercised by the synthesis tests; here the two the SmolLM2 teacher
+# passes most often keep the run short, since these tests are about the steps around synthesis.
+MINI_RUN_OVERRIDES = [
+    "synth.mix={metamath/answer_aug: 1, metamath/rephrase: 0, metamath/fobar: 1, metamath/self_verify: 0, evol: 0, xwin: 0}", "synth.max_passes=2",
+    "synth.stage1.initial_target=4", "synth.stage1.coreset_budget=2", "synth.stage1.target=3",
+    "synth.stage2.target=3", "synth.sampling.solve_max_tokens=128", "synth.sampling.question_max_tokens=64",
+    "train.max_steps=3", "eval.limit=2", "eval.settings.max_tokens=24",
+]
+
+
+@pytest.fixture(scope="session")
+def mini_run(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A finished miniature `mathforge run` (session-wide; tests that change it work on a copy made
+    with `copy_run`) and the command-line arguments that made it, less `--out`."""
+    pytest.importorskip("llama_cpp")
+    from typer.testing import CliRunner
+
+    from mathforge.cli import app
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path_factory.mktemp("mini_run") / "run"
+    args = ["run", str(repo / "recipes" / "offline.yaml"), *MINI_RUN_OVERRIDES]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, args
+
+
+def copy_run(run: Path, target: Path) -> Path:
+    """A copy of a run directory elsewhere (mtimes and links kept, as `mv` or `cp -a` would)."""
+    import shutil
+
+    shutil.copytree(run, target, symlinks=True)
+    return target

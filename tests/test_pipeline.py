@@ -1,5 +1,6 @@
 """The main job end to end: `mathforge run` on the embedded SmolLM2 teacher and a tiny student."""
 
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -9,17 +10,11 @@ from typer.testing import CliRunner
 
 from mathforge.cli import app
 from mathforge.io import read_records
+from mathforge.rundir import RunDir
 
 pytest.importorskip("llama_cpp")
 REPO = Path(__file__).resolve().parents[1]
-# Every augmentation method is exercised by the synthesis tests; here the two the SmolLM2 teacher
-# passes most often keep the run short, since this test is about the stages around synthesis.
-SMALL = [
-    "synth.mix={metamath/answer_aug: 1, metamath/rephrase: 0, metamath/fobar: 1, metamath/self_verify: 0, evol: 0, xwin: 0}", "synth.max_passes=2",
-    "synth.stage1.initial_target=4", "synth.stage1.coreset_budget=2", "synth.stage1.target=3",
-    "synth.stage2.target=3", "synth.sampling.solve_max_tokens=128", "synth.sampling.question_max_tokens=64",
-    "train.max_steps=3", "eval.limit=2", "eval.settings.max_tokens=24",
-]
+LOGS = {"": "logs/run.log", "synth/": "synth/logs/run.log", "train/": "train/logs/run.log"}
 
 
 def cache_rows(path: Path) -> int:
@@ -29,27 +24,36 @@ def cache_rows(path: Path) -> int:
         return db.execute(f"select count(*) from {table}").fetchone()[0] if n else 0
 
 
-def log_since(out: Path, start: int) -> str:
-    return (out / "logs" / "run.log").read_text()[start:]
+def log_sizes(out: Path) -> dict[str, int]:
+    return {prefix: (out / log).stat().st_size if (out / log).exists() else 0 for prefix, log in LOGS.items()}
 
 
-def started(log: str) -> set[str]:
-    return {line.split("stage ")[1].split(":")[0] for line in log.splitlines() if line.endswith(": started")}
+def started_since(out: Path, sizes: dict[str, int]) -> set[str]:
+    """The steps started since `sizes`, at every depth (`synth/<stage>`, `train/<stage>`, top level)."""
+    steps = set()
+    for prefix, log in LOGS.items():
+        text = (out / log).read_bytes()[sizes[prefix]:].decode() if (out / log).exists() else ""
+        steps |= {prefix + line.split(" step ")[1].split(":")[0] for line in text.splitlines() if line.endswith(": started")}
+    return steps - {"synth", "train"}  # the steps made of nested ones start whenever one of these does
 
 
-def test_run_offline_recipe_end_to_end_and_config_keyed_reruns(tmp_path):
-    out = tmp_path / "run"
-    args = ["run", str(REPO / "recipes" / "offline.yaml"), "--out", str(out), *SMALL]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+def weights(out: Path) -> dict[str, str]:
+    """SHA-1 of each stage's and the final model's weights."""
+    found = sorted((out / "train" / "sft").glob("*/model/model.safetensors"))
+    return {p.parent.parent.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in found}
+
+
+def test_run_offline_recipe_end_to_end(mini_run):
+    out, _ = mini_run
     steps = {"synth", "clean_normal", "clean_hard", "export", "train", "eval"}
-    assert all((out / "stages" / f"{s}.done").exists() for s in steps)
+    assert all(RunDir(out).is_done(s) for s in steps)
     report = (out / "report.md").read_text()
     assert "## Synthesis yield" in report and "## Evaluation: math" in report and "Answer check (annotate" in report
     # SmolLM2 fails many checks, so a stage may keep nothing; the hard stage, seeded from real MATH
     # problems with known answers, reliably keeps some. Every kept row carries its lineage.
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = RunDir(out).manifest()
     assert {"seeds", "normal", "hard", "normal_clean", "hard_clean"} <= set(manifest)
+    assert not any(Path(p).is_absolute() for p in json.loads((out / "manifest.json").read_text()).values())
     rows = {s: list(read_records(manifest[f"{s}_clean"])) for s in ("normal", "hard")}
     assert rows["normal"] or rows["hard"]
     for name, stage in (("normal", "stage1"), ("hard", "stage2")):
@@ -58,21 +62,50 @@ def test_run_offline_recipe_end_to_end_and_config_keyed_reruns(tmp_path):
     assert (out / "train" / "model" / "config.json").exists()
     summary = json.loads((out / "eval" / "math" / "summary.json").read_text())
     assert set(summary["accuracy"]) == {"strict", "symbolic"} and summary["by_level"]
+
+
+def test_reruns_redo_exactly_what_changed_at_every_depth_as_the_dry_run_says(mini_run, tmp_path):
+    from tests.conftest import copy_run
+
+    out = copy_run(mini_run[0], tmp_path / "moved")  # a run directory moved elsewhere resumes
+    args = [*mini_run[1], "--out", str(out)]
     requests = cache_rows(out / "synth" / "cache.sqlite")
 
     def rerun(*extra: str) -> set[str]:
-        start = len((out / "logs" / "run.log").read_text())
+        dry = CliRunner().invoke(app, [*args, *extra, "--dry-run"])
+        assert dry.exit_code == 0, dry.output
+        predicted = {line.split()[0] for line in dry.output.splitlines() if line.split()[1:2] == ["run"]}
+        sizes = log_sizes(out)
         again = CliRunner().invoke(app, [*args, *extra])
         assert again.exit_code == 0, again.output
-        assert cache_rows(out / "synth" / "cache.sqlite") == requests  # no request is paid twice
-        return started(log_since(out, start))
+        ran = started_since(out, sizes)
+        assert ran == predicted, (extra, dry.output)
+        return ran
 
-    assert rerun() == set()  # an unchanged recipe reruns nothing
-    assert rerun("eval.limit=1") == {"eval"}  # a changed eval field reruns only evaluation
-    assert json.loads((out / "eval" / "math" / "summary.json").read_text())["n"] == 1
-    # a changed cleaning field reruns cleaning and everything after it, never synthesis
-    assert rerun("eval.limit=1", "clean.decontam_n=29") == steps - {"synth"}
+    assert rerun() == set()  # moved, unchanged: nothing runs
+    before = weights(out)
+    # (d) an evaluation field: evaluation only, the weights untouched
+    assert rerun("eval.limit=1") == {"eval"}
+    assert json.loads((out / "eval" / "math" / "summary.json").read_text())["n"] == 1 and weights(out) == before
+    # (c) stage 2's learning rate: stage 2 and evaluation; stage 1's weights untouched
+    assert rerun("eval.limit=1", "train.stages[1].lr=1e-4") == {"train/sft-stage2-hard", "eval"}
+    after = weights(out)
+    assert after["stage2-hard"] != before["stage2-hard"] and after["stage1-normal"] == before["stage1-normal"]
+    # (b) a cleaning field: cleaning and everything after it, never synthesis
+    lr = "train.stages[1].lr=1e-4"
+    train = {"train/student-init", "train/sft-stage1-normal", "train/sft-stage2-hard"}
+    assert rerun("eval.limit=1", lr, "clean.decontam_n=29") == {"clean_normal", "clean_hard", "export", "eval"} | train
     assert json.loads((out / "stats" / "clean_hard.json").read_text())["decontam"]["n"] == 29
+    assert cache_rows(out / "synth" / "cache.sqlite") == requests  # no request paid twice
+    # (e) the student's size: training from a new initial checkpoint, and evaluation
+    before = weights(out)
+    size = "train.student.hidden_size=32"
+    assert rerun("eval.limit=1", lr, "clean.decontam_n=29", size) == train | {"eval"}
+    assert all(before[s] != h for s, h in weights(out).items())
+    # (a) a synthesis stage's target: that stage, its cleaning and everything after; stage 1 untouched
+    changed = rerun("eval.limit=1", lr, "clean.decontam_n=29", size, "synth.stage2.target=4")
+    assert changed == {"synth/stage2_hard", "clean_hard", "export", "eval"} | train
+    assert rerun("eval.limit=1", lr, "clean.decontam_n=29", size, "synth.stage2.target=4") == set()
 
 
 def test_recipe_mistakes_fail_before_any_step(tmp_path):
@@ -83,4 +116,4 @@ def test_recipe_mistakes_fail_before_any_step(tmp_path):
                               ("clean.answer_check.mode=maybe", "annotate, drop or off")):
         result = CliRunner().invoke(app, ["run", str(REPO / "recipes" / "offline.yaml"), "--out", str(out), override])
         assert result.exit_code != 0 and message in " ".join(result.output.split()), (override, result.output)
-        assert not (out / "stages").exists() or not any((out / "stages").iterdir())
+        assert not (out / "steps").exists() or not any((out / "steps").glob("*.json"))

@@ -3,8 +3,11 @@ from collections import Counter
 
 from mathforge.filters import FilterStats, apply_filter
 from mathforge.record import Record
-from mathforge.rundir import RunDir
+from mathforge.rundir import RunDir, step_spec
 from tests.test_config import Recipe
+
+
+SPEC = step_spec(1, {"n": 1})
 
 
 def test_stages_skip_when_done_and_config_saved(tmp_path):
@@ -16,9 +19,9 @@ def test_stages_skip_when_done_and_config_saved(tmp_path):
 
     run = RunDir(tmp_path / "run")
     run.save_config(Recipe(name="a"))
-    assert run.run_stage("seeds", stage)["rows"] == 3
+    assert run.run_step("seeds", SPEC, stage)["rows"] == 3
     again = RunDir(tmp_path / "run")
-    assert again.run_stage("seeds", stage)["rows"] == 3
+    assert again.run_step("seeds", SPEC, stage)["rows"] == 3
     assert calls["n"] == 1
     assert "name: a" in (tmp_path / "run" / "config.yaml").read_text()
     assert (tmp_path / "run" / "stats" / "seeds.json").exists()
@@ -34,7 +37,7 @@ def test_killed_stage_runs_again(tmp_path):
         raise KeyboardInterrupt
 
     with contextlib.suppress(KeyboardInterrupt):
-        run.run_stage("synth", dies)
+        run.run_step("synth", SPEC, dies)
     assert not run.is_done("synth")
 
 
@@ -71,11 +74,15 @@ def test_a_changed_key_reruns_the_stage(tmp_path):
         calls["n"] += 1
         return {"n": calls["n"]}
 
+    resets = Counter()
     run = RunDir(tmp_path)
-    assert run.run_stage("clean", stage, key="a")["n"] == 1
-    assert run.run_stage("clean", stage, key="a")["n"] == 1  # same key: skipped
-    assert run.run_stage("clean", stage, key="b")["n"] == 2  # changed config or inputs: runs again
-    assert run.stats("clean")["n"] == 2 and "changed, running again" in (tmp_path / "logs" / "run.log").read_text()
-    run.register({"normal": "x.jsonl"})
-    run.register({"normal_clean": "c/data"})
-    assert run.manifest() == {"normal": "x.jsonl", "normal_clean": "c/data"}
+    a, b = step_spec(1, {"clean": {"n": 30, "workers": 1}}), step_spec(1, {"clean": {"n": 13, "workers": 1}})
+    assert run.run_step("clean", a, stage)["n"] == 1
+    assert run.run_step("clean", step_spec(1, {"clean": {"n": 30, "workers": 8}}), stage)["n"] == 1  # unkeyed
+    assert run.run_step("clean", b, stage, reset=lambda: resets.update(["n"]))["n"] == 2  # changed: runs again
+    assert resets["n"] == 1 and run.stats("clean")["n"] == 2
+    assert "changed (clean.n: 30 -> 13), running again" in (tmp_path / "logs" / "run.log").read_text()
+    run.register({"normal": str(tmp_path / "x.jsonl")})
+    run.register({"normal_clean": "/elsewhere/c/data"})
+    assert run.manifest() == {"normal": str(tmp_path / "x.jsonl"), "normal_clean": "/elsewhere/c/data"}
+    assert '"normal": "x.jsonl"' in (tmp_path / "manifest.json").read_text()  # relative: a moved run resumes

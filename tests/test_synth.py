@@ -18,6 +18,7 @@ from mathforge.engine.types import Completion, Result
 from mathforge.io import read_records
 from mathforge.ledger import Ledger
 from mathforge.record import Lineage, Record
+from mathforge.rundir import RunDir
 from mathforge.sources import load
 from mathforge.synth import evol, metamath, xwin
 from mathforge.synth.common import Ctx, eliminate, parse_question, unanswerable
@@ -513,7 +514,7 @@ def test_a_killed_run_resumes_without_repeating_completed_requests(tmp_path):
     killed = ScriptedBackend(kill_after=total // 2)
     with pytest.raises(KeyboardInterrupt), scripted_engine(tmp_path / "run", killed) as engine:
         run_synth(small_config(), tmp_path / "run", teacher=engine)
-    assert not (tmp_path / "run" / "stages" / "stage1_normal.done").exists()
+    assert not RunDir(tmp_path / "run").is_done("stage1_normal")
     resumed = ScriptedBackend()
     with scripted_engine(tmp_path / "run", resumed) as engine:
         run_synth(small_config(), tmp_path / "run", teacher=engine)
@@ -593,8 +594,9 @@ def test_end_to_end_with_the_real_llama_teacher(tmp_path):
     first_calls = json.loads(engine_stats[-1].read_text())["calls"]
     assert first_calls > 0
     before = {p: sorted(r.id for r in read_records(tmp_path / p)) for p in ("stage1/initial", "stage1/normal", "stage2/hard")}
-    for stage in ("stage1_initial", "stage1_normal", "stage2_hard"):
-        (tmp_path / "stages" / f"{stage}.done").unlink()  # as if killed after its last shard
+    for stage in ("stage1_initial", "stage1_normal", "stage2_hard"):  # as if killed after its last shard
+        marker = tmp_path / "steps" / f"{stage}.json"
+        marker.write_text(marker.read_text().replace('"state": "done"', '"state": "running"'))
     import time
 
     time.sleep(1.1)  # a new engine-stats file name

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -337,11 +338,20 @@ class LlamaBackend:
             raise FileNotFoundError(f"GGUF model file not found: {path}")
         self.model_id = f"{path.name}@{_fingerprint(path)}"
         self.llm = Llama(model_path=str(path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, verbose=False)
+        # A cancelled request's thread keeps decoding: the next one, and closing the model, wait for
+        # it (two decodes on one context, or freeing it under one, crash the process).
+        self.busy = threading.Lock()
 
     async def generate(self, calls: list[Call]) -> list[Outcome]:
         return [await asyncio.to_thread(self._one, call) for call in calls]
 
     def _one(self, call: Call) -> Outcome:
+        with self.busy:
+            if self.llm is None:
+                return BackendError("bad_request", "the engine was closed")
+            return self._decode(call)
+
+    def _decode(self, call: Call) -> Outcome:
         s = call.sampling
         args: dict[str, Any] = dict(
             temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=list(s.stop) or None
@@ -366,7 +376,11 @@ class LlamaBackend:
         )
 
     async def aclose(self) -> None:
-        llm, self.llm = getattr(self, "llm", None), None
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self.busy:
+            llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             llm.close()
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,17 @@ def _source_spec(bench: Benchmark, name: str, root: str | Path | None) -> Source
         hub = SourceSpec.parse(bench.hub)
         return SourceSpec(hub.kind, hub.location, {**hub.options, "allow_test": "1", "name": bench.name})
     raise DataError(f"{path}: benchmark file not found (set --data-dir or MATHFORGE_DATA to the folder holding {bench.file})")
+
+
+def benchmark_files(names: Iterable[str], root: str | Path | None = None) -> list[Path]:
+    """The local files that benchmarks `names` are read from (for step keys: a changed test set
+    reruns the steps that read it); Hub-only and generated benchmarks have none."""
+    files = []
+    for name in names:
+        bench = resolve(name)
+        path = Path(SourceSpec.parse(name).location) if bench.file is None else data_dir(root) / bench.file
+        files += [path] if path.is_file() else []
+    return files
 
 
 def subset(records: list[Record], limit: int | None, seed: int = 0) -> list[Record]:

@@ -26,7 +26,6 @@ same key skips finished shards; another key starts the folder afresh.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections import Counter
@@ -56,6 +55,7 @@ from mathforge.io import (
 from mathforge.quality.dedup import NearDedupConfig, Signer
 from mathforge.quality.select import SelectConfig, describe, merge_descriptions
 from mathforge.record import Record
+from mathforge.rundir import marker_has, step_key, write_marker
 
 MAX_BUCKET_PAIRS = 64  # an LSH bucket row is compared with at most this many earlier rows of its bucket
 
@@ -98,6 +98,9 @@ class CleanConfig:
             raise ValueError(f"clean.shard_rows must be >= 1, got {self.shard_rows}")
 
 
+VERSION = 1  # of the cleaning outputs (shards, rejects, report); bump when one changes
+
+
 @dataclass(frozen=True)
 class Job:
     """What every shard task needs: small and picklable (paths and configs, never records)."""
@@ -118,18 +121,19 @@ class Task:
 
 
 def clean(data: str | Path, out: str | Path, cfg: CleanConfig, *, data_dir: str | Path, seeds: str | Path | None = None,
-          style: str = "alpaca") -> dict[str, Any]:
-    """Run (or resume) the cleaning chain on `data` into `out`; returns the report it writes."""
+          style: str = "alpaca", key: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the cleaning chain on `data` into `out`; returns the report it writes. `key`:
+    the caller's step key for this cleaning (a run's), else one made from the config and input files."""
     out = Path(out)
     spans = plan_spans(data, cfg.shard_rows)
     if not spans:
         raise DataError(f"{data}: no record files (part-*.jsonl or part-*.parquet)")
-    key = clean_key(cfg, data, seeds, data_dir, style)
+    key = key or clean_key(cfg, data, seeds, data_dir, style)
     if _marker(out / "report.json", key):
         return json.loads((out / "report.json").read_text(encoding="utf-8"))
     if not _marker(out / "work" / "key.json", key):  # another config or input: start afresh
         _reset(out)
-        write_json(out / "work" / "key.json", {"key": key})
+        write_marker(out / "work" / "key.json", key)
     job = Job(str(out), cfg, str(data_dir), str(seeds) if seeds else None, style)
     executor = make_executor(cfg.executor, cfg.workers)
     scans = _phase(executor, _scan, [Task(job, i, span=s) for i, s in enumerate(spans)], out, "scan", key)
@@ -150,23 +154,14 @@ def _reset(out: Path) -> None:
 
 
 def clean_key(cfg: CleanConfig, data: str | Path, seeds: Any, data_dir: Any, style: str) -> str:
-    """The hash a marker is keyed by: the resolved config (less where it runs) and the inputs' files."""
-    config = {k: v for k, v in config_to_dict(cfg).items() if k not in ("executor", "workers")}
-    inputs = [_fingerprint(p) for p in dataset_files(data)] + ([_fingerprint(Path(seeds))] if seeds else [])
-    blob = json.dumps([config, inputs, str(Path(data_dir).resolve()), style], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _fingerprint(path: Path) -> list[Any]:
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+    """The key its markers carry: the one step hasher over the config (less where it runs), the data
+    directory, the prompt style and the input files' sizes and mtimes."""
+    files = [*dataset_files(data), *([Path(seeds)] if seeds else [])]
+    return step_key(VERSION, {"clean": cfg, "data_dir": str(Path(data_dir).resolve()), "style": style}, files=files)
 
 
 def _marker(path: Path, key: str) -> bool:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("key") == key
-    except (OSError, ValueError):
-        return False
+    return marker_has(path, key)
 
 
 def _phase(executor: Any, fn: Any, tasks: list[Task], out: Path, phase: str, key: str) -> list[dict[str, Any]]:
@@ -174,14 +169,14 @@ def _phase(executor: Any, fn: Any, tasks: list[Task], out: Path, phase: str, key
     markers = [out / "work" / phase / f"{shard_name(t.index, '.done.json')}" for t in tasks]
     todo = [t for t, m in zip(tasks, markers, strict=True) if not _marker(m, key)]
     for task, stats in zip(todo, executor.map(fn, todo, label=phase), strict=True):
-        write_json(markers[task.index], {"key": key, **stats})
+        write_marker(markers[task.index], key, **stats)
     return [json.loads(m.read_text(encoding="utf-8")) for m in markers]
 
 
 def _once(marker: Path, key: str, fn: Any) -> None:
     if not _marker(marker, key):
         fn()
-        write_json(marker, {"key": key})
+        write_marker(marker, key)
 
 
 def _paths(job: Job, phase: str, index: int) -> tuple[Path, Path]:

@@ -7,7 +7,9 @@
                             rates hard, a separate selectable step)
           ─ stage2_hard:    the mix on the hard seeds -> hard data
 
-Every step is a run-directory stage (skipped once done). The three synthesis stages stream: every
+Every step is a keyed run-directory step (`RunDir.run_step`; `step_specs` gives each one's key, so a
+changed target, mix or teacher reruns exactly the stages that read it and the ones after them, and
+a stage whose key changed starts a fresh output and fresh quota counters, never the old key's). The three synthesis stages stream: every
 (seed, replica) unit of every method runs its own request chain in the engine's one in-flight
 window (see synth/stream.py), stage2_hard runs beside the whole of stage 1, kept rows go to sharded
 datasets (`stage1/initial/`, `stage1/normal/`, `stage2/hard/`, each `part-NNNNN.jsonl`) with the
@@ -32,7 +34,7 @@ from mathforge.engine.types import Sampling
 from mathforge.io import dataset_files, read_records, write_json, write_records, write_text
 from mathforge.ledger import Ledger
 from mathforge.record import Record, annotate
-from mathforge.rundir import RunDir
+from mathforge.rundir import Planned, RunDir, StepSpec, step_spec
 from mathforge.synth import coreset, evol, metamath, rejection, stream, xwin
 from mathforge.synth.common import Ctx
 from mathforge.synth.rejection import RejectionConfig
@@ -130,21 +132,93 @@ def datasets(root: Path) -> dict[str, str]:
             "hard": str(root / "stage2" / "hard")}
 
 
+VERSION = 1  # of every synthesis step's output format; bump when one changes
+
+
+def step_specs(cfg: SynthConfig) -> dict[str, StepSpec]:
+    """Every synthesis step's key, from the recipe alone (so a dry run knows them before any data)."""
+    gen = {**{k: getattr(cfg, k) for k in _GENERATION}, "prompts": _prompt_versions()}
+    specs = {"seeds": step_spec(VERSION, {"seeds": cfg.seeds}, files=_seed_files(cfg.seeds))}
+    after = {"seeds": specs["seeds"].key}
+    if cfg.stage2.enabled:
+        specs["stage2_hard_seeds"] = step_spec(VERSION, {"min_level": cfg.stage2.min_level}, "stage2", after)
+        hard_after = {"stage2_hard_seeds": specs["stage2_hard_seeds"].key}
+        if cfg.stage2.judge:
+            judge = {k: getattr(cfg.stage2, k) for k in ("min_level", "judge_limit", "judge_hard_at", "judge_max_tokens")}
+            specs["stage2_judge"] = step_spec(VERSION, {"stage2": judge, "engine": cfg.engine,
+                                                        "completion": cfg.completion}, after=after)
+            hard_after["stage2_judge"] = specs["stage2_judge"].key
+        specs["stage2_hard"] = step_spec(VERSION, {**gen, "stage2.target": cfg.stage2.target}, after={**after, **hard_after})
+    specs["stage1_initial"] = step_spec(VERSION, {**gen, "stage1.initial_target": cfg.stage1.initial_target}, after=after)
+    core = {k: getattr(cfg.stage1, k) for k in ("coreset_budget", "embed_model")}
+    specs["stage1_coreset"] = step_spec(VERSION, {"stage1": core, "seed": cfg.seed},
+                                        after={"stage1_initial": specs["stage1_initial"].key})
+    specs["stage1_normal"] = step_spec(VERSION, {**gen, "stage1.target": cfg.stage1.target},
+                                       after={**after, "stage1_coreset": specs["stage1_coreset"].key})
+    return specs
+
+
+# What a generating stage reads besides its target (engine fields in `rundir.UNKEYED` drop out).
+_GENERATION = ("engine", "sampling", "mix", "evol_max_steps", "evol_strategies", "xwin_max_rounds", "rejection",
+               "fewshot", "fewshot_pool", "elicit_answers", "completion", "max_passes", "shard_rows", "seed")
+OUTPUTS = {"stage1_initial": ("stage1", "initial"), "stage1_normal": ("stage1", "normal"),
+           "stage2_hard": ("stage2", "hard")}
+
+
+def planned(cfg: SynthConfig, root: Path, prefix: str = "") -> list[Planned]:
+    """The synthesis steps of a dry run, in the order they run."""
+    order = ("seeds", "stage2_hard_seeds", "stage2_judge", "stage1_initial", "stage1_coreset", "stage1_normal",
+             "stage2_hard")
+    specs = step_specs(cfg)
+    return [Planned(f"{prefix}{name}", root, name, specs[name]) for name in order if name in specs]
+
+
+def _prompt_versions() -> list[str]:
+    from mathforge.prompt import load_template
+
+    folder = Path(__file__).parent / "prompts"
+    return [load_template(p).version for p in sorted(folder.glob("*.j2"))]
+
+
+def _seed_files(specs: Sequence[str]) -> list[Path]:
+    from mathforge.sources import SourceSpec
+
+    files = []
+    for spec in specs:
+        kind, sep, _ = resolve_spec(spec).partition(":")
+        if sep and kind not in ("rg", "hf", "mini"):
+            location = Path(SourceSpec.parse(resolve_spec(spec)).location)
+            files += dataset_files(location) if location.exists() else []
+    return files
+
+
+def _reset_generation(rd: RunDir, ledger: Ledger, stage: str) -> Callable[[], None]:
+    """A generating stage whose key changed: its shards and quota counters start afresh (the
+    request cache keeps every paid response, so the rerun pays only for what changed)."""
+    def reset() -> None:
+        import shutil
+
+        shutil.rmtree(rd.root.joinpath(*OUTPUTS[stage]), ignore_errors=True)
+        ledger.reset(stage)
+    return reset
+
+
 def _stages(cfg: SynthConfig, rd: RunDir, teacher: Any, name: str) -> dict[str, Any]:
-    rd.run_stage("seeds", lambda: _load_seeds(cfg, rd))
+    specs = step_specs(cfg)
+    rd.run_step("seeds", specs["seeds"], lambda: _load_seeds(cfg, rd))
     seeds = list(read_records(rd.path("seeds.jsonl")))
     base = Ctx(teacher=teacher, stage="stage1", teacher_name=name, fewshot_pool=_fewshot_pool(seeds, cfg.fewshot_pool),
                fewshot=cfg.fewshot, solve_sampling=_sampling(cfg, cfg.sampling.solve_max_tokens),
                question_sampling=_sampling(cfg, cfg.sampling.question_max_tokens), elicit=cfg.elicit_answers,
                completion=cfg.completion, seed=cfg.seed)
     if cfg.stage2.enabled:
-        rd.run_stage("stage2_hard_seeds", lambda: _hard_seed_stage(cfg, rd, seeds))
+        rd.run_step("stage2_hard_seeds", specs["stage2_hard_seeds"], lambda: _hard_seed_stage(cfg, rd, seeds))
         if cfg.stage2.judge:
-            rd.run_stage("stage2_judge", lambda: _judge_stage(cfg, rd, teacher, seeds))
+            rd.run_step("stage2_judge", specs["stage2_judge"], lambda: _judge_stage(cfg, rd, teacher, seeds))
     ledger = Ledger(rd.path("ledger.sqlite"))
     window = stream.units_window(getattr(getattr(teacher, "cfg", None), "concurrency", 16))
     try:
-        _drive(teacher, _synth_stages(cfg, rd, base, seeds, ledger, window))
+        _drive(teacher, _synth_stages(cfg, rd, base, seeds, ledger, window, specs))
     finally:
         ledger.close()
     return _write_yield_table(rd)
@@ -163,47 +237,37 @@ def _drive(teacher: Any, coro: Awaitable[None]) -> None:
 
 
 async def _synth_stages(cfg: SynthConfig, rd: RunDir, base: Ctx, seeds: list[Record], ledger: Ledger,
-                        window: int) -> None:
+                        window: int, specs: dict[str, StepSpec]) -> None:
     """Stage 1 (initial -> core-set -> normal) and stage 2 (hard) at once: they share no data, so the
     in-flight window stays full across stage 1's core-set step and each stage's tail. Stage 2's
     requests wait behind stage 1's: stage1_initial ends (and its core-set step starts) as early as
     it can, and stage 2's work fills the window while that step runs."""
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(_stage1(cfg, rd, base, seeds, ledger, window))
+        tg.create_task(_stage1(cfg, rd, base, seeds, ledger, window, specs))
         if cfg.stage2.enabled:
             hard, hard_ctx = _hard_seeds(rd, cfg), replace(base, stage="stage2", priority=1)
-            tg.create_task(_astage(rd, "stage2_hard", lambda: synthesize(
-                cfg, hard_ctx, hard, cfg.stage2.target, rd.path("stage2", "hard"), ledger, "stage2_hard", window)))
+            tg.create_task(rd.arun_step("stage2_hard", specs["stage2_hard"], lambda: synthesize(
+                cfg, hard_ctx, hard, cfg.stage2.target, rd.path("stage2", "hard"), ledger, "stage2_hard", window),
+                reset=_reset_generation(rd, ledger, "stage2_hard")))
 
 
-async def _stage1(cfg: SynthConfig, rd: RunDir, base: Ctx, seeds: list[Record], ledger: Ledger, window: int) -> None:
+async def _stage1(cfg: SynthConfig, rd: RunDir, base: Ctx, seeds: list[Record], ledger: Ledger, window: int,
+                  specs: dict[str, StepSpec]) -> None:
     s1 = cfg.stage1
     embedder = coreset.ShardEmbedder(s1.embed_model, s1.embed_batch_size)  # so the core-set step finds vectors ready
     try:
-        await _astage(rd, "stage1_initial", lambda: synthesize(
+        await rd.arun_step("stage1_initial", specs["stage1_initial"], lambda: synthesize(
             cfg, base, seeds, s1.initial_target, rd.path("stage1", "initial"), ledger, "stage1_initial", window,
-            on_shard=embedder))
+            on_shard=embedder), reset=_reset_generation(rd, ledger, "stage1_initial"))
         for error in await asyncio.to_thread(embedder.finish):
             rd.log.warning("embedding a stage1_initial shard ahead failed (the core-set step redoes it): %s", error)
     finally:
         embedder.close()
-    await _astage(rd, "stage1_coreset", lambda: asyncio.to_thread(_coreset_stage, cfg, rd))
+    await rd.arun_step("stage1_coreset", specs["stage1_coreset"], lambda: asyncio.to_thread(_coreset_stage, cfg, rd))
     core = list(read_records(rd.path("stage1", "seed_synthetic.jsonl")))
-    await _astage(rd, "stage1_normal", lambda: synthesize(
-        cfg, base, core, s1.target, rd.path("stage1", "normal"), ledger, "stage1_normal", window))
-
-
-async def _astage(rd: RunDir, stage: str, make: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-    """`RunDir.run_stage` for a coroutine: skipped once done, stats and timing in its marker."""
-    if rd.is_done(stage):
-        rd.log.info("stage %s: already done, skipped", stage)
-        return rd.stats(stage)
-    rd.log.info("stage %s: started", stage)
-    start = time.time()
-    stats = {**await make(), "seconds": round(time.time() - start, 3)}
-    rd.mark_done(stage, stats)
-    rd.log.info("stage %s: done in %.1fs", stage, stats["seconds"])
-    return stats
+    await rd.arun_step("stage1_normal", specs["stage1_normal"], lambda: synthesize(
+        cfg, base, core, s1.target, rd.path("stage1", "normal"), ledger, "stage1_normal", window),
+        reset=_reset_generation(rd, ledger, "stage1_normal"))
 
 
 # ---------------------------------------------------------------- the mix
@@ -451,6 +515,5 @@ def _fewshot_pool(seeds: Sequence[Record], size: int) -> tuple[Record, ...]:
 
 
 def _stamp() -> str:
-    import time
 
     return time.strftime("%Y%m%d-%H%M%S")

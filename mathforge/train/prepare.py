@@ -61,15 +61,14 @@ class Prepared:
 
 def fingerprint(spec: str, tokenizer: Any, *, style: PromptStyle, max_length: int, packing: bool,
                 max_samples: int | None = None) -> str:
-    """A hash of everything the prepared set depends on (data, tokenizer, prompt style, length, packing)."""
-    h = hashlib.sha256()
-    for path in _data_files(spec):
-        st = path.stat()
-        # Size and mtime, not content: hashing 2.5M records would cost more than the rerun it saves.
-        h.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    h.update(tokenizer_hash(tokenizer).encode())
-    h.update(json.dumps([FORMAT, spec, max_samples, style, max_length, packing]).encode())
-    return h.hexdigest()[:20]
+    """A hash of everything the prepared set depends on (data, tokenizer, prompt style, length, packing),
+    made by the one step hasher: the data by its files' sizes and mtimes, a generated source by its spec."""
+    from mathforge.rundir import step_key
+
+    files = data_files(spec)
+    config = {"spec": None if files else spec, "tokenizer": tokenizer_hash(tokenizer), "max_samples": max_samples,
+              "style": style, "max_length": max_length, "packing": packing}
+    return step_key(FORMAT, config, files=files)
 
 
 def tokenizer_hash(tokenizer: Any) -> str:
@@ -80,7 +79,7 @@ def tokenizer_hash(tokenizer: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _data_files(spec: str) -> list[Path]:
+def data_files(spec: str) -> list[Path]:
     """The files a spec reads. A generated source (`mini:`, `rg:`) or a Hub dataset has none: its
     spec string, hashed whole, is what it depends on."""
     from mathforge.sources import SOURCES, SourceSpec

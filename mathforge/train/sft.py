@@ -7,8 +7,10 @@ Read top to bottom, `train` is the whole flow:
     run dir: config.yaml, metrics.jsonl, stats/sft-<stage>.json, tokenized/<fingerprint>/,
              sft/<stage>/{checkpoints,model}, model
 
-Stages are data (the paper's two stages are two entries of `cfg.stages`), not code paths. A killed
-run resumes: finished stages are skipped (RunDir markers) and an unfinished one continues from its
+Stages are data (the paper's two stages are two entries of `cfg.stages`), not code paths. Each stage
+and the student's initial checkpoint are keyed steps (`step_specs`): a changed learning rate,
+dataset or student reruns that stage and every stage after it, from fresh checkpoints. A killed
+run resumes: finished stages are skipped and an unfinished one continues from its
 last complete checkpoint, with the optimizer, scheduler, RNG and data position restored by the
 Trainer. Multi-GPU runs use the same code under `accelerate launch` (DeepSpeed ZeRO-3 or FSDP
 configs in recipes/accelerate/); only the main process writes run-dir files.
@@ -16,6 +18,7 @@ configs in recipes/accelerate/); only the main process writes run-dir files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -34,39 +37,87 @@ from transformers import (
     TrainingArguments,
 )
 
+from mathforge.io import follow_umask
 from mathforge.prompt import format_prompt
-from mathforge.rundir import RunDir
+from mathforge.rundir import Planned, RunDir, StepSpec, step_key, step_spec
 from mathforge.sources import SOURCES
 from mathforge.train.config import StageConfig, TrainConfig
 from mathforge.train.data import load_records, pad_collate, response_text
 from mathforge.train.packing import packed_collate
-from mathforge.train.prepare import Prepared, SFTRows, prepare
+from mathforge.train.prepare import Prepared, SFTRows, data_files, prepare
 from mathforge.train.students import resolve_student
 
+VERSION = 1  # of a stage's output (its model folder); bump when it changes
 
-def train(cfg: TrainConfig, out: str | Path) -> dict[str, Any]:
+
+def step_specs(cfg: TrainConfig, data_keys: dict[str, str] | None = None) -> dict[str, StepSpec]:
+    """The key of the student's initial checkpoint and of every stage, from the config alone.
+    `data_keys` names the key of a dataset made by an earlier step (a run's cleaning); any other
+    dataset is keyed by its files' sizes and mtimes (a generated source by its spec)."""
+    data = {s.name: (data_keys or {}).get(s.dataset) or data_key(s.dataset) for s in cfg.stages}
+    if cfg.student.model == "tiny":  # its tokenizer is trained on every stage's texts
+        corpus = {"prompt_style": cfg.prompt_style, "max_length": cfg.max_length, "seed": cfg.seed,
+                  "max_samples": [s.max_samples for s in cfg.stages]}
+        init = step_spec(VERSION, {"student": cfg.student, **corpus}, after={f"data:{n}": k for n, k in data.items()})
+    else:
+        init = step_spec(VERSION, {"student": cfg.student})
+    specs, start = {"student-init": init}, init.key
+    shared = {k: v for k, v in _fields(dataclasses.replace(cfg, stages=())).items() if not k.startswith("student.")}
+    for stage in cfg.stages:  # the student and the data reach a stage through `start` and `data`
+        fields = {**shared, **_fields(dataclasses.replace(stage, dataset="-"), "stage")}
+        specs[f"sft-{stage.name}"] = spec = StepSpec(VERSION, fields, {"start": start, "data": data[stage.name]})
+        start = spec.key
+    return specs
+
+
+def _fields(config: Any, prefix: str = "") -> dict[str, Any]:
+    from mathforge.rundir import keyed_fields
+
+    return keyed_fields(config, prefix)
+
+
+def data_key(spec: str) -> str:
+    """A dataset's key: its files' sizes and mtimes (a generated source: its spec)."""
+    files = data_files(spec)
+    return step_key(VERSION, {"spec": spec} if not files else None, files=files)
+
+
+def planned(cfg: TrainConfig, root: Path, prefix: str = "", data_keys: dict[str, str] | None = None) -> list[Planned]:
+    """The training steps of a dry run, in the order they run."""
+    return [Planned(f"{prefix}{name}", root, name, spec) for name, spec in step_specs(cfg, data_keys).items()]
+
+
+def train(cfg: TrainConfig, out: str | Path, data_keys: dict[str, str] | None = None) -> dict[str, Any]:
     """Run (or resume) every stage of `cfg` in `out`; returns per-stage stats. The final model is `out/model`."""
     check(cfg)
     state = process_state()
     run = _run_dir(out, state)
     if state.is_main_process:
         run.save_config(cfg)
-    with state.main_process_first():
-        start = resolve_student(cfg.student, run.root / "student-init", tokenizer_texts(cfg), cfg.max_length, cfg.seed)
+    specs = step_specs(cfg, data_keys)
+    start = _student(cfg, run, specs["student-init"])
     results: dict[str, Any] = {}
     for stage in cfg.stages:
-        name = f"sft-{stage.name}"
-        if not run.is_done(name):
-            stats = train_stage(cfg, stage, start, run)
-            if state.is_main_process:
-                run.mark_done(name, stats)
-            state.wait_for_everyone()
-        results[stage.name] = run.stats(name)
-        start = str(run.root / "sft" / stage.name / "model")
+        name, home = f"sft-{stage.name}", run.root / "sft" / stage.name
+        results[stage.name] = run.run_step(name, specs[name], partial(train_stage, cfg, stage, start, run),
+                                           reset=partial(shutil.rmtree, home, ignore_errors=True),
+                                           writer=state.is_main_process)
+        state.wait_for_everyone()
+        start = str(home / "model")
     if state.is_main_process:
         _link(run.root / "model", Path("sft") / cfg.stages[-1].name / "model")
     state.wait_for_everyone()
     return results
+
+
+def _student(cfg: TrainConfig, run: RunDir, spec: StepSpec) -> str:
+    """The checkpoint stage 1 starts from (a tiny student's is built once per key, by the main process)."""
+    state, init = process_state(), run.root / "student-init"
+    with state.main_process_first():
+        run.run_step("student-init", spec, lambda: {"checkpoint": resolve_student(
+            cfg.student, init, tokenizer_texts(cfg), cfg.max_length, cfg.seed)},
+            reset=partial(shutil.rmtree, init, ignore_errors=True), writer=state.is_main_process)
+    return resolve_student(cfg.student, init, (), cfg.max_length, cfg.seed)
 
 
 def process_state() -> PartialState:
@@ -102,11 +153,8 @@ def check(cfg: TrainConfig) -> None:
 def prepare_stages(cfg: TrainConfig, out: str | Path) -> dict[str, Prepared]:
     """Tokenise (and pack) every stage's data without training: the `--prepare-only` flow."""
     check(cfg)
-    state = process_state()
-    run = _run_dir(out, state)
-    with state.main_process_first():
-        start = resolve_student(cfg.student, run.root / "student-init", tokenizer_texts(cfg), cfg.max_length, cfg.seed)
-    tokenizer = AutoTokenizer.from_pretrained(start)
+    run = _run_dir(out, process_state())
+    tokenizer = AutoTokenizer.from_pretrained(_student(cfg, run, step_specs(cfg)["student-init"]))
     return {stage.name: prepare_stage(cfg, stage, tokenizer, run) for stage in cfg.stages}
 
 
@@ -300,6 +348,7 @@ def save_model(trainer: Trainer, cfg: TrainConfig, start: str, target: Path) -> 
             _merge_adapter(start, tmp, cfg)
         if target.exists():
             shutil.rmtree(target)
+        follow_umask(tmp)
         tmp.rename(target)
     process_state().wait_for_everyone()
 

@@ -31,7 +31,7 @@ from mathforge.config import config_to_dict
 from mathforge.eval.compare import paired
 from mathforge.io import write_json, write_text
 from mathforge.pipeline import EvalStage
-from mathforge.scale import append_row, completed, groups_of, item_matrix, run_jobs
+from mathforge.scale import append_row, completed, groups_of, item_matrix, note_other_rows, run_jobs
 from mathforge.stats import interval, paired_difference
 from mathforge.train.config import StageConfig, TrainConfig
 
@@ -92,6 +92,7 @@ def run_arms(cfg: ArmsConfig, out: str | Path) -> dict[str, Any]:
     keys = {(arm.name, seed): f"{arm.name}-s{seed}-{arms_hash(cfg, arm)}" for seed in cfg.train_seeds for arm in cfg.arms}
     todo = [(arm, seed, rd.root / "runs" / keys[arm.name, seed]) for seed in cfg.train_seeds for arm in cfg.arms
             if keys[arm.name, seed] not in done]
+    note_other_rows(rd, results, lambda row: row["key"] in keys.values())
     for (arm, seed, _), result in run_jobs(partial(_train_and_eval, cfg), todo, cfg.workers, cfg.threads):
         key = keys[arm.name, seed]
         done[key] = {"key": key, "arm": arm.name, "seed": seed, **result}

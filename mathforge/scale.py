@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -471,6 +472,7 @@ def run_scale(cfg: ScaleConfig, out: str | Path, report_only: bool = False) -> d
         if not rows:
             raise ValueError(f"{rd.root / 'scaling.jsonl'}: no finished run of this config to report")
     else:
+        note_other_rows(rd, rd.root / "scaling.jsonl", lambda row: row.get("config") == chash)
         students = shared_students(cfg, data, rd.root / "students" / chash)
         runner = partial(train_and_eval, cfg, rd.root / "runs", chash, students)
         rows = sweep(subsets, cfg.train_seeds, chash, rd.root / "scaling.jsonl", runner, log=rd.log.info,
@@ -483,6 +485,15 @@ def run_scale(cfg: ScaleConfig, out: str | Path, report_only: bool = False) -> d
 
     write_reports(result, rd.root)
     return result
+
+
+def note_other_rows(rd: Any, results: Path, ours: Callable[[dict[str, Any]], bool]) -> None:
+    """Say once, in one line, that rows of other configs (or of an older mathforge) are not reused."""
+    other = sum(not ours(row) for row in completed(results).values())
+    if other:
+        line = f"note: {other} rows of {results} were made by another config or an older mathforge: kept, not reused"
+        rd.log.warning(line)
+        print(line, file=sys.stderr, flush=True)
 
 
 def dry_run(cfg: ScaleConfig, out: str | Path) -> list[str]:

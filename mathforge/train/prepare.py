@@ -86,7 +86,7 @@ def data_files(spec: str) -> list[Path]:
 
     kind, sep, _ = spec.partition(":")
     if not (sep and kind in SOURCES):
-        return dataset_files(spec)
+        return dataset_files(spec) if Path(spec).exists() else []  # not made yet: keyed by its name
     location = Path(SourceSpec.parse(spec).location)
     return dataset_files(location) if location.exists() else []
 

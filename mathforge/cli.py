@@ -703,7 +703,7 @@ def coreset(
 
     from mathforge.embed import embed_texts
     from mathforge.io import read_records, write_records
-    from mathforge.synth.coreset import k_center_greedy
+    from mathforge.quality.coreset import k_center_greedy
 
     require_records(records)
 

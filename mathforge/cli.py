@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mathforge.io import AtomicWriter, DataError, ReadReport
+from mathforge.io import AtomicWriter, DataError, ReadReport, read_rows
 
 app = typer.Typer(
     help="mathforge: synthesize math SFT data, clean and select it, fine-tune, evaluate, scale.",
@@ -159,6 +159,8 @@ def generate(
     from mathforge.engine.generate import Job, estimate_generate, load_template, parse_prices, run_generate
 
     try:
+        if next(read_rows(input), None) is None:  # nothing to send: a mistake upstream, not a run of 0 rows
+            raise DataError(f"{input}: no rows")
         cfg = EngineConfig(
             backend=backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
             rpm=rpm, tpm=tpm, timeout_s=timeout, max_retries=max_retries, prices=parse_prices(price),

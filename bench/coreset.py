@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from oracles import k_center_greedy_numpy
 
-from mathforge.synth.coreset import k_center_greedy, k_center_greedy_numpy
+from mathforge.quality.coreset import k_center_greedy
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

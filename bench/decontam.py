@@ -1,5 +1,5 @@
 """Benchmark: the n-gram decontamination scans (one compiled kernel, `matchers.TokenIndex`) vs the
-pinned pure-Python reference (`decontam.ReferenceIndex`), and the embedding matcher's rate.
+pinned pure-Python reference (`oracles.ReferenceIndex`), and the embedding matcher's rate.
 
 Rows (~1 KB each) are built from the shared MATH and GSM8K train sets: a problem plus pieces of
 three solutions, so some rows legitimately share 30-word spans with MATH test. The evaluation sets
@@ -35,7 +35,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mathforge.quality.decontam import ReferenceIndex
+from oracles import ReferenceIndex
+
 from mathforge.record import Record
 from mathforge.sources import load
 

@@ -7,7 +7,7 @@ samples; 500: about 6k), against `mathforge teacher-sim` (lognormal latency, med
 - requests/s from the simulator's own log (answered attempts / span from first arrival to last
   answer), against the ideal: concurrency / mean latency (the mean measured in the same log);
 - excess requests: sent beyond those of the units that filled the quotas (from the quota ledger);
-- peak RSS of the synthesis process (and of its embedding helper, see synth/coreset.py), and the
+- peak RSS of the synthesis process (and of its embedding helper, see quality/coreset.py), and the
   ratio between the largest and the smallest scale;
 - CPU milliseconds per request of the client (the synthesis process), its embedding helper and the
   simulator, whole-run totals over requests sent (start-up and the core-set step included);

@@ -13,7 +13,6 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox")
 # Text between two boxes that still reads as one multi-part answer ("$\boxed{3}$ and $\boxed{5}$").
 _JOINER = re.compile(r"^[\s$,;.]*(?:and|,|;|\\quad|\\text\{\s*and\s*\}|\\qquad)?[\s$,;]*$")
 _GSM_MARK = re.compile(r"####\s*(.+?)\s*$", re.S)
-_NUMBER = re.compile(r"^[-+]?\d[\d,]*(?:\.\d+)?$")
 
 
 def boxed_spans(text: str) -> list[tuple[int, int, str]]:
@@ -119,10 +118,6 @@ def option_text(options: list[str] | None, letter: str | None) -> str | None:
         if m and m.group(1).upper() == letter:
             return m.group(2).strip()
     return None
-
-
-def is_number(text: str) -> bool:
-    return bool(_NUMBER.match(text.strip()))
 
 
 def with_answer_line(solution: str, answer: str) -> str:

@@ -3,6 +3,7 @@ heavy imports (torch, transformers, llama.cpp) happen inside the commands, so `-
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -10,18 +11,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mathforge.io import AtomicWriter, DataError, ReadReport
+from mathforge.io import AtomicWriter, DataError, ReadReport, read_rows
 
 app = typer.Typer(
     help="mathforge: synthesize math SFT data, clean and select it, fine-tune, evaluate, scale.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a line naming a file stays one line
 
 
 def fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    """Exit with `error: message` on stderr, printed plainly: rich would wrap a long path at the
+    terminal's width and read brackets in it as markup."""
+    print(f"error: {message}", file=sys.stderr)
     raise typer.Exit(code)
 
 
@@ -38,6 +41,18 @@ def recipe_config(cls: type, recipe: Path, overrides: list[str] | None):
         return load_config(cls, recipe, overrides or [])
     except (ConfigError, OSError) as e:
         fail(str(e))
+
+
+def require_records(data: Path) -> None:
+    """Exit unless `data` holds a record: an empty input is a mistake upstream, said before any work."""
+    from mathforge.io import read_records
+
+    try:
+        empty = next(read_records(data), None) is None
+    except DataError as e:
+        fail(str(e))
+    if empty:
+        fail(f"{data}: no records")
 
 
 @app.command()
@@ -57,7 +72,11 @@ def seeds(
     subjects: Counter = Counter()
     unparsed: list[str] = []
     try:
-        with AtomicWriter(out) as writer:
+        writer = AtomicWriter(out)  # a bad --out is an error before any source is read
+    except DataError as e:
+        fail(str(e))
+    try:
+        with writer:
             for text in sources:
                 spec = SourceSpec.parse(text)
                 extra = {"skip_bad": "1"} if skip_bad else {}
@@ -145,6 +164,8 @@ def generate(
     from mathforge.engine.generate import Job, estimate_generate, load_template, parse_prices, run_generate
 
     try:
+        if next(read_rows(input), None) is None:  # nothing to send: a mistake upstream, not a run of 0 rows
+            raise DataError(f"{input}: no rows")
         cfg = EngineConfig(
             backend=backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
             rpm=rpm, tpm=tpm, timeout_s=timeout, max_retries=max_retries, prices=parse_prices(price),
@@ -189,15 +210,15 @@ def train(
     """Fine-tune a student through the recipe's SFT stages (stage 2 starts from stage 1's weights)."""
     import os
 
-    from mathforge.config import ConfigError, load_config
     from mathforge.train.config import TrainConfig
     from mathforge.train.launch import die_with_launcher, launch
 
+    cfg = recipe_config(TrainConfig, recipe, overrides)  # a bad recipe fails before torch is imported
     if dry_run:
         from mathforge.rundir import plan_lines
         from mathforge.train.sft import planned
 
-        _print_plan(plan_lines(planned(recipe_config(TrainConfig, recipe, overrides), out)))
+        _print_plan(plan_lines(planned(cfg, out)))
         return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         launch(recipe, out, overrides or [], nproc, prepare_only=prepare_only, as_json=as_json)
@@ -206,9 +227,8 @@ def train(
     from mathforge.train.sft import train as run_training
 
     try:
-        cfg = load_config(TrainConfig, recipe, overrides or [])
         results = prepare_stages(cfg, out) if prepare_only else run_training(cfg, out)
-    except (ConfigError, DataError, ValueError, FileNotFoundError) as e:
+    except (DataError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -433,6 +453,8 @@ def decontam(
     from mathforge.quality.matchers import parse_matchers
     from mathforge.quality.steps import default_against, run_decontam
 
+    require_records(data)
+
     try:
         names, specs = parse_matchers(matchers), against or default_against()
         judge_engine = _judge_engine(judge, out) if "llm" in names and engine == "local" else None
@@ -472,6 +494,8 @@ def dedup(
     """Drop exact and near duplicates, keeping the first occurrence and naming it in each drop reason."""
     from mathforge.quality.steps import run_dedup
 
+    require_records(data)
+
     try:
         result = run_dedup(data, out, near=near, threshold=threshold, num_perm=num_perm,
                            fields=tuple(f.strip() for f in fields.split(",")), engine=engine, workers=workers)
@@ -489,6 +513,8 @@ def check(
 ) -> None:
     """Format check (a readable "The answer is X" line) and length check in the student's tokens."""
     from mathforge.quality.steps import run_check
+
+    require_records(data)
 
     try:
         result = run_check(data, out, max_tokens=max_tokens or None, tokenizer=tokenizer)
@@ -520,6 +546,8 @@ def select_(
 
     from mathforge.quality.select import SelectConfig
     from mathforge.quality.steps import run_select
+
+    require_records(data)
 
     config = SelectConfig(strategy=strategy, budget=budget, seed=seed, min_level=min_level, hard_by=hard_by,
                           engine=engine)
@@ -556,6 +584,8 @@ def export(
 
     from mathforge.io import read_records
     from mathforge.quality import export as ex
+
+    require_records(data)
 
     try:
         reports = [json.loads(p.read_text(encoding="utf-8")) for p in report]
@@ -703,7 +733,9 @@ def coreset(
 
     from mathforge.embed import embed_texts
     from mathforge.io import read_records, write_records
-    from mathforge.synth.coreset import k_center_greedy
+    from mathforge.quality.coreset import k_center_greedy
+
+    require_records(records)
 
     try:
         rows = list(read_records(records))
@@ -737,13 +769,13 @@ def clean(
     from mathforge.quality.clean import CleanConfig
     from mathforge.quality.clean import clean as run_clean
 
+    require_records(data)
+
     try:
         cfg = build(CleanConfig, parse_overrides(overrides or []), "the command line", prefix="clean.")
         report = run_clean(data, out, cfg, data_dir=resolve_data_dir(data_dir), seeds=seeds, style=prompt_style)
     except (ConfigError, DataError, ValueError, OSError) as e:
         fail(str(e))
-    if report["rows_in"] == 0:
-        fail(f"{data}: no records")
     if as_json:
         print(json.dumps({k: report[k] for k in ("rows_in", "rows_out", "output", "steps")}))
         return

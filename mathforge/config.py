@@ -72,14 +72,30 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     data: dict[str, Any] = {}
     where = str(path) if path else "<defaults>"
     if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{where}: invalid YAML: {e}") from e
+        data = _read_recipe(Path(path))
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: a recipe must be a mapping of config fields")
     data = merge(data, parse_overrides(list(overrides)))
     return build(cls, data, where)
+
+
+def _read_recipe(path: Path) -> Any:
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a recipe file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: no such recipe file") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the recipe ({e})") from e
+    if not text.strip():  # a truncated file, not a wish for every default
+        raise ConfigError(f"{path}: empty recipe")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from e
 
 
 def build(cls: type[T], data: dict[str, Any], where: str, prefix: str = "") -> T:

@@ -21,7 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mathforge.record import Record
+from mathforge.record import Record, row_id
 
 PARQUET_BATCH = 2048
 
@@ -65,12 +65,25 @@ def read_rows(
     `report` and skipped. Line numbers are 1-based.
     """
     kind = fmt(path)
+    check_readable(path)
     if kind == "parquet":
         yield from _read_parquet_rows(path)
     elif kind == "json":
         yield from _read_json_array(path, skip_bad, report)
     else:
         yield from _read_jsonl_rows(path, skip_bad, report)
+
+
+def check_readable(path: str | Path) -> None:
+    """A missing file, a folder or a file we may not read is a DataError naming it (not an OSError
+    deep in a reader)."""
+    p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{path}: is a folder, not a record file")
+    if not p.is_file():
+        raise DataError(f"{path}: no such file")
+    if not os.access(p, os.R_OK):
+        raise DataError(f"{path}: not readable (permission denied)")
 
 
 def _bad(path: str | Path, line: int, error: str, skip_bad: bool, report: ReadReport | None) -> None:
@@ -163,6 +176,7 @@ def plan_spans(path: str | Path, rows: int) -> list[Span]:
     at line boundaries (one binary pass counting newlines; nothing is parsed or held)."""
     spans: list[Span] = []
     for file in dataset_files(path):
+        check_readable(file)
         if fmt(file) != "jsonl":
             spans.append(Span(str(file)))
             continue
@@ -220,6 +234,8 @@ def _record(path: str | Path, line: int, row: dict[str, Any]) -> Record:
     try:
         if "meta" in row and isinstance(row["meta"], str):  # Parquet stores meta as JSON text
             row = {**row, "meta": json.loads(row["meta"])}
+        if "id" not in row or "source" not in row:  # a plain {problem, solution, answer} row, named as `seeds` would
+            row = {"id": row_id(path, line - 1), "source": Path(path).stem, **row}
         return Record.from_dict(row)
     except (TypeError, ValueError) as e:
         raise DataError(f"{path}:{line}: {e}") from e

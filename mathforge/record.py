@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 SUBJECTS = (
@@ -73,6 +74,11 @@ class Record:
         for name in ("id", "source", "problem"):
             if not isinstance(row.get(name), str):
                 raise ValueError(f"field '{name}' must be a string, got {type(row.get(name)).__name__}")
+        for name in ("solution", "answer", "subject", "split"):
+            if not isinstance(row.get(name), str | None):
+                raise ValueError(f"field '{name}' must be a string or null, got {type(row[name]).__name__}")
+        if not isinstance(row.get("meta"), dict | None):
+            raise ValueError(f"field 'meta' must be an object, got {type(row['meta']).__name__}")
         lineage = row.get("lineage") or {}
         if not isinstance(lineage, dict):
             raise ValueError("field 'lineage' must be an object")
@@ -116,3 +122,9 @@ def stable_id(*parts: str) -> str:
     """A short deterministic id: reruns of a pipeline give the same ids to the same rows."""
     h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8)
     return h.hexdigest()
+
+
+def row_id(location: str | Path, index: int) -> str:
+    """The id of a plain row that names none: its file's stem and 0-based row number ("extra/41").
+    A seed source and a record reader give the same row the same id."""
+    return f"{Path(location).stem}/{index}"

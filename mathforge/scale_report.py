@@ -203,7 +203,7 @@ def _scaling_figure(plt: Any, study: dict[str, Any]) -> Any:
 def _draw_fits(ax: Any, entry: dict[str, Any], x: Any, color: str) -> None:
     import numpy as np
 
-    from mathforge.scale import Fit, PowerFit
+    from mathforge.fits import Fit, PowerFit
 
     inside = np.geomspace(x.min(), x.max(), 50)
     beyond = np.geomspace(x.max(), 4 * x.max(), 20)

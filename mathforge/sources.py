@@ -22,8 +22,11 @@ from urllib.parse import parse_qsl
 
 from mathforge.answers import boxed_answer, choice_letter, gsm8k_answer, option_text
 from mathforge.io import DataError, ReadReport, read_rows
-from mathforge.record import SUBJECTS, Lineage, Record, stable_id
+from mathforge.mini import load_mini
+from mathforge.record import SUBJECTS, Lineage, Record, row_id, stable_id
 
+# A file named by its format (`parquet:rows.parquet`) is rows under the generic field mapping.
+_FORMAT_KINDS = {"parquet": "jsonl", "json": "jsonl"}
 Rows = Iterator[tuple[str, dict[str, Any]]]  # (where: "file:line", raw row)
 MATH_TEST_ID = re.compile(r"(?:^|/)test/[a-z_]+/\d+\.json$")
 
@@ -41,6 +44,7 @@ class SourceSpec:
         loc, _, query = text.partition("?")
         options = dict(parse_qsl(query, keep_blank_values=True))
         kind, sep, rest = loc.partition(":")
+        kind = _FORMAT_KINDS.get(kind, kind) if sep else kind
         if sep and kind in SOURCES:
             return cls(kind, rest, options)
         return cls(guess_kind(loc), loc, options)
@@ -117,6 +121,7 @@ _SIGNATURES = [
     ("scibench", {"problem_text", "answer_number"}),
     ("jeebench", {"question", "gold", "subject"}),
     ("jsonl", {"id", "source", "problem"}),
+    ("jsonl", {"problem"}),  # plain {problem, solution, answer} rows: the generic field mapping
 ]
 
 
@@ -280,7 +285,7 @@ def load_jeebench(spec: SourceSpec, rows: Rows) -> Iterator[Record]:
         if want != "all" and row.get("subject") != want:
             continue
         qtype = row.get("type", "")
-        gold = str(_need(row, "gold", where)).strip()
+        gold = str(_need(row, "gold", where, text=False)).strip()
         yield Record(
             id=f"jeebench/{row.get('index')}",
             source=spec.opt("name", "jeebench"),
@@ -300,7 +305,10 @@ def load_mapped(spec: SourceSpec, rows: Rows) -> Iterator[Record]:
     parse = {"boxed": boxed_answer, "gsm8k": gsm8k_answer}.get(spec.opt("answer_from", ""))
     for i, (where, row) in enumerate(rows):
         if "lineage" in row and "problem" in row:  # already our record format
-            yield Record.from_dict(row)
+            try:
+                yield Record.from_dict(row)
+            except (TypeError, ValueError) as e:
+                raise DataError(f"{where}: {e}") from e
             continue
         uid = row.get(fields["id"])
         split = row.get(fields["split"]) or ("test" if is_math_test_id(uid) else _split_of(spec))
@@ -312,7 +320,7 @@ def load_mapped(spec: SourceSpec, rows: Rows) -> Iterator[Record]:
         elif parse and answer is not None:
             answer = parse(str(answer)) or answer
         yield Record(
-            id=str(uid) if uid is not None else f"{Path(spec.location).stem}/{i}",
+            id=str(uid) if uid is not None else row_id(spec.location, i),
             source=spec.opt("name", Path(spec.location).stem),
             problem=_need(row, fields["problem"], where),
             solution=solution,
@@ -404,19 +412,21 @@ def file_rows(spec: SourceSpec, report: ReadReport) -> Rows:
 def _records(spec: SourceSpec, report: ReadReport) -> Iterator[Record]:
     if spec.kind == "rg":
         return load_reasoning_gym(spec)
-    if spec.kind == "mini":  # the miniature world (mathforge.mini), generated, no files
-        from mathforge.mini import load_mini
-
+    if spec.kind == "mini":  # the miniature world, generated, no files
+        _guard_split(spec, "test" if spec.location == "test" else "train", "mini:test")
         return load_mini(spec)
     if spec.kind == "hf":  # `format=gsm8k` etc. reuses a known convention on Hub rows
         return FORMATS[spec.opt("format", "jsonl")](spec, hub_rows(spec))
     return FORMATS[spec.kind](spec, file_rows(spec, report))
 
 
-def _need(row: dict[str, Any], key: str, where: str) -> Any:
+def _need(row: dict[str, Any], key: str, where: str, text: bool = True) -> Any:
+    """A required field's value: present, not blank, and (with `text`) a string."""
     value = row.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError(f"{where}: missing required field '{key}'")
+    if text and not isinstance(value, str):
+        raise DataError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
     return value
 
 

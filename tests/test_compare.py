@@ -100,4 +100,4 @@ def test_runs_on_different_items_are_a_clear_error(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "no such run" in res.output
     (tmp_path / "broken.json").write_text("{not json")
     res = runner.invoke(app, ["compare", str(fa), str(tmp_path / "broken.json")])
-    assert res.exit_code == 1 and "broken.json: not" in " ".join(res.output.split())
+    assert res.exit_code == 1 and "broken.json: not" in res.output

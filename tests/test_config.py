@@ -39,10 +39,12 @@ def test_defaults_without_recipe():
     [
         ("nmae: x\n", [], r"r\.yaml: unknown key 'nmae'"),
         ("teacher:\n  temprature: 1\n", [], r"r\.yaml: unknown key 'teacher\.temprature'"),
-        ("", ["teacher.max_tokens=lots"], r"'teacher\.max_tokens' must be int"),
+        ("name: x\n", ["teacher.max_tokens=lots"], r"'teacher\.max_tokens' must be int"),
         ("seeds: a\n", [], r"'seeds' must be a list"),
         ("- 1\n", [], r"a recipe must be a mapping"),
-        ("", ["budget"], r"override 'budget' is not key=value"),
+        ("name: x\n", ["budget"], r"override 'budget' is not key=value"),
+        ("", [], r"r\.yaml: empty recipe"),
+        ("a: [1, 2\n", [], r"r\.yaml:2: invalid YAML \(expected ',' or '\]'"),
     ],
 )
 def test_errors_name_key_and_file(tmp_path, yaml_text, overrides, message):

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mathforge.synth.coreset import k_center_greedy, k_center_greedy_numpy
+from bench.oracles import k_center_greedy_numpy
+from mathforge.quality.coreset import k_center_greedy
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -97,8 +98,8 @@ def test_vectors_embedded_per_shard_ahead_give_the_picks_of_embedding_at_once(tm
     vectors and k-center picks as the whole id-sorted set embedded in one call, as before."""
     from mathforge.embed import embed_texts
     from mathforge.io import read_records, shard_name, write_records
+    from mathforge.quality.coreset import ShardEmbedder, problem_vectors, vectors_path
     from mathforge.sources import load
-    from mathforge.synth.coreset import ShardEmbedder, problem_vectors, vectors_path
 
     recs = list(load(f"math:{DATA / 'math' / 'math_train.jsonl'}?limit=40"))
     folder = tmp_path / "stage1" / "initial"
@@ -125,7 +126,7 @@ import sys, time
 from pathlib import Path
 from mathforge.io import write_records
 from mathforge.record import Record
-from mathforge.synth.coreset import ShardEmbedder
+from mathforge.quality.coreset import ShardEmbedder
 
 if __name__ == "__main__":
     shard = Path(sys.argv[1])

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.oracles import ReferenceIndex
 from mathforge.filters import FilterStats, apply_filter
 from mathforge.io import AtomicWriter, read_records, write_records
-from mathforge.quality.decontam import _FRAC, _SPACING, ReferenceIndex, _blank_commands, record_texts, words
+from mathforge.quality.decontam import _FRAC, _SPACING, _blank_commands, record_texts, words
 from mathforge.quality.matchers import (
     _COMMANDS,
     Decontaminator,

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.oracles import dedup
 from mathforge.filters import FilterStats, apply_filter
-from mathforge.quality.dedup import ExactDedup, NearDedup, NearDedupConfig, dedup
+from mathforge.quality.dedup import ExactDedup, NearDedup, NearDedupConfig
 from mathforge.record import Record
 from mathforge.sources import load
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from bench.oracles import ReferenceIndex
 from mathforge.cli import app
 from mathforge.embed import embed_texts
 from mathforge.engine import Engine, EngineConfig
 from mathforge.filters import FilterStats, apply_filter
 from mathforge.io import AtomicWriter, read_records, write_records
-from mathforge.quality.decontam import ReferenceIndex, record_texts
+from mathforge.quality.decontam import record_texts
 from mathforge.quality.leaks import plant_leaks
 from mathforge.quality.matchers import (
     MIN_WHOLE,

@@ -6,7 +6,6 @@ from mathforge.record import Record
 from mathforge.rundir import RunDir, step_spec
 from tests.test_config import Recipe
 
-
 SPEC = step_spec(1, {"n": 1})
 
 

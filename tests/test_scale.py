@@ -5,16 +5,14 @@ import re
 import numpy as np
 import pytest
 
+from mathforge.fits import Fit, fit_log_linear, fit_power_law
 from mathforge.io import read_rows, write_records
 from mathforge.record import Record
 from mathforge.scale import (
-    Fit,
     ScaleConfig,
     analyse,
     completed,
     config_hash,
-    fit_log_linear,
-    fit_power_law,
     leave_largest_out,
     nested_subsets,
     run_jobs,

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.oracles import VerifiedFilter
 from mathforge.engine import Engine, EngineConfig, Result, Sampling
 from mathforge.filters import FilterStats, apply_filter
 from mathforge.quality.formatcheck import AnswerLineFilter, LengthFilter
 from mathforge.quality.judge import DifficultyJudge, SolutionVerifier
-from mathforge.quality.verify import VerifiedFilter, check_answers, self_consistency, verdict
+from mathforge.quality.verify import check_answers, self_consistency, verdict
 from mathforge.record import Lineage, Record
 from mathforge.sources import load
 

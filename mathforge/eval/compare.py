@@ -51,7 +51,7 @@ def _items_from_rows(path: Path) -> dict[str, Any]:
         if row.get("sample", 0) != 0:  # a sampled run: one draw per item
             continue
         verdicts = row.get("verdicts") or {k: v for k, v in row.items() if isinstance(v, dict) and "correct" in v}
-        if "id" not in row or not verdicts:
+        if "id" not in row or not _verdicts_ok(verdicts):
             raise DataError(f"{path}:{line}: a row needs an 'id' and per-grader verdicts ({{'correct': ...}})")
         ids.append(str(row["id"]))
         level.append(row.get("level"))
@@ -61,6 +61,11 @@ def _items_from_rows(path: Path) -> dict[str, Any]:
     if not ids:
         raise DataError(f"{path}: no rows")
     return {"ids": ids, "level": level, "subject": subject, "correct": correct}
+
+
+def _verdicts_ok(verdicts: Any) -> bool:
+    return bool(verdicts) and isinstance(verdicts, dict) and all(isinstance(v, dict) and "correct" in v
+                                                                  for v in verdicts.values())
 
 
 def align(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -> np.ndarray:

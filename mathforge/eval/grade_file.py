@@ -49,6 +49,8 @@ def _rows(path: Path, fields: tuple[str, str, str, str], group_field: str | None
         rows.append({"id": row.get(id_field, f"{path.name}:{line}"), "gold": gold, "response": response,
                      "level": row.get("level"), "subject": row.get("subject"), "line": line,
                      "group": row.get(group_field) if group_field else None})
+    if not rows:
+        raise DataError(f"{path}: no rows")
     return rows
 
 

@@ -1,5 +1,4 @@
-"""What decontamination reads: the normalised words of a text, and the pinned pure-Python
-reference of the paper's 30-gram filter (§4.3.7).
+"""What decontamination reads: the normalised words of a text (the paper's 30-gram filter, §4.3.7).
 
 Words come from `normalize` + `words`: lower case, LaTeX spacing commands (`\\,`, `\\quad`,
 `\\left`, ...) and `\\dfrac`/`\\tfrac` spellings removed, then maximal runs of ASCII
@@ -8,14 +7,14 @@ read the same). `_blank_commands` applies the same command rules to raw UTF-8 by
 compiled n-gram kernel (`matchers.TokenIndex`), which every n-gram scan uses: the matchers, the
 leakage check (`matchers.overlap_stats`), the audit's yardstick and the Ray engine.
 
-`ReferenceIndex` is the straightforward implementation (a set of word tuples), kept as it is: the
-yardstick tests and `bench/decontam.py` compare the kernel against, row for row and in speed.
+The straightforward implementation (a set of word tuples), which tests and `bench/decontam.py`
+compare the kernel against row for row and in speed, is `bench/oracles.py:ReferenceIndex`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from numba import njit
@@ -144,34 +143,3 @@ def _blank_command(blob: np.ndarray, i: int, c: int, cmd_names: np.ndarray, cmd_
             return
         for k in range(i, end):
             blob[k] = 32
-
-
-# ---------------------------------------------------------------- the pinned reference
-
-
-class ReferenceIndex:
-    """The straightforward pure-Python implementation: a set of word tuples per evaluation set.
-
-    Kept as the yardstick for the fast path (tests and `bench/decontam.py` compare them row for
-    row); it answers only whether a row is contaminated and by which first item.
-    """
-
-    def __init__(self, sets: dict[str, Iterable[Record]], n: int = DEFAULT_N, fields: Sequence[str] = FIELDS):
-        self.n, self.fields = n, tuple(fields)
-        self.grams: dict[tuple[str, ...], tuple[str, str]] = {}
-        for name, records in sets.items():
-            for record in records:
-                for text in record_texts(record, fields):
-                    for gram in self._grams(words(text)):
-                        self.grams.setdefault(gram, (name, record.id))
-
-    def _grams(self, ws: list[str]) -> Iterator[tuple[str, ...]]:
-        for i in range(len(ws) - self.n + 1):
-            yield tuple(ws[i : i + self.n])
-
-    def first_hit(self, texts: Sequence[str]) -> tuple[str, str] | None:
-        for text in texts:
-            for gram in self._grams(words(text)):
-                if gram in self.grams:
-                    return self.grams[gram]
-        return None

@@ -13,14 +13,13 @@ sample per problem.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import sha1
 from typing import Any
 
 import numpy as np
 
-from mathforge.filters import FilterStats, apply_filter
 from mathforge.quality.decontam import record_texts, words
 from mathforge.record import Record
 
@@ -168,18 +167,3 @@ class Signer:
                 h = (h ^ col.astype(np.uint64)) * np.uint64(0x100000001B3)
             out[:, band] = h ^ (h >> np.uint64(29))
         return out
-
-
-def dedup(
-    records: Iterable[Record], *, near: bool = True, config: NearDedupConfig | None = None,
-    fields: Sequence[str] = FIELDS, rejects: Any = None, stats: list[FilterStats] | None = None,
-) -> Iterator[Record]:
-    """Exact then (optionally) near-duplicate removal, streaming; `stats` receives one entry per step."""
-    steps: list[Any] = [ExactDedup(fields)] + ([NearDedup(config, fields)] if near else [])
-    stream = records
-    for step in steps:
-        step_stats = FilterStats(step.name)
-        if stats is not None:
-            stats.append(step_stats)
-        stream = apply_filter(stream, step, step_stats, rejects)
-    yield from stream

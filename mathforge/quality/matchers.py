@@ -35,7 +35,7 @@ verified token for token in Python on the bytes of the matched tokens only, so e
 exact and names its evidence. Hand-written because we
 know of no maintained library that does exact n-gram overlap with matched spans and evaluation
 item ids at this speed. `bench/decontam.py` measures it against the pinned pure-Python
-`decontam.ReferenceIndex`.
+`bench/oracles.py:ReferenceIndex`.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def _hard(records: list[Record], cfg: SelectConfig) -> tuple[list[int], dict[str
 
 def _coreset(records: list[Record], cfg: SelectConfig) -> tuple[list[int], dict[str, Any]]:
     from mathforge.embed import embed_texts
-    from mathforge.synth.coreset import k_center_greedy
+    from mathforge.quality.coreset import k_center_greedy
 
     if cfg.budget >= len(records):
         return list(range(len(records))), {}

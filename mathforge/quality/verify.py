@@ -8,8 +8,7 @@
 (c) a verifier model judging the whole solution: `mathforge.quality.judge.SolutionVerifier`
     -> `meta["verifier"]`.
 
-`VerifiedFilter` then decides from whichever of these a record carries, so verification is one
-switchable filter step with counted reasons and before/after difficulty distributions.
+`verdict` then decides from whichever of these a record carries (the selection's verifier strategy).
 """
 
 from __future__ import annotations
@@ -126,26 +125,6 @@ def verdict(record: Record, checks: Sequence[str] = CHECKS) -> bool | None:
 def _check_result(record: Record, check: str) -> bool | None:
     info = record.meta.get(check) or {}
     return info.get("agrees") if check == "consistency" else info.get("correct")
-
-
-class VerifiedFilter:
-    """Drops records a check rejected; undecided records are kept unless `require_decided`."""
-
-    name = "verified"
-
-    def __init__(self, checks: Sequence[str] = CHECKS, require_decided: bool = False):
-        unknown = set(checks) - set(CHECKS)
-        if unknown:
-            raise ValueError(f"unknown verification check(s) {sorted(unknown)} (known: {', '.join(CHECKS)})")
-        self.checks, self.require_decided = tuple(checks), require_decided
-
-    def decide(self, record: Record) -> str | None:
-        for check in self.checks:
-            if _check_result(record, check) is False:
-                return f"{check}_failed"
-        if self.require_decided and verdict(record, self.checks) is None:
-            return "unverified"
-        return None
 
 
 def verify_summary(records: Sequence[Record]) -> dict[str, Any]:

@@ -33,9 +33,10 @@ from mathforge.engine.limits import Budget
 from mathforge.engine.types import Sampling
 from mathforge.io import dataset_files, read_records, write_json, write_records, write_text
 from mathforge.ledger import Ledger
+from mathforge.quality import coreset
 from mathforge.record import Record, annotate
 from mathforge.rundir import Planned, RunDir, StepSpec, step_spec
-from mathforge.synth import coreset, evol, metamath, rejection, stream, xwin
+from mathforge.synth import evol, metamath, rejection, stream, xwin
 from mathforge.synth.common import Ctx
 from mathforge.synth.rejection import RejectionConfig
 

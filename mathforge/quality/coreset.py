@@ -139,20 +139,6 @@ class _Ops:
         return v.cpu().numpy() if self.torch else v
 
 
-def k_center_greedy_numpy(vectors: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """The same algorithm as a plain NumPy loop (one full distance pass per pick, float32): the
-    reference that the benchmark and the tests compare the torch version with."""
-    x = _as_matrix(vectors)
-    sq = np.einsum("ij,ij->i", x, x)
-    picks = [int(np.random.default_rng(seed).integers(x.shape[0]))]
-    min_d = np.maximum(sq + sq[picks[0]] - 2 * (x @ x[picks[0]]), 0)
-    while len(picks) < k:
-        nxt = int(np.argmax(min_d))
-        picks.append(nxt)
-        np.minimum(min_d, np.maximum(sq + sq[nxt] - 2 * (x @ x[nxt]), 0), out=min_d)
-    return np.asarray(picks, dtype=np.int64)
-
-
 def _as_matrix(vectors: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0:

@@ -53,7 +53,7 @@ class ArmsConfig:
     train_seeds: tuple[int, ...] = (42,)
     metric: str = "symbolic"
     n_boot: int = 2_000
-    data_dir: str = "../shared/data"
+    data_dir: str | None = None  # None: mathforge.paths.data_dir
     workers: int = 1  # runs trained at once, each in a process of its own (`scale.run_jobs`)
     threads: int | None = None  # torch threads per run; None: torch's default (every core)
     train: TrainConfig = field(default_factory=TrainConfig)  # shared settings; its stages are the arm's
@@ -102,13 +102,14 @@ def run_arms(cfg: ArmsConfig, out: str | Path) -> dict[str, Any]:
 
 def _train_and_eval(cfg: ArmsConfig, arm: Arm, seed: int, run_dir: Path) -> dict[str, Any]:
     from mathforge.eval.benchmarks import slug
-    from mathforge.pipeline import evaluate_model, resolve_data_dir
+    from mathforge.paths import data_dir
+    from mathforge.pipeline import evaluate_model
     from mathforge.train.sft import train
 
     stats = train(dataclasses.replace(cfg.train, stages=arm.stages, seed=seed), run_dir / "train")
     items = {}
     for bench in cfg.eval.benchmarks:
-        summary = evaluate_model(cfg.eval, run_dir / "train" / "model", bench, resolve_data_dir(cfg.data_dir),
+        summary = evaluate_model(cfg.eval, run_dir / "train" / "model", bench, data_dir(cfg.data_dir),
                                  run_dir / "eval" / slug(bench))
         items[bench] = summary["items"]
     return {"items": items, "train": {n: {k: s.get(k) for k in ("samples", "steps", "train_loss")} for n, s in stats.items()}}

@@ -30,12 +30,12 @@ from mathforge.engine import EngineConfig
 from mathforge.eval.benchmarks import slug
 from mathforge.eval.run import EvalConfig
 from mathforge.io import dataset_files, read_records, write_text
+from mathforge.paths import data_dir
 from mathforge.quality.clean import CleanConfig
 from mathforge.rundir import RunDir
 from mathforge.synth.pipeline import SynthConfig
 from mathforge.train.config import TrainConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SYNTH_DATASETS = ("seeds", "normal", "hard")  # the names `run_synth` gives its outputs
 
 
@@ -52,7 +52,7 @@ class EvalStage:
 class RunConfig:
     """The end-to-end recipe: every part is the config of the module that runs it."""
 
-    data_dir: str = "../shared/data"  # benchmarks for decontamination and evaluation (relative: to the repo)
+    data_dir: str | None = None  # benchmarks for decontamination and evaluation (None: mathforge.paths.data_dir)
     synth: SynthConfig = field(default_factory=SynthConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -102,17 +102,8 @@ def validate(cfg: RunConfig) -> None:
                               f"dataset of the run ({', '.join(sorted(names))}) nor an existing path")
 
 
-def resolve_data_dir(data_dir: str) -> Path:
-    """A benchmark data dir; a relative one is read from the working directory when it exists
-    there, else from the repository root (recipes name `../shared/data` relative to the repo)."""
-    path = Path(data_dir)
-    if path.is_absolute() or path.exists():
-        return path
-    return (REPO_ROOT / path).resolve()
-
-
 def _data_dir(cfg: RunConfig) -> Path:
-    return resolve_data_dir(cfg.data_dir)
+    return data_dir(cfg.data_dir)
 
 
 # ---------------------------------------------------------------- the steps

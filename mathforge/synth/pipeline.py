@@ -31,6 +31,7 @@ from mathforge.engine.limits import Budget
 from mathforge.engine.types import Sampling
 from mathforge.io import dataset_files, read_records, write_json, write_records, write_text
 from mathforge.ledger import Ledger
+from mathforge.paths import repo_path
 from mathforge.record import Record, annotate
 from mathforge.rundir import RunDir
 from mathforge.synth import coreset, evol, metamath, rejection, stream, xwin
@@ -42,7 +43,6 @@ METHODS = tuple(f"metamath/{s}" for s in metamath.SUBMETHODS) + ("evol", "xwin",
 # MetaMath sub-methods are balanced.
 DEFAULT_MIX = {"metamath/answer_aug": 0.1, "metamath/rephrase": 0.1, "metamath/fobar": 0.1,
                "metamath/self_verify": 0.1, "evol": 0.4, "xwin": 0.2}
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -329,12 +329,10 @@ def resolve_spec(spec: str) -> str:
     """A seed spec whose relative path is read from the working directory when it exists there,
     else from the repository root (recipes name `../shared/data/...` relative to the repo)."""
     kind, sep, rest = spec.partition(":")
-    if not sep or kind in ("rg", "hf") or rest.startswith("/"):
+    if not sep or kind in ("rg", "hf"):
         return spec
     path, q, query = rest.partition("?")
-    if Path(path).exists() or not (REPO_ROOT / path).exists():
-        return spec
-    return f"{kind}:{(REPO_ROOT / path).resolve()}{q}{query}"
+    return f"{kind}:{repo_path(path)}{q}{query}"
 
 
 def _coreset_stage(cfg: SynthConfig, rd: RunDir) -> dict[str, Any]:

@@ -311,17 +311,18 @@ def guess_floor(data: Path, cfg: ScaleConfig, bench: str) -> dict[str, Any]:
     it says nothing. The miniature flattens its answers (`mini.make_problem`) to keep it near 3%. Holds one answer counter per level (the distinct answers, not the rows).
     """
     from mathforge.eval import load_benchmark, subset
+    from mathforge.grading import answer_key
     from mathforge.io import read_records
     from mathforge.paths import data_dir
 
     counts: dict[Any, Counter[str]] = {}
     for record in read_records(data):
-        counts.setdefault(record.level, Counter())[str(record.answer).strip()] += 1
+        counts.setdefault(record.level, Counter())[answer_key(str(record.answer))] += 1
     _, records = load_benchmark(bench, root=data_dir(cfg.data_dir))
     hits: dict[Any, list[bool]] = {}
     for record in subset(records, cfg.eval.limit, cfg.eval.seed):
         guess = (counts.get(record.level) or sum(counts.values(), Counter())).most_common(1)
-        hits.setdefault(record.level, []).append(bool(guess) and guess[0][0] == str(record.answer).strip())
+        hits.setdefault(record.level, []).append(bool(guess) and guess[0][0] == answer_key(str(record.answer)))
     every = [h for level in hits.values() for h in level]
     return {"accuracy": float(np.mean(every)) if every else 0.0,
             "by_level": {str(k): float(np.mean(v)) for k, v in hits.items() if k is not None}}

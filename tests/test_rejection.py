@@ -22,8 +22,9 @@ from mathforge.quality.select import SelectConfig, describe, select
 from mathforge.record import Record, annotate
 from mathforge.sources import load
 from mathforge.synth.common import Ctx, near_duplicate
+from mathforge.synth.contract import with_answer
 from mathforge.synth.pipeline import SynthConfig, run_synth, synthesize
-from mathforge.synth.rejection import RejectionConfig, needed
+from mathforge.synth.rejection import Problem, RejectionConfig, Sampler, needed
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MATH = DATA / "math" / "math_train.jsonl"
@@ -150,6 +151,15 @@ def test_in_the_mix_with_the_other_methods(sim, seeds: Path, tmp_path: Path) -> 
     assert report["problems"] == 16 and report["over_max_trials"] == 0  # the 16 level 4-5 seeds
     assert set(report["hopeless"]) <= {r.id for r in load(f"math:{seeds}") if r.level >= 4}
     assert f"stage2_hard, rejection (prop2diff): 16 seeds, {report['trials']} trials" in (tmp_path / "yield.md").read_text()
+
+
+def test_the_pass_rate_counts_every_form_the_graders_accept() -> None:
+    """`select hard` ranks by this pass rate: `1/2` for a gold of 0.5 is a correct solution."""
+    sampler, p = Sampler(RejectionConfig(), {}, []), Problem()
+    seed = Record("s", "math", "What is half of one?", answer="0.5")
+    for i, found in enumerate(("1/2", "\\frac12", "$\\dfrac{1}{2}$", "x = 0.5", "2")):
+        sampler._judge(seed, with_answer(f"Step {i}.", found), p)
+    assert p.correct == 4
 
 
 def test_selection_hard_and_its_difficulty_table_read_the_pass_rate() -> None:

@@ -13,7 +13,7 @@ still needs:
   keeps its trials coming while an easy one stops after its first success;
 
 and a seed is closed once it has what it needs or `max_trials` trials. Solutions are graded
-against the seed's answer (`answers_agree`); a correct one that nearly repeats a solution already
+against the seed's answer (`mathforge.grading.same_answer`); a correct one that nearly repeats a solution already
 kept for the seed is dropped as `near_duplicate`.
 
 Where DART-Math's generator falls short, this one does not: the per-problem counters (trials,
@@ -37,9 +37,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mathforge.grading import same_answer
 from mathforge.record import Record, annotate
 from mathforge.synth.common import Ctx, SolveItem, make_record, near_duplicate, solve
-from mathforge.synth.contract import Checked, answers_agree
+from mathforge.synth.contract import Checked
 
 NAME = "rejection"
 QUOTAS = ("uniform", "prop2diff")
@@ -155,7 +156,7 @@ class Sampler:
         """Why a solution is not kept (and count it as correct when it is right)."""
         if not checked.ok:
             return checked.reason
-        if not answers_agree(checked.answer, seed.answer):
+        if not same_answer(checked.answer, seed.answer):
             return "wrong_answer"
         p.correct += 1
         if near_duplicate(checked.solution or "", p.solutions, self.cfg.distinct_at):

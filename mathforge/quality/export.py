@@ -20,9 +20,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mathforge.answers import sft_target
 from mathforge.filters import batches
 from mathforge.io import AtomicWriter, write_json, write_text
-from mathforge.prompt import format_prompt, format_response
+from mathforge.prompt import format_prompt
 from mathforge.record import Record
 from mathforge.train.data import sft_texts
 
@@ -50,7 +51,7 @@ def flat_row(record: Record) -> dict[str, Any]:
         "method": lin.method, "seed_id": lin.seed_id, "parent_id": lin.parent_id, "stage": lin.stage,
         "teacher": lin.teacher, "prompt_version": lin.prompt_version,
         "text_prompt": format_prompt(record.problem),
-        "text_response": format_response(record.solution or "", record.answer or ""),
+        "text_response": sft_target(record.solution, record.answer),
         "meta": json.dumps(record.meta, ensure_ascii=False, default=str),
         **_trainer_columns(record),
     }
@@ -95,7 +96,7 @@ class _Profile:
         counts = [self._counted(r) for r in records]
         todo = [i for i, n in enumerate(counts) if n is None]
         if todo:
-            texts = [rows[i]["text_prompt"] + rows[i]["text_response"] for i in todo]
+            texts = [rows[i]["text_prompt"] + (rows[i]["text_response"] or "") for i in todo]
             for i, ids in zip(todo, self.tokenizer(texts, add_special_tokens=False)["input_ids"], strict=True):
                 counts[i] = len(ids)
         self.tokens.extend(counts)

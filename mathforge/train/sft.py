@@ -34,11 +34,12 @@ from transformers import (
     TrainingArguments,
 )
 
+from mathforge.answers import sft_target
 from mathforge.prompt import format_prompt
 from mathforge.rundir import RunDir
 from mathforge.sources import SOURCES
 from mathforge.train.config import StageConfig, TrainConfig
-from mathforge.train.data import load_records, pad_collate, response_text
+from mathforge.train.data import load_records, pad_collate
 from mathforge.train.packing import packed_collate
 from mathforge.train.prepare import Prepared, SFTRows, prepare
 from mathforge.train.students import resolve_student
@@ -328,6 +329,6 @@ def tokenizer_texts(cfg: TrainConfig):
     style = "plain" if cfg.prompt_style == "chat" else cfg.prompt_style  # a tokenizer-less template
     for stage in cfg.stages:
         for record in load_records(stage.dataset, stage.max_samples):
-            target = response_text(record)
+            target = sft_target(record.solution, record.answer)
             if target is not None:
                 yield format_prompt(record.problem, style=style) + target

@@ -31,6 +31,7 @@ from mathforge import htmlreport as H
 from mathforge.config import config_to_dict
 from mathforge.eval.compare import paired
 from mathforge.io import write_json, write_text
+from mathforge.markdown import table
 from mathforge.pipeline import EvalStage
 from mathforge.scale import append_row, completed, groups_of, item_matrix, run_jobs
 from mathforge.stats import interval, paired_difference
@@ -170,8 +171,7 @@ def markdown(result: dict[str, Any]) -> str:
               "**The arms train on different examples**: differences mix data and staging.", ""]
     for bench, entry in result["benchmarks"].items():
         headers, body = _table_rows(entry, result["arms"])
-        lines += [f"## {bench}", "", "| " + " | ".join(headers) + " |", "|---" * len(headers) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in body] + [""]
+        lines += [f"## {bench}", "", *table(headers, body), ""]
     return "\n".join(lines) + "\n"
 
 

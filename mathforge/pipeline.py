@@ -30,6 +30,7 @@ from mathforge.engine import EngineConfig
 from mathforge.eval.benchmarks import slug
 from mathforge.eval.run import EvalConfig
 from mathforge.io import dataset_files, read_records, write_text
+from mathforge.markdown import table
 from mathforge.paths import data_dir
 from mathforge.quality.clean import CleanConfig
 from mathforge.rundir import RunDir
@@ -219,10 +220,9 @@ def render_report(rd: RunDir, cfg: RunConfig) -> str:
             lines += [f"## Cleaning: {name}", "", _filters_table(clean), "", _answer_check_line(clean), ""]
     train = rd.stats("train").get("stages") or {}
     if train:
-        lines += ["## Training", "", "| stage | samples | trained tokens | steps | loss |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {n} | {s.get('samples')} | {s.get('trained_tokens')} | {s.get('steps')} | "
-                  f"{_num(s.get('train_loss'))} |" for n, s in train.items()]
-        lines.append("")
+        rows = [(n, s.get("samples"), s.get("trained_tokens"), s.get("steps"), _num(s.get("train_loss")))
+                for n, s in train.items()]
+        lines += ["## Training", "", *table(("stage", "samples", "trained tokens", "steps", "loss"), rows, "lrrrr"), ""]
     for bench, ev in rd.stats("eval").items():
         if isinstance(ev, dict):
             lines += [f"## Evaluation: {bench} ({ev.get('n')} items)", "", _accuracy_line(ev), "",
@@ -252,24 +252,19 @@ def _meaning(cfg: RunConfig, train: dict[str, Any], evals: dict[str, Any]) -> li
 
 
 def _yield_table(synth: dict[str, Any]) -> str:
-    lines = ["| stage | method | requests | tokens (prompt + completion) | kept | dropped |", "|---|---|---:|---:|---:|---:|"]
-    for stage, methods in synth.items():
-        for method, y in methods.items():
-            tokens = y.get("prompt_tokens", 0) + y.get("completion_tokens", 0)
-            lines.append(f"| {stage} | {method} | {y.get('requests')} | {tokens} | {y.get('kept')} | "
-                         f"{sum(y.get('dropped', {}).values())} |")
+    rows = [(stage, method, y.get("requests"), y.get("prompt_tokens", 0) + y.get("completion_tokens", 0), y.get("kept"),
+             sum(y.get("dropped", {}).values())) for stage, methods in synth.items() for method, y in methods.items()]
+    lines = table(("stage", "method", "requests", "tokens (prompt + completion)", "kept", "dropped"), rows, "llrrrr")
     return "\n".join(lines) + "\n\nDrop reasons per method: `synth/yield.md`."
 
 
 def _filters_table(clean: dict[str, Any]) -> str:
-    lines = ["| step | seen | kept | dropped by reason |", "|---|---:|---:|---|"]
-    for f in clean.get("filters", []):
-        reasons = ", ".join(f"{k} {v}" for k, v in f.get("dropped_by_reason", {}).items()) or "-"
-        lines.append(f"| {f['filter']} | {f['seen']} | {f['kept']} | {reasons} |")
+    rows = [(f["filter"], f["seen"], f["kept"], ", ".join(f"{k} {v}" for k, v in f.get("dropped_by_reason", {}).items()) or "-")
+            for f in clean.get("filters", [])]
     sel = clean.get("selection", {})
     if sel:
-        lines.append(f"| select ({sel.get('strategy')}) | {sel.get('seen')} | {sel.get('selected')} | budget {sel.get('budget')} |")
-    return "\n".join(lines)
+        rows.append((f"select ({sel.get('strategy')})", sel.get("seen"), sel.get("selected"), f"budget {sel.get('budget')}"))
+    return "\n".join(table(("step", "seen", "kept", "dropped by reason"), rows, "lrr"))
 
 
 def _answer_check_line(clean: dict[str, Any]) -> str:

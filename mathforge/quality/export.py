@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from mathforge.answers import sft_target
 from mathforge.filters import batches
 from mathforge.io import AtomicWriter, write_json, write_text
+from mathforge.markdown import table
 from mathforge.prompt import format_prompt
 from mathforge.record import Record
 from mathforge.train.data import sft_texts
@@ -186,14 +187,8 @@ def _size_category(rows: int) -> str:
     return "10M<n<100M"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _shares(counts: dict[str, int], total: int) -> str:
-    return _table(("value", "rows", "share"), ((k, v, f"{100 * v / max(total, 1):.1f}%") for k, v in counts.items()))
+    return "\n".join(table(("value", "rows", "share"), ((k, v, f"{100 * v / max(total, 1):.1f}%") for k, v in counts.items())))
 
 
 def render_card(summary: dict[str, Any]) -> str:
@@ -224,10 +219,9 @@ def _steps_section(reports: Sequence[dict[str, Any]]) -> list[str]:
     filters = [f for r in reports for f in r.get("filters", [])] + [r for r in reports if "filter" in r]
     parts = []
     if filters:
-        parts += ["## Filters", _table(("filter", "seen", "kept", "dropped", "dropped by reason"),
-                                       ((f["filter"], f["seen"], f["kept"], f["dropped"],
-                                         ", ".join(f"{k}: {v}" for k, v in f["dropped_by_reason"].items()) or "-")
-                                        for f in filters)), ""]
+        rows = [(f["filter"], f["seen"], f["kept"], f["dropped"],
+                 ", ".join(f"{k}: {v}" for k, v in f["dropped_by_reason"].items()) or "-") for f in filters]
+        parts += ["## Filters", "\n".join(table(("filter", "seen", "kept", "dropped", "dropped by reason"), rows)), ""]
     for r in reports:
         if "decontam" in r:
             d = r["decontam"]
@@ -273,9 +267,9 @@ def _tokens_section(tokens: dict[str, Any] | None) -> list[str]:
         return []
     return ["## Token statistics",
             f"Prompt + response in the SFT format, counted with the `{tokens['tokenizer']}` tokenizer.",
-            _table(("total", "mean", "median", "p95", "max", "> 512", "> 2048"),
-                   [(tokens["total"], tokens["mean"], tokens["median"], tokens["p95"], tokens["max"],
-                     tokens["over_512"], tokens["over_2048"])]), ""]
+            "\n".join(table(("total", "mean", "median", "p95", "max", "> 512", "> 2048"),
+                            [(tokens["total"], tokens["mean"], tokens["median"], tokens["p95"], tokens["max"],
+                              tokens["over_512"], tokens["over_2048"])])), ""]
 
 
 def push_to_hub(out: str | Path, repo_id: str, private: bool = True, token_env: str = "HF_TOKEN") -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mathforge import markdown
 from mathforge.engine.limits import Budget
 from mathforge.engine.types import Sampling
 from mathforge.io import dataset_files, read_records, write_json, write_records, write_text
@@ -397,12 +398,11 @@ def _hard_seeds(rd: RunDir, cfg: SynthConfig) -> list[Record]:
 def _write_yield_table(rd: RunDir) -> dict[str, Any]:
     table = {s: rd.stats(s)["yield"] for s in ("stage1_initial", "stage1_normal", "stage2_hard") if rd.is_done(s)}
     write_json(rd.path("yield.json"), table)
-    lines = ["| stage | method | requests | cached | prompt tok | completion tok | kept | dropped (by reason) | repaired |",
-             "|---|---|---:|---:|---:|---:|---:|---|---|"]
-    for stage, methods in table.items():
-        for method, y in methods.items():
-            lines.append(f"| {stage} | {method} | {y['requests']} | {y['cached']} | {y['prompt_tokens']} | "
-                         f"{y['completion_tokens']} | {y['kept']} | {_counts(y['dropped'])} | {_counts(y['repaired'])} |")
+    lines = markdown.table(
+        ("stage", "method", "requests", "cached", "prompt tok", "completion tok", "kept", "dropped (by reason)", "repaired"),
+        [(stage, method, y["requests"], y["cached"], y["prompt_tokens"], y["completion_tokens"], y["kept"],
+          _counts(y["dropped"]), _counts(y["repaired"])) for stage, methods in table.items() for method, y in methods.items()],
+        "llrrrrr")
     lines += ["", "Drops count attempts, except `seed_<reason>`: seeds a method can never use, once per seed and "
               "stage (no attempt is spent on them); `over_quota`: rows of the unit that filled the quota beyond it, "
               "discarded. Repairs count responses brought under the answer contract (see synth/contract.py)."]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from functools import lru_cache
 
 from mathforge.answers import boxed_spans
 from mathforge.grading.strict import exact_number, normalize
@@ -23,6 +24,7 @@ _SPACING = re.compile(r"\\[,;!]|\{,\}|°")
 _FRAC = re.compile(r"(-?)\\frac\{(-?\d+)\}\{(\d+)\}")
 
 
+@lru_cache(maxsize=1 << 16)  # the known side repeats: every trial of a seed compares with its answer
 def answer_key(answer: str) -> str:
     """The canonical form of an answer: two answers agree when their keys are equal."""
     text = _WRAPPERS.sub(r"\1", _normalized(_unwrap(answer))).replace(" ", "")

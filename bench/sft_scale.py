@@ -40,14 +40,15 @@ def arm_reference(data: str, tokenizer_dir: str, n: int) -> dict:
     import numpy as np
     from transformers import AutoTokenizer
 
+    from mathforge.answers import sft_target
     from mathforge.prompt import format_prompt
-    from mathforge.train.data import IGNORE, load_records, response_text
+    from mathforge.train.data import IGNORE, load_records
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     start = time.perf_counter()
     samples, tokens = [], 0
     for record in load_records(data, n):
-        target = response_text(record)
+        target = sft_target(record.solution, record.answer)
         if target is None:
             continue
         prompt_ids = tokenizer(format_prompt(record.problem), add_special_tokens=True)["input_ids"]
@@ -115,11 +116,12 @@ def arm_main(argv: list[str]) -> None:
 
 
 def build_tokenizer(data: Path, out: Path) -> None:
+    from mathforge.answers import sft_target
     from mathforge.prompt import format_prompt
-    from mathforge.train.data import load_records, response_text
+    from mathforge.train.data import load_records
     from mathforge.train.students import train_tokenizer
 
-    texts = (format_prompt(r.problem) + (response_text(r) or "") for r in islice(load_records(str(data)), 20_000))
+    texts = (format_prompt(r.problem) + (sft_target(r.solution, r.answer) or "") for r in islice(load_records(str(data)), 20_000))
     train_tokenizer(texts, VOCAB).save_pretrained(out)
 
 

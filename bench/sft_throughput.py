@@ -19,8 +19,9 @@ import random
 import tempfile
 from pathlib import Path
 
+from mathforge.answers import sft_target
 from mathforge.io import write_records
-from mathforge.prompt import format_prompt, format_response
+from mathforge.prompt import format_prompt
 from mathforge.record import Record
 from mathforge.train.config import StageConfig, StudentConfig, TrainConfig
 from mathforge.train.students import build_tiny
@@ -75,7 +76,7 @@ def run_trl(records: list[Record], student: Path, out: Path, packing: bool) -> d
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    data = Dataset.from_list([{"prompt": format_prompt(r.problem), "completion": format_response(r.solution, r.answer)}
+    data = Dataset.from_list([{"prompt": format_prompt(r.problem), "completion": sft_target(r.solution, r.answer)}
                               for r in records])
     micro, accumulation = (2, 4) if packing else (8, 4)
     args = SFTConfig(output_dir=str(out), num_train_epochs=1, per_device_train_batch_size=micro,
@@ -121,7 +122,7 @@ def main() -> None:
         root = Path(tmp)
         records = synthetic_records(args.samples)
         write_records(root / "data.jsonl", records)
-        texts = [format_prompt(r.problem) + format_response(r.solution, r.answer) for r in records]
+        texts = [format_prompt(r.problem) + sft_target(r.solution, r.answer) for r in records]
         build_tiny(STUDENT, root / "student", texts, MAX_LENGTH, seed=0)
         results = {}
         for arm in arms:

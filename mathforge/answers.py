@@ -128,6 +128,19 @@ def with_answer_line(solution: str, answer: str) -> str:
     return body if body.endswith(line) else f"{body}\n{line}".lstrip()
 
 
+def sft_target(solution: str | None, answer: str | None) -> str | None:
+    """The SFT target text, the one that training tokenises, the length filter measures and the
+    export writes: the space after the prompt, then the solution ending in its answer line (its own
+    last "The answer is X" when it has one, else `answer`'s, added). None without a solution or
+    without any answer."""
+    if not solution or not solution.strip():
+        return None
+    found = answer_line(solution)
+    if found is None and (answer is None or not str(answer).strip()):
+        return None
+    return f" {with_answer_line(solution, found if found is not None else str(answer))}"
+
+
 def answer_line(response: str) -> str | None:
     """X in the last "The answer is X" of a response (the synthesis contract), or None.
 

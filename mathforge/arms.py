@@ -30,6 +30,7 @@ from mathforge import htmlreport as H
 from mathforge.config import config_to_dict
 from mathforge.eval.compare import paired
 from mathforge.io import write_json, write_text
+from mathforge.markdown import table
 from mathforge.pipeline import EvalStage
 from mathforge.scale import append_row, completed, groups_of, item_matrix, note_other_rows, run_jobs
 from mathforge.stats import interval, paired_difference
@@ -54,7 +55,7 @@ class ArmsConfig:
     train_seeds: tuple[int, ...] = (42,)
     metric: str = "symbolic"
     n_boot: int = 2_000
-    data_dir: str = "../shared/data"
+    data_dir: str | None = None  # None: mathforge.paths.data_dir
     workers: int = 1  # runs trained at once, each in a process of its own (`scale.run_jobs`)
     threads: int | None = None  # torch threads per run; None: torch's default (every core)
     train: TrainConfig = field(default_factory=TrainConfig)  # shared settings; its stages are the arm's
@@ -116,13 +117,14 @@ def dry_run(cfg: ArmsConfig, out: str | Path) -> list[str]:
 
 def _train_and_eval(cfg: ArmsConfig, arm: Arm, seed: int, run_dir: Path) -> dict[str, Any]:
     from mathforge.eval.benchmarks import slug
-    from mathforge.pipeline import evaluate_model, resolve_data_dir
+    from mathforge.paths import data_dir
+    from mathforge.pipeline import evaluate_model
     from mathforge.train.sft import train
 
     stats = train(dataclasses.replace(cfg.train, stages=arm.stages, seed=seed), run_dir / "train")
     items = {}
     for bench in cfg.eval.benchmarks:
-        summary = evaluate_model(cfg.eval, run_dir / "train" / "model", bench, resolve_data_dir(cfg.data_dir),
+        summary = evaluate_model(cfg.eval, run_dir / "train" / "model", bench, data_dir(cfg.data_dir),
                                  run_dir / "eval" / slug(bench))
         items[bench] = summary["items"]
     return {"items": items, "train": {n: {k: s.get(k) for k in ("samples", "steps", "train_loss")} for n, s in stats.items()}}
@@ -183,8 +185,7 @@ def markdown(result: dict[str, Any]) -> str:
               "**The arms train on different examples**: differences mix data and staging.", ""]
     for bench, entry in result["benchmarks"].items():
         headers, body = _table_rows(entry, result["arms"])
-        lines += [f"## {bench}", "", "| " + " | ".join(headers) + " |", "|---" * len(headers) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in body] + [""]
+        lines += [f"## {bench}", "", *table(headers, body), ""]
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mathforge.io import AtomicWriter, DataError, ReadReport, read_rows
+from mathforge.paths import DATA_DIR_HELP
 
 app = typer.Typer(
     help="mathforge: synthesize math SFT data, clean and select it, fine-tune, evaluate, scale.",
@@ -310,7 +311,7 @@ def eval_(
     model: str = typer.Option("smollm2", "--model", help="GGUF path or 'smollm2', checkpoint dir, or served model"),
     benchmark: str = typer.Option("gsm8k", "--benchmark", "-b", help="gsm8k, math, math500, or a file/source spec"),
     kind: str = typer.Option(None, "--kind", help="answer comparison for a file benchmark: math or gsm8k"),
-    data_dir: Path = typer.Option(None, "--data-dir", help="folder with gsm8k/ and math/ (default $MATHFORGE_DATA or ./data)"),
+    data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     limit: int = typer.Option(None, "--limit", help="evaluate a fixed random subset of this many items"),
     seed: int = typer.Option(0, "--seed", help="subset seed"),
     prompt_style: str = typer.Option("alpaca", "--prompt-style", help="alpaca (the SFT prompt), plain, or chat"),
@@ -438,7 +439,7 @@ def _quality_summary(result: dict) -> None:
 def decontam(
     data: Path = typer.Argument(..., help="record file (.jsonl or .parquet) or folder of shards"),
     against: list[str] = typer.Option([], "--against", help="evaluation set: KIND:PATH[?name=...] (repeatable; "
-                                      "default: GSM8K + MATH test under $MATHFORGE_DATA)"),
+                                      "default: GSM8K + MATH test under $MATHFORGE_DATA, else ../shared/data)"),
     matchers: str = typer.Option("math-ngram,masked-ngram", "--matchers", help="comma-separated: ngram, math-ngram, "
                                  "masked-ngram, embedding, llm (see README: Decontamination)"),
     n: int = typer.Option(30, "--n", help="tokens per n-gram (the paper uses 30 words; 10 is too strict)"),
@@ -634,7 +635,7 @@ def leakage(
     train_data: str = typer.Argument(..., help="training data: a record file or any seed source spec"),
     benchmark: list[str] = typer.Option(["gsm8k", "math"], "--benchmark", "-b", help="gsm8k, math, math500 or a file"),
     n: int = typer.Option(30, "--n", help="word n-gram length (the paper: 30; 10 is too strict)"),
-    data_dir: Path = typer.Option(None, "--data-dir", help="folder with gsm8k/ and math/ (default $MATHFORGE_DATA or ./data)"),
+    data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     out: Path = typer.Option(None, "--out", "-o", help="write the overlap statistics as JSON"),
 ) -> None:
     """Leakage check: how many training rows and benchmark items share an n-gram (§4.3.7)."""
@@ -756,7 +757,7 @@ def clean(
     overrides: list[str] = typer.Argument(None, help="fields of a recipe's clean: section, e.g. decontam_n=13 "
                                           "answer_check.mode=drop select.budget=1000 executor=ray"),
     seeds: Path = typer.Option(None, "--seeds", help="seed records whose answers are known answers"),
-    data_dir: str = typer.Option("../shared/data", "--data-dir", help="GSM8K/MATH test files for decontamination"),
+    data_dir: str = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     prompt_style: str = typer.Option("alpaca", "--prompt-style", help="SFT prompt the length check measures"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object (rows_in, rows_out, output, steps)"),
 ) -> None:
@@ -765,7 +766,7 @@ def clean(
     import json
 
     from mathforge.config import ConfigError, build, parse_overrides
-    from mathforge.pipeline import resolve_data_dir
+    from mathforge.paths import data_dir as resolve_data_dir
     from mathforge.quality.clean import CleanConfig
     from mathforge.quality.clean import clean as run_clean
 
@@ -884,7 +885,7 @@ def decontam_audit(
     train: str = typer.Option(..., "--train", help="clean training rows to plant leaks into: a source spec "
                               "(e.g. math:../shared/data/math/math_train.jsonl)"),
     against: list[str] = typer.Option([], "--against", help="evaluation set: KIND:PATH[?name=...] (repeatable; "
-                                      "default: GSM8K + MATH test under $MATHFORGE_DATA)"),
+                                      "default: GSM8K + MATH test under $MATHFORGE_DATA, else ../shared/data)"),
     matchers: list[str] = typer.Option(["ngram", "math-ngram", "math-ngram,masked-ngram",
                                         "math-ngram,masked-ngram,embedding"], "--matchers",
                                        help="one matcher set per option (comma-separated names); one table row each"),

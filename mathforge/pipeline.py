@@ -32,6 +32,8 @@ from mathforge.engine import EngineConfig
 from mathforge.eval.benchmarks import benchmark_files, slug
 from mathforge.eval.run import EvalConfig
 from mathforge.io import dataset_files, read_records, write_text
+from mathforge.markdown import table
+from mathforge.paths import data_dir
 from mathforge.quality.clean import CleanConfig
 from mathforge.rundir import Planned, RunDir, StepSpec, plan_lines, step_spec
 from mathforge.synth import pipeline as synth_pipeline
@@ -39,7 +41,6 @@ from mathforge.synth.pipeline import SynthConfig
 from mathforge.train import sft
 from mathforge.train.config import TrainConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SYNTH_DATASETS = ("seeds", "normal", "hard")  # the names `run_synth` gives its outputs
 
 
@@ -56,7 +57,7 @@ class EvalStage:
 class RunConfig:
     """The end-to-end recipe: every part is the config of the module that runs it."""
 
-    data_dir: str = "../shared/data"  # benchmarks for decontamination and evaluation (relative: to the repo)
+    data_dir: str | None = None  # benchmarks for decontamination and evaluation (None: mathforge.paths.data_dir)
     synth: SynthConfig = field(default_factory=SynthConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -144,17 +145,8 @@ def validate(cfg: RunConfig) -> None:
                               f"dataset of the run ({', '.join(sorted(names))}) nor an existing path")
 
 
-def resolve_data_dir(data_dir: str) -> Path:
-    """A benchmark data dir; a relative one is read from the working directory when it exists
-    there, else from the repository root (recipes name `../shared/data` relative to the repo)."""
-    path = Path(data_dir)
-    if path.is_absolute() or path.exists():
-        return path
-    return (REPO_ROOT / path).resolve()
-
-
 def _data_dir(cfg: RunConfig) -> Path:
-    return resolve_data_dir(cfg.data_dir)
+    return data_dir(cfg.data_dir)
 
 
 # ---------------------------------------------------------------- the steps
@@ -270,10 +262,9 @@ def render_report(rd: RunDir, cfg: RunConfig) -> str:
             lines += [f"## Cleaning: {name}", "", _filters_table(clean), "", _answer_check_line(clean), ""]
     train = rd.stats("train").get("stages") or {}
     if train:
-        lines += ["## Training", "", "| stage | samples | trained tokens | steps | loss |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {n} | {s.get('samples')} | {s.get('trained_tokens')} | {s.get('steps')} | "
-                  f"{_num(s.get('train_loss'))} |" for n, s in train.items()]
-        lines.append("")
+        rows = [(n, s.get("samples"), s.get("trained_tokens"), s.get("steps"), _num(s.get("train_loss")))
+                for n, s in train.items()]
+        lines += ["## Training", "", *table(("stage", "samples", "trained tokens", "steps", "loss"), rows, "lrrrr"), ""]
     for bench, ev in rd.stats("eval").items():
         if isinstance(ev, dict):
             lines += [f"## Evaluation: {bench} ({ev.get('n')} items)", "", _accuracy_line(ev), "",
@@ -303,24 +294,19 @@ def _meaning(cfg: RunConfig, train: dict[str, Any], evals: dict[str, Any]) -> li
 
 
 def _yield_table(synth: dict[str, Any]) -> str:
-    lines = ["| stage | method | requests | tokens (prompt + completion) | kept | dropped |", "|---|---|---:|---:|---:|---:|"]
-    for stage, methods in synth.items():
-        for method, y in methods.items():
-            tokens = y.get("prompt_tokens", 0) + y.get("completion_tokens", 0)
-            lines.append(f"| {stage} | {method} | {y.get('requests')} | {tokens} | {y.get('kept')} | "
-                         f"{sum(y.get('dropped', {}).values())} |")
+    rows = [(stage, method, y.get("requests"), y.get("prompt_tokens", 0) + y.get("completion_tokens", 0), y.get("kept"),
+             sum(y.get("dropped", {}).values())) for stage, methods in synth.items() for method, y in methods.items()]
+    lines = table(("stage", "method", "requests", "tokens (prompt + completion)", "kept", "dropped"), rows, "llrrrr")
     return "\n".join(lines) + "\n\nDrop reasons per method: `synth/yield.md`."
 
 
 def _filters_table(clean: dict[str, Any]) -> str:
-    lines = ["| step | seen | kept | dropped by reason |", "|---|---:|---:|---|"]
-    for f in clean.get("filters", []):
-        reasons = ", ".join(f"{k} {v}" for k, v in f.get("dropped_by_reason", {}).items()) or "-"
-        lines.append(f"| {f['filter']} | {f['seen']} | {f['kept']} | {reasons} |")
+    rows = [(f["filter"], f["seen"], f["kept"], ", ".join(f"{k} {v}" for k, v in f.get("dropped_by_reason", {}).items()) or "-")
+            for f in clean.get("filters", [])]
     sel = clean.get("selection", {})
     if sel:
-        lines.append(f"| select ({sel.get('strategy')}) | {sel.get('seen')} | {sel.get('selected')} | budget {sel.get('budget')} |")
-    return "\n".join(lines)
+        rows.append((f"select ({sel.get('strategy')})", sel.get("seen"), sel.get("selected"), f"budget {sel.get('budget')}"))
+    return "\n".join(table(("step", "seen", "kept", "dropped by reason"), rows, "lrr"))
 
 
 def _answer_check_line(clean: dict[str, Any]) -> str:

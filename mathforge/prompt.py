@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 import jinja2
 
-from mathforge.answers import with_answer_line
 from mathforge.io import DataError
 
 PromptStyle = Literal["alpaca", "chat", "plain"]
@@ -41,11 +40,6 @@ def format_prompt(problem: str, style: PromptStyle = "alpaca", tokenizer: Any = 
         messages = [{"role": "user", "content": problem.strip()}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     raise ValueError(f"unknown prompt style '{style}' (alpaca, chat, plain)")
-
-
-def format_response(solution: str, answer: str) -> str:
-    """A training target: the solution followed by the answer line the graders read."""
-    return f" {with_answer_line(solution, answer)}"
 
 
 # ---------------------------------------------------------------- teacher, judge and generate templates

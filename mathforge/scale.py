@@ -55,7 +55,7 @@ class ScaleConfig:
     # A floor on optimisation, the same for every size: a run trains for its stages' epochs or this
     # many optimizer steps, whichever is more (see `stages_for`). 0: epochs only, as the paper does.
     min_steps: int = 0
-    data_dir: str = "../shared/data"
+    data_dir: str | None = None  # None: mathforge.paths.data_dir
     workers: int = 1  # runs trained at once, each in a process of its own (see `run_jobs`)
     threads: int | None = None  # torch threads per run; None: torch's default (every core)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -224,17 +224,18 @@ def guess_floor(data: Path, cfg: ScaleConfig, bench: str) -> dict[str, Any]:
     it says nothing. The miniature flattens its answers (`mini.make_problem`) to keep it near 3%. Holds one answer counter per level (the distinct answers, not the rows).
     """
     from mathforge.eval import load_benchmark, subset
+    from mathforge.grading import answer_key
     from mathforge.io import read_records
-    from mathforge.pipeline import resolve_data_dir
+    from mathforge.paths import data_dir
 
     counts: dict[Any, Counter[str]] = {}
     for record in read_records(data):
-        counts.setdefault(record.level, Counter())[str(record.answer).strip()] += 1
-    _, records = load_benchmark(bench, root=resolve_data_dir(cfg.data_dir))
+        counts.setdefault(record.level, Counter())[answer_key(str(record.answer))] += 1
+    _, records = load_benchmark(bench, root=data_dir(cfg.data_dir))
     hits: dict[Any, list[bool]] = {}
     for record in subset(records, cfg.eval.limit, cfg.eval.seed):
         guess = (counts.get(record.level) or sum(counts.values(), Counter())).most_common(1)
-        hits.setdefault(record.level, []).append(bool(guess) and guess[0][0] == str(record.answer).strip())
+        hits.setdefault(record.level, []).append(bool(guess) and guess[0][0] == answer_key(str(record.answer)))
     every = [h for level in hits.values() for h in level]
     return {"accuracy": float(np.mean(every)) if every else 0.0,
             "by_level": {str(k): float(np.mean(v)) for k, v in hits.items() if k is not None}}
@@ -450,7 +451,8 @@ def train_and_eval(cfg: ScaleConfig, runs: Path, chash: str, students: dict[int,
                    size: int, seed: int, subset: Path) -> dict[str, Any]:
     """One row of a sweep: train `cfg.train` from scratch on `subset`, evaluate every benchmark."""
     from mathforge.eval.benchmarks import slug
-    from mathforge.pipeline import evaluate_model, resolve_data_dir
+    from mathforge.paths import data_dir
+    from mathforge.pipeline import evaluate_model
     from mathforge.train.sft import train
 
     train_cfg = dataclasses.replace(cfg.train, stages=stages_for(cfg, size, subset), seed=seed)
@@ -460,7 +462,7 @@ def train_and_eval(cfg: ScaleConfig, runs: Path, chash: str, students: dict[int,
     stats = train(train_cfg, run_dir / "train")
     items = {}
     for bench in cfg.eval.benchmarks:
-        summary = evaluate_model(cfg.eval, run_dir / "train" / "model", bench, resolve_data_dir(cfg.data_dir),
+        summary = evaluate_model(cfg.eval, run_dir / "train" / "model", bench, data_dir(cfg.data_dir),
                                  run_dir / "eval" / slug(bench))
         items[bench] = summary["items"]
     last = stats[cfg.train.stages[-1].name]

@@ -13,6 +13,7 @@ from typing import Any
 
 from mathforge import htmlreport as H
 from mathforge.io import write_text
+from mathforge.markdown import table
 
 FLOOR = 0.05  # below this mean accuracy a tiny test set cannot tell a model from chance-level luck
 CEILING = 0.95
@@ -93,11 +94,9 @@ def _training_md(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def _points_md(points: list[dict[str, Any]]) -> list[str]:
-    out = ["| size | mean % | 95% interval | per seed % |", "|---:|---:|---|---|"]
-    for p in points:
-        seeds = ", ".join(f"{s}: {pct(v)}" for s, v in p["per_seed"].items())
-        out.append(f"| {p['size']} | {pct(p['mean'])} | [{pct(p['lo'])}, {pct(p['hi'])}] | {seeds} |")
-    return out
+    rows = [(p["size"], pct(p["mean"]), f"[{pct(p['lo'])}, {pct(p['hi'])}]",
+             ", ".join(f"{s}: {pct(v)}" for s, v in p["per_seed"].items())) for p in points]
+    return table(("size", "mean %", "95% interval", "per seed %"), rows, "rr")
 
 
 def _fit_md(name: str, fit: dict[str, Any], target: float) -> list[str]:
@@ -127,11 +126,9 @@ def _fit_md(name: str, fit: dict[str, Any], target: float) -> list[str]:
 def _groups_md(groups: dict[str, Any]) -> list[str]:
     names = list(groups)
     sizes = [p["size"] for p in next(iter(groups.values()))["points"]]
-    out = ["| size | " + " | ".join(names) + " |", "|---:|" + "---|" * len(names)]
-    for i, s in enumerate(sizes):
-        cells = [f"{pct(g['points'][i]['mean'])} [{pct(g['points'][i]['lo'])}, {pct(g['points'][i]['hi'])}]"
-                 for g in groups.values()]
-        out.append(f"| {s} | " + " | ".join(cells) + " |")
+    out = table(("size", *names), [(s, *(f"{pct(g['points'][i]['mean'])} [{pct(g['points'][i]['lo'])}, "
+                                         f"{pct(g['points'][i]['hi'])}]" for g in groups.values()))
+                                   for i, s in enumerate(sizes)], "r")
     slopes = [f"{n}: {interval_text(g['fits']['log_linear']['params']['b'])}" for n, g in groups.items()
               if "params" in g["fits"].get("log_linear", {})]
     return out + ["", "Log-linear slope b (points per 10× data): " + "; ".join(slopes)] if slopes else out

@@ -11,7 +11,7 @@ benchmark can check dedup verdicts against them.
 Row i depends only on (seed, i): generation streams in constant memory (the sentence pools of the
 two train files, about 15 MB, are the only state) and any shard can be made independently.
 
-    python -m mathforge.simdata 100000 rows.jsonl [--seed 0] [--data-dir ../shared/data]
+    python -m mathforge.simdata 100000 rows.jsonl [--seed 0] [--data-dir DIR (default: mathforge.paths.data_dir)]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from mathforge import paths
 from mathforge.answers import ANSWER_PREFIX
 from mathforge.record import Lineage, Record, stable_id
 
@@ -42,12 +43,11 @@ class _Pool:
 
 
 @lru_cache(maxsize=4)
-def _pool(data_dir: str) -> _Pool:
+def _pool(root: str) -> _Pool:
     from mathforge.sources import SourceSpec, load
 
-    root = Path(data_dir)
-    items = [r for spec in (SourceSpec("math", str(root / "math" / "math_train.jsonl")),
-                            SourceSpec("gsm8k", str(root / "gsm8k" / "train.jsonl")))
+    items = [r for spec in (SourceSpec("math", str(paths.data_file("math/math_train.jsonl", root))),
+                            SourceSpec("gsm8k", str(paths.data_file("gsm8k/train.jsonl", root))))
              for r in load(spec) if r.answer and r.solution]
     problems = tuple(s for r in items for s in _SENTENCE.split(r.problem) if len(s) > 20)
     solutions = tuple(s for r in items for s in _SENTENCE.split(_body(r.solution or "")) if len(s) > 20)
@@ -59,10 +59,11 @@ def _body(solution: str) -> str:
     return re.sub(r"<<[^>]*>>", "", solution.split("####")[0]).strip()
 
 
-def simulated_records(n: int, seed: int = 0, data_dir: str | Path = "../shared/data",
+def simulated_records(n: int, seed: int = 0, data_dir: str | Path | None = None,
                       start: int = 0) -> Iterator[Record]:
-    """Rows `start .. n-1` of the simulated dataset for `seed` (see the module docstring)."""
-    pool = _pool(str(Path(data_dir).resolve()))
+    """Rows `start .. n-1` of the simulated dataset for `seed` (see the module docstring);
+    `data_dir`: the folder of the train files (None: `mathforge.paths.data_dir`)."""
+    pool = _pool(str(paths.data_dir(data_dir).resolve()))
     for i in range(start, n):
         yield simulated_row(pool, seed, i)
 
@@ -129,7 +130,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("n", type=int)
     ap.add_argument("out")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data-dir", default="../shared/data")
+    ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
     write_records(args.out, simulated_records(args.n, args.seed, args.data_dir))
 

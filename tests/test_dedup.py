@@ -8,7 +8,7 @@ import pytest
 
 from bench.oracles import dedup
 from mathforge.filters import FilterStats, apply_filter
-from mathforge.quality.dedup import ExactDedup, NearDedup, NearDedupConfig
+from mathforge.quality.dedup import ExactDedup, NearDedup, NearDedupConfig, near_duplicate
 from mathforge.record import Record
 from mathforge.sources import load
 
@@ -56,6 +56,20 @@ def test_planted_exact_and_near_duplicates_are_found_and_name_the_kept_row(rows)
     assert len(set(dropped) - planted) <= 3  # MATH train itself holds at most a few near copies
     assert [s.name for s in stats] == ["dedup_exact", "dedup_near"]
     assert stats[0].to_dict()["dropped_by_reason"] == {"exact_duplicate": len(exact)}
+
+
+def test_the_pair_check_synthesis_uses_agrees_with_the_minhash_filter(rows):
+    """`near_duplicate` (exact Jaccard, for rejection sampling's few kept solutions) and `NearDedup`
+    (MinHash) are one definition: they decide the same on planted copies and on unrelated rows."""
+    rng = random.Random(1)
+    originals = [r for r in rng.sample(rows, 80) if len(r.solution.split()) > 60][:20]
+    for i, r in enumerate(originals):
+        for changes, expected in ((1, True), (40, False)):
+            copy = _copy(r, i, solution=_edit(rng, r.solution, changes))
+            flt = NearDedup()
+            flt.decide(r)
+            assert near_duplicate(copy, [r]) == expected == (flt.decide(copy) is not None), (r.id, changes)
+    assert not near_duplicate(originals[0], originals[1:])
 
 
 @pytest.mark.parametrize("threshold, changes, caught", [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mathforge.grading import GradingPool, extract, grade, grade_batch
+from mathforge.grading import GradingPool, extract, grade, grade_batch, same_answer
 from mathforge.grading.strict import METAMATH, normalize
 from mathforge.io import read_rows
 from mathforge.sources import load
@@ -165,6 +165,47 @@ NORMALISATION = [
 def test_hendrycks_normalisation(pred: str, gold: str, equal: bool) -> None:
     assert (normalize(pred) == normalize(gold)) is equal
     assert grade(gold, f"The answer is {pred}", "strict").correct is equal
+
+
+# (gold, prediction, expected) for the fast comparison synthesis and verification use in hot loops
+SAME_ANSWER = [
+    ("0.5", "1/2", True),
+    ("0.5", "\\frac12", True),
+    ("\\frac14", "0.25", True),  # numbers as values, which the strict grader's strings are not
+    ("10000", "10,000", True),
+    ("10000", "10\\,000", True),
+    ("3", "x = 3", True),
+    ("72", "72.0", True),
+    ("1000", "1,000", True),
+    ("\\frac{1}{2}", "$\\dfrac{1}{2}$", True),
+    ("-0.5", "-\\frac{1}{2}", True),
+    ("5", "\\text{5}", True),
+    ("5", "5 \\text{ cm}", True),
+    ("3", "\\boxed{3}", True),
+    ("90", "90^\\circ", True),
+    ("(1,2)", "(1, 2)", True),
+    ("\\sqrt3", "\\sqrt{3}", True),
+    ("72", "71", False),
+    ("0.24", "24%", False),  # the symbolic grader's job
+    ("(1,2)", "(2,1)", False),
+    ("1,2", "12", False),  # a list, not a thousands separator
+    ("5", None, None),  # nothing to compare
+    (None, "5", None),
+    ("5", " ", None),
+]
+
+
+@pytest.mark.parametrize(("gold", "pred", "expected"), SAME_ANSWER)
+def test_same_answer(gold: str | None, pred: str | None, expected: bool | None) -> None:
+    assert same_answer(pred, gold) is expected
+
+
+def test_same_answer_is_fast() -> None:
+    pairs = [(g, p) for g, p, _ in SAME_ANSWER if g and p] * 200
+    start = time.perf_counter()
+    for gold, pred in pairs:
+        same_answer(pred, gold)
+    assert (time.perf_counter() - start) / len(pairs) < 1e-3  # math-verify: ~3 ms a pair
 
 
 def test_normalisation_failure_falls_back_to_raw_equality() -> None:

@@ -83,6 +83,32 @@ def test_labels_are_masked_exactly_on_prompt_and_padding(spec, tokenizer, tmp_pa
         assert int(batch["attention_mask"][i].sum()) == n
 
 
+# (solution, answer, the SFT target every consumer uses)
+TARGETS = [
+    ("2 + 2 = 4.\nThe answer is 4", "4", " 2 + 2 = 4.\nThe answer is 4"),
+    ("3 + 3 = 6.", "6", " 3 + 3 = 6.\nThe answer is 6"),  # no answer line: the record's answer's, added
+    ("It is 1/2.\nThe answer is 1/2 \n", "0.5", " It is 1/2.\nThe answer is 1/2"),  # its own line, not a second one
+    ("So 5.\nThe answer is 5.", "5", " So 5.\nThe answer is 5.\nThe answer is 5"),
+]
+
+
+@pytest.mark.parametrize(("solution", "answer", "target"), TARGETS)
+def test_the_sft_target_is_one_text_for_training_the_length_filter_and_export(tokenizer, solution, answer, target):
+    from mathforge.quality.export import flat_row
+    from mathforge.quality.formatcheck import LengthFilter
+    from mathforge.train.data import eos_id
+    from mathforge.train.prepare import encode_block
+
+    record = Record("r", "t", "What is it?", solution=solution, answer=answer)
+    prompt = format_prompt(record.problem)
+    row = next(encode_block([record], tokenizer, "alpaca", 2048))
+    trained = tokenizer(prompt)["input_ids"] + tokenizer(target, add_special_tokens=False)["input_ids"]
+    assert row["input_ids"] == trained + [eos_id(tokenizer)]
+    assert LengthFilter(tokenizer).text(record) == prompt + target
+    exported = flat_row(record)
+    assert (exported["text_prompt"], exported["text_response"], exported["completion"]) == (prompt, target, target)
+
+
 def test_batch_without_trainable_labels_fails_loudly():
     with pytest.raises(NoTrainableLabels, match="no trainable labels"):
         check_trainable(torch.full((2, 5), IGNORE))

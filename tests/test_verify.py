@@ -53,10 +53,11 @@ def test_self_consistency_keeps_the_majority(seeds):
     s, t, u = seeds[:3]
     rows = [_sample(s, 0, "5"), _sample(s, 1, "5"), _sample(s, 2, "6"),  # majority 5
             _sample(t, 0, "1"), _sample(t, 1, "2"),  # tie: undecided
-            _sample(u, 0, "\\frac{1}{2}"), _sample(u, 1, "\\frac12"), _sample(u, 2, "0.3")]
+            _sample(u, 0, "\\frac{1}{2}"), _sample(u, 1, "\\frac12"), _sample(u, 2, "0.3"),
+            _sample(u, 3, "1/2"), _sample(u, 4, "0.5")]  # one answer, as every grader reads it
     voted = self_consistency(rows)
     agrees = [r.meta["consistency"]["agrees"] for r in voted]
-    assert agrees == [True, True, False, None, None, True, True, False]
+    assert agrees == [True, True, False, None, None, True, True, False, True, True]
     assert voted[0].meta["consistency"]["samples"] == 3
     assert [verdict(r) for r in voted] == agrees
 

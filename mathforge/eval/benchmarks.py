@@ -2,14 +2,13 @@
 
 Benchmark files are test splits, so they are loaded through `mathforge.sources` with
 `allow_test=1` (the seed loaders refuse them otherwise). Local files are looked up under a data
-directory (`--data-dir`, else `$MATHFORGE_DATA`, else `./data`); GSM8K and MATH-500 fall back to the
-Hugging Face Hub for users with network.
+directory (`mathforge.paths.data_dir`: `--data-dir`, else `$MATHFORGE_DATA`, else `../shared/data`
+next to the repository); GSM8K and MATH-500 fall back to the Hugging Face Hub for users with network.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import re
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from mathforge.answers import last_boxed
 from mathforge.io import DataError
+from mathforge.paths import data_dir, missing
 from mathforge.record import Record
 from mathforge.sources import SourceSpec, load
 
@@ -50,10 +50,6 @@ def slug(name: str) -> str:
     if text == name:
         return text
     return f"{text[-60:]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-
-
-def data_dir(explicit: str | Path | None = None) -> Path:
-    return Path(explicit or os.environ.get("MATHFORGE_DATA") or "data")
 
 
 def resolve(name: str, kind: str | None = None) -> Benchmark:
@@ -89,7 +85,7 @@ def _source_spec(bench: Benchmark, name: str, root: str | Path | None) -> Source
     if bench.hub:
         hub = SourceSpec.parse(bench.hub)
         return SourceSpec(hub.kind, hub.location, {**hub.options, "allow_test": "1", "name": bench.name})
-    raise DataError(f"{path}: benchmark file not found (set --data-dir or MATHFORGE_DATA to the folder holding {bench.file})")
+    raise missing(path)
 
 
 def benchmark_files(names: Iterable[str], root: str | Path | None = None) -> list[Path]:

@@ -17,6 +17,7 @@ from typing import Any
 from mathforge.eval.benchmarks import Benchmark
 from mathforge.eval.run import EvalConfig, evaluate
 from mathforge.io import DataError, read_rows, write_json, write_text
+from mathforge.markdown import table
 from mathforge.record import Record, annotate, derive
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
@@ -119,10 +120,10 @@ def render_bilingual(summary: dict[str, Any]) -> str:
     lang = summary["language"]
     lines = [f"# Bilingual: {summary['benchmark']} in English and {lang} (Table 6)", "",
              f"{summary['n_paired']} of {summary['n_source']} items have a usable translation.", "",
-             f"| grader | English % | {lang} % | both ✓ | only English ✓ | only {lang} ✓ | both ✗ | agreement |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for g, row in summary["graders"].items():
-        lines.append(f"| {g} | {100 * row['original']['accuracy']:.2f} | {100 * row[lang]['accuracy']:.2f} | "
-                     f"{row['both_correct']} | {row['only_first']} | {row['only_second']} | {row['both_wrong']} | "
-                     f"{100 * row['agreement']:.1f}% |")
+             *table(("grader", "English %", f"{lang} %", "both ✓", "only English ✓", f"only {lang} ✓", "both ✗",
+                     "agreement"),
+                    [(g, f"{100 * row['original']['accuracy']:.2f}", f"{100 * row[lang]['accuracy']:.2f}",
+                      row["both_correct"], row["only_first"], row["only_second"], row["both_wrong"],
+                      f"{100 * row['agreement']:.1f}%") for g, row in summary["graders"].items()],
+                    "lrrrrrrr")]
     return "\n".join(lines) + "\n"

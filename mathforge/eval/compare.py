@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mathforge.io import DataError, read_rows
+from mathforge.markdown import table
 from mathforge.stats import mcnemar, min_detectable_difference, paired_difference
 
 ALPHA = 0.05
@@ -132,12 +133,14 @@ def render(result: dict[str, Any]) -> str:
     for g in result["graders"]:
         rows = {"all": result[g]["all"], **{f"level {k}": v for k, v in result[g]["by_level"].items()},
                 **result[g]["by_subject"]}
-        lines += [f"## {g}", "", "| items | n | A % | B % | B - A (points) [interval] | B only | A only | p | "
-                  "min. detectable | verdict |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-        for key, r in rows.items():
-            d = r["difference"]
-            lines.append(f"| {key} | {r['n']} | {100 * r['a']:.1f} | {100 * r['b']:.1f} | {100 * d['estimate']:+.1f} "
-                         f"[{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] | {r['b_only']} | {r['a_only']} | "
-                         f"{r['p_value']:.3g} | {100 * r['min_detectable']:.1f} | {r['verdict']} |")
-        lines.append("")
+        headers = ("items", "n", "A %", "B %", "B - A (points) [interval]", "B only", "A only", "p",
+                   "min. detectable", "verdict")
+        lines += [f"## {g}", "", *table(headers, [_row(key, r) for key, r in rows.items()], "lrrrrrrrr"), ""]
     return "\n".join(lines)
+
+
+def _row(key: str, r: dict[str, Any]) -> tuple[Any, ...]:
+    d = r["difference"]
+    return (key, r["n"], f"{100 * r['a']:.1f}", f"{100 * r['b']:.1f}",
+            f"{100 * d['estimate']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]", r["b_only"], r["a_only"],
+            f"{r['p_value']:.3g}", f"{100 * r['min_detectable']:.1f}", r["verdict"])

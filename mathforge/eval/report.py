@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
+from mathforge.markdown import table
 from mathforge.stats import wilson
 
 
@@ -69,12 +70,9 @@ def _pct(a: dict[str, Any]) -> str:
 def _table(title: str, groups: dict[str, Any], graders: tuple[str, ...]) -> list[str]:
     if not groups:
         return []
-    lines = [f"## {title}", "", "| group | n | " + " | ".join(f"{g} % [95% CI]" for g in graders) + " |",
-             "|---|---:|" + "---:|" * len(graders)]
-    for key, per in groups.items():
-        n = next(iter(per.values()))["n"]
-        lines.append(f"| {key} | {n} | " + " | ".join(_pct(per[g]) for g in graders) + " |")
-    return [*lines, ""]
+    rows = [(key, next(iter(per.values()))["n"], *(_pct(per[g]) for g in graders)) for key, per in groups.items()]
+    return [f"## {title}", "", *table(("group", "n", *(f"{g} % [95% CI]" for g in graders)), rows,
+                                      "lr" + "r" * len(graders)), ""]
 
 
 def render_markdown(summary: dict[str, Any], graders: tuple[str, ...], max_disagreements: int = 50) -> str:
@@ -90,10 +88,10 @@ def render_markdown(summary: dict[str, Any], graders: tuple[str, ...], max_disag
     dis = summary["disagreements"]
     lines += [f"## Grader disagreements ({len(dis)})", ""]
     if dis:
-        lines += ["| id | gold | " + " | ".join(graders) + " |", "|---|---|" + "---|" * len(graders)]
-        for row in dis[:max_disagreements]:
-            cells = [f"{'✓' if row[g]['correct'] else '✗'} `{_short(row[g]['extracted'])}`" for g in graders]
-            lines.append(f"| {row['id']} | `{_short(row['gold'])}` | " + " | ".join(cells) + " |")
+        rows = [(row["id"], f"`{_short(row['gold'])}`",
+                 *(f"{'✓' if row[g]['correct'] else '✗'} `{_short(row[g]['extracted'])}`" for g in graders))
+                for row in dis[:max_disagreements]]
+        lines += table(("id", "gold", *graders), rows)
         if len(dis) > max_disagreements:
             lines.append(f"\n({len(dis) - max_disagreements} more in summary.json)")
     return "\n".join(lines) + "\n"
@@ -112,5 +110,5 @@ def meaning(summary: dict[str, Any], graders: tuple[str, ...], floor: float = 0.
 
 
 def _short(text: Any, limit: int = 40) -> str:
-    text = "" if text is None else str(text).replace("|", "\\|").replace("\n", " ").replace("`", "'")
+    text = "" if text is None else str(text).replace("`", "'")  # the table escapes `|` and line breaks
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -21,6 +21,7 @@ from typing import Any
 from mathforge.eval.benchmarks import Benchmark
 from mathforge.eval.run import EvalConfig, evaluate
 from mathforge.io import write_json, write_text
+from mathforge.markdown import table
 from mathforge.record import Record, annotate, derive
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
@@ -158,10 +159,10 @@ def evaluate_robustness(
 
 def render_robustness(summary: dict[str, Any], graders: tuple[str, ...]) -> str:
     lines = [f"# Robustness: {summary['benchmark']} with distractors (Table 7)", "",
-             "| distractors | n | " + " | ".join(f"{g} %" for g in graders) + " |",
-             "|---:|---:|" + "---:|" * len(graders)]
-    for k, row in sorted(summary["by_distractors"].items(), key=lambda kv: int(kv[0])):
-        lines.append(f"| {k} | {row['n']} | " + " | ".join(f"{100 * row[g]['accuracy']:.2f}" for g in graders) + " |")
+             *table(("distractors", "n", *(f"{g} %" for g in graders)),
+                    [(k, row["n"], *(f"{100 * row[g]['accuracy']:.2f}" for g in graders))
+                     for k, row in sorted(summary["by_distractors"].items(), key=lambda kv: int(kv[0]))],
+                    "r" * (2 + len(graders)))]
     stats = ", ".join(f"{k}: {v}" for k, v in summary["variant_stats"].items())
     return "\n".join([*lines, "", f"Variant construction: {stats}", ""])
 

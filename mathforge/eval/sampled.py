@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mathforge.grading.strict import normalize
+from mathforge.markdown import table
 from mathforge.stats import interval
 
 Item = Sequence[dict[str, Any]]
@@ -148,11 +149,7 @@ def shown_metrics(summary: dict[str, Any]) -> list[str]:
 
 
 def _metric_table(groups: dict[str, Any], names: Sequence[str], graders: Sequence[str]) -> list[str]:
-    header = "| group | n | grader | " + " | ".join(names) + " |"
-    lines = [header, "|---|---:|---|" + "---:|" * len(names)]
-    for key, per in groups.items():
-        for g in graders:
-            cells = [f"{100 * per[m][g]['estimate']:.1f} [{100 * per[m][g]['lo']:.1f}, {100 * per[m][g]['hi']:.1f}]"
-                     for m in names]
-            lines.append(f"| {key} | {per['n']} | {g} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    rows = [(key, per["n"], g, *(f"{100 * per[m][g]['estimate']:.1f} [{100 * per[m][g]['lo']:.1f}, "
+                                 f"{100 * per[m][g]['hi']:.1f}]" for m in names))
+            for key, per in groups.items() for g in graders]
+    return [*table(("group", "n", "grader", *names), rows, "lrl" + "r" * len(names)), ""]

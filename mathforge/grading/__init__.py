@@ -11,6 +11,11 @@ Three graders, side by side and never mixed:
     >>> grade("0.24", "... The answer is 24%", grader="symbolic").correct
     True
 
+Synthesis and verification compare two answers in hot loops (rejection sampling's pass rate,
+MetaMath's expected answers, self-consistency votes) with `same_answer`/`answer_key` (fast.py): the
+strict normalisation with numbers compared as values, string code with no math-verify, safe in any
+thread. Evaluation keeps to its graders (maj@k votes on the strict normal form it reports).
+
 A grading failure is a `Verdict` with a reason ("no_answer", "timeout", "error", ...), never an
 exception, and every verdict comes back within its time bound whatever the input.
 """
@@ -21,6 +26,7 @@ import atexit
 from collections.abc import Sequence
 
 from mathforge.grading import strict, symbolic
+from mathforge.grading.fast import answer_key, same_answer
 from mathforge.grading.pool import DEFAULT_TIMEOUT_S, GradingPool
 from mathforge.grading.verdict import REASONS, Verdict
 
@@ -28,7 +34,8 @@ GRADERS = ("strict", "symbolic", "metamath")
 BENCHMARK_KINDS = ("math", "gsm8k")
 _STRICT_CONFIGS = {"strict": strict.DEFAULT, "metamath": strict.METAMATH}
 
-__all__ = ["DEFAULT_TIMEOUT_S", "GRADERS", "REASONS", "GradingPool", "Verdict", "extract", "grade", "grade_batch"]
+__all__ = ["DEFAULT_TIMEOUT_S", "GRADERS", "REASONS", "GradingPool", "Verdict", "answer_key", "extract", "grade",
+           "grade_batch", "same_answer"]
 
 
 def extract(response: str, grader: str = "strict", benchmark: str = "math") -> str | None:

@@ -97,7 +97,7 @@ _METAMATH_NUMBER = re.compile(r"[\-+]?\d*[\.,/]?\d+")
 
 
 def _grade_number(gold: str, extracted: str, cfg: StrictConfig) -> Verdict:
-    gold_value = _exact_number(gold)
+    gold_value = exact_number(gold)
     if gold_value is None:
         return Verdict(False, extracted, "bad_gold")
     read = _metamath_number if cfg.gsm8k_metamath_numbers else _first_number
@@ -108,7 +108,8 @@ def _grade_number(gold: str, extracted: str, cfg: StrictConfig) -> Verdict:
     return Verdict(ok, str(value), "ok" if ok else "mismatch")
 
 
-def _exact_number(text: str) -> Fraction | None:
+def exact_number(text: str) -> Fraction | None:
+    """The value of `text` when it is one whole number as people write it (1,234.5, -3, 7/2), else None."""
     m = _NUMBER.fullmatch(text.strip().replace("$", "").rstrip("."))
     return _to_fraction(m.group()) if m else None
 

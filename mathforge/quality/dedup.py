@@ -60,6 +60,26 @@ class NearDedupConfig:
     seed: int = 1
 
 
+def shingles(text: str, k: int) -> set[bytes]:
+    """The word k-shingles of a normalised text (`normalized_text`): the set near-dedup compares."""
+    ws = text.split()
+    return {" ".join(ws[i : i + k]).encode() for i in range(max(len(ws) - k + 1, 1))}
+
+
+def near_duplicate(record: Record, kept: Sequence[Record], config: NearDedupConfig | None = None,
+                   fields: Sequence[str] = FIELDS) -> bool:
+    """`record` is a near-copy of one of `kept`: the Jaccard similarity of their shingle sets reaches
+    the threshold. The definition `NearDedup` applies at scale (where MinHash estimates the Jaccard),
+    computed exactly for the few rows a synthesis step compares, where an index would cost more."""
+    cfg = config or NearDedupConfig()
+    mine = shingles(normalized_text(record, fields), cfg.shingle)
+    for other in kept:
+        theirs = shingles(normalized_text(other, fields), cfg.shingle)
+        if len(mine & theirs) >= cfg.threshold * len(mine | theirs):
+            return True
+    return False
+
+
 class NearDedup:
     """Drops a record whose word-shingle set is within `threshold` Jaccard of a kept record's.
 
@@ -83,11 +103,8 @@ class NearDedup:
         """The MinHash signature (num_perm uint64 values) of the record's word shingles."""
         from datasketch import MinHash
 
-        ws = normalized_text(record, self.fields).split()
-        k = self.config.shingle
-        shingles = {" ".join(ws[i : i + k]).encode() for i in range(max(len(ws) - k + 1, 1))}
         mh = MinHash(num_perm=self.config.num_perm, seed=self.config.seed)
-        mh.update_batch(list(shingles))
+        mh.update_batch(list(shingles(normalized_text(record, self.fields), self.config.shingle)))
         return mh.hashvalues
 
     def admit(self, record: Record, signature: np.ndarray) -> str | None:
@@ -147,13 +164,12 @@ class Signer:
     def _signatures(self, texts: Sequence[str]) -> np.ndarray:
         from datasketch.minhash import _fmix
 
-        k, hashes, starts = self.config.shingle, [], []
+        hashes: list[int] = []
+        starts = []
         for t in texts:
-            ws = t.split()
             starts.append(len(hashes))
             # datasketch's sha1_hash32, inlined: a function call per shingle costs as much as the hash
-            hashes.extend(int.from_bytes(sha1(s).digest()[:4], "little")
-                          for s in {" ".join(ws[i : i + k]).encode() for i in range(max(len(ws) - k + 1, 1))})
+            hashes.extend(int.from_bytes(sha1(s).digest()[:4], "little") for s in shingles(t, self.config.shingle))
         phv = _fmix(np.array(hashes, dtype=np.uint32).reshape(-1, 1), 32) * self.a
         phv += self.b
         return np.minimum.reduceat(phv, np.array(starts), axis=0)

@@ -20,9 +20,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mathforge.answers import sft_target
 from mathforge.filters import batches
 from mathforge.io import AtomicWriter, write_json, write_text
-from mathforge.prompt import format_prompt, format_response
+from mathforge.markdown import table
+from mathforge.prompt import format_prompt
 from mathforge.record import Record
 from mathforge.train.data import sft_texts
 
@@ -50,7 +52,7 @@ def flat_row(record: Record) -> dict[str, Any]:
         "method": lin.method, "seed_id": lin.seed_id, "parent_id": lin.parent_id, "stage": lin.stage,
         "teacher": lin.teacher, "prompt_version": lin.prompt_version,
         "text_prompt": format_prompt(record.problem),
-        "text_response": format_response(record.solution or "", record.answer or ""),
+        "text_response": sft_target(record.solution, record.answer),
         "meta": json.dumps(record.meta, ensure_ascii=False, default=str),
         **_trainer_columns(record),
     }
@@ -95,7 +97,7 @@ class _Profile:
         counts = [self._counted(r) for r in records]
         todo = [i for i, n in enumerate(counts) if n is None]
         if todo:
-            texts = [rows[i]["text_prompt"] + rows[i]["text_response"] for i in todo]
+            texts = [rows[i]["text_prompt"] + (rows[i]["text_response"] or "") for i in todo]
             for i, ids in zip(todo, self.tokenizer(texts, add_special_tokens=False)["input_ids"], strict=True):
                 counts[i] = len(ids)
         self.tokens.extend(counts)
@@ -185,14 +187,8 @@ def _size_category(rows: int) -> str:
     return "10M<n<100M"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _shares(counts: dict[str, int], total: int) -> str:
-    return _table(("value", "rows", "share"), ((k, v, f"{100 * v / max(total, 1):.1f}%") for k, v in counts.items()))
+    return "\n".join(table(("value", "rows", "share"), ((k, v, f"{100 * v / max(total, 1):.1f}%") for k, v in counts.items())))
 
 
 def render_card(summary: dict[str, Any]) -> str:
@@ -223,10 +219,9 @@ def _steps_section(reports: Sequence[dict[str, Any]]) -> list[str]:
     filters = [f for r in reports for f in r.get("filters", [])] + [r for r in reports if "filter" in r]
     parts = []
     if filters:
-        parts += ["## Filters", _table(("filter", "seen", "kept", "dropped", "dropped by reason"),
-                                       ((f["filter"], f["seen"], f["kept"], f["dropped"],
-                                         ", ".join(f"{k}: {v}" for k, v in f["dropped_by_reason"].items()) or "-")
-                                        for f in filters)), ""]
+        rows = [(f["filter"], f["seen"], f["kept"], f["dropped"],
+                 ", ".join(f"{k}: {v}" for k, v in f["dropped_by_reason"].items()) or "-") for f in filters]
+        parts += ["## Filters", "\n".join(table(("filter", "seen", "kept", "dropped", "dropped by reason"), rows)), ""]
     for r in reports:
         if "decontam" in r:
             d = r["decontam"]
@@ -272,9 +267,9 @@ def _tokens_section(tokens: dict[str, Any] | None) -> list[str]:
         return []
     return ["## Token statistics",
             f"Prompt + response in the SFT format, counted with the `{tokens['tokenizer']}` tokenizer.",
-            _table(("total", "mean", "median", "p95", "max", "> 512", "> 2048"),
-                   [(tokens["total"], tokens["mean"], tokens["median"], tokens["p95"], tokens["max"],
-                     tokens["over_512"], tokens["over_2048"])]), ""]
+            "\n".join(table(("total", "mean", "median", "p95", "max", "> 512", "> 2048"),
+                            [(tokens["total"], tokens["mean"], tokens["median"], tokens["p95"], tokens["max"],
+                              tokens["over_512"], tokens["over_2048"])])), ""]
 
 
 def push_to_hub(out: str | Path, repo_id: str, private: bool = True, token_env: str = "HF_TOKEN") -> str:

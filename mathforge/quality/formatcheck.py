@@ -12,8 +12,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from mathforge.answers import answer_line
-from mathforge.prompt import format_prompt, format_response
+from mathforge.answers import answer_line, sft_target
+from mathforge.prompt import format_prompt
 from mathforge.record import Record, annotate
 
 DEFAULT_TOKENIZER = "smollm2"
@@ -65,8 +65,9 @@ class LengthFilter:
         self.max_tokens, self.style = max_tokens, style
 
     def text(self, record: Record) -> str:
-        prompt = format_prompt(record.problem, self.style, self.tokenizer)
-        return prompt + format_response(record.solution or "", record.answer or "")
+        """The text training tokenises (prompt + `sft_target`); the prompt alone without a target."""
+        target = sft_target(record.solution, record.answer)
+        return format_prompt(record.problem, self.style, self.tokenizer) + (target or "")
 
     def count(self, record: Record) -> int:
         return len(self.tokenizer(self.text(record), add_special_tokens=False)["input_ids"])

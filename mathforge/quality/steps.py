@@ -7,13 +7,14 @@ Each report has the shape the card reads: `{"filters": [FilterStats...], "decont
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from mathforge.eval.benchmarks import BENCHMARKS
 from mathforge.filters import FilterStats, apply_filter
-from mathforge.io import AtomicWriter, DataError, read_records, write_json, write_records
+from mathforge.io import AtomicWriter, read_records, write_json, write_records
+from mathforge.paths import data_file
 from mathforge.record import Record
 from mathforge.sources import SourceSpec, load
 
@@ -27,11 +28,8 @@ def side_paths(out: Path) -> tuple[Path, Path]:
 
 
 def default_against() -> list[str]:
-    """GSM8K test and MATH test from `$MATHFORGE_DATA` (a folder laid out like the shared data)."""
-    root = os.environ.get("MATHFORGE_DATA")
-    if not root:
-        raise DataError("no evaluation sets: pass --against SPEC (e.g. math:math_test.jsonl) or set MATHFORGE_DATA")
-    return [f"gsm8k:{root}/gsm8k/test.jsonl?name=gsm8k_test", f"math:{root}/math/math_test.jsonl?name=math_test"]
+    """GSM8K test and MATH test from the benchmark data folder (`mathforge.paths.data_dir`)."""
+    return [f"{b.source_kind}:{data_file(b.file)}?name={b.name}_test" for b in (BENCHMARKS["gsm8k"], BENCHMARKS["math"])]
 
 
 def evaluation_sets(specs: Sequence[str]) -> dict[str, list[Record]]:

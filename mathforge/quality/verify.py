@@ -82,15 +82,10 @@ class AnswerCheck:
 
 
 def _answer_key(record: Record) -> str | None:
-    from mathforge.grading.strict import normalize
+    from mathforge.grading import answer_key
 
     found = answer_line(record.solution or "") or record.answer
-    if not found:
-        return None
-    try:
-        return normalize(found)
-    except Exception:  # the Hendrycks normalisation can raise on odd strings; compare raw then
-        return found.strip()
+    return answer_key(found) if found else None
 
 
 def self_consistency(records: Sequence[Record], min_votes: int = 2) -> list[Record]:

@@ -264,7 +264,7 @@ def eliminate(parent: str, child: str) -> str | None:
         return "degenerate"
     if len(child) > 8 * len(parent) + 400 or _repetitive(words) or _repeated_lines(child):
         return "degenerate"
-    if _norm(child) == _norm(parent) or _similar(_norm(parent), _norm(child), 0.95):
+    if barely_changed(parent, child):
         return "unchanged"
     low = child.lower()
     if any(w in low for w in PROMPT_WORDS):
@@ -280,17 +280,16 @@ def unanswerable(solution: str, answer: str | None) -> bool:
     return any(p in low for p in UNANSWERABLE) and len(solution.split()) < 150
 
 
-def _similar(a: str, b: str, at: float) -> bool:
-    """difflib's ratio >= `at`, checked against its cheap upper bounds first (the full ratio costs
-    milliseconds per pair and most pairs are far apart)."""
-    matcher = difflib.SequenceMatcher(None, a, b)
+def barely_changed(parent: str, child: str, at: float = 0.95) -> bool:
+    """A rewrite that edits at most a few characters of its parent problem (WizardLM's "no
+    information gain"): difflib's character ratio >= `at` after case and whitespace folding.
+
+    Not near-duplicate removal (`mathforge.quality.dedup`: Jaccard of word 3-shingles, a copy
+    among rows): one changed word of a short problem removes three of its few shingles, so that
+    measure cannot say "edited at most a few characters". The cheap upper bounds go first: the
+    full ratio costs milliseconds a pair."""
+    matcher = difflib.SequenceMatcher(None, _norm(parent), _norm(child))
     return matcher.real_quick_ratio() >= at and matcher.quick_ratio() >= at and matcher.ratio() >= at
-
-
-def near_duplicate(text: str, others: Sequence[str], at: float = 0.9) -> bool:
-    """`text` is (nearly) one of `others`: difflib ratio >= `at` after case and whitespace folding."""
-    norm = _norm(text)
-    return any(_similar(norm, _norm(o), at) for o in others)
 
 
 def same_text(a: str, b: str) -> bool:

@@ -110,7 +110,8 @@ _NUM = re.compile(r"^[-+]?\d[\d,]*(?:\.\d+)?$")
 
 
 def normalize_answer(answer: str | None) -> str:
-    """A light canonical form for comparing a synthetic answer with a known one."""
+    """A light canonical text form, to find an answer inside a statement (MetaMath's declarative
+    rewrite must mention it). Whether two answers agree is `mathforge.grading.same_answer`."""
     if answer is None:
         return ""
     a = _unwrap(answer)
@@ -121,14 +122,3 @@ def normalize_answer(answer: str | None) -> str:
         value = float(a.replace(",", ""))
         return str(int(value)) if value.is_integer() else repr(value)
     return a
-
-
-def answers_agree(found: str | None, expected: str | None) -> bool | None:
-    """Whether a synthetic answer matches a known one; None when there is nothing to compare.
-
-    Deliberately simple (canonical strings, numbers as numbers): it only annotates rows for the
-    selection stage, which can re-check them with `mathforge.grading`.
-    """
-    if not found or not expected:
-        return None
-    return normalize_answer(found) == normalize_answer(expected)

@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mathforge.grading import same_answer
 from mathforge.record import Record
 from mathforge.synth.common import (
     Ctx,
@@ -32,7 +33,7 @@ from mathforge.synth.common import (
     render,
     solve,
 )
-from mathforge.synth.contract import answers_agree, normalize_answer
+from mathforge.synth.contract import normalize_answer
 
 SUBMETHODS = ("answer_aug", "rephrase", "fobar", "self_verify")
 FOBAR_SUFFIX = "If we know the answer to the above question is {answer}, what is the value of the unknown variable X?"
@@ -156,7 +157,7 @@ async def _solve_and_keep(ctx: Ctx, sub: str, jobs: list[tuple[Record, str, str,
 
 def _record(ctx: Ctx, seed: Record, question: str, sub: str, checked, version: str, expected: str | None) -> Record:
     return make_record(ctx, seed, question, f"metamath/{sub}", checked, version, step=1,
-                       expected=expected, agrees=answers_agree(checked.answer, expected))
+                       expected=expected, agrees=same_answer(checked.answer, expected))
 
 
 async def _answer_aug(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:

@@ -29,10 +29,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mathforge import markdown
 from mathforge.engine.limits import Budget
 from mathforge.engine.types import Sampling
 from mathforge.io import dataset_files, read_records, write_json, write_records, write_text
 from mathforge.ledger import Ledger
+from mathforge.paths import repo_path
 from mathforge.quality import coreset
 from mathforge.record import Record, annotate
 from mathforge.rundir import Planned, RunDir, StepSpec, step_spec
@@ -45,7 +47,6 @@ METHODS = tuple(f"metamath/{s}" for s in metamath.SUBMETHODS) + ("evol", "xwin",
 # MetaMath sub-methods are balanced.
 DEFAULT_MIX = {"metamath/answer_aug": 0.1, "metamath/rephrase": 0.1, "metamath/fobar": 0.1,
                "metamath/self_verify": 0.1, "evol": 0.4, "xwin": 0.2}
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -394,12 +395,10 @@ def resolve_spec(spec: str) -> str:
     """A seed spec whose relative path is read from the working directory when it exists there,
     else from the repository root (recipes name `../shared/data/...` relative to the repo)."""
     kind, sep, rest = spec.partition(":")
-    if not sep or kind in ("rg", "hf") or rest.startswith("/"):
+    if not sep or kind in ("rg", "hf"):
         return spec
     path, q, query = rest.partition("?")
-    if Path(path).exists() or not (REPO_ROOT / path).exists():
-        return spec
-    return f"{kind}:{(REPO_ROOT / path).resolve()}{q}{query}"
+    return f"{kind}:{repo_path(path)}{q}{query}"
 
 
 def _coreset_stage(cfg: SynthConfig, rd: RunDir) -> dict[str, Any]:
@@ -464,12 +463,11 @@ def _hard_seeds(rd: RunDir, cfg: SynthConfig) -> list[Record]:
 def _write_yield_table(rd: RunDir) -> dict[str, Any]:
     table = {s: rd.stats(s)["yield"] for s in ("stage1_initial", "stage1_normal", "stage2_hard") if rd.is_done(s)}
     write_json(rd.path("yield.json"), table)
-    lines = ["| stage | method | requests | cached | prompt tok | completion tok | kept | dropped (by reason) | repaired |",
-             "|---|---|---:|---:|---:|---:|---:|---|---|"]
-    for stage, methods in table.items():
-        for method, y in methods.items():
-            lines.append(f"| {stage} | {method} | {y['requests']} | {y['cached']} | {y['prompt_tokens']} | "
-                         f"{y['completion_tokens']} | {y['kept']} | {_counts(y['dropped'])} | {_counts(y['repaired'])} |")
+    lines = markdown.table(
+        ("stage", "method", "requests", "cached", "prompt tok", "completion tok", "kept", "dropped (by reason)", "repaired"),
+        [(stage, method, y["requests"], y["cached"], y["prompt_tokens"], y["completion_tokens"], y["kept"],
+          _counts(y["dropped"]), _counts(y["repaired"])) for stage, methods in table.items() for method, y in methods.items()],
+        "llrrrrr")
     lines += ["", "Drops count attempts, except `seed_<reason>`: seeds a method can never use, once per seed and "
               "stage (no attempt is spent on them); `over_quota`: rows of the unit that filled the quota beyond it, "
               "discarded. Repairs count responses brought under the answer contract (see synth/contract.py)."]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mathforge.engine.config import EngineConfig
+from mathforge.markdown import table
 from mathforge.synth.pipeline import SynthConfig, quotas, run_synth
 
 KEYS = ("requests", "prompt_tokens", "completion_tokens")
@@ -123,20 +124,18 @@ def _share_cache(pilot: Path, target: Path) -> None:
 
 def render(fc: dict[str, Any]) -> str:
     """The forecast as a table (per stage and method, then the total)."""
-    lines = ["| stage | method | quota | requests | prompt tok | completion tok | USD | hours | ± |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = []
     for stage, s in fc["stages"].items():
-        for m, r in s["methods"].items():
-            lines.append(_row(stage, m, r, r["quota"]))
-        lines.append(_row(stage, "**all**", s, ""))
-    lines.append(_row("**total**", "", fc, ""))
-    return "\n".join(lines) + (f"\n\nAt {fc['requests_per_s']} requests/s (concurrency / the pilot's mean latency "
+        rows += [_row(stage, m, r, r["quota"]) for m, r in s["methods"].items()] + [_row(stage, "**all**", s, "")]
+    rows.append(_row("**total**", "", fc, ""))
+    headers = ("stage", "method", "quota", "requests", "prompt tok", "completion tok", "USD", "hours", "±")
+    return "\n".join(table(headers, rows, "llrrrrrrr")) + (f"\n\nAt {fc['requests_per_s']} requests/s (concurrency / the pilot's mean latency "
                                f"{fc['latency_s']} s, within the rate limits); ± is the pilot's "
                                "relative sampling error (1/sqrt(samples kept) per method).")
 
 
-def _row(stage: str, method: str, r: dict[str, Any], quota: Any) -> str:
+def _row(stage: str, method: str, r: dict[str, Any], quota: Any) -> tuple[Any, ...]:
     hours = f"{r['seconds'] / 3600:.2f}" if r.get("seconds") is not None else "-"
     err = f"{r['relative_error']:.0%}" if r.get("relative_error") is not None else "?"
-    return (f"| {stage} | {method} | {quota} | {r['requests']:,} | {r['prompt_tokens']:,} | {r['completion_tokens']:,} | "
-            f"{r['usd']:,.2f} | {hours} | {err} |")
+    return (stage, method, quota, f"{r['requests']:,}", f"{r['prompt_tokens']:,}", f"{r['completion_tokens']:,}",
+            f"{r['usd']:,.2f}", hours, err)

@@ -13,8 +13,9 @@ still needs:
   keeps its trials coming while an easy one stops after its first success;
 
 and a seed is closed once it has what it needs or `max_trials` trials. Solutions are graded
-against the seed's answer (`answers_agree`); a correct one that nearly repeats a solution already
-kept for the seed is dropped as `near_duplicate`.
+against the seed's answer (`mathforge.grading.same_answer`); a correct one that nearly repeats a
+solution already kept for the seed is dropped as `near_duplicate`, by the definition cleaning's
+dedup applies (`mathforge.quality.dedup.near_duplicate`, on the solutions: the problem is shared).
 
 Where DART-Math's generator falls short, this one does not: the per-problem counters (trials,
 correct, kept, rounds) live in the run's SQLite ledger under scope `<stage>:rejection`, committed
@@ -34,12 +35,14 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mathforge.grading import same_answer
+from mathforge.quality.dedup import NearDedupConfig, near_duplicate
 from mathforge.record import Record, annotate
-from mathforge.synth.common import Ctx, SolveItem, make_record, near_duplicate, solve
-from mathforge.synth.contract import Checked, answers_agree
+from mathforge.synth.common import Ctx, SolveItem, make_record, solve
+from mathforge.synth.contract import Checked
 
 NAME = "rejection"
 QUOTAS = ("uniform", "prop2diff")
@@ -55,7 +58,9 @@ class RejectionConfig:
     # Solutions one round asks at most: 1 is strictly breadth first (the fairest under a binding
     # budget); more means fewer, larger rounds (less waiting on a slow teacher per seed).
     round_trials: int = 1
-    distinct_at: float = 0.9  # a correct solution this similar to a kept one is a near-duplicate
+    # A correct solution whose word-shingle Jaccard with a kept one reaches this is a near-duplicate
+    # (cleaning's near-dedup threshold, `NearDedupConfig.threshold`).
+    distinct_at: float = 0.8
 
     def __post_init__(self) -> None:
         if self.quota not in QUOTAS:
@@ -155,10 +160,11 @@ class Sampler:
         """Why a solution is not kept (and count it as correct when it is right)."""
         if not checked.ok:
             return checked.reason
-        if not answers_agree(checked.answer, seed.answer):
+        if not same_answer(checked.answer, seed.answer):
             return "wrong_answer"
         p.correct += 1
-        if near_duplicate(checked.solution or "", p.solutions, self.cfg.distinct_at):
+        candidate, kept = replace(seed, solution=checked.solution), [replace(seed, solution=s) for s in p.solutions]
+        if near_duplicate(candidate, kept, NearDedupConfig(threshold=self.cfg.distinct_at), ("solution",)):
             return "near_duplicate"
         return None
 

@@ -1,7 +1,7 @@
 """SFT samples: prompt + response + EOS, with the loss on the response only.
 
 The prompt is `mathforge.prompt.format_prompt` (the one evaluation uses) and the target is the
-record's solution ending in "The answer is X" (`response_text`); EOS is appended and learned so
+record's solution ending in "The answer is X" (`mathforge.answers.sft_target`); EOS is appended and learned so
 generation stops after the answer line. Tokenisation itself lives in `prepare` (batched, on disk);
 this module reads the records and batches tokenised rows.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from mathforge.answers import answer_line
+from mathforge.answers import sft_target
 from mathforge.io import read_records
-from mathforge.prompt import PromptStyle, format_prompt, format_response
+from mathforge.prompt import PromptStyle, format_prompt
 from mathforge.record import Record
 
 if TYPE_CHECKING:  # torch is imported where batches are built: exports and `prepare` never need it
@@ -40,19 +40,8 @@ def load_records(spec: str, max_samples: int | None = None) -> Iterator[Record]:
 
 def sft_texts(record: Record, style: PromptStyle = "alpaca", tokenizer: Any = None) -> tuple[str, str] | None:
     """(prompt, completion): exactly the texts a stage trains on, or None when the record has no target."""
-    target = response_text(record)
+    target = sft_target(record.solution, record.answer)
     return None if target is None else (format_prompt(record.problem, style=style, tokenizer=tokenizer), target)
-
-
-def response_text(record: Record) -> str | None:
-    """The training target: the solution, ending in the answer line (added when missing)."""
-    if not record.solution or not record.solution.strip():
-        return None
-    if answer_line(record.solution) is not None:
-        return format_response(record.solution, answer_line(record.solution))
-    if record.answer is None or not str(record.answer).strip():
-        return None
-    return format_response(record.solution, str(record.answer))
 
 
 def eos_id(tokenizer: Any) -> int:

@@ -37,12 +37,13 @@ from transformers import (
     TrainingArguments,
 )
 
+from mathforge.answers import sft_target
 from mathforge.io import follow_umask
 from mathforge.prompt import format_prompt
 from mathforge.rundir import Planned, RunDir, StepSpec, step_key, step_spec
 from mathforge.sources import SOURCES
 from mathforge.train.config import StageConfig, TrainConfig
-from mathforge.train.data import load_records, pad_collate, response_text
+from mathforge.train.data import load_records, pad_collate
 from mathforge.train.packing import packed_collate
 from mathforge.train.prepare import Prepared, SFTRows, data_files, prepare
 from mathforge.train.students import resolve_student
@@ -377,6 +378,6 @@ def tokenizer_texts(cfg: TrainConfig):
     style = "plain" if cfg.prompt_style == "chat" else cfg.prompt_style  # a tokenizer-less template
     for stage in cfg.stages:
         for record in load_records(stage.dataset, stage.max_samples):
-            target = response_text(record)
+            target = sft_target(record.solution, record.answer)
             if target is not None:
                 yield format_prompt(record.problem, style=style) + target

@@ -441,7 +441,7 @@ def decontam(
     against: list[str] = typer.Option([], "--against", help="evaluation set: KIND:PATH[?name=...] (repeatable; "
                                       "default: GSM8K + MATH test under $MATHFORGE_DATA, else ../shared/data)"),
     matchers: str = typer.Option("math-ngram,masked-ngram", "--matchers", help="comma-separated: ngram, math-ngram, "
-                                 "masked-ngram, embedding, llm (see README: Decontamination)"),
+                                 "masked-ngram, embedding, llm (see docs/decontamination.md)"),
     n: int = typer.Option(30, "--n", help="tokens per n-gram (the paper uses 30 words; 10 is too strict)"),
     threshold: float = typer.Option(0.85, "--threshold", help="embedding: cosine similarity that removes a row "
                                     "(to a test problem it rewords, matchers.restates)"),

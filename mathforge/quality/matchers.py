@@ -56,7 +56,7 @@ from mathforge.filters import batches
 from mathforge.quality.decontam import _DROP, _M1, _M2, _X, FIELDS, _blank_commands, normalize
 from mathforge.record import Record, annotate
 
-# masked-ngram joined the default on the audit's numbers (README, Decontamination): on all of MATH
+# masked-ngram joined the default on the audit's numbers (docs/decontamination.md): on all of MATH
 # train it removes 277 rows beyond math-ngram, 270 of them number-swapped siblings of a test problem
 DEFAULT_MATCHERS = ("math-ngram", "masked-ngram")
 DEFAULT_N = 30
@@ -637,7 +637,7 @@ class MaskedNgramMatcher(NgramMatcher):
     computations ("# + # = #") with unrelated rows, and a rewrite sits in the problem. Longer
     n-grams (`masked_n`) and a test problem shorter than that matched only as the whole problem:
     with numbers masked, 30-token windows and short problems quoted inside longer ones matched
-    problems built on the same template that ask something else (the audit in the README)."""
+    problems built on the same template that ask something else (the audit in docs/decontamination.md)."""
 
     name, mode, test_fields = "masked-ngram", "masked", ("problem",)
 
@@ -659,7 +659,7 @@ _FORMULA_TOKEN = re.compile(r"\\[a-z]+|[a-z0-9]|[-+*/^=<>|!]")
 _WORD = re.compile(r"[^\W\d_]+")
 # At most this share of either text's words may lack a counterpart in the other: on the audit,
 # rewordings by synonyms change a median 7% of the words (80% of them at most 20%); problems
-# MiniLM puts above 0.85 that ask something else mostly change more (README, Decontamination).
+# MiniLM puts above 0.85 that ask something else mostly change more (docs/decontamination.md).
 WORD_CHANGE = 0.2
 
 

@@ -87,7 +87,7 @@ def test_dedup_ray_equals_local(tmp_path, data, watch):
     assert results and all("rows" in r for r in results)
 
 
-def test_embeddings_ray_equal_local(tmp_path):
+def test_embeddings_ray_equal_local(tmp_path, data):  # `data`: shuts Ray down after the module
     import numpy as np
 
     from mathforge.embed import embed_texts

@@ -1,4 +1,5 @@
-"""The cleaning chain, the one copy every caller runs (`mathforge clean`, `mathforge run`):
+"""The cleaning chain, the one copy every caller runs (`mathforge clean`, `mathforge run`, and with
+one phase on, `mathforge decontam`, `dedup`, `check` and `select`: see `quality/steps.py`):
 
     decontam -> exact dedup -> near dedup -> format -> length -> answer check -> select
 
@@ -243,20 +244,26 @@ def _decontaminator(data_dir: str, against: tuple[str, ...], n: int, matchers: t
     return Decontaminate(data_dir, against, n, matchers, threshold)  # one index per worker process, reused across shards
 
 
+def _decontamination(job: Job) -> Decontaminate | None:
+    cfg = job.cfg
+    if not cfg.decontam:
+        return None
+    if job.judge is not None:  # inline on the driver (see `clean`): the judge's engine is not cached
+        return Decontaminate(job.data_dir, cfg.against, cfg.decontam_n, (*cfg.matchers, "llm"),
+                             cfg.embedding_threshold, judge=job.judge)
+    return _decontaminator(job.data_dir, cfg.against, cfg.decontam_n, cfg.matchers, cfg.embedding_threshold)
+
+
 def _scan(task: Task) -> dict[str, Any]:
     job, cfg = task.job, task.job.cfg
-    if job.judge is not None:  # inline on the driver (see `clean`): the judge's engine is not cached
-        step = Decontaminate(job.data_dir, cfg.against, cfg.decontam_n, (*cfg.matchers, "llm"), cfg.embedding_threshold,
-                             judge=job.judge)
-    elif cfg.decontam:
-        step = _decontaminator(job.data_dir, cfg.against, cfg.decontam_n, cfg.matchers, cfg.embedding_threshold)
+    step = _decontamination(job)
     signer = Signer(cfg.near, cfg.dedup_fields) if cfg.exact_dedup or cfg.near_dedup else None
     stats = FilterStats("decontam")
     target, rejected = _paths(job, "scan", task.index)
     parts: list[tuple[np.ndarray, ...]] = []
     ids: list[str] = []
     with AtomicWriter(target) as kept, AtomicWriter(rejected) as rejects:
-        stream, report = step.run(read_span(task.span), stats, rejects) if cfg.decontam else (read_span(task.span), None)
+        stream, report = step.run(read_span(task.span), stats, rejects) if step else (read_span(task.span), None)
         for batch in batches(stream, 1024):
             kept.write_all(batch)
             if signer is not None:
@@ -268,7 +275,7 @@ def _scan(task: Task) -> dict[str, Any]:
             _save(target.with_name(shard_name(task.index, f".{name}.npy")), array)
     (target.with_name(shard_name(task.index, ".ids.txt"))).write_text("".join(i + "\n" for i in ids), encoding="utf-8")
     decontam = {**report.to_dict(), "test_items_hit": sorted(report.test_items_hit)} if report is not None else None
-    return {"rows": len(ids), "rows_in": stats.before.total if cfg.decontam else len(ids), "stats": stats.to_dict(),
+    return {"rows": len(ids), "rows_in": stats.before.total if step else len(ids), "stats": stats.to_dict(),
             "decontam": decontam}
 
 

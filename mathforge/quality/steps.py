@@ -68,11 +68,15 @@ def evaluation_sets(specs: Sequence[str]) -> dict[str, list[Record]]:
 
 def only(engine: str, workers: int | None, shard_rows: int = SHARD_ROWS, **on: Any) -> CleanConfig:
     """A cleaning config with every phase off but those in `on`, run on `engine` (local or ray)."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine '{engine}' (local or ray)")
+    _check_engine(engine)
     off = {"decontam": False, "exact_dedup": False, "near_dedup": False, "answer_line": False, "max_tokens": 0,
            "answer_check": AnswerCheckConfig(mode="off"), "select": KEEP_ALL}
     return CleanConfig(**{**off, **on, "executor": engine, "workers": workers, "shard_rows": shard_rows})
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine '{engine}' (local or ray)")
 
 
 def run_phases(data: Path, out: Path, cfg: CleanConfig, *, style: str = "alpaca", judge: Any = None) -> dict[str, Any]:
@@ -139,6 +143,7 @@ def run_select(data: Path, out: Path, config: SelectConfig, *, checks: Sequence[
     from mathforge.quality import verify
     from mathforge.quality.select import select
 
+    _check_engine(engine)
     unknown = set(checks) - {"answer", "consistency", "model"}
     if unknown:
         raise ValueError(f"unknown --verify check(s) {sorted(unknown)} (answer, consistency, model)")
@@ -202,8 +207,6 @@ def embed_shards(data: Path, work: Path, model: str | None, engine: str, workers
     vectors to `work/embed/` (the driver reads the vectors back, never ships the records)."""
     from mathforge.executor import make_executor
 
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine '{engine}' (local or ray)")
     tasks = [EmbedTask(s, model, str(work / "embed" / shard_name(i, ".npy")))
              for i, s in enumerate(plan_spans(data, shard_rows))]
     for _ in make_executor(engine, workers).map(_embed, tasks, label="embed"):

@@ -447,7 +447,7 @@ def decontam(
                                     "(to a test problem it rewords, matchers.restates)"),
     judge: str = typer.Option("llama", "--judge", help="llm: the judge's engine backend (llama: the offline SmolLM2)"),
     out: Path = typer.Option(..., "--out", "-o", help="clean records; removed rows go to <out>.removed.jsonl"),
-    workers: int = typer.Option(None, "--workers", "-w", help="Ray workers (--engine ray)"),
+    workers: int = typer.Option(None, "--workers", "-w", help="processes or Ray CPUs (None: one per core)"),
     engine: str = typer.Option("local", "--engine", help="local or ray (ray: every matcher but llm)"),
 ) -> None:
     """Remove rows matching any evaluation item; every removal names the matcher, the item and the evidence."""
@@ -458,7 +458,9 @@ def decontam(
 
     try:
         names, specs = parse_matchers(matchers), against or default_against()
-        judge_engine = _judge_engine(judge, out) if "llm" in names and engine == "local" else None
+        if "llm" in names and engine != "local":
+            raise ValueError("the llm matcher runs on the local engine only (its judge is not shipped to workers)")
+        judge_engine = _judge_engine(judge, out) if "llm" in names else None
         try:
             result = run_decontam(data, specs, out, matchers=names, n=n, threshold=threshold, workers=workers,
                                   engine=engine, judge=judge_engine)
@@ -490,7 +492,7 @@ def dedup(
     num_perm: int = typer.Option(128, "--num-perm", help="MinHash permutations"),
     fields: str = typer.Option("problem,solution", "--fields", help="fields compared (problem: one row per problem)"),
     engine: str = typer.Option("local", "--engine", help="local or ray"),
-    workers: int = typer.Option(1, "--workers", "-w", help="Ray workers (engine ray)"),
+    workers: int = typer.Option(None, "--workers", "-w", help="processes or Ray CPUs (None: one per core)"),
 ) -> None:
     """Drop exact and near duplicates, keeping the first occurrence and naming it in each drop reason."""
     from mathforge.quality.steps import run_dedup
@@ -511,6 +513,8 @@ def check(
     out: Path = typer.Option(..., "--out", "-o", help="records passing the format and length checks"),
     max_tokens: int = typer.Option(2048, "--max-tokens", help="training max length; 0 skips the length check"),
     tokenizer: str = typer.Option("smollm2", "--tokenizer", help="student tokenizer: hub name, directory or smollm2"),
+    engine: str = typer.Option("local", "--engine", help="local or ray"),
+    workers: int = typer.Option(None, "--workers", "-w", help="processes or Ray CPUs (None: one per core)"),
 ) -> None:
     """Format check (a readable "The answer is X" line) and length check in the student's tokens."""
     from mathforge.quality.steps import run_check
@@ -518,7 +522,8 @@ def check(
     require_records(data)
 
     try:
-        result = run_check(data, out, max_tokens=max_tokens or None, tokenizer=tokenizer)
+        result = run_check(data, out, max_tokens=max_tokens or None, tokenizer=tokenizer, engine=engine,
+                           workers=workers)
     except (DataError, ValueError, FileNotFoundError, OSError) as e:
         fail(str(e))
     _quality_summary(result)
@@ -540,7 +545,9 @@ def select_(
     model: str = typer.Option("smollm2", "--model", help="judge/verifier model"),
     base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for the judge"),
     cache: Path = typer.Option(None, "--cache", help="judge request cache (default: <out>.cache.sqlite)"),
-    engine: str = typer.Option("local", "--engine", help="coreset: embed locally or on Ray (ray)"),
+    engine: str = typer.Option("local", "--engine", help="local or ray: where random selection and coreset "
+                               "embedding run"),
+    workers: int = typer.Option(None, "--workers", "-w", help="processes or Ray CPUs (None: one per core)"),
 ) -> None:
     """Select a budget of records: random (baseline), verifier, hard problems, or core-set diversity."""
     from contextlib import nullcontext
@@ -550,8 +557,7 @@ def select_(
 
     require_records(data)
 
-    config = SelectConfig(strategy=strategy, budget=budget, seed=seed, min_level=min_level, hard_by=hard_by,
-                          engine=engine)
+    config = SelectConfig(strategy=strategy, budget=budget, seed=seed, min_level=min_level, hard_by=hard_by)
     needs_llm = "model" in verify or (strategy == "hard" and hard_by != "level")
     try:
         context = nullcontext(None)
@@ -560,8 +566,9 @@ def select_(
 
             context = Engine(EngineConfig(backend=backend, model=model, base_url=base_url),
                              cache_path=cache or out.with_name(out.name + ".cache.sqlite"))
-        with context as engine:
-            result = run_select(data, out, config, checks=verify, grader=grader, judge_engine=engine, seeds=seeds)
+        with context as judge:
+            result = run_select(data, out, config, checks=verify, grader=grader, judge_engine=judge, seeds=seeds,
+                                engine=engine, workers=workers)
     except (DataError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     sel = result["selection"]

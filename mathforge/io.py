@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -342,6 +343,25 @@ def write_records(path: str | Path, records: Iterable[Record | dict[str, Any]]) 
     """Atomically write records (or plain rows) to JSONL or Parquet; returns the count."""
     with AtomicWriter(path) as w:
         return w.write_all(records)
+
+
+def concat_records(folders: Sequence[str | Path], path: str | Path) -> None:
+    """The shards of dataset folders, in order, as one record file, atomically: JSONL bytes copied
+    as they are (no record is parsed), rows re-encoded for Parquet."""
+    shards = [s for folder in folders for s in dataset_files(folder)]
+    if fmt(path) != "jsonl" or any(fmt(s) != "jsonl" for s in shards):
+        with AtomicWriter(path) as w:
+            for shard in shards:
+                w.write_all(read_records(shard))
+        return
+    f, tmp = _temp(Path(path), "wb")
+    with f:
+        for shard in shards:
+            with open(shard, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

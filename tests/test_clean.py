@@ -144,3 +144,26 @@ def test_ray_executor_is_byte_identical(sim, tmp_path):
         ray.shutdown()
     assert output_bytes(tmp_path / "ray") == output_bytes(tmp_path / "local")
     assert on_ray["steps"] == local["steps"]
+
+
+def test_single_step_commands_are_the_chain_with_one_phase_on(sim, tmp_path):
+    """`mathforge check` and `select --strategy random` run clean()'s phases: a rerun of the chain's
+    own phase in one file, the rejects beside it, the work folder gone, the report the card reads."""
+    from mathforge.quality.select import SelectConfig
+    from mathforge.quality.steps import run_check, run_select
+
+    rows = list(read_records(sim))
+    data = tmp_path / "data.jsonl"
+    write_records(data, [*rows, *(dataclasses.replace(r, id=f"bare/{r.id}", solution="No final line.") for r in rows[:3])])
+    report = run_check(data, tmp_path / "ck.jsonl", max_tokens=0, shard_rows=150, workers=1)
+    (answer_line,) = report["filters"]
+    kept, removed = read_records(tmp_path / "ck.jsonl"), read_records(tmp_path / "ck.removed.jsonl")
+    assert answer_line["filter"] == "format" and answer_line["kept"] == len(list(kept)) > 0
+    assert [r.meta["rejected"]["filter"] for r in removed] == ["format"] * answer_line["dropped"]
+    assert answer_line["dropped"] >= 3 and answer_line["seen"] == len(rows) + 3
+    assert json.loads((tmp_path / "ck.report.json").read_text())["filters"] == report["filters"]
+    chosen = run_select(sim, tmp_path / "sel.jsonl", SelectConfig(budget=100, seed=3), shard_rows=150, workers=1)
+    ids = [r.id for r in read_records(tmp_path / "sel.jsonl")]
+    order = {r.id: i for i, r in enumerate(read_records(sim))}
+    assert chosen["selection"]["selected"] == len(ids) == 100 and ids == sorted(ids, key=order.get)
+    assert not (tmp_path / "ck.jsonl.work").exists() and not (tmp_path / "sel.jsonl.work").exists()

@@ -1,4 +1,5 @@
-"""The cleaning chain, the one copy every caller runs (`mathforge clean`, `mathforge run`):
+"""The cleaning chain, the one copy every caller runs (`mathforge clean`, `mathforge run`, and with
+one phase on, `mathforge decontam`, `dedup`, `check` and `select`: see `quality/steps.py`):
 
     decontam -> exact dedup -> near dedup -> format -> length -> answer check -> select
 
@@ -70,11 +71,17 @@ class AnswerCheckConfig:
 class CleanConfig:
     """The data-quality steps applied to a dataset before training (a run recipe's `clean:` section)."""
 
+    decontam: bool = True  # the single-step commands (`mathforge dedup`, ...) turn off what they do not run
     decontam_n: int = 30  # the paper's filter; 10 is measurably too strict (its Table 9)
-    against: tuple[str, ...] = ("gsm8k", "math")  # benchmarks whose problems and solutions must not leak
+    # benchmarks (gsm8k, math, math500) or source specs `KIND:PATH[?name=...]` whose problems and solutions must not leak
+    against: tuple[str, ...] = ("gsm8k", "math")
     matchers: tuple[str, ...] = field(default_factory=lambda: _matchers().DEFAULT_MATCHERS)  # see quality/matchers.py
+    embedding_threshold: float = 0.85  # embedding matcher: cosine similarity that removes a row
+    exact_dedup: bool = True
     near_dedup: bool = True
     near: NearDedupConfig = field(default_factory=NearDedupConfig)
+    dedup_fields: tuple[str, ...] = ("problem", "solution")  # fields compared ("problem": one row per problem)
+    answer_line: bool = True  # drop rows without a readable "The answer is X" line
     max_tokens: int = 2048  # prompt + response, in the length tokenizer; 0: no length check
     length_tokenizer: str = "smollm2"
     answer_check: AnswerCheckConfig = field(default_factory=AnswerCheckConfig)
@@ -85,7 +92,8 @@ class CleanConfig:
 
     def __post_init__(self) -> None:
         try:
-            _matchers().parse_matchers(self.matchers)
+            if self.matchers:  # none: the llm judge alone, whose engine `clean` takes (see `clean(judge=)`)
+                _matchers().parse_matchers(self.matchers)
         except ValueError as e:
             raise ValueError(f"clean.matchers: {e}") from e
         if "llm" in self.matchers:
@@ -110,6 +118,7 @@ class Job:
     data_dir: str
     seeds: str | None
     style: str
+    judge: Any = None  # the llm matcher's engine: set only when every task runs inline on the driver
 
 
 @dataclass(frozen=True)
@@ -121,21 +130,27 @@ class Task:
 
 
 def clean(data: str | Path, out: str | Path, cfg: CleanConfig, *, data_dir: str | Path, seeds: str | Path | None = None,
-          style: str = "alpaca", key: str | None = None) -> dict[str, Any]:
+          style: str = "alpaca", key: str | None = None, judge: Any = None) -> dict[str, Any]:
     """Run (or resume) the cleaning chain on `data` into `out`; returns the report it writes. `key`:
-    the caller's step key for this cleaning (a run's), else one made from the config and input files."""
+    the caller's step key for this cleaning (a run's), else one made from the config and input files.
+    `judge`: an engine for the `llm` matcher (added to `cfg.matchers`); an engine is not shipped to
+    workers, so then every shard runs inline on the driver, still streamed shard by shard from disk."""
     out = Path(out)
     spans = plan_spans(data, cfg.shard_rows)
     if not spans:
         raise DataError(f"{data}: no record files (part-*.jsonl or part-*.parquet)")
-    key = key or clean_key(cfg, data, seeds, data_dir, style)
+    if judge is not None and cfg.executor != "local":
+        raise ValueError("the llm matcher runs on the local executor only (its judge is not shipped to workers)")
+    if cfg.decontam and not cfg.matchers and judge is None:
+        raise ValueError("clean.matchers: none given")
+    key = key or clean_key(cfg, data, seeds, data_dir, style, judged=judge is not None)
     if _marker(out / "report.json", key):
         return json.loads((out / "report.json").read_text(encoding="utf-8"))
     if not _marker(out / "work" / "key.json", key):  # another config or input: start afresh
         _reset(out)
         write_marker(out / "work" / "key.json", key)
-    job = Job(str(out), cfg, str(data_dir), str(seeds) if seeds else None, style)
-    executor = make_executor(cfg.executor, cfg.workers)
+    job = Job(str(out), cfg, str(data_dir), str(seeds) if seeds else None, style, judge)
+    executor = make_executor(cfg.executor, 1 if judge is not None else cfg.workers)
     scans = _phase(executor, _scan, [Task(job, i, span=s) for i, s in enumerate(spans)], out, "scan", key)
     counts = [s["rows"] for s in scans]
     _once(out / "work" / "dedup.done.json", key, lambda: _dedup(out, counts, cfg))
@@ -153,11 +168,12 @@ def _reset(out: Path) -> None:
         shutil.rmtree(out / sub, ignore_errors=True)
 
 
-def clean_key(cfg: CleanConfig, data: str | Path, seeds: Any, data_dir: Any, style: str) -> str:
+def clean_key(cfg: CleanConfig, data: str | Path, seeds: Any, data_dir: Any, style: str, judged: bool = False) -> str:
     """The key its markers carry: the one step hasher over the config (less where it runs), the data
-    directory, the prompt style and the input files' sizes and mtimes."""
+    directory, the prompt style, whether the llm judge runs, and the input files' sizes and mtimes."""
     files = [*dataset_files(data), *([Path(seeds)] if seeds else [])]
-    return step_key(VERSION, {"clean": cfg, "data_dir": str(Path(data_dir).resolve()), "style": style}, files=files)
+    keyed = {"clean": cfg, "data_dir": str(Path(data_dir).resolve()), "style": style, **({"judge": True} if judged else {})}
+    return step_key(VERSION, keyed, files=files)
 
 
 def _marker(path: Path, key: str) -> bool:
@@ -192,17 +208,28 @@ def _paths(job: Job, phase: str, index: int) -> tuple[Path, Path]:
 class Decontaminate:
     """The decontamination step: the recipe's matchers (`quality/matchers.py`) as one batch filter."""
 
-    def __init__(self, data_dir: str, against: Sequence[str], n: int, matchers: Sequence[str]):
-        from mathforge.eval.benchmarks import load_benchmark
-
-        sets = {b: load_benchmark(b, root=data_dir)[1] for b in against}
-        self.decontaminator = _matchers().Decontaminator(sets, matchers, n=n)
+    def __init__(self, data_dir: str, against: Sequence[str], n: int, matchers: Sequence[str], threshold: float = 0.85,
+                 judge: Any = None):
+        sets = dict(_evaluation_set(b, data_dir) for b in against)
+        self.decontaminator = _matchers().Decontaminator(sets, matchers, n=n, threshold=threshold, engine=judge)
         self.name = self.decontaminator.name
 
     def run(self, records: Iterable[Record], stats: FilterStats, rejects: Any) -> tuple[Iterator[Record], Any]:
         """The kept records, and this shard's tally of removals, which fills as they stream."""
         tally = self.decontaminator.new_tally()
         return apply_filter(records, self.decontaminator, stats, rejects, batch_size=1024), tally
+
+
+def _evaluation_set(against: str, data_dir: str) -> tuple[str, list[Record]]:
+    """(name, records) of a benchmark by name, or of a source spec (named by `?name=` or its file stem)."""
+    from mathforge.eval.benchmarks import BENCHMARKS, load_benchmark
+    from mathforge.sources import SourceSpec, load
+
+    if against in BENCHMARKS:
+        return against, load_benchmark(against, root=data_dir)[1]
+    spec = SourceSpec.parse(against)
+    name = spec.opt("name") or Path(spec.location).stem
+    return name, list(load(SourceSpec(spec.kind, spec.location, {**spec.options, "allow_test": "1"})))
 
 
 def _matchers() -> Any:
@@ -212,30 +239,44 @@ def _matchers() -> Any:
 
 
 @lru_cache(maxsize=2)
-def _decontaminator(data_dir: str, against: tuple[str, ...], n: int, matchers: tuple[str, ...]) -> Decontaminate:
-    return Decontaminate(data_dir, against, n, matchers)  # one index per worker process, reused across shards
+def _decontaminator(data_dir: str, against: tuple[str, ...], n: int, matchers: tuple[str, ...],
+                    threshold: float) -> Decontaminate:
+    return Decontaminate(data_dir, against, n, matchers, threshold)  # one index per worker process, reused across shards
+
+
+def _decontamination(job: Job) -> Decontaminate | None:
+    cfg = job.cfg
+    if not cfg.decontam:
+        return None
+    if job.judge is not None:  # inline on the driver (see `clean`): the judge's engine is not cached
+        return Decontaminate(job.data_dir, cfg.against, cfg.decontam_n, (*cfg.matchers, "llm"),
+                             cfg.embedding_threshold, judge=job.judge)
+    return _decontaminator(job.data_dir, cfg.against, cfg.decontam_n, cfg.matchers, cfg.embedding_threshold)
 
 
 def _scan(task: Task) -> dict[str, Any]:
     job, cfg = task.job, task.job.cfg
-    step = _decontaminator(job.data_dir, cfg.against, cfg.decontam_n, cfg.matchers)
-    signer = Signer(cfg.near)
-    stats = FilterStats(step.name)
+    step = _decontamination(job)
+    signer = Signer(cfg.near, cfg.dedup_fields) if cfg.exact_dedup or cfg.near_dedup else None
+    stats = FilterStats("decontam")
     target, rejected = _paths(job, "scan", task.index)
     parts: list[tuple[np.ndarray, ...]] = []
     ids: list[str] = []
     with AtomicWriter(target) as kept, AtomicWriter(rejected) as rejects:
-        stream, report = step.run(read_span(task.span), stats, rejects)
+        stream, report = step.run(read_span(task.span), stats, rejects) if step else (read_span(task.span), None)
         for batch in batches(stream, 1024):
             kept.write_all(batch)
-            parts.append(signer.sign(batch))
+            if signer is not None:
+                parts.append(signer.sign(batch))
             ids += [r.id for r in batch]
-    keys, sigs, bands = (np.concatenate([p[i] for p in parts or [signer.sign([])]]) for i in range(3))
-    for name, array in (("keys", keys), ("sigs", sigs), ("bands", bands)):
-        _save(target.with_name(shard_name(task.index, f".{name}.npy")), array)
+    if signer is not None:
+        keys, sigs, bands = (np.concatenate([p[i] for p in parts or [signer.sign([])]]) for i in range(3))
+        for name, array in (("keys", keys), ("sigs", sigs), ("bands", bands)):
+            _save(target.with_name(shard_name(task.index, f".{name}.npy")), array)
     (target.with_name(shard_name(task.index, ".ids.txt"))).write_text("".join(i + "\n" for i in ids), encoding="utf-8")
-    return {"rows": len(ids), "rows_in": stats.before.total, "stats": stats.to_dict(),
-            "decontam": {**report.to_dict(), "test_items_hit": sorted(report.test_items_hit)}}
+    decontam = {**report.to_dict(), "test_items_hit": sorted(report.test_items_hit)} if report is not None else None
+    return {"rows": len(ids), "rows_in": stats.before.total if step else len(ids), "stats": stats.to_dict(),
+            "decontam": decontam}
 
 
 def _save(path: Path, array: np.ndarray) -> None:
@@ -251,12 +292,17 @@ def _dedup(out: Path, counts: list[int], cfg: CleanConfig) -> None:
     """Global keep-first verdicts. Holds 8 bytes per row (exact keys) plus, one band at a time,
     16 bytes per row (band hash and row number); signatures stay on disk."""
     scan = out / "work" / "scan"
+    if not (cfg.exact_dedup or cfg.near_dedup):
+        for i in range(len(counts)):
+            write_json(out / "work" / "dedup" / shard_name(i, ".json"), {"exact": {}, "near": {}})
+        return
     offsets = np.cumsum([0, *counts])
     keys = np.concatenate([np.load(scan / shard_name(i, ".keys.npy")) for i in range(len(counts))] or [np.empty(0)])
     first = _first_occurrence(keys.astype(np.uint64))
     rows = np.arange(len(keys))
-    exact = {int(i): ("exact_duplicate", int(first[i]), 1.0) for i in np.nonzero(first != rows)[0]}
-    near = _near(scan, offsets, rows[first == rows], cfg.near) if cfg.near_dedup else {}
+    exact = {int(i): ("exact_duplicate", int(first[i]), 1.0) for i in np.nonzero(first != rows)[0]} \
+        if cfg.exact_dedup else {}
+    near = _near(scan, offsets, rows[first == rows] if cfg.exact_dedup else rows, cfg.near) if cfg.near_dedup else {}
     named = _ids(scan, len(counts), {j for _, j, _ in (*exact.values(), *near.values())})
     for i in range(len(counts)):
         lo, hi = offsets[i], offsets[i + 1]
@@ -366,10 +412,11 @@ def _filter(task: Task) -> dict[str, Any]:
 
     job, cfg = task.job, task.job.cfg
     verdicts = json.loads((Path(job.out) / "work" / "dedup" / shard_name(task.index, ".json")).read_text())
-    steps: list[Any] = [Decided("dedup_exact", verdicts["exact"], count())]
+    steps: list[Any] = [Decided("dedup_exact", verdicts["exact"], count())] if cfg.exact_dedup else []
     if cfg.near_dedup:
         steps.append(Decided("dedup_near", verdicts["near"], (p for p in count() if str(p) not in verdicts["exact"])))
-    steps.append(AnswerLineFilter())
+    if cfg.answer_line:
+        steps.append(AnswerLineFilter())
     if cfg.max_tokens:
         steps.append(LengthFilter(cfg.length_tokenizer, cfg.max_tokens, job.style))
     if cfg.answer_check.mode != "off":
@@ -434,7 +481,7 @@ def _select(task: Task) -> dict[str, Any]:
 
 def _report(data: Any, out: Path, scans: list[dict], filtered: list[dict], selected: list[dict],
             cfg: CleanConfig, key: str) -> dict[str, Any]:
-    filters = [merge_stats([s["stats"] for s in scans])]
+    filters = [merge_stats([s["stats"] for s in scans])] if cfg.decontam else []
     filters += [merge_stats([f["stats"][k] for f in filtered]) for k in range(len(filtered[0]["stats"]))] if filtered else []
     sel = cfg.select
     selection = {"strategy": sel.strategy, "budget": sel.budget, "seen": sum(f["rows"] for f in filtered),
@@ -456,7 +503,9 @@ def _report(data: Any, out: Path, scans: list[dict], filtered: list[dict], selec
                                                if k not in ("executor", "workers")}}
 
 
-def _decontam(scans: list[dict[str, Any]]) -> dict[str, Any]:
+def _decontam(scans: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if scans and scans[0]["decontam"] is None:
+        return None
     by_set, by_matcher, items = Counter(), Counter(), set()
     for s in scans:
         by_set.update(s["decontam"]["removed_by_set"])

@@ -20,7 +20,10 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
+
+import numpy as np
 
 from mathforge.filters import Distribution
 from mathforge.quality.verify import CHECKS, verdict
@@ -38,7 +41,6 @@ class SelectConfig:
     hard_by: str = "both"  # hard: "level", "judge" or "both" (either says hard)
     checks: tuple[str, ...] = CHECKS  # verifier: which verification results count
     embed_model: str | None = None  # coreset: sentence-transformers model (None: embedded MiniLM)
-    engine: str = "local"  # coreset: embed locally or on Ray Data ("ray")
 
 
 @dataclass
@@ -47,15 +49,15 @@ class Selection:
     report: dict[str, Any]
 
 
-def select(records: Sequence[Record], config: SelectConfig) -> Selection:
-    """Choose at most `config.budget` records with `config.strategy`, in input order."""
+def select(records: Sequence[Record], config: SelectConfig, vectors: np.ndarray | None = None) -> Selection:
+    """Choose at most `config.budget` records with `config.strategy`, in input order. `vectors`:
+    coreset: the problems' embeddings when already computed (`quality.steps.embed_shards`)."""
     if config.strategy not in _CHOOSERS:
         raise ValueError(f"unknown selection strategy '{config.strategy}' (known: {', '.join(STRATEGIES)})")
-    if config.engine not in ("local", "ray"):
-        raise ValueError(f"unknown engine '{config.engine}' (local or ray)")
     if config.budget < 0:
         raise ValueError(f"budget must be >= 0, got {config.budget}")
-    chosen, extra = _CHOOSERS[config.strategy](list(records), config)
+    chooser = partial(_coreset, vectors=vectors) if config.strategy == "coreset" else _CHOOSERS[config.strategy]
+    chosen, extra = chooser(list(records), config)
     picked = [records[i] for i in sorted(chosen)]
     report = {"strategy": config.strategy, "budget": config.budget, "seen": len(records),
               "selected": len(picked), **extra,
@@ -143,20 +145,14 @@ def _hard(records: list[Record], cfg: SelectConfig) -> tuple[list[int], dict[str
     return chosen, {"hard_available": len(hard), "hard_selected": min(len(hard), cfg.budget)}
 
 
-def _coreset(records: list[Record], cfg: SelectConfig) -> tuple[list[int], dict[str, Any]]:
+def _coreset(records: list[Record], cfg: SelectConfig, vectors: np.ndarray | None = None) -> tuple[list[int], dict[str, Any]]:
     from mathforge.embed import embed_texts
     from mathforge.quality.coreset import k_center_greedy
 
     if cfg.budget >= len(records):
         return list(range(len(records))), {}
-    texts = [r.problem for r in records]
-    if cfg.engine == "ray":
-        from mathforge.quality import ray_engine
-
-        ray_engine.init()
-        vectors = ray_engine.embed_texts(texts, model=cfg.embed_model)
-    else:
-        vectors = embed_texts(texts, model=cfg.embed_model)
+    if vectors is None:
+        vectors = embed_texts([r.problem for r in records], model=cfg.embed_model)
     result = k_center_greedy(vectors, cfg.budget, seed=cfg.seed)
     return result.indices.tolist(), {"coverage": result.report}
 

@@ -1,24 +1,46 @@
-"""File-to-file quality steps behind the CLI: read records, run one step on the chosen engine,
-write the kept records, the removed ones (with reasons) and a JSON report for the dataset card.
+"""The single-step commands (`mathforge decontam`, `dedup`, `check`, `select`): each is the cleaning
+chain of `quality/clean.py` with only its own phase on, on the same executors (`--engine local|ray`:
+one task per shard, records never pass through the driver), in a work folder beside the output
+(`<out>.work/`, removed once the output is written, so a killed run resumes at the shard).
 
-Each report has the shape the card reads: `{"filters": [FilterStats...], "decontam": {...}}`,
-`{"selection": {...}}`.
+Each writes the kept records to `--out` (streamed from the kept shards), the removed rows with
+reasons to `<stem>.removed.jsonl` and a report to `<stem>.report.json` in the shape the dataset
+card reads: `{"filters": [FilterStats...], "decontam": {...}}`, `{"selection": {...}}`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import dataclasses
+import os
+import shutil
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mathforge.eval.benchmarks import BENCHMARKS
-from mathforge.filters import FilterStats, apply_filter
-from mathforge.io import AtomicWriter, read_records, write_json, write_records
+from mathforge.io import (
+    AtomicWriter,
+    Span,
+    concat_records,
+    plan_spans,
+    read_records,
+    read_span,
+    shard_name,
+    write_json,
+)
 from mathforge.paths import data_file
+from mathforge.quality.clean import AnswerCheckConfig, CleanConfig, clean
+from mathforge.quality.dedup import NearDedupConfig
+from mathforge.quality.select import SelectConfig
 from mathforge.record import Record
 from mathforge.sources import SourceSpec, load
 
 ENGINES = ("local", "ray")
+SHARD_ROWS = 10_000
+KEEP_ALL = SelectConfig(strategy="random", budget=2**62)  # a selection phase that keeps every row in order
 
 
 def side_paths(out: Path) -> tuple[Path, Path]:
@@ -42,150 +64,96 @@ def evaluation_sets(specs: Sequence[str]) -> dict[str, list[Record]]:
     return sets
 
 
+def only(engine: str, workers: int | None, shard_rows: int = SHARD_ROWS, **on: Any) -> CleanConfig:
+    """A cleaning config with every phase off but those in `on`, run on `engine` (local or ray)."""
+    _check_engine(engine)
+    off = {"decontam": False, "exact_dedup": False, "near_dedup": False, "answer_line": False, "max_tokens": 0,
+           "answer_check": AnswerCheckConfig(mode="off"), "select": KEEP_ALL}
+    return CleanConfig(**{**off, **on, "executor": engine, "workers": workers, "shard_rows": shard_rows})
+
+
 def _check_engine(engine: str) -> None:
     if engine not in ENGINES:
         raise ValueError(f"unknown engine '{engine}' (local or ray)")
 
 
+def run_phases(data: Path, out: Path, cfg: CleanConfig, *, style: str = "alpaca", judge: Any = None) -> dict[str, Any]:
+    """`clean` into `<out>.work/`, then its kept shards streamed into `out` and its rejects into
+    `<stem>.removed.jsonl`; returns the cleaning report."""
+    work = out.with_name(out.name + ".work")
+    report = clean(data, work, cfg, data_dir=os.environ.get("MATHFORGE_DATA") or ".", style=style, judge=judge)
+    removed, _ = side_paths(out)
+    concat_records([work / "data"], out)
+    concat_records([work / "rejects" / "scan", work / "rejects" / "filter"], removed)
+    shutil.rmtree(work)
+    return report
+
+
 def run_decontam(data: Path, against: Sequence[str], out: Path, *, matchers: Sequence[str] | None = None,
-                 workers: int | None = None, engine: str = "local", batch_size: int = 1024, judge: Any = None,
-                 **opts: Any) -> dict[str, Any]:
+                 workers: int | None = None, engine: str = "local", judge: Any = None, n: int = 30,
+                 threshold: float = 0.85, shard_rows: int = SHARD_ROWS) -> dict[str, Any]:
     """Decontaminate a record file against evaluation sets with `matchers` (None: the default;
-    `judge`: the llm matcher's engine; `opts`: the `Decontaminator`'s, e.g. n, threshold);
-    returns the report it writes, removals per matcher included. `workers`: Ray workers (None:
-    1). Rows stream through a batch at a time: memory holds the test sets and one batch."""
-    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+    `judge`: the llm matcher's engine, which runs every shard on the driver); returns the report
+    it writes, removals per matcher included."""
+    from mathforge.quality.matchers import DEFAULT_MATCHERS
 
-    from mathforge.quality.matchers import DEFAULT_MATCHERS, Decontaminator
-
-    _check_engine(engine)
-    sets, names = evaluation_sets(against), tuple(matchers or DEFAULT_MATCHERS)
-    if engine == "ray" and "llm" in names:
-        raise ValueError("the llm matcher runs on the local engine only (its judge is not shipped to workers)")
-    dc = Decontaminator(sets, names, engine=judge, **opts)
-    stats = FilterStats(dc.name)
-    step: Any = dc
-    records: Iterable[Record] = read_records(data)
-    if engine == "ray":
-        from mathforge.quality import ray_engine
-
-        ray_engine.init()
-        step = _Found(dc, ray_engine.match_records(records, sets, names, batch_size=batch_size,
-                                                   workers=workers or 1, **opts))
-        records = step.records()
-    removed, report_path = side_paths(out)
-    columns = (*Progress.get_default_columns()[:1], TextColumn("{task.completed:,} rows"), TimeElapsedColumn())
-    with Progress(*columns, transient=True) as progress, AtomicWriter(out) as kept, \
-            AtomicWriter(removed) as rejects:
-        task = progress.add_task("decontam", total=None)
-        for record in apply_filter(records, step, stats, rejects, batch_size=batch_size):
-            kept.write(record)
-            progress.advance(task)
+    names = tuple(matchers or DEFAULT_MATCHERS)
+    if "llm" in names and judge is None:
+        raise ValueError("the llm matcher needs a judge engine (it runs on the local engine only)")
+    cfg = only(engine, workers, shard_rows, decontam=True, against=tuple(against), decontam_n=n,
+               matchers=tuple(m for m in names if m != "llm"), embedding_threshold=threshold)
+    report = run_phases(data, out, cfg, judge=judge if "llm" in names else None)
     result = {"step": "decontam", "input": str(data), "against": list(against), "engine": engine,
-              "filters": [stats.to_dict()], "decontam": dc.removals.to_dict()}
-    write_json(report_path, result)
+              "filters": report["filters"], "decontam": report["decontam"]}
+    write_json(side_paths(out)[1], result)
     return result
-
-
-class _Found:
-    """The Decontaminator's decisions on matches found on Ray workers: `records()` yields each
-    record as it comes back and keeps its match until `decide_batch` takes it (like `Replay`)."""
-
-    def __init__(self, dc: Any, pairs: Iterable[tuple[Record, Any]]):
-        self.dc, self.pairs, self.name, self.pending = dc, pairs, dc.name, {}
-
-    def records(self) -> Iterator[Record]:
-        for record, match in self.pairs:
-            self.pending[id(record)] = match
-            yield record
-
-    def decide_batch(self, records: Sequence[Record]) -> list[tuple[Record, str | None]]:
-        return self.dc.decide_batch(records, [self.pending.pop(id(r)) for r in records])
 
 
 def run_dedup(data: Path, out: Path, *, near: bool = True, threshold: float = 0.8, num_perm: int = 128,
               shingle: int = 3, fields: Sequence[str] = ("problem", "solution"), engine: str = "local",
-              workers: int = 1) -> dict[str, Any]:
+              workers: int | None = None, shard_rows: int = SHARD_ROWS) -> dict[str, Any]:
     """Exact then near-duplicate removal of a record file; returns the report it writes."""
-    from mathforge.quality.dedup import ExactDedup, NearDedup, NearDedupConfig
-
-    _check_engine(engine)
-    exact = ExactDedup(fields)
-    near_step = NearDedup(NearDedupConfig(threshold, num_perm, shingle), fields) if near else None
-    removed, report_path = side_paths(out)
-    if engine == "ray":
-        from mathforge.quality import ray_engine
-
-        ray_engine.init()
-        decisions = ray_engine.dedup_decisions(read_records(data), exact, near_step, workers=workers)
-        reasons: dict[int, str | None] = {}
-        records: Iterable[Record] = _remember(decisions, reasons)
-        names = [exact.name] + ([near_step.name] if near_step else [])
-        steps: list[Any] = [Replay(n, reasons, last=n == names[-1]) for n in names]
-    else:
-        steps, records = [exact] + ([near_step] if near_step else []), read_records(data)
-    stats = [FilterStats(s.name) for s in steps]
-    with AtomicWriter(out) as kept, AtomicWriter(removed) as rejects:
-        for step, st in zip(steps, stats, strict=True):
-            records = apply_filter(records, step, st, rejects)
-        kept.write_all(records)
-    result = {"step": "dedup", "input": str(data), "engine": engine, "filters": [s.to_dict() for s in stats]}
-    write_json(report_path, result)
+    cfg = only(engine, workers, shard_rows, exact_dedup=True, near_dedup=near, dedup_fields=tuple(fields),
+               near=NearDedupConfig(threshold, num_perm, shingle))
+    report = run_phases(data, out, cfg)
+    result = {"step": "dedup", "input": str(data), "engine": engine, "filters": report["filters"]}
+    write_json(side_paths(out)[1], result)
     return result
-
-
-def _remember(decisions: Iterable[tuple[Record, str | None]], reasons: dict[int, str | None]) -> Iterator[Record]:
-    for record, reason in decisions:
-        reasons[id(record)] = reason
-        yield record
-
-
-class Replay:
-    """One dedup filter's share of decisions made elsewhere (the Ray engine decides exact and near
-    dedup in one pass), so `apply_filter` counts them like any other filter's. A record's entry is
-    dropped as soon as it is decided: one record is in flight at a time."""
-
-    def __init__(self, name: str, reasons: dict[int, str | None], last: bool):
-        self.name, self.reasons, self.last = name, reasons, last
-        self.kind = "exact_duplicate" if name == "dedup_exact" else "near_duplicate"
-
-    def decide(self, record: Record) -> str | None:
-        reason = self.reasons.get(id(record))
-        mine = reason if reason and reason.startswith(self.kind) else None
-        if mine or self.last:
-            self.reasons.pop(id(record), None)
-        return mine
 
 
 def run_check(data: Path, out: Path, *, max_tokens: int | None = 2048, tokenizer: str = "smollm2",
-              style: str = "alpaca") -> dict[str, Any]:
+              style: str = "alpaca", engine: str = "local", workers: int | None = None,
+              shard_rows: int = SHARD_ROWS) -> dict[str, Any]:
     """The format filter (answer line present and readable), then the token-length filter."""
-    from mathforge.quality.formatcheck import AnswerLineFilter, LengthFilter
-
-    steps: list[Any] = [AnswerLineFilter()]
-    if max_tokens:
-        steps.append(LengthFilter(tokenizer, max_tokens=max_tokens, style=style))
-    stats = [FilterStats(s.name) for s in steps]
-    removed, report_path = side_paths(out)
-    with AtomicWriter(out) as kept, AtomicWriter(removed) as rejects:
-        stream: Any = read_records(data)
-        for step, st in zip(steps, stats, strict=True):
-            stream = apply_filter(stream, step, st, rejects)
-        kept.write_all(stream)
-    result = {"step": "check", "input": str(data), "filters": [s.to_dict() for s in stats]}
-    write_json(report_path, result)
+    cfg = only(engine, workers, shard_rows, answer_line=True, max_tokens=max_tokens or 0, length_tokenizer=tokenizer)
+    report = run_phases(data, out, cfg, style=style)
+    result = {"step": "check", "input": str(data), "filters": report["filters"]}
+    write_json(side_paths(out)[1], result)
     return result
 
 
-def run_select(data: Path, out: Path, config: Any, *, checks: Sequence[str] = (), grader: str = "strict",
-               judge_engine: Any = None, seeds: Path | None = None) -> dict[str, Any]:
-    """Optionally verify (answer / consistency / model) or judge difficulty first, then select."""
+def run_select(data: Path, out: Path, config: SelectConfig, *, checks: Sequence[str] = (), grader: str = "strict",
+               judge_engine: Any = None, seeds: Path | None = None, engine: str = "local",
+               workers: int | None = None, shard_rows: int = SHARD_ROWS) -> dict[str, Any]:
+    """Optionally verify (answer / consistency / model) or judge difficulty first, then select.
+    A random selection without checks is the cleaning chain's sharded select phase; the other
+    strategies and the checks rank or vote over the whole set, so they run on the driver."""
     from mathforge.quality import verify
     from mathforge.quality.select import select
 
+    _check_engine(engine)
     unknown = set(checks) - {"answer", "consistency", "model"}
     if unknown:
         raise ValueError(f"unknown --verify check(s) {sorted(unknown)} (answer, consistency, model)")
+    judged = judge_engine is not None and config.strategy == "hard" and config.hard_by != "level"
+    if config.strategy == "random" and not checks:
+        report = run_phases(data, out, only(engine, workers, shard_rows, select=config))
+        result = {"step": "select", "input": str(data), "selection": report["selection"],
+                  "verification": _verification(data)}
+        write_json(side_paths(out)[1], result)
+        return result
+    # the strategies and checks need the whole set: records are held (a few KB a row: problem,
+    # solution, meta); a coreset's embeddings are 1.5 KB a row (384 float32) besides
     records = list(read_records(data))
     if "answer" in checks:
         seed_answers = {r.id: r.answer for r in read_records(seeds) if r.answer} if seeds else None
@@ -196,13 +164,63 @@ def run_select(data: Path, out: Path, config: Any, *, checks: Sequence[str] = ()
         from mathforge.quality.judge import SolutionVerifier
 
         records = SolutionVerifier(judge_engine).annotate(records)
-    if judge_engine is not None and config.strategy == "hard" and config.hard_by != "level":
+    if judged:
         from mathforge.quality.judge import DifficultyJudge
 
         records = DifficultyJudge(judge_engine).annotate(records)
-    chosen = select(records, config)
-    write_records(out, chosen.records)
+    vectors = None
+    if config.strategy == "coreset" and config.budget < len(records):
+        vectors = embed_shards(data, out.with_name(out.name + ".work"), config.embed_model, engine, workers, shard_rows)
+    chosen = select(records, config, vectors=vectors)
+    with AtomicWriter(out) as w:
+        w.write_all(chosen.records)
     result = {"step": "select", "input": str(data), "selection": chosen.report,
               "verification": verify.verify_summary(records)}
     write_json(side_paths(out)[1], result)
     return result
+
+
+def _verification(data: Path) -> dict[str, Any]:
+    """`verify.verify_summary` of a record file, a batch at a time."""
+    from mathforge.filters import batches
+    from mathforge.quality.verify import verify_summary
+
+    total: dict[str, Counter] = {}
+    for batch in batches(read_records(data), 10_000):
+        for check, counts in verify_summary(batch).items():
+            total.setdefault(check, Counter()).update(counts)
+    return {c: dict(v) for c, v in total.items()} or verify_summary([])
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedTask:
+    span: Span
+    model: str | None
+    path: str
+
+
+def embed_shards(data: Path, work: Path, model: str | None, engine: str, workers: int | None,
+                 shard_rows: int = SHARD_ROWS) -> np.ndarray:
+    """The problems' embeddings in input order, one executor task per shard, each writing its
+    vectors to `work/embed/` (the driver reads the vectors back, never ships the records)."""
+    from mathforge.executor import make_executor
+
+    tasks = [EmbedTask(s, model, str(work / "embed" / shard_name(i, ".npy")))
+             for i, s in enumerate(plan_spans(data, shard_rows))]
+    for _ in make_executor(engine, workers).map(_embed, tasks, label="embed"):
+        pass
+    vectors = np.concatenate([np.load(t.path) for t in tasks])
+    shutil.rmtree(work)
+    return vectors
+
+
+def _embed(task: EmbedTask) -> dict[str, Any]:
+    from mathforge.embed import embed_texts
+
+    vectors = embed_texts([r.problem for r in read_span(task.span)], model=task.model)
+    path = Path(task.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, vectors)
+    tmp.replace(path)
+    return {"rows": len(vectors)}

@@ -759,10 +759,16 @@ def teacher_sim(
     retry_after: float = typer.Option(1.0, "--retry-after"),
     seed: int = typer.Option(0, "--seed", help="another seed gives other (still deterministic) answers"),
     log: Path = typer.Option(None, "--log", help="one JSON line per answered attempt (arrival, seconds, status)"),
+    batch_delay: float = typer.Option(0.0, "--batch-delay", help="seconds before a batch completes at the earliest"),
+    batch_fail_rate: float = typer.Option(0.0, "--batch-fail-rate", help="share of batch lines sent to the error file"),
+    batch_expire_rate: float = typer.Option(0.0, "--batch-expire-rate", help="share of batches that expire half done"),
+    batch_expire_first: int = typer.Option(0, "--batch-expire-first", help="the first N batches expire half done"),
 ) -> None:
     """A simulated OpenAI-compatible teacher for rehearsals: our prompt kinds answered in format,
     deterministically, right per level, with a latency distribution and faults (see engine/teachersim.py).
-    Point a recipe at it: engine.backend=openai engine.base_url=http://127.0.0.1:PORT/v1 engine.sim_hints=true"""
+    Point a recipe at it: engine.backend=openai engine.base_url=http://127.0.0.1:PORT/v1 engine.sim_hints=true
+    (or engine.backend=openai-batch: it serves /v1/files and /v1/batches too)."""
+    from mathforge.engine.batchapi import BatchSimConfig
     from mathforge.engine.teachersim import SimConfig, serve
 
     try:
@@ -771,10 +777,12 @@ def teacher_sim(
             raise ValueError(f"--levels needs 5 probabilities in [0, 1], got {levels!r}")
         cfg = SimConfig(median_s=median, sigma=sigma, levels=probs, rate_429=rate_429, rate_500=rate_500,
                         rate_timeout=rate_timeout, rate_drop=rate_drop, retry_after_s=retry_after, seed=seed)
+        batch = BatchSimConfig(delay_s=batch_delay, fail_rate=batch_fail_rate, expire_rate=batch_expire_rate,
+                               expire_first=batch_expire_first, seed=seed)
     except ValueError as e:
         fail(str(e))
     console.print(f"teacher-sim on http://{host}:{port}/v1 (mean latency {cfg.mean_s:.3f} s)")
-    serve(cfg, host, port, str(log) if log else None)
+    serve(cfg, host, port, str(log) if log else None, batch)
 
 
 @app.command()

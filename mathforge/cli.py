@@ -785,6 +785,63 @@ def teacher_sim(
     serve(cfg, host, port, str(log) if log else None, batch)
 
 
+batch_app = typer.Typer(help="Batch files for an offline runner (vLLM's run_batch): export a run's pending "
+                         "requests, import the runner's answers into the run's request cache.", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+
+
+@batch_app.command("export")
+def batch_export(
+    recipe: Path = typer.Argument(..., help="synthesis recipe YAML"),
+    out: Path = typer.Option(..., "--out", "-o", help="the run directory (its request cache says what is pending)"),
+    to: Path = typer.Option(..., "--to", help="folder for the batch input files"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, as for `mathforge synth`"),
+) -> None:
+    """Write the run's next wave of pending (uncached) requests as batch input files (OpenAI / vLLM
+    run_batch JSONL), then stop. On a GPU box with no server, answer each file with
+
+        vllm run_batch -i batch-HASH.jsonl -o out-HASH.jsonl --model MODEL
+
+    then `mathforge batch import RUN out-*.jsonl`, and export again: synthesis's request chains
+    (Evol steps, Xwin revisions, stage 1 before its core-set) advance one wave per round, until an
+    export finds nothing pending and the run is complete."""
+    from mathforge.config import ConfigError, load_config
+    from mathforge.engine.types import WaveExported
+    from mathforge.synth.pipeline import SynthConfig, run_synth
+
+    try:
+        cfg = load_config(SynthConfig, recipe, [*(overrides or []), "engine.backend=openai-batch",
+                                                f"engine.batch_export_dir={to}"])
+        run_synth(cfg, out)
+    except WaveExported as e:
+        console.print(f"{e}. Answer each with `vllm run_batch -i FILE -o OUT --model {cfg.engine.get('model')}`, "
+                      f"then `mathforge batch import {out} OUT...` and export again.")
+        return
+    except (ConfigError, DataError, ValueError, OSError) as e:
+        fail(str(e))
+    console.print(f"nothing pending: the run in {out} is complete (datasets and yield.md written).")
+
+
+@batch_app.command("import")
+def batch_import(
+    out: Path = typer.Argument(..., help="the run directory whose request cache takes the answers"),
+    files: list[Path] = typer.Argument(..., help="batch output files (vLLM run_batch -o, or a provider's)"),
+) -> None:
+    """Put the answers of batch output files into the run's request cache (by custom_id, the
+    request's cache key); failed lines stay pending and are exported again."""
+    from mathforge.engine.batch import import_outputs
+    from mathforge.engine.cache import RequestCache
+
+    cache = RequestCache(out / "cache.sqlite")
+    try:
+        counts = import_outputs(cache, files, model="batch-import")
+    except (ValueError, OSError) as e:
+        fail(str(e))
+    finally:
+        cache.close()
+    console.print(f"{counts['answered']} answers imported into {out / 'cache.sqlite'}, {counts['failed']} failed lines")
+
+
 @app.command()
 def plan(
     recipe: Path = typer.Argument(..., help="synthesis recipe YAML"),

@@ -531,9 +531,9 @@ def _vllm_completion(r: Any) -> Completion:
 
 
 def _batch_backend(cfg: EngineConfig) -> Backend:
-    from mathforge.engine.batch import BatchBackend  # it imports from here
+    from mathforge.engine.batch import BatchBackend, ExportBackend  # they import from here
 
-    return BatchBackend(cfg)
+    return ExportBackend(cfg) if cfg.batch_export_dir else BatchBackend(cfg)
 
 
 BACKEND_CLASSES: dict[str, Any] = {

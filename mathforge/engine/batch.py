@@ -34,7 +34,7 @@ from typing import Any
 from mathforge.engine.backends import Outcome, classify_status, parse_openai_body, request_body
 from mathforge.engine.cache import RequestCache
 from mathforge.engine.config import EngineConfig
-from mathforge.engine.types import BackendError, Call, Completion
+from mathforge.engine.types import BackendError, Call, Completion, WaveExported
 from mathforge.io import write_text
 from mathforge.ledger import Ledger
 
@@ -81,6 +81,7 @@ class BatchBackend:
     batch_size = 1
     max_concurrency = None
     collects = True  # the engine hands every waiting call over at once (no worker bound)
+    whole_waves = False  # a full file goes out at once, before the wave settles
     fills_cache = True  # a downloaded file is written to the cache here, in one transaction
 
     def __init__(self, cfg: EngineConfig):
@@ -88,7 +89,8 @@ class BatchBackend:
         self.model_id = cfg.model
         urls = cfg.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         self.base_url = (urls if isinstance(urls, str) else urls[0]).rstrip("/")
-        if not os.environ.get(cfg.api_key_env) and not (cfg.base_url or os.environ.get("OPENAI_BASE_URL")):
+        offline = cfg.batch_export_dir is not None
+        if not (offline or os.environ.get(cfg.api_key_env) or cfg.base_url or os.environ.get("OPENAI_BASE_URL")):
             raise ValueError(f"backend 'openai-batch' needs an API key in ${cfg.api_key_env} (or a base_url)")
         self.counts: Counter = Counter()  # batches submitted / done, requests, tokens
         self.cost = 0.0
@@ -136,7 +138,8 @@ class BatchBackend:
         if key not in self._claimed and key not in self._pending:
             self._pending[key] = call
             self._pending_bytes += len(json.dumps(batch_line(self.cfg.model, call, self.cfg.sim_hints))) + 1
-            if len(self._pending) >= self.cfg.batch_max_requests or self._pending_bytes >= self.cfg.batch_max_bytes:
+            full = len(self._pending) >= self.cfg.batch_max_requests or self._pending_bytes >= self.cfg.batch_max_bytes
+            if full and not self.whole_waves:
                 self._flush()
             elif self._settler is None or self._settler.done():
                 self._settler = asyncio.get_running_loop().create_task(self._settle())
@@ -340,6 +343,57 @@ class BatchBackend:
             await session.close()
         if self._ledger is not None:
             self._ledger.close()
+
+
+class ExportBackend(BatchBackend):
+    """`mathforge batch export`: a wave's files go to `batch_export_dir` for an offline runner
+    (vLLM's `run_batch`) instead of a provider, and the run stops there (`WaveExported`); `batch
+    import` puts the runner's output files into the cache, and the next export goes one wave on."""
+
+    whole_waves = True  # the run stops at the first flush: it must hold the whole wave
+
+    def __init__(self, cfg: EngineConfig):
+        super().__init__(cfg)
+        self._resumed = True  # no provider holds batches of ours
+        self.exported: list[Path] = []
+
+    def bind(self, cache: RequestCache) -> None:
+        self._cache = cache
+
+    def _flush(self) -> None:
+        calls = [c for k, c in self._pending.items() if any(not f.done() for f in self._waiters.get(k, ()))]
+        self._pending, self._pending_bytes = {}, 0
+        lines = [batch_line(self.cfg.model, c) for c in calls]
+        out = Path(self.cfg.batch_export_dir)
+        for chunk in _split(lines, self.cfg.batch_max_requests, self.cfg.batch_max_bytes):
+            text, digest = batch_file(chunk)
+            write_text(out / f"batch-{digest}.jsonl", text)
+            self.exported.append(out / f"batch-{digest}.jsonl")
+        stop = WaveExported(f"{len(lines)} requests written to {len(self.exported)} batch file(s) in {out}")
+        for futures in self._waiters.values():
+            for f in futures:
+                f.done() or f.set_exception(stop)
+        self._waiters = {}
+
+
+def import_outputs(cache: RequestCache, paths: list[Path], model: str) -> Counter:
+    """Put the answers of batch output files (OpenAI's or vLLM run_batch's) into `cache`; counts
+    answered and failed lines (a failed line stays pending: the next export writes it again)."""
+    counts: Counter = Counter()
+    for path in paths:
+        rows = []
+        for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not text.strip():
+                continue
+            try:
+                key, out = read_output_line(json.loads(text))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+                raise ValueError(f"{path}:{n}: not a batch output line ({type(e).__name__}: {e})") from e
+            if isinstance(out, Completion):
+                rows.append((key, json.dumps({"custom_id": key}), out))
+            counts["answered" if isinstance(out, Completion) else "failed"] += 1
+        cache.put_many(BatchBackend.name, model, rows)
+    return counts
 
 
 def _split(lines: list[dict[str, Any]], max_requests: int, max_bytes: int) -> list[list[dict[str, Any]]]:

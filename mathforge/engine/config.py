@@ -49,6 +49,9 @@ class EngineConfig:
     batch_poll_max_s: float = 300.0
     batch_window: str = "24h"
     batch_discount: float = 0.5
+    # openai-batch: write each wave's files here for an offline runner (vLLM's run_batch) instead of
+    # sending them; the run stops at each wave (see `mathforge batch export`).
+    batch_export_dir: str | None = None
     # In-process backends (llama, hf, vllm)
     batch_size: int = 8
     n_ctx: int = 4096

@@ -202,6 +202,10 @@ class Engine:
         self._sending += len(calls)
         try:
             await self._with_retries(calls, done)
+        except BudgetExceeded as e:
+            for _, f in items:
+                f.done() or f.set_exception(e)
+            return
         except Exception as e:  # noqa: BLE001 - a bug here fails these calls, never the window
             for c in calls:
                 done.setdefault(c.cache_key, BackendError("backend", f"{type(e).__name__}: {e}"))
@@ -359,7 +363,8 @@ class Engine:
             pending = asyncio.all_tasks(self._loop)
             for task in pending:
                 task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if pending:  # gather() of nothing would make its future on another loop
+                self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._workers, self._queue = [], None  # cancelled above: the next `asubmit` starts new ones
             raise
 
@@ -422,6 +427,8 @@ class Engine:
         sent = time.monotonic()
         try:
             outcomes = await self.backend.generate(batch)
+        except BudgetExceeded:
+            raise  # a batch export stops the run as a cap does
         except Exception as e:  # noqa: BLE001 - a backend bug fails its calls, not the run
             outcomes = [BackendError("backend", f"{type(e).__name__}: {e}")] * len(batch)
         self._latency += time.monotonic() - sent

@@ -848,6 +848,9 @@ def plan(
     out: Path = typer.Option(None, "--out", "-o", help="run directory: the pilot's responses go into its request "
                              "cache, so `mathforge synth RECIPE --out DIR` reuses them (default: a temporary dir)"),
     pilot: float = typer.Option(0.01, "--pilot", help="the pilot's share of each stage"),
+    max_pilot: float = typer.Option(0.08, "--max-pilot", help="the pilot grows up to this share while some "
+                                    "method has kept too little to be estimated"),
+    turnaround: float = typer.Option(4.0, "--batch-turnaround", help="hours a batch takes, for batch mode's wall time"),
     as_json: bool = typer.Option(False, "--json", help="print the forecast as one JSON object"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, as for `mathforge synth`"),
 ) -> None:
@@ -867,7 +870,7 @@ def plan(
     try:
         cfg = load_config(SynthConfig, recipe, overrides or [])
         with tempfile.TemporaryDirectory(prefix="mathforge-plan-") as tmp:
-            forecast = run_plan(cfg, out or Path(tmp), pilot)
+            forecast = run_plan(cfg, out or Path(tmp), pilot, max(pilot, max_pilot), turnaround * 3600)
     except BudgetExceeded as e:
         fail(f"the pilot itself was stopped: {e}")
     except (ConfigError, DataError, ValueError, OSError) as e:

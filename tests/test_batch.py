@@ -181,3 +181,34 @@ def test_a_small_synthesis_in_batch_mode_keeps_the_online_ids(tmp_path):
         ids = [sorted(r.id for r in read_records(tmp_path / d / part)) for d in ("online", "batch")]
         assert ids[0] == ids[1], part
     assert Counter(r["status"] for r in sim_log(tmp_path))["batch_expired"] == 2
+
+
+def pilot_row(units: int, kept: int, requests: int) -> dict:
+    return {"units": units, "kept": kept, "requests": requests, "prompt_tokens": 100 * requests,
+            "completion_tokens": 50 * requests, "dropped": {}}
+
+
+def test_a_forecast_never_counts_a_method_that_kept_nothing_as_free():
+    from mathforge.synth.pipeline import Stage1Config, Stage2Config, SynthConfig
+    from mathforge.synth.plan import forecast, render
+
+    cfg = SynthConfig(mix={"evol": 0.5, "xwin": 0.5}, max_passes=3, stage2=Stage2Config(enabled=False),
+                      stage1=Stage1Config(initial_target=1000, coreset_budget=100, target=1000),
+                      engine={"backend": "openai", "model": "m", "base_url": "http://x", "prices": {"m": (1.0, 2.0)}})
+    fine, barren = pilot_row(20, 40, 100), pilot_row(30, 0, 120)
+    pilot = {"stage1_initial": {"evol": fine, "xwin": barren}, "stage1_normal": {"evol": fine, "xwin": barren}}
+    fc = forecast(cfg, pilot, latency_s=1.0, waves=12)
+    initial = fc["stages"]["stage1_initial"]["methods"]
+    assert initial["evol"]["requests"] == 500 * 100 // 40  # quota / rows per unit x requests per unit
+    assert initial["xwin"]["requests"] == 500 * 7 * 4 and initial["xwin"]["budget_bound"]  # its whole unit budget
+    assert fc["lower_bound"] is None and fc["interval"][0] < fc["requests"] < fc["interval"][1]
+    assert fc["usd_batch"] == pytest.approx(fc["usd"] / 2, abs=0.01) and fc["batch_waves"] == 24
+    pilot["stage1_normal"]["xwin"] = {}  # never ran: the total says it is a lower bound, and why
+    fc = forecast(cfg, pilot, latency_s=1.0)
+    assert "no unit of this method" in fc["lower_bound"] and fc["interval"] is None
+    assert "**The total is a lower bound" in render(fc)
+    # a yield that halves from the half-size pilot to the pilot widens the interval
+    shrinking = {s: {"evol": pilot_row(20, 80, 100), "xwin": pilot_row(20, 80, 100)} for s in pilot}
+    steady, drifting = (forecast(cfg, {s: dict(shrinking[s]) for s in pilot}, 1.0, smaller=small)
+                        for small in (shrinking, {s: {m: pilot_row(10, 80, 50) for m in ("evol", "xwin")} for s in pilot}))
+    assert steady["relative_error"] < drifting["relative_error"]

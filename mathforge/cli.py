@@ -763,12 +763,16 @@ def teacher_sim(
     batch_fail_rate: float = typer.Option(0.0, "--batch-fail-rate", help="share of batch lines sent to the error file"),
     batch_expire_rate: float = typer.Option(0.0, "--batch-expire-rate", help="share of batches that expire half done"),
     batch_expire_first: int = typer.Option(0, "--batch-expire-first", help="the first N batches expire half done"),
+    echo_rate: float = typer.Option(0.0, "--echo-rate", help="share of new-problem replies that repeat the problem given"),
+    format_fail: list[str] = typer.Option([], "--format-fail", help="WORDS=RATE: that share of replies to prompts "
+                                          "with these template words are out of format (repeatable)"),
 ) -> None:
     """A simulated OpenAI-compatible teacher for rehearsals: our prompt kinds answered in format,
     deterministically, right per level, with a latency distribution and faults (see engine/teachersim.py).
     Point a recipe at it: engine.backend=openai engine.base_url=http://127.0.0.1:PORT/v1 engine.sim_hints=true
     (or engine.backend=openai-batch: it serves /v1/files and /v1/batches too)."""
     from mathforge.engine.batchapi import BatchSimConfig
+    from mathforge.engine.simprofiles import Profile, parse_format_fail
     from mathforge.engine.teachersim import SimConfig, serve
 
     try:
@@ -779,10 +783,11 @@ def teacher_sim(
                         rate_timeout=rate_timeout, rate_drop=rate_drop, retry_after_s=retry_after, seed=seed)
         batch = BatchSimConfig(delay_s=batch_delay, fail_rate=batch_fail_rate, expire_rate=batch_expire_rate,
                                expire_first=batch_expire_first, seed=seed)
+        profile = Profile(echo_rate, parse_format_fail(format_fail)) if echo_rate or format_fail else None
     except ValueError as e:
         fail(str(e))
     console.print(f"teacher-sim on http://{host}:{port}/v1 (mean latency {cfg.mean_s:.3f} s)")
-    serve(cfg, host, port, str(log) if log else None, batch)
+    serve(cfg, host, port, str(log) if log else None, batch, profile)
 
 
 batch_app = typer.Typer(help="Batch files for an offline runner (vLLM's run_batch): export a run's pending "

@@ -39,6 +39,7 @@ from aiohttp import web
 from mathforge.answers import ANSWER_PREFIX
 from mathforge.engine.batchapi import BatchAPI, BatchSimConfig
 from mathforge.engine.mockserver import MockServer, _prompt_text
+from mathforge.engine.simprofiles import Profile, middleware
 
 # Each prompt kind by the words of its template (synth/prompts/*.j2); checked in this order.
 KINDS = (
@@ -190,13 +191,17 @@ def _body(body: dict[str, Any], reply: str, text: str, chat: bool, fp: str) -> d
 
 
 def serve(cfg: SimConfig, host: str, port: int, log_path: str | None,
-          batch: BatchSimConfig | None = None) -> None:
-    """Serve until interrupted; the log is line-buffered so a reader sees every answered attempt."""
+          batch: BatchSimConfig | None = None, profile: Profile | None = None) -> None:
+    """Serve until interrupted; the log is line-buffered so a reader sees every answered attempt.
+    `profile` changes the replies' yields (see simprofiles.py)."""
     log = open(log_path, "a", encoding="utf-8", buffering=1) if log_path else None  # noqa: SIM115 - closed below
     try:
         sim = TeacherSim(cfg, log, batch)
         sim.slow_s, sim.retry_after = cfg.hang_s, cfg.retry_after_s
-        web.run_app(sim.app(), host=host, port=port, access_log=None, print=None)
+        app = sim.app()
+        if profile is not None:
+            app.middlewares.append(middleware(profile))
+        web.run_app(app, host=host, port=port, access_log=None, print=None)
     finally:
         if log is not None:
             log.close()

@@ -2,6 +2,7 @@
 
 - `openai`: any OpenAI-compatible endpoint (OpenAI, vLLM/SGLang servers, llama.cpp server, Ollama),
   async, one call per sample, many in flight, on aiohttp (or the openai client, `http: sdk`).
+- `openai-batch`: the same requests as batch files at the batch discount (engine/batch.py).
 - `llama`: llama.cpp in-process (the offline default, SmolLM2 embedded); one call at a time.
 - `hf`: transformers checkpoints (ours or the Hub's), batched left-padded generation.
 - `vllm`: vLLM offline on GPUs, a thin wrapper; optional extra.

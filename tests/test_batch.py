@@ -212,3 +212,18 @@ def test_a_forecast_never_counts_a_method_that_kept_nothing_as_free():
     steady, drifting = (forecast(cfg, {s: dict(shrinking[s]) for s in pilot}, 1.0, smaller=small)
                         for small in (shrinking, {s: {m: pilot_row(10, 80, 50) for m in ("evol", "xwin")} for s in pilot}))
     assert steady["relative_error"] < drifting["relative_error"]
+
+
+def test_a_cap_counts_the_requests_in_batches_not_finished_yet(tmp_path):
+    from mathforge.engine.limits import Budget
+    from mathforge.engine.types import BudgetExceeded
+
+    sim = start_sim(tmp_path, delay_s=0.2)
+    try:
+        cfg = EngineConfig(backend="openai-batch", base_url=sim.url, **FAST)
+        with (Engine(cfg, cache_path=tmp_path / "cache.sqlite", budget=Budget(max_requests=15)) as engine,
+              pytest.raises(BudgetExceeded, match="max_requests")):
+            engine.run(requests(40))
+    finally:
+        sim.stop()
+    assert sum(r["requests"] for r in sim_log(tmp_path) if r["status"] == "batch_created") == 15

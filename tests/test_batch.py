@@ -202,7 +202,7 @@ def test_a_forecast_never_counts_a_method_that_kept_nothing_as_free():
     assert initial["evol"]["requests"] == 500 * 100 // 40  # quota / rows per unit x requests per unit
     assert initial["xwin"]["requests"] == 500 * 7 * 4 and initial["xwin"]["budget_bound"]  # its whole unit budget
     assert fc["lower_bound"] is None and fc["interval"][0] < fc["requests"] < fc["interval"][1]
-    assert fc["usd_batch"] == pytest.approx(fc["usd"] / 2, abs=0.01) and fc["batch_waves"] == 24
+    assert fc["usd_batch"] == pytest.approx(fc["usd"] / 2, abs=0.01) and fc["batch_waves"] == 12
     pilot["stage1_normal"]["xwin"] = {}  # never ran: the total says it is a lower bound, and why
     fc = forecast(cfg, pilot, latency_s=1.0)
     assert "no unit of this method" in fc["lower_bound"] and fc["interval"] is None

@@ -80,8 +80,8 @@ def plan(cfg: SynthConfig, out: str | Path, fraction: float = 0.01, max_fraction
         f = min(f * 2, max_fraction)
     _share_cache(previous / "cache.sqlite", out / "cache.sqlite")
     (_, small, _), (f, pilot, engine) = runs[0], runs[-1]
-    fc = forecast(cfg, pilot, engine.get("mean_latency_s") or 1.0, smaller=small, turnaround_s=turnaround_s,
-                  waves=_waves(engine))
+    latency = engine.get("mean_latency_s") or 1.0
+    fc = forecast(cfg, pilot, latency, smaller=small, turnaround_s=turnaround_s, waves=_waves(previous, latency))
     return {**fc, "pilot_fraction": f, "pilot_requests": sum(y.get("requests", 0) for s in pilot.values()
                                                              for y in s.values())}
 
@@ -93,11 +93,16 @@ def _measured(table: dict[str, dict[str, dict[str, Any]]]) -> bool:
                for s in table.values() for y in s.values())
 
 
-def _waves(engine: dict[str, Any]) -> float:
-    """The pilot's sequential rounds of requests (its busy time over the mean latency): a small run
-    never fills the window, so this is the chain of dependent requests a batch run goes through."""
-    latency = engine.get("mean_latency_s") or 0
-    return max(1.0, engine.get("elapsed_s", 0) / latency) if latency else 1.0
+def _waves(pilot_dir: Path, latency_s: float) -> float:
+    """The pilot's sequential rounds of requests: its synthesis stages' seconds over the mean latency
+    (stage 1's two rounds one after the other, stage 2 beside them). A pilot barely fills the window,
+    so this is the chain of dependent requests that a batch run goes through wave by wave."""
+    def seconds(stage: str) -> float:
+        path = pilot_dir / "stats" / f"{stage}.json"
+        return json.loads(path.read_text()).get("seconds", 0.0) if path.exists() else 0.0
+
+    chain = max(seconds("stage1_initial") + seconds("stage1_normal"), seconds("stage2_hard"))
+    return max(1.0, chain / latency_s) if latency_s else 1.0
 
 
 def forecast(cfg: SynthConfig, pilot: dict[str, dict[str, dict[str, Any]]], latency_s: float,
@@ -122,9 +127,7 @@ def forecast(cfg: SynthConfig, pilot: dict[str, dict[str, dict[str, Any]]], late
         row["usd_batch"] = round(row["usd"] * ecfg.batch_discount, 2)
         row["seconds"] = round(row["requests"] / rate, 1) if rate else None
         row["interval"] = _interval(row)
-    # Batch mode: every unit that can run goes in each wave; stage 2 runs beside stage 1's chain.
-    stage1_waves = waves * sum(1 for s in ("stage1_initial", "stage1_normal") if s in stages)
-    total["batch_waves"] = round(stage1_waves or waves)
+    total["batch_waves"] = round(waves)  # every unit that can run goes in each wave
     total["batch_seconds"] = round(total["batch_waves"] * turnaround_s, 1)
     return {**total, "stages": stages, "latency_s": latency_s, "requests_per_s": round(rate, 2),
             "turnaround_s": turnaround_s}

@@ -227,3 +227,15 @@ def test_a_cap_counts_the_requests_in_batches_not_finished_yet(tmp_path):
     finally:
         sim.stop()
     assert sum(r["requests"] for r in sim_log(tmp_path) if r["status"] == "batch_created") == 15
+
+
+def test_a_batch_file_larger_than_a_request_body_limit_goes_through(tmp_path):
+    sim = start_sim(tmp_path)
+    long = [Request(key=f"k{i}", messages=[{"role": "user", "content": f"Problem {i}: " + "x " * 100_000}])
+            for i in range(12)]  # 2.4 MB in one file: aiohttp reads at most 1 MB of a plain body
+    try:
+        with Engine(EngineConfig(backend="openai-batch", base_url=sim.url, **FAST)) as engine:
+            assert all(r.ok for r in engine.run(long))
+    finally:
+        sim.stop()
+    assert [r["requests"] for r in sim_log(tmp_path) if r["status"] == "batch_created"] == [12]

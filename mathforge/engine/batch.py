@@ -204,7 +204,8 @@ class BatchBackend:
             outcomes = await self._download(batch)
         except Exception as e:  # noqa: BLE001 - its calls get a retryable failure, go into a later batch
             outcomes = {}
-            failure: Outcome = BackendError("connection", f"batch {record['hash']}: {type(e).__name__}: {e}")
+            failure: Outcome = e if isinstance(e, BackendError) else BackendError(
+                "connection", f"batch {record['hash']}: {type(e).__name__}: {e}")
             self._ledger.note(SCOPE, record["hash"], json.dumps({**record, "state": "abandoned", "error": str(e)}))
         else:
             failure = BackendError("timeout", f"batch {batch['id']} ended '{batch['status']}' before this request ran")
@@ -276,7 +277,7 @@ class BatchBackend:
                 batch = await self._http("GET", f"/batches/{batch_id}")
                 if batch.get("status") in DONE:
                     return batch
-            except (TimeoutError, OSError, RuntimeError):
+            except (TimeoutError, OSError, RuntimeError, BackendError):
                 pass  # a provider's hiccup: the batch is still theirs, keep polling
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, self.cfg.batch_poll_max_s)
@@ -305,8 +306,8 @@ class BatchBackend:
                     text = await resp.text()
                     if resp.status < 400:
                         return text if raw else json.loads(text)
-                    if resp.status != 429 and resp.status < 500:
-                        raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {text[:200]}")
+                    if resp.status != 429 and resp.status < 500:  # refused: asking again will not help
+                        raise classify_status(resp.status, resp.headers, f"{method} {path}: {text[:200]}")
             except (TimeoutError, aiohttp.ClientConnectionError):
                 if attempt == self.cfg.max_retries:
                     raise

@@ -64,11 +64,17 @@ class BatchAPI:
     # -- files ----------------------------------------------------------------------------------
 
     async def upload(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        upload = form.get("file")
-        if not hasattr(upload, "file"):
+        # Streamed part by part: batch files reach 200 MB, past aiohttp's 1 MB limit on a read body.
+        fields: dict[str, Any] = {}
+        async for part in await request.multipart():
+            chunks = []
+            while chunk := await part.read_chunk():
+                chunks.append(chunk)
+            fields[part.name] = (b"".join(chunks), part.filename)
+        if "file" not in fields:
             return _error(400, "a multipart field 'file' is required")
-        return web.json_response(self._store(upload.file.read(), upload.filename, str(form.get("purpose", "batch"))))
+        purpose = fields.get("purpose", (b"batch", None))[0].decode()
+        return web.json_response(self._store(fields["file"][0], fields["file"][1] or "upload.jsonl", purpose))
 
     def _store(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
         fid = f"file-{hashlib.sha256(data).hexdigest()[:12]}-{len(self.files)}"

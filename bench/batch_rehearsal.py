@@ -12,6 +12,11 @@ at the recipe's prices; batch mode at the batch discount) and their ratio, batch
 largest number of times one batch (by content hash) was created and one request answered in batch mode.
 
     nice python bench/batch_rehearsal.py --scale 500 --work /tmp/batch-rehearsal
+
+Measured at 1/500 (2 cores shared, load average ~9): the same ids in all three datasets; 18,259
+requests answered online, 18,585 in batch mode; billed $63.43 online against $32.23 in batches
+(0.508x); 37 batches created, none twice (by content hash), no request answered twice; 350 s
+online, 432 s in batch mode with its three kills and a 1 s batch delay.
 """
 
 from __future__ import annotations

@@ -832,10 +832,20 @@ def teacher_sim(
     retry_after: float = typer.Option(1.0, "--retry-after"),
     seed: int = typer.Option(0, "--seed", help="another seed gives other (still deterministic) answers"),
     log: Path = typer.Option(None, "--log", help="one JSON line per answered attempt (arrival, seconds, status)"),
+    batch_delay: float = typer.Option(0.0, "--batch-delay", help="seconds before a batch completes at the earliest"),
+    batch_fail_rate: float = typer.Option(0.0, "--batch-fail-rate", help="share of batch lines sent to the error file"),
+    batch_expire_rate: float = typer.Option(0.0, "--batch-expire-rate", help="share of batches that expire half done"),
+    batch_expire_first: int = typer.Option(0, "--batch-expire-first", help="the first N batches expire half done"),
+    echo_rate: float = typer.Option(0.0, "--echo-rate", help="share of new-problem replies that repeat the problem given"),
+    format_fail: list[str] = typer.Option([], "--format-fail", help="WORDS=RATE: that share of replies to prompts "
+                                          "with these template words are out of format (repeatable)"),
 ) -> None:
     """A simulated OpenAI-compatible teacher for rehearsals: our prompt kinds answered in format,
     deterministically, right per level, with a latency distribution and faults (see engine/teachersim.py).
-    Point a recipe at it: engine.backend=openai engine.base_url=http://127.0.0.1:PORT/v1 engine.sim_hints=true"""
+    Point a recipe at it: engine.backend=openai engine.base_url=http://127.0.0.1:PORT/v1 engine.sim_hints=true
+    (or engine.backend=openai-batch: it serves /v1/files and /v1/batches too)."""
+    from mathforge.engine.batchapi import BatchSimConfig
+    from mathforge.engine.simprofiles import Profile, parse_format_fail
     from mathforge.engine.teachersim import SimConfig, serve
 
     try:
@@ -844,10 +854,70 @@ def teacher_sim(
             raise ValueError(f"--levels needs 5 probabilities in [0, 1], got {levels!r}")
         cfg = SimConfig(median_s=median, sigma=sigma, levels=probs, rate_429=rate_429, rate_500=rate_500,
                         rate_timeout=rate_timeout, rate_drop=rate_drop, retry_after_s=retry_after, seed=seed)
+        batch = BatchSimConfig(delay_s=batch_delay, fail_rate=batch_fail_rate, expire_rate=batch_expire_rate,
+                               expire_first=batch_expire_first, seed=seed)
+        profile = Profile(echo_rate, parse_format_fail(format_fail)) if echo_rate or format_fail else None
     except ValueError as e:
         fail(str(e))
     console.print(f"teacher-sim on http://{host}:{port}/v1 (mean latency {cfg.mean_s:.3f} s)")
-    serve(cfg, host, port, str(log) if log else None)
+    serve(cfg, host, port, str(log) if log else None, batch, profile)
+
+
+batch_app = typer.Typer(help="Batch files for an offline runner (vLLM's run_batch): export a run's pending "
+                         "requests, import the runner's answers into the run's request cache.", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+
+
+@batch_app.command("export")
+def batch_export(
+    recipe: Path = typer.Argument(..., help="synthesis recipe YAML"),
+    out: Path = typer.Option(..., "--out", "-o", help="the run directory (its request cache says what is pending)"),
+    to: Path = typer.Option(..., "--to", help="folder for the batch input files"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, as for `mathforge synth`"),
+) -> None:
+    """Write the run's next wave of pending (uncached) requests as batch input files (OpenAI / vLLM
+    run_batch JSONL), then stop. On a GPU box with no server, answer each file with
+
+        vllm run_batch -i batch-HASH.jsonl -o out-HASH.jsonl --model MODEL
+
+    then `mathforge batch import RUN out-*.jsonl`, and export again: synthesis's request chains
+    (Evol steps, Xwin revisions, stage 1 before its core-set) advance one wave per round, until an
+    export finds nothing pending and the run is complete."""
+    from mathforge.config import ConfigError, load_config
+    from mathforge.engine.types import WaveExported
+    from mathforge.synth.pipeline import SynthConfig, run_synth
+
+    try:
+        cfg = load_config(SynthConfig, recipe, [*(overrides or []), "engine.backend=openai-batch",
+                                                f"engine.batch_export_dir={to}"])
+        run_synth(cfg, out)
+    except WaveExported as e:
+        console.print(f"{e}. Answer each with `vllm run_batch -i FILE -o OUT --model {cfg.engine.get('model')}`, "
+                      f"then `mathforge batch import {out} OUT...` and export again.")
+        return
+    except (ConfigError, DataError, ValueError, OSError) as e:
+        fail(str(e))
+    console.print(f"nothing pending: the run in {out} is complete (datasets and yield.md written).")
+
+
+@batch_app.command("import")
+def batch_import(
+    out: Path = typer.Argument(..., help="the run directory whose request cache takes the answers"),
+    files: list[Path] = typer.Argument(..., help="batch output files (vLLM run_batch -o, or a provider's)"),
+) -> None:
+    """Put the answers of batch output files into the run's request cache (by custom_id, the
+    request's cache key); failed lines stay pending and are exported again."""
+    from mathforge.engine.batch import import_outputs
+    from mathforge.engine.cache import RequestCache
+
+    cache = RequestCache(out / "cache.sqlite")
+    try:
+        counts = import_outputs(cache, files, model="batch-import")
+    except (ValueError, OSError) as e:
+        fail(str(e))
+    finally:
+        cache.close()
+    console.print(f"{counts['answered']} answers imported into {out / 'cache.sqlite'}, {counts['failed']} failed lines")
 
 
 @app.command()
@@ -856,6 +926,9 @@ def plan(
     out: Path = typer.Option(None, "--out", "-o", help="run directory: the pilot's responses go into its request "
                              "cache, so `mathforge synth RECIPE --out DIR` reuses them (default: a temporary dir)"),
     pilot: float = typer.Option(0.01, "--pilot", help="the pilot's share of each stage"),
+    max_pilot: float = typer.Option(0.08, "--max-pilot", help="the pilot grows up to this share while some "
+                                    "method has kept too little to be estimated"),
+    turnaround: float = typer.Option(4.0, "--batch-turnaround", help="hours a batch takes, for batch mode's wall time"),
     as_json: bool = typer.Option(False, "--json", help="print the forecast as one JSON object"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, as for `mathforge synth`"),
 ) -> None:
@@ -875,7 +948,7 @@ def plan(
     try:
         cfg = load_config(SynthConfig, recipe, overrides or [])
         with tempfile.TemporaryDirectory(prefix="mathforge-plan-") as tmp:
-            forecast = run_plan(cfg, out or Path(tmp), pilot)
+            forecast = run_plan(cfg, out or Path(tmp), pilot, max(pilot, max_pilot), turnaround * 3600)
     except BudgetExceeded as e:
         fail(f"the pilot itself was stopped: {e}")
     except (ConfigError, DataError, ValueError, OSError) as e:

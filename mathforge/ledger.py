@@ -6,7 +6,8 @@ shards written) and a per-problem ledger (scope = step, key = problem id: attemp
 A commit adds a batch of deltas in one transaction, so after a `kill -9` the ledger holds every
 commit or none of a partial one; a caller that writes files first and commits after can trust the
 ledger over the files (a file the ledger does not know was written by a run that died before its
-commit, and is rewritten).
+commit, and is rewritten). Notes hold the few facts that are not counts, as text per (scope, key):
+the batch backend's batch ids and states (engine/batch.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Ledger:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS counters (scope TEXT, key TEXT, counter TEXT, value INTEGER, "
                         "PRIMARY KEY (scope, key, counter))")
+        self.db.execute("CREATE TABLE IF NOT EXISTS notes (scope TEXT, key TEXT, value TEXT, PRIMARY KEY (scope, key))")
         self.db.commit()
 
     def read(self, scope: str) -> dict[str, Counter]:
@@ -56,6 +58,17 @@ class Ledger:
         with self.db:
             self.db.execute("DELETE FROM counters WHERE scope=? OR substr(scope, 1, ?)=?",
                             (scope, len(scope) + 1, scope + ":"))
+
+    def notes(self, scope: str) -> dict[str, str]:
+        """Every note in `scope`, by key, in the order they were first written."""
+        rows = self.db.execute("SELECT key, value FROM notes WHERE scope=? ORDER BY rowid", (scope,))
+        return dict(rows.fetchall())
+
+    def note(self, scope: str, key: str, value: str) -> None:
+        """Set one note (replacing the key's earlier value) and commit at once."""
+        with self.db:
+            self.db.execute("INSERT INTO notes VALUES (?,?,?) ON CONFLICT(scope, key) DO UPDATE SET value = "
+                            "excluded.value", (scope, key, value))
 
     def close(self) -> None:
         self.db.close()

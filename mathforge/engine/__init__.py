@@ -9,7 +9,8 @@
                                       sampling=Sampling(temperature=0.7, n=4))], desc="solve")
         print(engine.stats())  # requests, cache hits, calls, failures and retries by kind, tokens, cost
 
-Backends: "openai" (any OpenAI-compatible endpoint), "llama" (llama.cpp in-process; "smollm2" is
+Backends: "openai" (any OpenAI-compatible endpoint), "openai-batch" (the same through `/v1/files` +
+`/v1/batches` at the batch discount, engine/batch.py), "llama" (llama.cpp in-process; "smollm2" is
 the embedded offline default), "hf" (transformers checkpoints, batched), "vllm" (GPU, optional).
 Guarantees: each response is committed to the SQLite cache as it arrives (a `kill -9` loses none,
 a rerun pays for none twice); failures come back as `Result.error` with a kind, never as exceptions;

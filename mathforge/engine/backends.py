@@ -2,6 +2,7 @@
 
 - `openai`: any OpenAI-compatible endpoint (OpenAI, vLLM/SGLang servers, llama.cpp server, Ollama),
   async, one call per sample, many in flight, on aiohttp (or the openai client, `http: sdk`).
+- `openai-batch`: the same requests as batch files at the batch discount (engine/batch.py).
 - `llama`: llama.cpp in-process (the offline default, SmolLM2 embedded); one call at a time.
 - `hf`: transformers checkpoints (ours or the Hub's), batched left-padded generation.
 - `vllm`: vLLM offline on GPUs, a thin wrapper; optional extra.
@@ -113,19 +114,8 @@ class OpenAIBackend:
         return [(await self._post(call, n=1))[0] for call in calls]
 
     async def _post(self, call: Call, n: int) -> list[Outcome]:
-        s = call.sampling
-        body: dict[str, Any] = dict(
-            model=self.cfg.model, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens
-        )
-        if n > 1:
-            body["n"] = n
-        if s.sample_seed(call.sample) is not None:
-            body["seed"] = s.sample_seed(call.sample)
-        if s.stop:
-            body["stop"] = list(s.stop)
+        path, body = request_body(self.cfg.model, call, n)
         chat = call.messages is not None
-        body.update(messages=call.messages) if chat else body.update(prompt=call.prompt)
-        path = "/chat/completions" if chat else "/completions"
         try:
             async with asyncio.timeout(self.cfg.timeout_s + 5):  # a guard in case the transport hangs
                 if self.cfg.http == "aiohttp":
@@ -161,6 +151,22 @@ class OpenAIBackend:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+
+
+def request_body(model: str, call: Call, n: int = 1) -> tuple[str, dict[str, Any]]:
+    """The path (below `/v1`) and JSON body of one call; batch files carry the same bodies, so a
+    request answered in a batch is the request answered online."""
+    s = call.sampling
+    body: dict[str, Any] = dict(model=model, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens)
+    if n > 1:
+        body["n"] = n
+    if s.sample_seed(call.sample) is not None:
+        body["seed"] = s.sample_seed(call.sample)
+    if s.stop:
+        body["stop"] = list(s.stop)
+    if call.messages is not None:
+        return "/chat/completions", {**body, "messages": call.messages}
+    return "/completions", {**body, "prompt": call.prompt}
 
 
 class Endpoints:
@@ -539,8 +545,15 @@ def _vllm_completion(r: Any) -> Completion:
     )
 
 
-BACKEND_CLASSES: dict[str, type] = {
+def _batch_backend(cfg: EngineConfig) -> Backend:
+    from mathforge.engine.batch import BatchBackend, ExportBackend  # they import from here
+
+    return ExportBackend(cfg) if cfg.batch_export_dir else BatchBackend(cfg)
+
+
+BACKEND_CLASSES: dict[str, Any] = {
     "openai": OpenAIBackend,
+    "openai-batch": _batch_backend,
     "llama": LlamaBackend,
     "hf": HFBackend,
     "vllm": VLLMBackend,

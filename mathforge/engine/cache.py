@@ -76,21 +76,17 @@ class RequestCache:
     def put(self, backend: str, model: str, call: Call, done: Completion) -> None:
         """Store one response and commit at once, so a kill right after loses nothing."""
         request = json.dumps({**call.payload(), "sample": call.sample}, ensure_ascii=False)
-        self.db.execute(
-            "INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                call.cache_key,
-                backend,
-                model,
-                request,
-                done.text,
-                done.finish_reason,
-                done.prompt_tokens,
-                done.completion_tokens,
-                time.time(),
-            ),
-        )
-        self.db.commit()
+        self.put_many(backend, model, [(call.cache_key, request, done)])
+
+    def put_many(self, backend: str, model: str, rows: Iterable[tuple[str, str, Completion]]) -> None:
+        """Store (key, request JSON, response) rows in one transaction (a downloaded batch file)."""
+        now = time.time()
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?,?)",
+                [(key, backend, model, request, d.text, d.finish_reason, d.prompt_tokens, d.completion_tokens, now)
+                 for key, request, d in rows],
+            )
 
     def totals(self) -> tuple[int, int, int]:
         """(responses, prompt tokens, completion tokens) held: what this cache's owner has paid for."""

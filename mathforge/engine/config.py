@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BACKENDS = ("openai", "llama", "hf", "vllm")
+BACKENDS = ("openai", "openai-batch", "llama", "hf", "vllm")
 HTTP_TRANSPORTS = ("aiohttp", "sdk")
 
 
@@ -37,6 +37,21 @@ class EngineConfig:
     http: str = "aiohttp"
     # openai: send each request's level as an X-Sim-Level header (for `mathforge teacher-sim`).
     sim_hints: bool = False
+    # openai-batch: requests waiting in the window go out as batch files (`/v1/files` + `/v1/batches`),
+    # billed at `batch_discount` times the online price. A wave is flushed once no request has
+    # joined for `batch_settle_s`, or when a file reaches the provider's limits; batches are polled
+    # every `batch_poll_s`, backing off to `batch_poll_max_s`. `concurrency` is the synthesis's
+    # window of units in batch mode: set it high, each wave carries all the units it can.
+    batch_max_requests: int = 50_000
+    batch_max_bytes: int = 190_000_000  # OpenAI takes 200 MB a file
+    batch_settle_s: float = 2.0
+    batch_poll_s: float = 10.0
+    batch_poll_max_s: float = 300.0
+    batch_window: str = "24h"
+    batch_discount: float = 0.5
+    # openai-batch: write each wave's files here for an offline runner (vLLM's run_batch) instead of
+    # sending them; the run stops at each wave (see `mathforge batch export`).
+    batch_export_dir: str | None = None
     # In-process backends (llama, hf, vllm)
     batch_size: int = 8
     n_ctx: int = 4096
@@ -57,11 +72,20 @@ class EngineConfig:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if not 0 < self.batch_discount <= 1:
+            raise ValueError(f"batch_discount must be in (0, 1], got {self.batch_discount}")
+        if self.batch_max_requests < 1 or self.batch_max_bytes < 1:
+            raise ValueError("batch_max_requests and batch_max_bytes must be >= 1")
         for model, price in self.prices.items():
             if len(price) != 2:
                 raise ValueError(f"prices['{model}'] must be [prompt_usd_per_M, completion_usd_per_M]")
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD at this backend's prices: the batch discount applies in batch mode."""
+        return self.online_cost(model, prompt_tokens, completion_tokens) * (
+            self.batch_discount if self.backend == "openai-batch" else 1.0)
+
+    def online_cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         price = self.prices.get(model)
         if price is None:
             return 0.0

@@ -46,6 +46,8 @@ class Engine:
         self.backend = backend if backend is not None else make_backend(cfg)
         self.cache = RequestCache(cache_path)
         self.cache_path = self.cache.path
+        if hasattr(self.backend, "bind"):  # the batch backend writes downloaded files into this cache
+            self.backend.bind(self.cache)
         self._loop = asyncio.new_event_loop()
         self._rpm = TokenBucket(cfg.rpm) if cfg.rpm else None
         self._tpm = TokenBucket(cfg.tpm) if cfg.tpm else None
@@ -164,14 +166,18 @@ class Engine:
         key = calls[0].cache_key
         if key in self._inflight:  # the same call already queued by another caller: share its answer
             return await asyncio.shield(self._inflight[key])
-        if self._queue is None:
+        if self._queue is None and not getattr(self.backend, "collects", False):
             self._queue = asyncio.PriorityQueue()
             width = min(self.backend.max_concurrency or self.cfg.concurrency, self.cfg.concurrency)
             self._workers = [asyncio.create_task(self._worker()) for _ in range(width)]
         future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         future.add_done_callback(lambda _: self._inflight.pop(key, None))
-        self._queue.put_nowait((priority, next(self._arrivals), calls, future))  # FIFO within a priority
+        if getattr(self.backend, "collects", False):  # a batch backend gathers every waiting call itself
+            task = asyncio.create_task(self._serve([(calls, future)]))
+            future.add_done_callback(lambda f: task.cancel() if f.cancelled() else None)
+        else:
+            self._queue.put_nowait((priority, next(self._arrivals), calls, future))  # FIFO within a priority
         return await future
 
     async def _worker(self) -> None:
@@ -179,27 +185,35 @@ class Engine:
             items = [(await self._queue.get())[2:]]
             while len(items) < self.backend.batch_size and not self._queue.empty():
                 items.append(self._queue.get_nowait()[2:])  # in-process backends batch what is waiting
-            items = [(calls, f) for calls, f in items if not f.done()]  # withdrawn by their callers
-            calls = [c for cs, _ in items for c in cs]
-            if not calls:
-                continue
-            refused = self._over_budget(len(calls))
-            if refused:
-                for _, f in items:
-                    f.set_exception(BudgetExceeded(refused))
-                continue
-            done: dict[str, Completion | BackendError] = {}
-            self._sending += len(calls)
-            try:
-                await self._with_retries(calls, done)
-            except Exception as e:  # noqa: BLE001 - a bug here fails these calls, never the window
-                for c in calls:
-                    done.setdefault(c.cache_key, BackendError("backend", f"{type(e).__name__}: {e}"))
-            finally:
-                self._sending -= len(calls)
-            for cs, f in items:
-                if not f.done():
-                    f.set_result({c.cache_key: done[c.cache_key] for c in cs})
+            await self._serve(items)
+
+    async def _serve(self, items: list[tuple[list[Call], asyncio.Future]]) -> None:
+        """Send the calls of `items` (with retries) and resolve each item's future."""
+        items = [(calls, f) for calls, f in items if not f.done()]  # withdrawn by their callers
+        calls = [c for cs, _ in items for c in cs]
+        if not calls:
+            return
+        refused = self._over_budget(len(calls))
+        if refused:
+            for _, f in items:
+                f.set_exception(BudgetExceeded(refused))
+            return
+        done: dict[str, Completion | BackendError] = {}
+        self._sending += len(calls)
+        try:
+            await self._with_retries(calls, done)
+        except BudgetExceeded as e:
+            for _, f in items:
+                f.done() or f.set_exception(e)
+            return
+        except Exception as e:  # noqa: BLE001 - a bug here fails these calls, never the window
+            for c in calls:
+                done.setdefault(c.cache_key, BackendError("backend", f"{type(e).__name__}: {e}"))
+        finally:
+            self._sending -= len(calls)
+        for cs, f in items:
+            if not f.done():
+                f.set_result({c.cache_key: done[c.cache_key] for c in cs})
 
     def _over_budget(self, n: int) -> str | None:
         """Whether sending `n` more calls could pass a cap: what was paid (this run and before it,
@@ -262,6 +276,7 @@ class Engine:
             "elapsed_s": round(self._busy, 3),
             # mean seconds a batch (one call for API backends) took, for forecasts of wall time
             "mean_latency_s": round(self._latency / c["batches"], 4) if c["batches"] else None,
+            **({"batch_api": self.backend.stats()} if hasattr(self.backend, "stats") else {}),
         }
 
     # -- one chunk ------------------------------------------------------------------------------
@@ -348,7 +363,8 @@ class Engine:
             pending = asyncio.all_tasks(self._loop)
             for task in pending:
                 task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if pending:  # gather() of nothing would make its future on another loop
+                self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._workers, self._queue = [], None  # cancelled above: the next `asubmit` starts new ones
             raise
 
@@ -411,6 +427,8 @@ class Engine:
         sent = time.monotonic()
         try:
             outcomes = await self.backend.generate(batch)
+        except BudgetExceeded:
+            raise  # a batch export stops the run as a cap does
         except Exception as e:  # noqa: BLE001 - a backend bug fails its calls, not the run
             outcomes = [BackendError("backend", f"{type(e).__name__}: {e}")] * len(batch)
         self._latency += time.monotonic() - sent
@@ -420,7 +438,8 @@ class Engine:
         return outcomes
 
     def _accept(self, call: Call, out: Completion, done: dict) -> None:
-        self.cache.put(self.backend.name, self.backend.model_id, call, out)
+        if not getattr(self.backend, "fills_cache", False):
+            self.cache.put(self.backend.name, self.backend.model_id, call, out)
         done[call.cache_key] = out
         cost = self.cfg.cost(self.cfg.model, out.prompt_tokens, out.completion_tokens)
         self._cost += cost

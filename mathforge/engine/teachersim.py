@@ -14,7 +14,9 @@ the request body, so a rerun gets the same answers, latencies and faults, whatev
   timeout, a dropped connection;
 - a log: one JSON line per answered attempt (`t` arrival, `s` seconds served, `status`, `kind`,
   `level`, `fp` the request's fingerprint), the ground truth for requests/s, latency and repeated
-  requests in benchmarks.
+  requests in benchmarks;
+- the batch API (`/v1/files`, `/v1/batches`, see batchapi.py), its lines answered as above, with a
+  completion delay, failed lines and expiry as flags (`--batch-*`).
 
     mathforge teacher-sim --port 8008 --median 0.5 --sigma 0.6 --levels .9,.7,.5,.3,.1 --log sim.jsonl
 """
@@ -35,7 +37,9 @@ from typing import IO, Any
 from aiohttp import web
 
 from mathforge.answers import ANSWER_PREFIX
+from mathforge.engine.batchapi import BatchAPI, BatchSimConfig
 from mathforge.engine.mockserver import MockServer, _prompt_text
+from mathforge.engine.simprofiles import Profile, middleware
 
 # Each prompt kind by the words of its template (synth/prompts/*.j2); checked in this order.
 KINDS = (
@@ -74,11 +78,17 @@ class SimConfig:
 class TeacherSim(MockServer):
     """The simulator's state and handler (MockServer's plumbing: `start_in_thread`, `/stats`)."""
 
-    def __init__(self, cfg: SimConfig = SimConfig(), log: IO[str] | None = None):
+    def __init__(self, cfg: SimConfig = SimConfig(), log: IO[str] | None = None,
+                 batch: BatchSimConfig | None = None):
         super().__init__()
         self.cfg = cfg
         self.log = log
         self.kinds: Counter = Counter()
+        self.batch_api = BatchAPI(batch or BatchSimConfig(), log)
+
+    def app(self) -> web.Application:
+        """The completion endpoints and the batch API (`/v1/files`, `/v1/batches`, see batchapi.py)."""
+        return self.batch_api.install(super().app())
 
     def snapshot(self) -> dict[str, Any]:
         return {**super().snapshot(), "kinds": dict(self.kinds)}
@@ -180,13 +190,18 @@ def _body(body: dict[str, Any], reply: str, text: str, chat: bool, fp: str) -> d
             "model": body.get("model", "sim"), "choices": [choice], "usage": usage}
 
 
-def serve(cfg: SimConfig, host: str, port: int, log_path: str | None) -> None:
-    """Serve until interrupted; the log is line-buffered so a reader sees every answered attempt."""
+def serve(cfg: SimConfig, host: str, port: int, log_path: str | None,
+          batch: BatchSimConfig | None = None, profile: Profile | None = None) -> None:
+    """Serve until interrupted; the log is line-buffered so a reader sees every answered attempt.
+    `profile` changes the replies' yields (see simprofiles.py)."""
     log = open(log_path, "a", encoding="utf-8", buffering=1) if log_path else None  # noqa: SIM115 - closed below
     try:
-        sim = TeacherSim(cfg, log)
+        sim = TeacherSim(cfg, log, batch)
         sim.slow_s, sim.retry_after = cfg.hang_s, cfg.retry_after_s
-        web.run_app(sim.app(), host=host, port=port, access_log=None, print=None)
+        app = sim.app()
+        if profile is not None:
+            app.middlewares.append(middleware(profile))
+        web.run_app(app, host=host, port=port, access_log=None, print=None)
     finally:
         if log is not None:
             log.close()

@@ -143,3 +143,8 @@ class Call:
 
 class BudgetExceeded(RuntimeError):
     """A hard cap (dollars, tokens or requests) would be passed by the next call: the run stops."""
+
+
+class WaveExported(BudgetExceeded):
+    """A wave of requests was written to batch files for an offline runner (`mathforge batch
+    export`): the run stops here as at a cap, and goes on after `mathforge batch import`."""

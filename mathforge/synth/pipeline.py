@@ -122,7 +122,8 @@ def run_synth(cfg: SynthConfig, out: str | Path, teacher: Any = None) -> dict[st
     ecfg = EngineConfig(**cfg.engine)
     with Engine(ecfg, cache_path=rd.path("cache.sqlite"), budget=cfg.budget) as engine:
         try:
-            table = _stages(cfg, rd, engine, f"{ecfg.backend}:{ecfg.model}")
+            # named by the endpoint's kind (a batch's answers are the online answers), not the transport
+            table = _stages(cfg, rd, engine, f"{engine.backend.name}:{ecfg.model}")
         finally:
             write_json(rd.path("stats", f"engine-{_stamp()}.json"), engine.stats())
     return {**table, "datasets": datasets(rd.root)}

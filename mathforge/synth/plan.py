@@ -1,11 +1,17 @@
-"""A forecast before paying: run a pilot of about 1% of each stage, extrapolate to the recipe.
+"""A forecast before paying: run a pilot of a few % of each stage, extrapolate to the recipe.
 
 The pilot is the recipe itself with every target (and the core-set budget) scaled down, run against
-the recipe's teacher (or `mathforge teacher-sim`). Per stage and method it measures requests, prompt
-and completion tokens per kept sample; the full recipe's quotas times those give its requests and
-tokens, the recipe's prices its dollars, and the engine's concurrency, rate limits and the pilot's
-mean latency its wall time. The uncertainty is the pilot's sampling error: a method that kept k
-samples in the pilot has its per-sample costs known to about 1/sqrt(k).
+the recipe's teacher (or `mathforge teacher-sim`): first at half the pilot's size, then at its size
+(reusing the first one's answers), then doubling up to a cap while some method has kept too little
+to be estimated. Per stage and method it measures units (a seed's request chain), rows kept, and
+requests and tokens per unit; the run's units are those that fill the method's quota at the pilot's
+rows per unit, at most its unit budget (`max_passes`), so a method the pilot saw keep nothing is
+forecast from the requests it spent (it will spend its whole budget), never as 0; a method the
+pilot never ran makes the forecast a declared lower bound. The relative error is the pilot's
+sampling error (about 1/sqrt(rows kept) per method) and the yield's change between the two pilot
+sizes beyond its noise (duplicates, seeds used up); the 90% interval is ± 1.645 of it. Dollars are
+shown at online and batch prices, wall time online (concurrency / latency, rate limits) and in
+batch mode (waves of dependent requests x a batch's turnaround).
 
 The pilot's responses land in `out/cache.sqlite` (the run directory's request cache), so
 `mathforge synth RECIPE --out DIR` reuses every one of them that the full run asks again (the
@@ -26,6 +32,7 @@ from typing import Any
 from mathforge.engine.config import EngineConfig
 from mathforge.markdown import table
 from mathforge.synth.pipeline import SynthConfig, quotas, run_synth
+from mathforge.synth.stream import max_units
 
 KEYS = ("requests", "prompt_tokens", "completion_tokens")
 STAGES = {"stage1_initial": lambda c: c.stage1.initial_target, "stage1_normal": lambda c: c.stage1.target,
@@ -47,53 +54,150 @@ def pilot_config(cfg: SynthConfig, fraction: float) -> SynthConfig:
     return replace(cfg, stage1=s1, stage2=replace(cfg.stage2, target=scaled(cfg.stage2.target)))
 
 
-def plan(cfg: SynthConfig, out: str | Path, fraction: float = 0.01) -> dict[str, Any]:
-    """Run the pilot into `out/pilot`, keep its responses in `out/cache.sqlite`, return the forecast."""
-    out = Path(out)
-    pilot = run_synth(pilot_config(cfg, fraction), out / "pilot")
-    pilot.pop("datasets")
-    engine = json.loads(sorted((out / "pilot" / "stats").glob("engine-*.json"))[-1].read_text())
-    _share_cache(out / "pilot" / "cache.sqlite", out / "cache.sqlite")
-    return forecast(cfg, pilot, engine.get("mean_latency_s") or 1.0)
+MIN_KEPT = 10  # rows a method must keep in the pilot before its yield counts as measured (±1/sqrt(10))
+Z90 = 1.645  # the 90% interval is the point ± Z90 relative errors
 
 
-def forecast(cfg: SynthConfig, pilot: dict[str, dict[str, dict[str, Any]]], latency_s: float) -> dict[str, Any]:
-    """The full recipe's requests, tokens, dollars and seconds from a pilot's yield table."""
+def plan(cfg: SynthConfig, out: str | Path, fraction: float = 0.01, max_fraction: float = 0.08,
+         turnaround_s: float = 4 * 3600.0) -> dict[str, Any]:
+    """Run the pilot into `out/pilot*`, keep its responses in `out/cache.sqlite`, return the forecast.
+
+    The pilot runs at half of `fraction`, then at `fraction` (reusing the first one's answers), so
+    that the yield's change with the run's size is measured; then it doubles, up to `max_fraction`,
+    while some method has kept fewer than MIN_KEPT rows. `turnaround_s` is one batch's expected
+    turnaround, for batch mode's wall time (waves × turnaround)."""
+    out, max_fraction = Path(out), max(max_fraction, fraction)
+    runs, previous, f = [], None, fraction / 2
+    while True:
+        pilot_dir = out / ("pilot" if f == fraction else f"pilot-{f:g}")
+        if previous is not None:
+            _share_cache(previous / "cache.sqlite", pilot_dir / "cache.sqlite")
+        table = run_synth(pilot_config(cfg, f), pilot_dir)
+        table.pop("datasets")
+        runs.append((f, table, json.loads(sorted((pilot_dir / "stats").glob("engine-*.json"))[-1].read_text())))
+        previous = pilot_dir
+        if f >= max_fraction or (f >= fraction and _measured(table)):
+            break
+        f = min(f * 2, max_fraction)
+    _share_cache(previous / "cache.sqlite", out / "cache.sqlite")
+    (_, small, _), (f, pilot, engine) = runs[0], runs[-1]
+    latency = engine.get("mean_latency_s") or 1.0
+    fc = forecast(cfg, pilot, latency, smaller=small, turnaround_s=turnaround_s, waves=_waves(previous, latency))
+    return {**fc, "pilot_fraction": f, "pilot_requests": sum(y.get("requests", 0) for s in pilot.values()
+                                                             for y in s.values())}
+
+
+def _measured(table: dict[str, dict[str, dict[str, Any]]]) -> bool:
+    """Every method kept enough rows to estimate its yield, or ran enough units (3 x MIN_KEPT) to
+    show that its yield is low (then its unit budget, or the few rows it kept, bound it)."""
+    return all(y.get("kept", 0) >= MIN_KEPT or y.get("units", 0) >= 3 * MIN_KEPT
+               for s in table.values() for y in s.values())
+
+
+def _waves(pilot_dir: Path, latency_s: float) -> float:
+    """The pilot's sequential rounds of requests: its synthesis stages' seconds over the mean latency
+    (stage 1's two rounds one after the other, stage 2 beside them). A pilot barely fills the window,
+    so this is the chain of dependent requests that a batch run goes through wave by wave."""
+    def seconds(stage: str) -> float:
+        path = pilot_dir / "stats" / f"{stage}.json"
+        return json.loads(path.read_text()).get("seconds", 0.0) if path.exists() else 0.0
+
+    chain = max(seconds("stage1_initial") + seconds("stage1_normal"), seconds("stage2_hard"))
+    return max(1.0, chain / latency_s) if latency_s else 1.0
+
+
+def forecast(cfg: SynthConfig, pilot: dict[str, dict[str, dict[str, Any]]], latency_s: float,
+             smaller: dict[str, dict[str, dict[str, Any]]] | None = None, turnaround_s: float = 4 * 3600.0,
+             waves: float = 1.0) -> dict[str, Any]:
+    """The full recipe's requests, tokens, dollars and seconds (online and in batch mode) from a
+    pilot's yield table; `smaller`, a pilot of half its size, measures the yield's change with size."""
     ecfg = EngineConfig(**cfg.engine)
     stages = {}
     for stage, target_of in STAGES.items():
         if stage not in pilot:
             continue
-        methods = {m: _method(q, pilot[stage].get(m, {})) for m, q in quotas(target_of(cfg), cfg.mix).items()}
+        methods = {m: _method(q, pilot[stage].get(m, {}), max_units(q, cfg.max_passes))
+                   for m, q in quotas(target_of(cfg), cfg.mix).items()}
         stages[stage] = {**_sum(methods.values()), "methods": methods}
+        if smaller and stage in smaller:
+            _widen(stages[stage], _drift(smaller[stage], pilot[stage]))
     total = _sum(stages.values())
     rate = _requests_per_s(ecfg, latency_s, total)
     for row in [total, *stages.values(), *(m for s in stages.values() for m in s["methods"].values())]:
-        row["usd"] = round(ecfg.cost(ecfg.model, row["prompt_tokens"], row["completion_tokens"]), 2)
+        row["usd"] = round(ecfg.online_cost(ecfg.model, row["prompt_tokens"], row["completion_tokens"]), 2)
+        row["usd_batch"] = round(row["usd"] * ecfg.batch_discount, 2)
         row["seconds"] = round(row["requests"] / rate, 1) if rate else None
-    return {**total, "stages": stages, "latency_s": latency_s, "requests_per_s": round(rate, 2)}
+        row["interval"] = _interval(row)
+    total["batch_waves"] = round(waves)  # every unit that can run goes in each wave
+    total["batch_seconds"] = round(total["batch_waves"] * turnaround_s, 1)
+    return {**total, "stages": stages, "latency_s": latency_s, "requests_per_s": round(rate, 2),
+            "turnaround_s": turnaround_s}
 
 
-def _method(quota: int, y: dict[str, Any]) -> dict[str, Any]:
-    kept = y.get("kept", 0)
-    if not kept:  # the pilot kept nothing: no estimate, flagged rather than guessed
-        return {k: 0 for k in KEYS} | {"relative_error": None, "pilot_kept": 0, "quota": quota}
-    per = {k: y.get(k, 0) / kept for k in KEYS}
-    return {k: round(per[k] * quota) for k in KEYS} | {"relative_error": round(1 / math.sqrt(kept), 3),
-                                                       "pilot_kept": kept, "quota": quota}
+def _method(quota: int, y: dict[str, Any], unit_budget: int) -> dict[str, Any]:
+    """One method's forecast from its pilot row, per unit (a seed's request chain): units to fill
+    the quota at the pilot's rows per unit, at most the method's unit budget, times the pilot's
+    requests and tokens per unit. A method that kept nothing is forecast to spend its whole budget
+    (what the run does), from the requests it spent, never as 0."""
+    units, kept = y.get("units", 0), y.get("kept", 0)
+    rows = kept + (y.get("dropped") or {}).get("over_quota", 0)
+    base = {"quota": quota, "pilot_kept": kept, "pilot_units": units, "pilot_requests": y.get("requests", 0)}
+    if not units:
+        return {k: 0 for k in KEYS} | base | {"relative_error": None, "lower_bound": (
+            "the pilot ran no unit of this method (no usable seed in the pilot?)")}
+    need = quota * units / rows if rows else math.inf
+    run_units = min(need, unit_budget) if unit_budget else need
+    if math.isinf(run_units):
+        return {k: y.get(k, 0) for k in KEYS} | base | {"relative_error": None, "lower_bound": (
+            f"the pilot kept none of this method's {units} units and it has no unit budget")}
+    # Units fixed by the budget: only the cost per unit is uncertain; else the yield, ~1/sqrt(rows).
+    err = 1 / math.sqrt(units) if need >= unit_budget else math.sqrt(1 / rows + 1 / units)
+    return {k: round(y.get(k, 0) / units * run_units) for k in KEYS} | base | {
+        "relative_error": round(err, 3), "lower_bound": None, "budget_bound": need >= unit_budget}
+
+
+def _drift(smaller: dict[str, dict[str, Any]], pilot: dict[str, dict[str, Any]]) -> float:
+    """The relative change of requests per kept row from the half-size pilot to the pilot (duplicates
+    and seeds used up move it as a run grows), beyond what sampling noise explains."""
+    def per_kept(t: dict[str, dict[str, Any]]) -> tuple[float, int]:
+        kept = sum(y.get("kept", 0) for y in t.values())
+        return (sum(y.get("requests", 0) for y in t.values()) / kept if kept else 0.0), kept
+
+    (a, ka), (b, kb) = per_kept(smaller), per_kept(pilot)
+    if not (a and b):
+        return 0.0
+    noise = math.sqrt(1 / ka + 1 / kb)
+    return max(0.0, abs(b / a - 1) - noise)
+
+
+def _widen(row: dict[str, Any], drift: float) -> None:
+    row["size_drift"] = round(drift, 3)
+    if row.get("relative_error") is not None:
+        row["relative_error"] = round(math.hypot(row["relative_error"], drift), 3)
+
+
+def _interval(row: dict[str, Any]) -> list[int] | None:
+    err = row.get("relative_error")
+    if err is None or row.get("lower_bound"):
+        return None
+    return [round(row["requests"] * max(0.0, 1 - Z90 * err)), round(row["requests"] * (1 + Z90 * err))]
 
 
 def _sum(rows: Any) -> dict[str, Any]:
     rows = list(rows)
     total = Counter()
     var = 0.0
+    bounds = []
     for r in rows:
         total.update({k: r[k] for k in KEYS})
         err = r.get("relative_error")
         var += (r["requests"] * (err if err is not None else 1.0)) ** 2
-    out = dict(total)
-    out["relative_error"] = round(math.sqrt(var) / out["requests"], 3) if out.get("requests") else None
-    return {k: out.get(k, 0) for k in KEYS} | {"relative_error": out["relative_error"]}
+        if r.get("lower_bound"):
+            bounds.append(r["lower_bound"])
+    out = {k: total.get(k, 0) for k in KEYS}
+    err = round(math.sqrt(var) / out["requests"], 3) if out["requests"] else None
+    # A part that is only a lower bound makes the whole one: said once, with its reason.
+    return out | {"relative_error": err, "lower_bound": "; ".join(dict.fromkeys(bounds)) or None}
 
 
 def _requests_per_s(ecfg: EngineConfig, latency_s: float, total: dict[str, Any]) -> float:
@@ -123,19 +227,26 @@ def _share_cache(pilot: Path, target: Path) -> None:
 
 
 def render(fc: dict[str, Any]) -> str:
-    """The forecast as a table (per stage and method, then the total)."""
+    """The forecast as a table (per stage and method, then the total), online and batch side by side."""
     rows = []
     for stage, s in fc["stages"].items():
         rows += [_row(stage, m, r, r["quota"]) for m, r in s["methods"].items()] + [_row(stage, "**all**", s, "")]
     rows.append(_row("**total**", "", fc, ""))
-    headers = ("stage", "method", "quota", "requests", "prompt tok", "completion tok", "USD", "hours", "±")
-    return "\n".join(table(headers, rows, "llrrrrrrr")) + (f"\n\nAt {fc['requests_per_s']} requests/s (concurrency / the pilot's mean latency "
-                               f"{fc['latency_s']} s, within the rate limits); ± is the pilot's "
-                               "relative sampling error (1/sqrt(samples kept) per method).")
+    headers = ("stage", "method", "quota", "requests", "90% interval", "prompt tok", "completion tok", "USD online",
+               "USD batch", "hours online", "±")
+    notes = [f"\n\nOnline: {fc['requests_per_s']} requests/s (concurrency / the pilot's mean latency {fc['latency_s']} s, "
+             f"within the rate limits), {fc['seconds'] / 3600:.1f} h. Batch mode: {fc['batch_waves']} waves of dependent "
+             f"requests x {fc['turnaround_s'] / 3600:g} h turnaround = {fc['batch_seconds'] / 3600:.1f} h, at "
+             f"${fc['usd_batch']:,.2f}. ± is the relative error: the pilot's sampling error per method, and the "
+             f"yield's change from a half-size pilot (pilot: {fc.get('pilot_fraction', 0):.1%} of each stage)."]
+    if fc.get("lower_bound"):
+        notes.append(f"\n\n**The total is a lower bound, not a forecast**: {fc['lower_bound']}.")
+    return "\n".join(table(headers, rows, "llrrlrrrrrr")) + "".join(notes)
 
 
 def _row(stage: str, method: str, r: dict[str, Any], quota: Any) -> tuple[Any, ...]:
     hours = f"{r['seconds'] / 3600:.2f}" if r.get("seconds") is not None else "-"
     err = f"{r['relative_error']:.0%}" if r.get("relative_error") is not None else "?"
-    return (stage, method, quota, f"{r['requests']:,}", f"{r['prompt_tokens']:,}", f"{r['completion_tokens']:,}",
-            f"{r['usd']:,.2f}", hours, err)
+    span = f"{r['interval'][0]:,}-{r['interval'][1]:,}" if r.get("interval") else "lower bound"
+    return (stage, method, quota, f"{r['requests']:,}", span, f"{r['prompt_tokens']:,}", f"{r['completion_tokens']:,}",
+            f"{r['usd']:,.2f}", f"{r['usd_batch']:,.2f}", hours, err)

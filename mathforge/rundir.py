@@ -45,6 +45,8 @@ UNKEYED = frozenset({
     "base_url", "api_key_env", "concurrency", "rpm", "tpm", "timeout_s", "max_retries", "backoff_base_s",
     "backoff_max_s", "http", "progress", "prices", "n_threads", "workers", "threads", "executor",
     "num_proc", "data_cache", "logging_steps", "report_to", "save_steps", "save_total_limit",
+    "batch_max_requests", "batch_max_bytes", "batch_settle_s", "batch_poll_s", "batch_poll_max_s", "batch_window",
+    "batch_discount", "batch_export_dir",
 })
 
 

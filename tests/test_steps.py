@@ -44,7 +44,9 @@ def readers(field: str) -> tuple[str, ...]:
     """The steps that read `field` directly (the oracle; prefixes checked in order)."""
     unkeyed = ("base_url", "api_key_env", "concurrency", "rpm", "tpm", "timeout_s", "max_retries", "backoff_base_s",
                "backoff_max_s", "http", "progress", "prices", "n_threads", "workers", "executor", "num_proc",
-               "data_cache", "logging_steps", "report_to", "save_steps", "save_total_limit")
+               "data_cache", "logging_steps", "report_to", "save_steps", "save_total_limit", "batch_max_requests",
+               "batch_max_bytes", "batch_settle_s", "batch_poll_s", "batch_poll_max_s", "batch_window",
+               "batch_discount", "batch_export_dir")
     if field.split(".")[-1].split("[")[0] in unkeyed or field.startswith("synth.budget."):
         return NOTHING
     if field == "synth.stage2.judge":  # switched on: the judge runs, and stage 2 synthesises from its picks too

@@ -37,11 +37,6 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-def make_backend(cfg: EngineConfig) -> Backend:
-    """The backend named by `cfg.backend` (explicit name -> class table)."""
-    return BACKEND_CLASSES[cfg.backend](cfg)
-
-
 def _fingerprint(path: Path) -> str:
     """Cheap identity of local weights (names, sizes, mtimes): retrained weights must not hit the cache."""
     files = sorted(path.rglob("*")) if path.is_dir() else [path]
@@ -543,18 +538,3 @@ def _vllm_completion(r: Any) -> Completion:
     return Completion(
         o.text, str(o.finish_reason or "unknown"), len(r.prompt_token_ids or ()), len(o.token_ids)
     )
-
-
-def _batch_backend(cfg: EngineConfig) -> Backend:
-    from mathforge.engine.batch import BatchBackend, ExportBackend  # they import from here
-
-    return ExportBackend(cfg) if cfg.batch_export_dir else BatchBackend(cfg)
-
-
-BACKEND_CLASSES: dict[str, Any] = {
-    "openai": OpenAIBackend,
-    "openai-batch": _batch_backend,
-    "llama": LlamaBackend,
-    "hf": HFBackend,
-    "vllm": VLLMBackend,
-}

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mathforge.engine.backends import Backend, make_backend
+from mathforge.engine import batch
+from mathforge.engine.backends import Backend, HFBackend, LlamaBackend, OpenAIBackend, VLLMBackend
 from mathforge.engine.cache import RequestCache, cache_key
 from mathforge.engine.config import EngineConfig
 from mathforge.engine.limits import Budget, TokenBucket, backoff_delay
@@ -26,6 +27,25 @@ from mathforge.engine.progress import EngineProgress
 from mathforge.engine.types import BackendError, BudgetExceeded, Call, Completion, Request, Result
 
 CHUNK = 4096  # requests read ahead (the reorder buffer) or resolved per round: bounds memory; far above any concurrency
+
+
+
+def _batch_backend(cfg: EngineConfig) -> Backend:
+    return batch.ExportBackend(cfg) if cfg.batch_export_dir else batch.BatchBackend(cfg)
+
+
+BACKEND_CLASSES: dict[str, Any] = {
+    "openai": OpenAIBackend,
+    "openai-batch": _batch_backend,
+    "llama": LlamaBackend,
+    "hf": HFBackend,
+    "vllm": VLLMBackend,
+}
+
+
+def make_backend(cfg: EngineConfig) -> Backend:
+    """The backend named by `cfg.backend` (explicit name -> class table)."""
+    return BACKEND_CLASSES[cfg.backend](cfg)
 
 
 class Engine:

@@ -69,6 +69,25 @@ LEVELS = {
     5: Knobs(steps=2, digits_max=50, ops="+-*"),
 }
 MULTIPLIERS = (2, 3)
+# Room above the ladder for the simulated teacher (mathforge.engine.miniteacher): chained Evol steps
+# and level-5 rewrites reach up to four operations with operands up to 99, all counted as level 5.
+# Nothing in this module draws from it, so the test and training sets are what they were.
+REACH = Knobs(steps=4, digits_max=99, ops="+-*")
+
+
+def level_of(start: int, ops: list[tuple[str, int]]) -> int:
+    """The lowest level whose knobs admit a story (at most its number of operations, numbers within
+    its bound, its operations only); 5 for a story beyond the ladder (see REACH)."""
+    for level, knobs in LEVELS.items():
+        if _admits(knobs, start, ops):
+            return level
+    return 5
+
+
+def _admits(knobs: Knobs, start: int, ops: list[tuple[str, int]]) -> bool:
+    if len(ops) > knobs.steps or not 1 <= start <= knobs.digits_max:
+        return False
+    return all(op in knobs.ops and (b in MULTIPLIERS if op == "*" else 1 <= b <= knobs.digits_max) for op, b in ops)
 
 
 def _operands(op: str, x: int, knobs: Knobs) -> range | tuple[int, ...]:

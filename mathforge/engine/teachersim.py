@@ -35,6 +35,7 @@ from typing import IO, Any
 from aiohttp import web
 
 from mathforge.answers import ANSWER_PREFIX
+from mathforge.engine import miniteacher
 from mathforge.engine.mockserver import MockServer, _prompt_text
 
 # Each prompt kind by the words of its template (synth/prompts/*.j2); checked in this order.
@@ -65,6 +66,9 @@ class SimConfig:
     retry_after_s: float = 1.0
     hang_s: float = 600.0  # how long a "timeout" fault hangs (the client gives up first)
     seed: int = 0
+    # "mini": the teacher of the miniature world (engine/miniteacher.py; `levels` is then `mini.levels`)
+    world: str = "generic"
+    mini: miniteacher.MiniConfig = miniteacher.MiniConfig()
 
     @property
     def mean_s(self) -> float:
@@ -92,7 +96,9 @@ class TeacherSim(MockServer):
         fp = hashlib.sha256(json.dumps(body, sort_keys=True).encode() + str(self.cfg.seed).encode()).hexdigest()
         self.attempts[fp] += 1
         level = _level(request.headers.get("X-Sim-Level"))
-        kind = next((k for k, words in KINDS if words in _last_turn(body, chat, text)), "solve")
+        last = _last_turn(body, chat, text)
+        kind = miniteacher.kind_of(text, last) if self.cfg.world == "mini" else next(
+            (k for k, words in KINDS if words in last), "solve")
         rng = random.Random(f"{fp}/{self.attempts[fp]}")
         fault = self._fault_kind(rng)
         await asyncio.sleep(rng.lognormvariate(math.log(self.cfg.median_s), self.cfg.sigma) if self.cfg.median_s else 0)
@@ -100,10 +106,15 @@ class TeacherSim(MockServer):
             self.faults[fault] += 1
             self._log(t0, fault, kind, level, fp)
             return await self._fault({"timeout": "slow", "drop": "drop"}.get(fault, fault), request) or web.Response()
-        reply = answer(kind, text, random.Random(fp), self.cfg.levels[level - 1])
+        truth = {}
+        if self.cfg.world == "mini":  # the truth goes to the log only, keyed as the engine's cache
+            _, reply, truth = miniteacher.answer(text, last, random.Random(fp), self.cfg.mini)
+            truth = {"key": miniteacher.request_key(body), **truth}
+        else:
+            reply = answer(kind, text, random.Random(fp), self.cfg.levels[level - 1])
         self.kinds[kind] += 1
         self.answered[fp[:16]] += 1
-        self._log(t0, 200, kind, level, fp)
+        self._log(t0, 200, kind, level, fp, truth)
         return web.json_response(_body(body, reply, text, chat, fp))
 
     def _fault_kind(self, rng: random.Random) -> str | None:
@@ -115,10 +126,10 @@ class TeacherSim(MockServer):
             draw -= rate
         return None
 
-    def _log(self, t0: float, status: int | str, kind: str, level: int, fp: str) -> None:
+    def _log(self, t0: float, status: int | str, kind: str, level: int, fp: str, truth: dict | None = None) -> None:
         if self.log is not None:
             self.log.write(json.dumps({"t": round(t0, 4), "s": round(time.time() - t0, 4), "status": status,
-                                       "kind": kind, "level": level, "fp": fp[:16]}) + "\n")
+                                       "kind": kind, "level": level, "fp": fp[:16], **(truth or {})}) + "\n")
 
 
 def answer(kind: str, text: str, rng: random.Random, p_right: float) -> str:

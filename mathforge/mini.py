@@ -21,6 +21,7 @@ training data is an error, so a scaling study never measures memorisation of an 
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -240,8 +241,18 @@ def _record(rid: str, problem: str, solution: str, answer: str, level: int, spli
                   subject="arithmetic", split=split, lineage=Lineage(stage="seed"), meta={"mini": {"level": level}})
 
 
+def _unlevelled(records: Iterator[Record], share: float) -> Iterator[Record]:
+    """The records with a `share` of them (chosen by a hash of the id) stripped of their level, like
+    GSM8K seeds beside MATH's: a difficulty judge, not metadata, has to find the hard ones."""
+    for r in records:
+        if int(hashlib.sha256(r.id.encode()).hexdigest()[:8], 16) / 16**8 < share:
+            r.level, r.meta = None, {}
+        yield r
+
+
 def load_mini(spec) -> Iterator[Record]:
-    """The `mini:` seed source: `mini:train?levels=1-5&size=N&seed=S` or `mini:test?levels=..&per_level=N`."""
+    """The `mini:` seed source: `mini:train?levels=1-5&size=N&seed=S[&unlevelled=0.3]` or
+    `mini:test?levels=..&per_level=N`; `unlevelled`: the share of training problems given no level."""
     from mathforge.sources import _guard_split
 
     levels = parse_levels(spec.opt("levels"))
@@ -249,6 +260,7 @@ def load_mini(spec) -> Iterator[Record]:
         _guard_split(spec, "test", "mini:test")
         return test_set(levels, int(spec.opt("per_level", "200")))
     if spec.location == "train":
-        return train_set(levels, int(spec.opt("size", "1000")), int(spec.opt("seed", "0")))
+        records = train_set(levels, int(spec.opt("size", "1000")), int(spec.opt("seed", "0")))
+        return _unlevelled(records, float(spec.opt("unlevelled", "0")))
     raise DataError(f"mini:{spec.location}: unknown split (use mini:train or mini:test)")
 

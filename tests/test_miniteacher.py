@@ -4,6 +4,7 @@ server round trip through the engine whose log joins the engine's cache keys."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -41,7 +42,10 @@ FEWSHOT = [{"problem": "Ben has 4 coins. Ben finds 2 more. How many coins does B
 
 
 def ask(prompt: str, salt: object = 0, cfg: MiniConfig = CFG, last: str | None = None) -> tuple[str, str, dict]:
-    return answer(prompt, last or prompt, random.Random(f"{salt}/{prompt}"), cfg)
+    """The teacher's answer, its draws seeded by a request hash as the server seeds them (a long
+    string seeds Python's generator poorly: prompts differing in one character draw alike)."""
+    fp = hashlib.sha256(f"{salt}/{prompt}".encode()).hexdigest()
+    return answer(prompt, last or prompt, random.Random(fp), cfg)
 
 
 def judge_prompt(judge_cls, record: Record) -> str:
@@ -150,19 +154,19 @@ def test_the_judges_answer_in_their_parsers_formats():
     seed = Record(id="s", source="mini", problem=SEED, solution="7 + 5 = 12. 12 - 3 = 9.\nThe answer is 9", answer="9")
     wrong = Record(id="w", source="mini", problem=SEED, solution="7 + 5 = 13. 13 - 3 = 10.\nThe answer is 10")
     said = [SolutionVerifier(None).parse(ask(judge_prompt(SolutionVerifier, r), salt)[1])
-            for r in (seed, wrong) for salt in range(20)]
-    assert sum(said[:20]) >= 15 and sum(said[20:]) <= 5
-    scores = [DifficultyJudge(None).parse(ask(judge_prompt(DifficultyJudge, seed), salt)[1]) for salt in range(20)]
-    assert all(s in (3, 4, 5) for s in scores) and scores.count(4) >= 15
+            for r in (seed, wrong) for salt in range(100)]
+    assert sum(said[:100]) >= 80 and sum(said[100:]) <= 20  # right 90% of the time
+    scores = [DifficultyJudge(None).parse(ask(judge_prompt(DifficultyJudge, seed), salt)[1]) for salt in range(100)]
+    assert all(s in (3, 4, 5) for s in scores) and scores.count(4) >= 80
     from mathforge.quality.judge import load_template
     from mathforge.quality.matchers import _VERDICT as SAME_VERDICT  # the decontamination judge's parser
 
     template, _ = load_template("decontam_v1.j2")
     other = SEED.replace("Ana", "Kira").replace("shells", "seeds")
-    same = [bool(SAME_VERDICT.search(ask(template.render(test=SEED, row=other), s)[1])) for s in range(20)]
+    same = [bool(SAME_VERDICT.search(ask(template.render(test=SEED, row=other), s)[1])) for s in range(100)]
     differ = [bool(SAME_VERDICT.search(ask(template.render(test=SEED, row=FEWSHOT[0]["problem"]), s)[1]))
-              for s in range(20)]
-    assert sum(same) >= 15 and sum(differ) <= 5
+              for s in range(100)]
+    assert sum(same) >= 80 and sum(differ) <= 20
 
 
 def test_an_unreadable_prompt_gets_an_off_format_reply_and_elicit_reads_the_last_reply():
@@ -178,12 +182,12 @@ def test_solutions_are_right_at_the_stated_rate_per_level():
     rng = random.Random(1)
     for level, p in zip(mini.LEVELS, CFG.levels, strict=True):
         rights = []
-        for i in range(300):
+        for i in range(400):
             problem = render(draw(level, rng), rng)
             _, reply, truth = ask(render_synth("solve", problem=problem, fewshot=[]).text, i)
             rights.append(truth["right"])
             assert (answer_line(reply) == str(truth["answer"])) == truth["right"]
-        assert abs(sum(rights) / 300 - p) < 0.07, (level, sum(rights) / 300)
+        assert abs(sum(rights) / 400 - p) < 0.075, (level, sum(rights) / 400)  # 3 standard errors at p = .5
 
 
 def test_the_truth_never_appears_in_a_reply():

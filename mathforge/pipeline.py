@@ -31,6 +31,7 @@ from mathforge.eval.benchmarks import slug
 from mathforge.eval.run import EvalConfig
 from mathforge.io import dataset_files, read_records, write_text
 from mathforge.quality.clean import CleanConfig
+from mathforge.rehearsal import TeacherSimStage, resolved, teacher, union
 from mathforge.rundir import RunDir
 from mathforge.synth.pipeline import SynthConfig
 from mathforge.train.config import TrainConfig
@@ -57,6 +58,7 @@ class RunConfig:
     clean: CleanConfig = field(default_factory=CleanConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalStage = field(default_factory=EvalStage)
+    teacher_sim: TeacherSimStage = field(default_factory=TeacherSimStage)  # a simulated teacher the run starts
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,14 @@ def run(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
     """Run (or resume) the whole pipeline in `out`; returns the stats of every step."""
     validate(cfg)
     rd = RunDir(out)
+    cfg = resolved(cfg)  # keys see the simulated teacher's model name, never its port
     rd.save_config(cfg)
     keys: dict[str, str] = {}
     stats: dict[str, Any] = {}
-    for step in STEPS:
-        keys[step.name] = _key(step.config(cfg), [keys[a] for a in step.after])
-        stats[step.name] = rd.run_stage(step.name, lambda s=step: s.run(cfg, rd), key=keys[step.name])
+    with teacher(cfg, rd.root) as live:
+        for step in STEPS:
+            keys[step.name] = _key(step.config(cfg), [keys[a] for a in step.after])
+            stats[step.name] = rd.run_stage(step.name, lambda s=step: s.run(live, rd), key=keys[step.name])
     write_text(rd.root / "report.md", render_report(rd, cfg))
     return stats
 
@@ -97,7 +101,7 @@ def validate(cfg: RunConfig) -> None:
                           f"'{cfg.eval.settings.prompt_style}' differ: a student is evaluated in the prompt it learned")
     names = {f"{d}_clean" for d in ("normal", "hard")} | set(SYNTH_DATASETS)
     for stage in cfg.train.stages:
-        if stage.dataset not in names and not Path(stage.dataset).exists():
+        if not set(stage.dataset.split("+")) <= names and not Path(stage.dataset).exists():
             raise ConfigError(f"the recipe: train stage {stage.name}: dataset '{stage.dataset}' is neither a "
                               f"dataset of the run ({', '.join(sorted(names))}) nor an existing path")
 
@@ -165,7 +169,7 @@ def _train(cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
     manifest = rd.manifest()
     stages, skipped = [], []
     for stage in cfg.train.stages:
-        path = manifest.get(stage.dataset, stage.dataset)
+        path = manifest.get(stage.dataset) or union(manifest, stage.dataset, rd.root) or stage.dataset
         if _has_rows(path):
             stages.append(dataclasses.replace(stage, dataset=str(path)))
         else:  # a weak teacher can leave a stage with no sample; train the others, say so

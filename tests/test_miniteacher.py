@@ -89,6 +89,15 @@ def test_fobar_and_self_verification_are_solved_backwards():
     assert hits >= 40  # level 4: right 85% of the time
 
 
+def test_backward_questions_are_rephrased_and_evolved_as_problems_of_the_world():
+    question, x = metamath.fobar_question(SEED, "9", "k1")
+    _, reply, truth = ask(render_synth("metamath_rephrase", problem=question).text)
+    assert parse(reply)[1] == 9 and truth["answer"] == int(x) and eliminate(question, reply) is None
+    _, evolved, _ = ask(render_synth("evol_deepen", problem=question).text)
+    story, given = parse(evolved)
+    assert given is None and all(b > 0 for _, b in story.ops)
+
+
 def test_the_multiplier_can_be_the_unknown():
     problem = "Ana has 7 shells. Then the number of shells is multiplied by X. How many shells does Ana have now?"
     question = f"{problem} {metamath.FOBAR_SUFFIX.format(answer=21)}"

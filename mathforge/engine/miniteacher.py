@@ -32,6 +32,7 @@ from mathforge import mini
 from mathforge.answers import ANSWER_PREFIX
 from mathforge.engine.cache import cache_key
 from mathforge.engine.types import Sampling
+from mathforge.synth.metamath import FOBAR_SUFFIX, SV_SUFFIX
 
 LEVELS = (0.97, 0.93, 0.85, 0.70, 0.50)  # P(a solution is right) at true levels 1-5 (GPT-4 on MATH ~50%)
 
@@ -46,8 +47,8 @@ PHRASES = {
 }
 QUESTIONS = ("How many {item} does {name} have now?", "How many {item} does {name} have at the end?")
 STATEMENTS = ("{name} has {a} {item} now.", "{name} now has {a} {item}.")
-FOBAR = re.compile(r"If we know the answer to the above question is (-?\d+), what is the value of the unknown variable X\?$")
-SV_ASK = "What is the value of the unknown variable X?"
+# The backward questions' own sentences (synth/metamath.py), read back as equations.
+FOBAR = re.compile(re.escape(FOBAR_SUFFIX).replace(re.escape("{answer}"), r"(-?\d+)") + "$")
 OFF_FORMAT = "Hmm, this one is tricky. Let me think about what is being asked here before I write anything."
 
 
@@ -143,7 +144,7 @@ def parse(text: str) -> tuple[Story, int | None] | None:
     if m := FOBAR.match(sentences[-1]):
         given, sentences = int(m.group(1)), sentences[:-1]
         question = sentences[-1] if sentences else ""
-    elif sentences[-1] == SV_ASK and len(sentences) > 2:
+    elif sentences[-1] == SV_SUFFIX and len(sentences) > 2:
         stated = _match(_STATEMENTS, sentences[-2])
         if stated is None:
             return None
@@ -183,12 +184,16 @@ def _match(patterns: tuple[re.Pattern[str], ...], sentence: str) -> re.Match[str
     return next((m for p in patterns if (m := p.match(sentence))), None)
 
 
-def render(story: Story, rng: random.Random) -> str:
-    """A story in the teacher's words (phrasing drawn with `rng`)."""
-    parts = [f"{story.name} has {story.start} {story.item}."]
-    for op, b in story.ops:
-        parts.append(rng.choice(PHRASES[op]).format(name=story.name, item=story.item, b=b))
-    return " ".join([*parts, rng.choice(QUESTIONS).format(name=story.name, item=story.item)])
+def render(story: Story, rng: random.Random, given: int | None = None) -> str:
+    """A story in the teacher's words (phrasing drawn with `rng`); with an unknown X, as a FOBAR
+    question whose answer is `given`."""
+    parts = [f"{story.name} has {'X' if story.x == -1 else story.start} {story.item}."]
+    for k, (op, b) in enumerate(story.ops):
+        parts.append(rng.choice(PHRASES[op]).format(name=story.name, item=story.item, b="X" if story.x == k else b))
+    parts.append(rng.choice(QUESTIONS).format(name=story.name, item=story.item))
+    if story.x is not None:
+        parts.append(FOBAR.pattern.replace(r"(-?\d+)", str(given)).replace("\\", "").rstrip("$"))
+    return " ".join(parts)
 
 
 # ---------------------------------------------------------------- solutions
@@ -501,7 +506,7 @@ def _write_from(kind: str):
         found = _problem(kind, text)
         if found is None:
             return None
-        story = found[0]
+        story = found[0].filled(_true_x(*found) if found[1] is not None else None)  # an X problem: the one behind it
         if kind == "evol":
             strategy = next((s for words, s in EVOL.items() if words in text), "rewrite")
             story = evolve(story, strategy, rng)
@@ -513,11 +518,12 @@ def _write_from(kind: str):
 
 
 def _rephrase(text: str, rng: random.Random, cfg: MiniConfig) -> Reply | None:
-    found = _problem("rephrase", text) or _problem("paraphrase", text)
-    if found is None or found[1] is not None:
+    found = _problem("rephrase", text)
+    if found is None:
         return None
-    story = rephrase(found[0], rng)
-    return Reply(render(story, rng), {"leak": False, **_truth(story)})
+    story, given = rephrase(found[0], rng), found[1]
+    truth = _truth(story) if given is None else {**_truth(story.filled(_true_x(story, given))), "answer": _true_x(story, given)}
+    return Reply(render(story, rng, given), {"leak": False, **truth})
 
 
 def _paraphrase(text: str, rng: random.Random, cfg: MiniConfig) -> Reply | None:

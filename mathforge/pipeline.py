@@ -31,7 +31,7 @@ from mathforge.eval.benchmarks import slug
 from mathforge.eval.run import EvalConfig
 from mathforge.io import dataset_files, read_records, write_text
 from mathforge.quality.clean import CleanConfig
-from mathforge.rehearsal import TeacherSimStage, resolved, teacher, union
+from mathforge.rehearsal import RehearseStage, TeacherSimStage, rehearse, resolved, teacher, union
 from mathforge.rundir import RunDir
 from mathforge.synth.pipeline import SynthConfig
 from mathforge.train.config import TrainConfig
@@ -59,6 +59,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalStage = field(default_factory=EvalStage)
     teacher_sim: TeacherSimStage = field(default_factory=TeacherSimStage)  # a simulated teacher the run starts
+    rehearse: RehearseStage = field(default_factory=RehearseStage)  # student vs baseline vs oracle
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,8 @@ STEPS = (  # the paper's Figure 2, as the table of contents of a run
     Step("export", ("clean_normal", "clean_hard"), lambda c: c.clean.length_tokenizer, _export),
     Step("train", ("clean_normal", "clean_hard"), lambda c: c.train, _train),
     Step("eval", ("train",), lambda c: [c.eval, c.data_dir], _eval),
+    Step("rehearse", ("synth", "clean_normal", "clean_hard"),
+         lambda c: [c.rehearse, c.train, c.eval, c.data_dir, c.teacher_sim], rehearse),
 )
 
 

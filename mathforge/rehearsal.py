@@ -135,3 +135,121 @@ def union(manifest: dict[str, str], name: str, root: Path) -> str | None:
     for i, f in enumerate(files):
         (out / f"part-{i:05d}{f.suffix}").symlink_to(f.resolve())
     return str(out)
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+@dataclass(frozen=True)
+class RehearseStage:
+    """Student, baseline and oracle trained side by side on the run's data (`rehearse` step).
+
+    student: the recipe's SFT stages on the cleaned synthetic data; baseline: the same student and
+    optimizer steps on the seeds' own worked solutions; oracle: as many generator problems as the
+    student's stages, with true solutions (the ceiling the synthetic data is measured against).
+    One tokenizer, trained once on a fixed corpus, and one initial checkpoint for all three.
+    """
+
+    enabled: bool = False
+    train_seeds: tuple[int, ...] = (1, 2)
+    workers: int = 2  # runs at once, one process each
+    threads: int = 1  # torch threads per run
+    metric: str = "strict"
+    n_boot: int = 1000
+    oracle_seed: int = 101
+    tokenizer_corpus: str = "mini:train?levels=1-5&size=2000&seed=7"
+
+
+def rehearse(cfg: Any, rd: Any) -> dict[str, Any]:
+    """Train and evaluate the three arms (`mathforge.arms`), then write report.json."""
+    from mathforge.arms import Arm, ArmsConfig, run_arms
+
+    rh = cfg.rehearse
+    if not rh.enabled:
+        return {}
+    out = rd.root / "rehearse"
+    student = _arm_stages(cfg, rd, out)
+    arms = (Arm("student", student), Arm("baseline", _baseline(cfg, rd, student, out)),
+            Arm("oracle", _oracle(cfg, student, out, rh.oracle_seed)))
+    train = dataclasses.replace(cfg.train, student=dataclasses.replace(cfg.train.student, model=_shared_student(cfg, out)))
+    acfg = ArmsConfig(arms=arms, train_seeds=rh.train_seeds, metric=rh.metric, n_boot=rh.n_boot, data_dir=cfg.data_dir,
+                      workers=rh.workers, threads=rh.threads, train=train, eval=cfg.eval)
+    result = run_arms(acfg, out / "arms")
+    return {"arms": {a.name: [s.dataset for s in a.stages] for a in arms}, "comparison": str(out / "arms" / "comparison.json"),
+            "samples": _rows(student[-1].dataset), **_headline(result, rh.metric)}
+
+
+def _arm_stages(cfg: Any, rd: Any, out: Path) -> tuple[Any, ...]:
+    """The recipe's stages on single record files of the run's cleaned data (unions written out)."""
+    from mathforge.io import read_records, write_records
+
+    manifest, stages = rd.manifest(), []
+    for stage in cfg.train.stages:
+        path = out / "data" / f"student-{stage.name}.jsonl"
+        if not path.exists():
+            write_records(path, (r for name in stage.dataset.split("+") if name in manifest
+                                 for r in read_records(manifest[name])))
+        stages.append(dataclasses.replace(stage, dataset=str(path)))
+    return tuple(stages)
+
+
+def _rows(path: str) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _baseline(cfg: Any, rd: Any, student: tuple[Any, ...], out: Path) -> tuple[Any, ...]:
+    """The seeds' own worked solutions, for as many optimizer steps as each student stage takes."""
+    from mathforge.io import read_records, write_records
+
+    path = out / "data" / "baseline-seeds.jsonl"
+    if not path.exists():
+        write_records(path, (r for r in read_records(rd.manifest()["seeds"]) if r.solution))
+    n = _rows(str(path))
+    return tuple(dataclasses.replace(s, dataset=str(path), epochs=s.epochs * _rows(s.dataset) / n) for s in student)
+
+
+def _oracle(cfg: Any, student: tuple[Any, ...], out: Path, seed: int) -> tuple[Any, ...]:
+    """Generator problems with true solutions, as many per stage as the student's: the first stage
+    over levels 1-5, the rows a later stage adds (hard data) from levels 4-5."""
+    from mathforge.io import write_records
+    from mathforge.sources import load
+
+    stages, prev = [], 0
+    for i, s in enumerate(student):
+        path = out / "data" / f"oracle-{s.name}.jsonl"
+        n = _rows(s.dataset)
+        if not path.exists():
+            first = list(load(f"mini:train?levels=1-5&size={min(n, prev) if i else n}&seed={seed}"))
+            extra = list(load(f"mini:train?levels=4-5&size={n - prev}&seed={seed + 1}")) if i and n > prev else []
+            write_records(path, first + extra)
+        stages.append(dataclasses.replace(s, dataset=str(path)))
+        prev = n
+    return tuple(stages)
+
+
+def _shared_student(cfg: Any, out: Path) -> str:
+    """One initial checkpoint (tokenizer trained once on a fixed corpus) for every arm and seed."""
+    from mathforge.train.config import StageConfig
+    from mathforge.train.sft import tokenizer_texts
+    from mathforge.train.students import resolve_student
+
+    if cfg.train.student.model != "tiny":
+        return cfg.train.student.model
+    corpus = dataclasses.replace(cfg.train, stages=(StageConfig("corpus", cfg.rehearse.tokenizer_corpus),))
+    return resolve_student(cfg.train.student, out / "student-init", tokenizer_texts(corpus), cfg.train.max_length, 0)
+
+
+def _headline(result: dict[str, Any], metric: str) -> dict[str, Any]:
+    """report.json's figures: each arm's accuracy and the paired student - baseline difference."""
+    bench, entry = next(iter(result["benchmarks"].items()))
+    acc = entry["accuracy"]["all"]
+
+    def fig(iv: dict[str, float]) -> dict[str, float]:
+        return {"accuracy": iv["estimate"], "lo": iv["lo"], "hi": iv["hi"]}
+
+    diff = entry["difference"]["all"]["student - baseline"]
+    per_level = {label: {a: fig(iv) for a, iv in arms.items()} for label, arms in entry["accuracy"].items()}
+    return {"benchmark": bench, "metric": metric, "student": fig(acc["student"]), "baseline": fig(acc["baseline"]),
+            "oracle": fig(acc["oracle"]), "paired": {"difference": diff["estimate"], "lo": diff["lo"], "hi": diff["hi"]},
+            "per_level": per_level}

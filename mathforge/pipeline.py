@@ -31,7 +31,15 @@ from mathforge.eval.benchmarks import slug
 from mathforge.eval.run import EvalConfig
 from mathforge.io import dataset_files, read_records, write_text
 from mathforge.quality.clean import CleanConfig
-from mathforge.rehearsal import RehearseStage, TeacherSimStage, rehearse, resolved, teacher, union
+from mathforge.rehearsal import (
+    RehearseStage,
+    TeacherSimStage,
+    rehearse,
+    report_lines,
+    resolved,
+    teacher,
+    union,
+)
 from mathforge.rundir import RunDir
 from mathforge.synth.pipeline import SynthConfig
 from mathforge.train.config import TrainConfig
@@ -243,6 +251,7 @@ def render_report(rd: RunDir, cfg: RunConfig) -> str:
         if isinstance(ev, dict):
             lines += [f"## Evaluation: {bench} ({ev.get('n')} items)", "", _accuracy_line(ev), "",
                       f"Details: `eval/{slug(bench)}/summary.md`", ""]
+    lines += report_lines(rd)
     return "\n".join(lines + _meaning(cfg, train, rd.stats("eval"))) + "\n"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mathforge.engine.miniteacher import LEVELS, MiniConfig, model_name
+from mathforge.io import write_json
 
 LOG_NAME = "teacher_sim.jsonl"
 
@@ -175,8 +177,58 @@ def rehearse(cfg: Any, rd: Any) -> dict[str, Any]:
     acfg = ArmsConfig(arms=arms, train_seeds=rh.train_seeds, metric=rh.metric, n_boot=rh.n_boot, data_dir=cfg.data_dir,
                       workers=rh.workers, threads=rh.threads, train=train, eval=cfg.eval)
     result = run_arms(acfg, out / "arms")
-    return {"arms": {a.name: [s.dataset for s in a.stages] for a in arms}, "comparison": str(out / "arms" / "comparison.json"),
-            "samples": _rows(student[-1].dataset), **_headline(result, rh.metric)}
+    report = {"n": _items(cfg), "samples": _rows(student[-1].dataset), **_headline(result, rh.metric),
+              **_truth(rd)}
+    write_json(rd.root / "report.json", report)
+    return {"arms": {a.name: [s.dataset for s in a.stages] for a in arms}, "report": str(rd.root / "report.json")}
+
+
+def _items(cfg: Any) -> int:
+    from mathforge.eval import load_benchmark
+    from mathforge.pipeline import resolve_data_dir
+
+    return len(list(load_benchmark(cfg.eval.benchmarks[0], root=resolve_data_dir(cfg.data_dir))[1]))
+
+
+def _truth(rd: Any) -> dict[str, Any]:
+    """The truth audit (mathforge.truthaudit) of the kept data, when the run's teacher logged it."""
+    from mathforge.io import read_records
+    from mathforge.truthaudit import audit, read_log
+
+    path = rd.root / LOG_NAME
+    if not path.exists():
+        return {}
+    log, lines = read_log(path)
+    manifest = rd.manifest()
+    kept = (r for n in ("normal_clean", "hard_clean") if n in manifest for r in read_records(manifest[n]))
+    written = (r for n in ("normal", "hard") if n in manifest for r in read_records(manifest[n]))
+    return {"truth": {**audit(log, kept, written), "log": lines}}
+
+
+def report_lines(rd: Any) -> list[str]:
+    """report.md's section of the rehearsal, from report.json (written by the `rehearse` step)."""
+    path = rd.root / "report.json"
+    if not path.exists():
+        return []
+    rep = json.loads(path.read_text(encoding="utf-8"))
+
+    def cell(f: dict[str, float]) -> str:
+        return f"{100 * f['accuracy']:.1f}% [{100 * f['lo']:.1f}, {100 * f['hi']:.1f}]"
+
+    paired, truth = rep["paired"], rep.get("truth", {})
+    lines = ["## Rehearsal: student vs baseline vs oracle", "",
+             f"{rep['n']} test items ({rep['benchmark']}, {rep['metric']} grader), {rep['samples']} kept samples; "
+             "95% intervals over items and training seeds (details: `rehearse/arms/report.md`).", "",
+             "| items | student | baseline (seeds only) | oracle (true solutions) |", "|---|---|---|---|"]
+    lines += [f"| {label} | {cell(a['student'])} | {cell(a['baseline'])} | {cell(a['oracle'])} |"
+              for label, a in rep["per_level"].items()]
+    verdict = "above 0: the synthetic data beat the seeds alone" if paired["lo"] > 0 else "not above 0"
+    lines += ["", f"Paired difference student - baseline on the same items: {100 * paired['difference']:+.1f} points "
+              f"[{100 * paired['lo']:+.1f}, {100 * paired['hi']:+.1f}], {verdict}.", ""]
+    if truth:
+        lines += ["### Truth audit (the simulated teacher's log joined with the kept data)", "", "```json",
+                  json.dumps(truth, indent=1), "```", ""]
+    return lines
 
 
 def _arm_stages(cfg: Any, rd: Any, out: Path) -> tuple[Any, ...]:

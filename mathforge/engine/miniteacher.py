@@ -430,9 +430,12 @@ def answer(text: str, last_turn: str, rng: random.Random, cfg: MiniConfig) -> tu
     return kind, reply.text, {"parsed": True, **reply.truth}
 
 
+def _span(kind: str, text: str) -> str:
+    return _between(text, *_PROBLEM_SPANS[kind]) or ""
+
+
 def _problem(kind: str, text: str) -> tuple[Story, int | None] | None:
-    start, end = _PROBLEM_SPANS[kind]
-    span = _between(text, start, end)
+    span = _span(kind, text)
     return parse(span) if span else None
 
 
@@ -449,7 +452,7 @@ def _solve(kind: str):
         if made is None:
             return None
         return Reply(made[0], {"answer": truth, "level": full.level, "well_posed": full.well_posed,
-                               "right": made[1] == truth and full.well_posed})
+                               "right": made[1] == truth and full.well_posed, "problem": _span(kind, text)})
     return handle
 
 
@@ -498,7 +501,7 @@ def _revise(text: str, rng: random.Random, cfg: MiniConfig) -> Reply | None:
     else:
         story = rephrase(story, rng)
     problem = render(story, rng)
-    return Reply(problem, {"leak": False, **_truth(story)})
+    return Reply(problem, {"leak": False, **_truth(story), "problem": problem})
 
 
 def _write_from(kind: str):
@@ -512,8 +515,8 @@ def _write_from(kind: str):
             story = evolve(story, strategy, rng)
         elif kind == "xwin_generate":
             story = draw(story.level, rng)
-        problem, truth = write(story, cfg, rng, _between(text, *_PROBLEM_SPANS[kind]) or "")
-        return Reply(problem, truth)
+        problem, truth = write(story, cfg, rng, _span(kind, text))
+        return Reply(problem, {**truth, "problem": problem})
     return handle
 
 
@@ -523,7 +526,8 @@ def _rephrase(text: str, rng: random.Random, cfg: MiniConfig) -> Reply | None:
         return None
     story, given = rephrase(found[0], rng), found[1]
     truth = _truth(story) if given is None else {**_truth(story.filled(_true_x(story, given))), "answer": _true_x(story, given)}
-    return Reply(render(story, rng, given), {"leak": False, **truth})
+    problem = render(story, rng, given)
+    return Reply(problem, {"leak": False, **truth, "problem": problem})
 
 
 def _paraphrase(text: str, rng: random.Random, cfg: MiniConfig) -> Reply | None:
@@ -572,7 +576,7 @@ def _difficulty(text: str, rng: random.Random, cfg: MiniConfig) -> Reply | None:
     said = level if right else min(5, max(1, level + rng.choice((-1, 1))))
     steps = len(found[0].ops)
     return Reply(f"The problem takes {steps} operation{'s' * (steps != 1)} on one quantity.\nDifficulty: {said}",
-                 {"level": level, "verdict_right": said == level})
+                 {"level": level, "said": said, "verdict_right": said == level})
 
 
 def _same(text: str, rng: random.Random, cfg: MiniConfig) -> Reply | None:

@@ -155,7 +155,7 @@ class RehearseStage:
     enabled: bool = False
     train_seeds: tuple[int, ...] = (1, 2)
     workers: int = 2  # runs at once, one process each
-    threads: int = 1  # torch threads per run
+    threads: int | None = 1  # torch threads per run (None with workers 1: inline, in this process)
     metric: str = "strict"
     n_boot: int = 1000
     oracle_seed: int = 101

@@ -78,6 +78,7 @@ class Step:
     after: tuple[str, ...]  # the steps whose outputs it reads: their keys are part of its key
     config: Callable[[RunConfig], Any]  # the config it reads: a change reruns it
     run: Callable[[RunConfig, RunDir], dict[str, Any]]
+    when: Callable[[RunConfig], bool] = lambda c: True  # a step the recipe leaves off never starts
 
 
 def run(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def run(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
     keys: dict[str, str] = {}
     stats: dict[str, Any] = {}
     with teacher(cfg, rd.root) as live:
-        for step in STEPS:
+        for step in (s for s in STEPS if s.when(cfg)):
             keys[step.name] = _key(step.config(cfg), [keys[a] for a in step.after])
             stats[step.name] = rd.run_stage(step.name, lambda s=step: s.run(live, rd), key=keys[step.name])
     write_text(rd.root / "report.md", render_report(rd, cfg))
@@ -212,7 +213,7 @@ STEPS = (  # the paper's Figure 2, as the table of contents of a run
     Step("train", ("clean_normal", "clean_hard"), lambda c: c.train, _train),
     Step("eval", ("train",), lambda c: [c.eval, c.data_dir], _eval),
     Step("rehearse", ("synth", "clean_normal", "clean_hard"),
-         lambda c: [c.rehearse, c.train, c.eval, c.data_dir, c.teacher_sim], rehearse),
+         lambda c: [c.rehearse, c.train, c.eval, c.data_dir, c.teacher_sim], rehearse, lambda c: c.rehearse.enabled),
 )
 
 

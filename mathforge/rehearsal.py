@@ -152,7 +152,7 @@ class RehearseStage:
     One tokenizer, trained once on a fixed corpus, and one initial checkpoint for all three.
     """
 
-    enabled: bool = False
+    enabled: bool = False  # off: the step never starts (pipeline.Step.when)
     train_seeds: tuple[int, ...] = (1, 2)
     workers: int = 2  # runs at once, one process each
     threads: int | None = 1  # torch threads per run (None with workers 1: inline, in this process)
@@ -167,8 +167,6 @@ def rehearse(cfg: Any, rd: Any) -> dict[str, Any]:
     from mathforge.arms import Arm, ArmsConfig, run_arms
 
     rh = cfg.rehearse
-    if not rh.enabled:
-        return {}
     out = rd.root / "rehearse"
     student = _arm_stages(cfg, rd, out)
     arms = (Arm("student", student), Arm("baseline", _baseline(cfg, rd, student, out)),

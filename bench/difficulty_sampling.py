@@ -38,7 +38,7 @@ LEVELS = (0.9, 0.7, 0.5, 0.3, 0.1)
 
 def write_seeds(path: Path, n: int, seed: int) -> None:
     """n MATH-train problems (a seeded sample) in MATH format, each answer the simulator's truth."""
-    from mathforge.engine.teachersim import truth_of
+    from mathforge.sim.teachersim import truth_of
     from mathforge.sources import load
 
     records = [r for r in load(f"math:{MATH_TRAIN}") if r.level]
@@ -211,7 +211,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker, args.url, args.seed_file, args.target)
-    from mathforge.engine.teachersim import SimConfig, TeacherSim
+    from mathforge.sim.teachersim import SimConfig, TeacherSim
 
     sim = TeacherSim(SimConfig(median_s=0.005, sigma=0.5, levels=LEVELS))
     url = sim.start_in_thread()

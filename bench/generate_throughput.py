@@ -36,7 +36,7 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     cmd = [
         sys.executable,
         "-m",
-        "mathforge.engine.mockserver",
+        "mathforge.sim.mockserver",
         "--port",
         str(port),
         "--latency",

@@ -29,9 +29,9 @@ import numpy as np
 from mathforge import htmlreport as H
 from mathforge.config import config_to_dict
 from mathforge.eval.compare import paired
+from mathforge.eval.run import EvalStage
 from mathforge.io import write_json, write_text
 from mathforge.markdown import table
-from mathforge.pipeline import EvalStage
 from mathforge.scale import append_row, completed, groups_of, item_matrix, note_other_rows, run_jobs
 from mathforge.stats import interval, paired_difference
 from mathforge.train.config import StageConfig, TrainConfig
@@ -117,8 +117,8 @@ def dry_run(cfg: ArmsConfig, out: str | Path) -> list[str]:
 
 def _train_and_eval(cfg: ArmsConfig, arm: Arm, seed: int, run_dir: Path) -> dict[str, Any]:
     from mathforge.eval.benchmarks import slug
+    from mathforge.eval.run import evaluate_model
     from mathforge.paths import data_dir
-    from mathforge.pipeline import evaluate_model
     from mathforge.train.sft import train
 
     stats = train(dataclasses.replace(cfg.train, stages=arm.stages, seed=seed), run_dir / "train")

@@ -824,7 +824,13 @@ def teacher_sim(
     host: str = typer.Option("127.0.0.1", "--host"),
     median: float = typer.Option(0.5, "--median", help="median latency in seconds (lognormal)"),
     sigma: float = typer.Option(0.6, "--sigma", help="lognormal sigma of the latency"),
-    levels: str = typer.Option("0.9,0.7,0.5,0.3,0.1", "--levels", help="P(right answer) for MATH levels 1-5"),
+    levels: str = typer.Option(None, "--levels", help="P(right answer) for levels 1-5 (default .9,.7,.5,.3,.1; "
+                               "--world mini: .97,.93,.85,.70,.50)"),
+    world: str = typer.Option("generic", "--world", help="generic (any prompt, answers a hash) or mini: the teacher "
+                              "of the miniature world (sim/miniteacher.py), the truth in --log"),
+    verdict_right: float = typer.Option(0.9, "--verdict-right", help="mini: P(a check or judge verdict is right)"),
+    ill_posed: float = typer.Option(0.05, "--ill-posed", help="mini: share of written problems that are ill-posed"),
+    leak: float = typer.Option(0.01, "--leak", help="mini: share of written problems copied from the test sets"),
     rate_429: float = typer.Option(0.0, "--rate-429", help="share of attempts answered 429 with Retry-After"),
     rate_500: float = typer.Option(0.0, "--rate-500"),
     rate_timeout: float = typer.Option(0.0, "--rate-timeout", help="share of attempts that hang past the client's timeout"),
@@ -841,25 +847,32 @@ def teacher_sim(
                                           "with these template words are out of format (repeatable)"),
 ) -> None:
     """A simulated OpenAI-compatible teacher for rehearsals: our prompt kinds answered in format,
-    deterministically, right per level, with a latency distribution and faults (see engine/teachersim.py).
+    deterministically, right per level, with a latency distribution and faults (see sim/teachersim.py).
     Point a recipe at it: engine.backend=openai engine.base_url=http://127.0.0.1:PORT/v1 engine.sim_hints=true
     (or engine.backend=openai-batch: it serves /v1/files and /v1/batches too)."""
-    from mathforge.engine.batchapi import BatchSimConfig
-    from mathforge.engine.simprofiles import Profile, parse_format_fail
-    from mathforge.engine.teachersim import SimConfig, serve
+    from mathforge.sim.batchapi import BatchSimConfig
+    from mathforge.sim.miniteacher import LEVELS, MiniConfig, model_name
+    from mathforge.sim.simprofiles import Profile, parse_format_fail
+    from mathforge.sim.teachersim import SimConfig, serve
 
     try:
-        probs = tuple(float(x) for x in levels.split(","))
+        if world not in ("generic", "mini"):
+            raise ValueError(f"--world must be generic or mini, got {world!r}")
+        default = LEVELS if world == "mini" else SimConfig.levels
+        probs = tuple(float(x) for x in levels.split(",")) if levels else default
         if len(probs) != 5 or not all(0 <= p <= 1 for p in probs):
             raise ValueError(f"--levels needs 5 probabilities in [0, 1], got {levels!r}")
+        mini = MiniConfig(levels=probs, verdict_right=verdict_right, ill_posed=ill_posed, leak=leak)
         cfg = SimConfig(median_s=median, sigma=sigma, levels=probs, rate_429=rate_429, rate_500=rate_500,
-                        rate_timeout=rate_timeout, rate_drop=rate_drop, retry_after_s=retry_after, seed=seed)
+                        rate_timeout=rate_timeout, rate_drop=rate_drop, retry_after_s=retry_after, seed=seed,
+                        world=world, mini=mini)
         batch = BatchSimConfig(delay_s=batch_delay, fail_rate=batch_fail_rate, expire_rate=batch_expire_rate,
                                expire_first=batch_expire_first, seed=seed)
         profile = Profile(echo_rate, parse_format_fail(format_fail)) if echo_rate or format_fail else None
     except ValueError as e:
         fail(str(e))
-    console.print(f"teacher-sim on http://{host}:{port}/v1 (mean latency {cfg.mean_s:.3f} s)")
+    named = f", model {model_name(cfg.mini, seed)}" if world == "mini" else ""
+    console.print(f"teacher-sim on http://{host}:{port}/v1 (mean latency {cfg.mean_s:.3f} s{named})")
     serve(cfg, host, port, str(log) if log else None, batch, profile)
 
 

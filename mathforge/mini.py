@@ -21,6 +21,7 @@ training data is an error, so a scaling study never measures memorisation of an 
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -69,6 +70,25 @@ LEVELS = {
     5: Knobs(steps=2, digits_max=50, ops="+-*"),
 }
 MULTIPLIERS = (2, 3)
+# Room above the ladder for the simulated teacher (mathforge.sim.miniteacher): chained Evol steps
+# and level-5 rewrites reach up to four operations with operands up to 99, all counted as level 5.
+# Nothing in this module draws from it, so the test and training sets are what they were.
+REACH = Knobs(steps=4, digits_max=99, ops="+-*")
+
+
+def level_of(start: int, ops: list[tuple[str, int]]) -> int:
+    """The lowest level whose knobs admit a story (at most its number of operations, numbers within
+    its bound, its operations only); 5 for a story beyond the ladder (see REACH)."""
+    for level, knobs in LEVELS.items():
+        if _admits(knobs, start, ops):
+            return level
+    return 5
+
+
+def _admits(knobs: Knobs, start: int, ops: list[tuple[str, int]]) -> bool:
+    if len(ops) > knobs.steps or not 1 <= start <= knobs.digits_max:
+        return False
+    return all(op in knobs.ops and (b in MULTIPLIERS if op == "*" else 1 <= b <= knobs.digits_max) for op, b in ops)
 
 
 def _operands(op: str, x: int, knobs: Knobs) -> range | tuple[int, ...]:
@@ -221,13 +241,24 @@ def _record(rid: str, problem: str, solution: str, answer: str, level: int, spli
                   subject="arithmetic", split=split, lineage=Lineage(stage="seed"), meta={"mini": {"level": level}})
 
 
+def _unlevelled(records: Iterator[Record], share: float) -> Iterator[Record]:
+    """The records with a `share` of them (chosen by a hash of the id) stripped of their level, like
+    GSM8K seeds beside MATH's: a difficulty judge, not metadata, has to find the hard ones."""
+    for r in records:
+        if int(hashlib.sha256(r.id.encode()).hexdigest()[:8], 16) / 16**8 < share:
+            r.level, r.meta = None, {}
+        yield r
+
+
 def load_mini(spec) -> Iterator[Record]:
-    """The `mini:` seed source: `mini:train?levels=1-5&size=N&seed=S` or `mini:test?levels=..&per_level=N`
-    (`mathforge.sources` refuses the test split as seeds before it gets here)."""
+    """The `mini:` seed source: `mini:train?levels=1-5&size=N&seed=S[&unlevelled=0.3]` or
+    `mini:test?levels=..&per_level=N` (`mathforge.sources` refuses the test split as seeds before it
+    gets here); `unlevelled`: the share of training problems given no level."""
     levels = parse_levels(spec.opt("levels"))
     if spec.location == "test":
         return test_set(levels, int(spec.opt("per_level", "200")))
     if spec.location == "train":
-        return train_set(levels, int(spec.opt("size", "1000")), int(spec.opt("seed", "0")))
+        records = train_set(levels, int(spec.opt("size", "1000")), int(spec.opt("seed", "0")))
+        return _unlevelled(records, float(spec.opt("unlevelled", "0")))
     raise DataError(f"mini:{spec.location}: unknown split (use mini:train or mini:test)")
 

@@ -30,27 +30,27 @@ from typing import Any
 from mathforge.config import ConfigError, build
 from mathforge.engine import EngineConfig
 from mathforge.eval.benchmarks import benchmark_files, slug
-from mathforge.eval.run import EvalConfig
+from mathforge.eval.run import EvalStage, evaluate_model
 from mathforge.io import dataset_files, read_records, write_text
 from mathforge.markdown import table
 from mathforge.paths import data_dir
 from mathforge.quality.clean import CleanConfig
-from mathforge.rundir import Planned, RunDir, StepSpec, plan_lines, step_spec
+from mathforge.rehearsal import (
+    RehearseStage,
+    TeacherSimStage,
+    rehearse,
+    report_lines,
+    resolved,
+    teacher,
+    union,
+)
+from mathforge.rundir import Planned, RunDir, StepSpec, combined_key, plan_lines, step_spec
 from mathforge.synth import pipeline as synth_pipeline
 from mathforge.synth.pipeline import SynthConfig
 from mathforge.train import sft
 from mathforge.train.config import TrainConfig
 
 SYNTH_DATASETS = ("seeds", "normal", "hard")  # the names `run_synth` gives its outputs
-
-
-@dataclass(frozen=True)
-class EvalStage:
-    benchmarks: tuple[str, ...] = ("gsm8k", "math")
-    limit: int | None = 20  # a fixed random subset (None: the whole benchmark)
-    seed: int = 0
-    settings: EvalConfig = field(default_factory=EvalConfig)
-    engine: dict[str, Any] = field(default_factory=lambda: {"backend": "hf", "batch_size": 8})
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class RunConfig:
     clean: CleanConfig = field(default_factory=CleanConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalStage = field(default_factory=EvalStage)
+    teacher_sim: TeacherSimStage = field(default_factory=TeacherSimStage)  # a simulated teacher the run starts
+    rehearse: RehearseStage = field(default_factory=RehearseStage)  # student vs baseline vs oracle
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Step:
     name: str
     run: Callable[[RunConfig, RunDir, dict[str, StepSpec]], dict[str, Any]]
     reset: Callable[[RunDir], None] | None = None  # its outputs, when its key changed
+    when: Callable[[RunConfig], bool] = lambda c: True  # a step the recipe leaves off never starts
 
 
 VERSION = 1  # of the top-level steps' outputs; bump when one changes
@@ -80,15 +83,18 @@ def run(cfg: RunConfig, out: str | Path, dry_run: bool = False) -> dict[str, Any
     """Run (or resume) the whole pipeline in `out`; returns the stats of every step. `dry_run`
     runs nothing: it returns `{"plan": lines}`, every step (nested ones too) as run or reuse."""
     validate(cfg)
+    cfg = resolved(cfg)  # with a simulated teacher, synthesis's engine is it, under its settings' name
     specs = step_specs(cfg)
     if dry_run:
         return {"plan": plan_lines(plan(cfg, Path(out), specs))}
     rd = RunDir(out)
     rd.save_config(cfg)
     stats: dict[str, Any] = {}
-    for step in STEPS:
-        reset = (lambda s=step: s.reset(rd)) if step.reset else None
-        stats[step.name] = rd.run_step(step.name, specs[step.name], lambda s=step: s.run(cfg, rd, specs), reset=reset)
+    with teacher(cfg, rd.root) as live:  # keys see the simulated teacher's model name, never its port
+        for step in (s for s in STEPS if s.when(cfg)):
+            reset = (lambda s=step: s.reset(rd)) if step.reset else None
+            stats[step.name] = rd.run_step(step.name, specs[step.name], lambda s=step: s.run(live, rd, specs),
+                                           reset=reset)
     write_text(rd.root / "report.md", render_report(rd, cfg))
     return stats
 
@@ -96,6 +102,7 @@ def run(cfg: RunConfig, out: str | Path, dry_run: bool = False) -> dict[str, Any
 def step_specs(cfg: RunConfig) -> dict[str, StepSpec]:
     """Every step's key, nested ones included (`synth/<stage>`, `train/<stage>`), from the recipe alone:
     what each step reads is written here, once."""
+    cfg = resolved(cfg)  # a simulated teacher's settings are the synthesis engine's model name
     specs = {f"synth/{n}": s for n, s in synth_pipeline.step_specs(cfg.synth).items()}
     specs["synth"] = StepSpec(VERSION, after={n: s.key for n, s in specs.items()})
     data = _data_dir(cfg)
@@ -106,30 +113,38 @@ def step_specs(cfg: RunConfig) -> dict[str, StepSpec]:
                                            files=benchmark_files(cfg.clean.against, data))
     cleaned = {n: specs[n].key for n in ("clean_normal", "clean_hard")}
     specs["export"] = step_spec(VERSION, {"length_tokenizer": cfg.clean.length_tokenizer}, after=cleaned)
-    nested = sft.step_specs(cfg.train, _data_keys(specs))
+    nested = sft.step_specs(cfg.train, _data_keys(specs, cfg))
     specs.update({f"train/{n}": s for n, s in nested.items()})
     specs["train"] = StepSpec(VERSION, after={f"train/{n}": s.key for n, s in nested.items()})
     specs["eval"] = step_spec(VERSION, {"eval": cfg.eval, "data_dir": cfg.data_dir}, after={"train": specs["train"].key},
                               files=benchmark_files(cfg.eval.benchmarks, data))
+    reads = {"rehearse": cfg.rehearse, "train": cfg.train, "eval": cfg.eval, "data_dir": cfg.data_dir,
+             "teacher_sim": cfg.teacher_sim}
+    specs["rehearse"] = step_spec(VERSION, reads, after={n: specs[n].key for n in ("synth", "clean_normal", "clean_hard")})
     return specs
 
 
-def _data_keys(specs: dict[str, StepSpec]) -> dict[str, str]:
-    """The run's dataset names -> the keys of the steps that write them (train stages name datasets)."""
+def _data_keys(specs: dict[str, StepSpec], cfg: RunConfig) -> dict[str, str]:
+    """The run's dataset names -> the keys of the steps that write them (train stages name datasets;
+    `a+b`, the union of two, is keyed by both)."""
     made_by = {"seeds": "synth/seeds", "normal": "synth/stage1_normal", "hard": "synth/stage2_hard",
                "normal_clean": "clean_normal", "hard_clean": "clean_hard"}
-    return {name: specs[step].key for name, step in made_by.items() if step in specs}
+    keys = {name: specs[step].key for name, step in made_by.items() if step in specs}
+    unions = {s.dataset: s.dataset.split("+") for s in cfg.train.stages if "+" in s.dataset}
+    return keys | {name: combined_key(VERSION, {p: keys.get(p, p) for p in parts}) for name, parts in unions.items()}
 
 
 def plan(cfg: RunConfig, root: Path, specs: dict[str, StepSpec] | None = None) -> list[Planned]:
     """Every step of a run in the order it runs, nested ones in place of the steps made of them."""
+    cfg = resolved(cfg)
     specs = specs or step_specs(cfg)
     steps = synth_pipeline.planned(cfg.synth, root / "synth", "synth/")
     steps += [Planned(n, root, n, specs[n]) for n in ("clean_normal", "clean_hard", "export")]
     note = "stages without data are skipped: count known after clean_hard"
     steps += [dataclasses.replace(p, note=note if p.step.startswith("sft-") else "")
-              for p in sft.planned(cfg.train, root / "train", "train/", _data_keys(specs))]
-    return [*steps, Planned("eval", root, "eval", specs["eval"])]
+              for p in sft.planned(cfg.train, root / "train", "train/", _data_keys(specs, cfg))]
+    steps.append(Planned("eval", root, "eval", specs["eval"]))
+    return steps + ([Planned("rehearse", root, "rehearse", specs["rehearse"])] if cfg.rehearse.enabled else [])
 
 
 def validate(cfg: RunConfig) -> None:
@@ -140,7 +155,7 @@ def validate(cfg: RunConfig) -> None:
                           f"'{cfg.eval.settings.prompt_style}' differ: a student is evaluated in the prompt it learned")
     names = {f"{d}_clean" for d in ("normal", "hard")} | set(SYNTH_DATASETS)
     for stage in cfg.train.stages:
-        if stage.dataset not in names and not Path(stage.dataset).exists():
+        if not set(stage.dataset.split("+")) <= names and not Path(stage.dataset).exists():
             raise ConfigError(f"the recipe: train stage {stage.name}: dataset '{stage.dataset}' is neither a "
                               f"dataset of the run ({', '.join(sorted(names))}) nor an existing path")
 
@@ -194,11 +209,13 @@ def _export(cfg: RunConfig, rd: RunDir, specs: dict[str, StepSpec]) -> dict[str,
 
 def _train(cfg: RunConfig, rd: RunDir, specs: dict[str, StepSpec]) -> dict[str, Any]:
     """The recipe's stages, in order, each on the dataset it names."""
-    manifest = rd.manifest()
-    data_keys = {manifest[name]: key for name, key in _data_keys(specs).items() if name in manifest}
+    manifest, by_name = rd.manifest(), _data_keys(specs, cfg)
+    data_keys = {}  # the path each stage trains on -> the key of the step(s) that wrote it
     stages, skipped = [], []
     for stage in cfg.train.stages:
-        path = manifest.get(stage.dataset, stage.dataset)
+        path = manifest.get(stage.dataset) or union(manifest, stage.dataset, rd.root) or stage.dataset
+        if stage.dataset in by_name:
+            data_keys[str(path)] = by_name[stage.dataset]
         if _has_rows(path):
             stages.append(dataclasses.replace(stage, dataset=str(path)))
         else:  # a weak teacher can leave a stage with no sample; train the others, say so
@@ -232,19 +249,9 @@ STEPS = (  # the paper's Figure 2, as the table of contents of a run
     Step("train", _train),
     # A retrained model has the same path: its answers must not come from the old one's cache.
     Step("eval", _eval, reset=lambda rd: shutil.rmtree(rd.root / "eval", ignore_errors=True)),
+    # student vs seeds-only baseline vs oracle, side by side (recipes/paper_mini.yaml)
+    Step("rehearse", lambda c, rd, specs: rehearse(c, rd), when=lambda c: c.rehearse.enabled),
 )
-
-
-def evaluate_model(ev: EvalStage, model: Path, bench_name: str, data: Path, out: Path) -> dict[str, Any]:
-    """Evaluate a trained checkpoint on one benchmark (a fixed subset when `ev.limit` is set)."""
-    from mathforge.engine import Engine
-    from mathforge.eval import evaluate, load_benchmark, subset
-
-    bench, records = load_benchmark(bench_name, root=data)
-    records = subset(records, ev.limit, ev.seed)
-    engine_cfg = EngineConfig(**{"model": str(model), **ev.engine})
-    with Engine(engine_cfg, cache_path=out / "cache.sqlite") as engine:
-        return evaluate(records, bench, engine, ev.settings, out, {"model": str(model), "limit": ev.limit, "seed": ev.seed})
 
 
 # ---------------------------------------------------------------- the report
@@ -269,6 +276,7 @@ def render_report(rd: RunDir, cfg: RunConfig) -> str:
         if isinstance(ev, dict):
             lines += [f"## Evaluation: {bench} ({ev.get('n')} items)", "", _accuracy_line(ev), "",
                       f"Details: `eval/{slug(bench)}/summary.md`", ""]
+    lines += report_lines(rd)
     return "\n".join(lines + _meaning(cfg, train, rd.stats("eval"))) + "\n"
 
 

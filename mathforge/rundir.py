@@ -46,7 +46,7 @@ UNKEYED = frozenset({
     "backoff_max_s", "http", "progress", "prices", "n_threads", "workers", "threads", "executor",
     "num_proc", "data_cache", "logging_steps", "report_to", "save_steps", "save_total_limit",
     "batch_max_requests", "batch_max_bytes", "batch_settle_s", "batch_poll_s", "batch_poll_max_s", "batch_window",
-    "batch_discount", "batch_export_dir",
+    "batch_discount", "batch_export_dir", "median_s", "start_timeout_s",
 })
 
 

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from mathforge.config import config_to_dict
+from mathforge.eval.run import EvalStage
 from mathforge.fits import FITS, FORMULAS, PARAMS
 from mathforge.io import AtomicWriter, read_rows, write_json
-from mathforge.pipeline import EvalStage
 from mathforge.stats import as_matrix, percentile_interval, replicate_means
 from mathforge.train.config import StageConfig, TrainConfig
 
@@ -451,8 +451,8 @@ def train_and_eval(cfg: ScaleConfig, runs: Path, chash: str, students: dict[int,
                    size: int, seed: int, subset: Path) -> dict[str, Any]:
     """One row of a sweep: train `cfg.train` from scratch on `subset`, evaluate every benchmark."""
     from mathforge.eval.benchmarks import slug
+    from mathforge.eval.run import evaluate_model
     from mathforge.paths import data_dir
-    from mathforge.pipeline import evaluate_model
     from mathforge.train.sft import train
 
     train_cfg = dataclasses.replace(cfg.train, stages=stages_for(cfg, size, subset), seed=seed)

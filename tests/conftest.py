@@ -72,7 +72,7 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, limit_s: float = 12
 @pytest.fixture
 def mock_server():
     """A fresh scripted OpenAI-compatible server; yields the MockServer (its `.url` is the base URL)."""
-    from mathforge.engine.mockserver import MockServer
+    from mathforge.sim.mockserver import MockServer
 
     server = MockServer(latency=0.005, slow_s=5.0, retry_after=0.3)
     server.url = server.start_in_thread()

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 from mathforge.cli import app
 from mathforge.engine import Engine, EngineConfig, Request, Sampling
 from mathforge.engine.batch import DIE_AFTER_CREATE
-from mathforge.engine.batchapi import BatchSimConfig
-from mathforge.engine.teachersim import SimConfig, TeacherSim
 from mathforge.engine.types import WaveExported
 from mathforge.io import read_records
+from mathforge.sim.batchapi import BatchSimConfig
+from mathforge.sim.teachersim import SimConfig, TeacherSim
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"backoff_base_s": 0.01, "batch_settle_s": 0.05, "batch_poll_s": 0.05, "batch_poll_max_s": 0.2,

@@ -508,12 +508,12 @@ def test_several_endpoints_share_the_load_and_one_killed_mid_run_is_paused(tmp_p
     import subprocess
     import sys
 
-    from mathforge.engine.mockserver import MockServer
+    from mathforge.sim.mockserver import MockServer
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    other = subprocess.Popen([sys.executable, "-m", "mathforge.engine.mockserver", "--port", str(port), "--latency", "0.02"])
+    other = subprocess.Popen([sys.executable, "-m", "mathforge.sim.mockserver", "--port", str(port), "--latency", "0.02"])
     here = MockServer(latency=0.02)
     urls = [here.start_in_thread(), f"http://127.0.0.1:{port}/v1"]
     time.sleep(3)

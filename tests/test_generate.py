@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from mathforge.cli import app
 from mathforge.engine import EngineConfig, Sampling
 from mathforge.engine.generate import Job, estimate_generate, load_template, parse_prices, run_generate
-from mathforge.engine.mockserver import MockServer
 from mathforge.io import DataError, read_rows
+from mathforge.sim.mockserver import MockServer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SAT = DATA / "seeds" / "agieval_sat-math.jsonl"  # 220 real rows, read in place

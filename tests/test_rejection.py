@@ -14,13 +14,13 @@ import pytest
 from mathforge.config import load_config
 from mathforge.engine import Engine, EngineConfig
 from mathforge.engine.limits import Budget
-from mathforge.engine.teachersim import SimConfig, TeacherSim, truth_of
 from mathforge.engine.types import BudgetExceeded, Sampling
 from mathforge.io import read_records
 from mathforge.ledger import Ledger
 from mathforge.quality.dedup import near_duplicate
 from mathforge.quality.select import SelectConfig, describe, select
 from mathforge.record import Record, annotate
+from mathforge.sim.teachersim import SimConfig, TeacherSim, truth_of
 from mathforge.sources import load
 from mathforge.synth.common import Ctx
 from mathforge.synth.contract import with_answer

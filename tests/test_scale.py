@@ -169,7 +169,7 @@ def test_a_killed_study_leaves_no_worker_running():
 
 
 def test_guess_floor_answers_each_level_with_its_most_common_training_answer(tmp_path):
-    from mathforge.pipeline import EvalStage
+    from mathforge.eval.run import EvalStage
     from mathforge.scale import guess_floor
     from mathforge.scale_report import meaning
     from mathforge.sources import load

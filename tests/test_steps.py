@@ -35,7 +35,7 @@ FEEDS = {
     "train/sft-stage2-hard": ("eval",),
     "synth/stage2_judge": ("synth/stage2_hard",),
 }
-STRUCTURAL = ("synth.stage2.enabled", "train.stages[0].name", "train.stages[1].name")  # add or rename steps
+STRUCTURAL = ("synth.stage2.enabled", "train.stages[0].name", "train.stages[1].name", "rehearse.enabled")  # add steps
 GENERATING = ("synth/stage1_initial", "synth/stage2_hard")
 NOTHING: tuple[str, ...] = ()
 
@@ -46,11 +46,15 @@ def readers(field: str) -> tuple[str, ...]:
                "backoff_max_s", "http", "progress", "prices", "n_threads", "workers", "executor", "num_proc",
                "data_cache", "logging_steps", "report_to", "save_steps", "save_total_limit", "batch_max_requests",
                "batch_max_bytes", "batch_settle_s", "batch_poll_s", "batch_poll_max_s", "batch_window",
-               "batch_discount", "batch_export_dir")
+               "batch_discount", "batch_export_dir", "median_s", "start_timeout_s")
     if field.split(".")[-1].split("[")[0] in unkeyed or field.startswith("synth.budget."):
         return NOTHING
     if field == "synth.stage2.judge":  # switched on: the judge runs, and stage 2 synthesises from its picks too
         return ("synth/stage2_judge",)
+    if field == "teacher_sim.world":  # a simulated teacher replaces the recipe's: every generating stage
+        return (*GENERATING, "synth/stage1_normal")
+    if field.startswith(("teacher_sim.", "rehearse.")):  # no simulated teacher, no rehearsal in this recipe
+        return NOTHING
     table = (
         ("data_dir", ("clean_normal", "clean_hard", "eval")),
         ("synth.seeds", ("synth/seeds",)),

@@ -13,9 +13,9 @@ import pytest
 
 from mathforge.config import load_config
 from mathforge.engine import Engine, EngineConfig, Request, Sampling
-from mathforge.engine.teachersim import SimConfig, TeacherSim
 from mathforge.engine.types import BudgetExceeded
 from mathforge.io import read_records
+from mathforge.sim.teachersim import SimConfig, TeacherSim
 from mathforge.synth.pipeline import DEFAULT_MIX, SynthConfig, run_synth
 from mathforge.synth.templates import render
 

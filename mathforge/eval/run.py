@@ -16,7 +16,7 @@ rerun with other graders costs no generation.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +161,26 @@ def evaluate(
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", markdown)
     return summary
+
+
+@dataclass(frozen=True)
+class EvalStage:
+    """Evaluation as a step of a run, a study or a comparison: which benchmarks, which items, which engine."""
+
+    benchmarks: tuple[str, ...] = ("gsm8k", "math")
+    limit: int | None = 20  # a fixed random subset (None: the whole benchmark)
+    seed: int = 0
+    settings: EvalConfig = field(default_factory=EvalConfig)
+    engine: dict[str, Any] = field(default_factory=lambda: {"backend": "hf", "batch_size": 8})
+
+
+def evaluate_model(ev: EvalStage, model: Path, bench_name: str, data: Path, out: Path) -> dict[str, Any]:
+    """Evaluate a trained checkpoint on one benchmark (a fixed subset when `ev.limit` is set)."""
+    from mathforge.engine import Engine, EngineConfig
+    from mathforge.eval.benchmarks import load_benchmark, subset
+
+    bench, records = load_benchmark(bench_name, root=data)
+    records = subset(records, ev.limit, ev.seed)
+    engine_cfg = EngineConfig(**{"model": str(model), **ev.engine})
+    with Engine(engine_cfg, cache_path=out / "cache.sqlite") as engine:
+        return evaluate(records, bench, engine, ev.settings, out, {"model": str(model), "limit": ev.limit, "seed": ev.seed})

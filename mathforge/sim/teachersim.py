@@ -37,9 +37,10 @@ from typing import IO, Any
 from aiohttp import web
 
 from mathforge.answers import ANSWER_PREFIX
-from mathforge.engine.batchapi import BatchAPI, BatchSimConfig
-from mathforge.engine.mockserver import MockServer, _prompt_text
-from mathforge.engine.simprofiles import Profile, middleware
+from mathforge.sim import miniteacher
+from mathforge.sim.batchapi import BatchAPI, BatchSimConfig
+from mathforge.sim.mockserver import MockServer, _prompt_text
+from mathforge.sim.simprofiles import Profile, middleware
 
 # Each prompt kind by the words of its template (synth/prompts/*.j2); checked in this order.
 KINDS = (
@@ -69,6 +70,9 @@ class SimConfig:
     retry_after_s: float = 1.0
     hang_s: float = 600.0  # how long a "timeout" fault hangs (the client gives up first)
     seed: int = 0
+    # "mini": the teacher of the miniature world (sim/miniteacher.py; `levels` is then `mini.levels`)
+    world: str = "generic"
+    mini: miniteacher.MiniConfig = miniteacher.MiniConfig()
 
     @property
     def mean_s(self) -> float:
@@ -102,7 +106,9 @@ class TeacherSim(MockServer):
         fp = hashlib.sha256(json.dumps(body, sort_keys=True).encode() + str(self.cfg.seed).encode()).hexdigest()
         self.attempts[fp] += 1
         level = _level(request.headers.get("X-Sim-Level"))
-        kind = next((k for k, words in KINDS if words in _last_turn(body, chat, text)), "solve")
+        last = _last_turn(body, chat, text)
+        kind = miniteacher.kind_of(text, last) if self.cfg.world == "mini" else next(
+            (k for k, words in KINDS if words in last), "solve")
         rng = random.Random(f"{fp}/{self.attempts[fp]}")
         fault = self._fault_kind(rng)
         await asyncio.sleep(rng.lognormvariate(math.log(self.cfg.median_s), self.cfg.sigma) if self.cfg.median_s else 0)
@@ -110,10 +116,15 @@ class TeacherSim(MockServer):
             self.faults[fault] += 1
             self._log(t0, fault, kind, level, fp)
             return await self._fault({"timeout": "slow", "drop": "drop"}.get(fault, fault), request) or web.Response()
-        reply = answer(kind, text, random.Random(fp), self.cfg.levels[level - 1])
+        truth = {}
+        if self.cfg.world == "mini":  # the truth goes to the log only, keyed as the engine's cache
+            _, reply, truth = miniteacher.answer(text, last, random.Random(fp), self.cfg.mini)
+            truth = {"key": miniteacher.request_key(body), **truth}
+        else:
+            reply = answer(kind, text, random.Random(fp), self.cfg.levels[level - 1])
         self.kinds[kind] += 1
         self.answered[fp[:16]] += 1
-        self._log(t0, 200, kind, level, fp)
+        self._log(t0, 200, kind, level, fp, truth)
         return web.json_response(_body(body, reply, text, chat, fp))
 
     def _fault_kind(self, rng: random.Random) -> str | None:
@@ -125,10 +136,10 @@ class TeacherSim(MockServer):
             draw -= rate
         return None
 
-    def _log(self, t0: float, status: int | str, kind: str, level: int, fp: str) -> None:
+    def _log(self, t0: float, status: int | str, kind: str, level: int, fp: str, truth: dict | None = None) -> None:
         if self.log is not None:
             self.log.write(json.dumps({"t": round(t0, 4), "s": round(time.time() - t0, 4), "status": status,
-                                       "kind": kind, "level": level, "fp": fp[:16]}) + "\n")
+                                       "kind": kind, "level": level, "fp": fp[:16], **(truth or {})}) + "\n")
 
 
 def answer(kind: str, text: str, rng: random.Random, p_right: float) -> str:

@@ -13,7 +13,7 @@ deterministic text derived from the request, and misbehaves on demand. A directi
 
 It counts what it answers per request (`GET /stats`), and `POST /control` can hold every request
 after the k-th answer until released, so a test can kill a client at a moment when every answer
-it received is known. Run standalone: `python -m mathforge.engine.mockserver --port 8000 --latency 0.2`.
+it received is known. Run standalone: `python -m mathforge.sim.mockserver --port 8000 --latency 0.2`.
 """
 
 from __future__ import annotations

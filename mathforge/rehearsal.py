@@ -1,0 +1,306 @@
+"""A run's own simulated teacher (`teacher_sim:` in a run recipe): the whole recipe rehearsed with no
+server started by hand.
+
+`mathforge run` starts `mathforge teacher-sim` as a child process on a free port, points the
+synthesis engine at it and stops it when the run ends; the child also dies with the run when the
+run is killed (Linux's parent-death signal). The simulator's settings name the model the engine's
+cache and the steps' keys see (`mini-sim@<hash>`); its port never does, so a rerun reuses every
+answer. The simulator's log (`teacher_sim.jsonl` in the run directory) holds the truth the audit
+joins, keyed by the engine's cache keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mathforge.io import write_json
+from mathforge.sim.miniteacher import LEVELS, MiniConfig, model_name
+
+LOG_NAME = "teacher_sim.jsonl"
+
+
+@dataclass(frozen=True)
+class TeacherSimStage:
+    """The run's simulated teacher; `world: ""` (the default) starts none."""
+
+    world: str = ""  # "mini": the miniature world's teacher (mathforge.sim.miniteacher)
+    levels: tuple[float, ...] = LEVELS  # P(a solution is right) at true levels 1-5
+    verdict_right: float = 0.9
+    ill_posed: float = 0.05
+    leak: float = 0.01
+    seed: int = 0
+    median_s: float = 0.0  # latency: none by default (a rehearsal measures the pipeline, not the wire)
+    start_timeout_s: float = 60.0
+
+    def mini(self) -> MiniConfig:
+        return MiniConfig(levels=tuple(self.levels), verdict_right=self.verdict_right, ill_posed=self.ill_posed,
+                          leak=self.leak)
+
+
+def resolved(cfg: Any) -> Any:
+    """The run config as its keys see it: with a simulated teacher, the synthesis engine is that
+    teacher under its settings' model name (no URL: the port is not part of any key)."""
+    sim = cfg.teacher_sim
+    if not sim.world:
+        return cfg
+    engine = {**cfg.synth.engine, "backend": "openai", "model": model_name(sim.mini(), sim.seed)}
+    return dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, engine=engine))
+
+
+@contextlib.contextmanager
+def teacher(cfg: Any, root: Path) -> Iterator[Any]:
+    """The run config to execute with: `cfg` itself, or with a live simulated teacher's URL."""
+    sim = cfg.teacher_sim
+    if not sim.world:
+        yield cfg
+        return
+    port, err = _free_port(), root / "teacher_sim.err"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(err, "ab") as sink:  # a file, not a pipe: a pipe nobody reads would block the child
+        proc = subprocess.Popen(_command(sim, port, root / LOG_NAME), stdout=subprocess.DEVNULL, stderr=sink,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    try:
+        _wait_ready(proc, port, sim.start_timeout_s, err)
+        engine = {**cfg.synth.engine, "base_url": f"http://127.0.0.1:{port}/v1"}
+        yield dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, engine=engine))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _command(sim: TeacherSimStage, port: int, log: Path) -> list[str]:
+    return [sys.executable, "-m", "mathforge.cli", "teacher-sim", "--world", sim.world, "--port", str(port),
+            "--median", str(sim.median_s), "--sigma", "0", "--levels", ",".join(map(str, sim.levels)),
+            "--verdict-right", str(sim.verdict_right), "--ill-posed", str(sim.ill_posed), "--leak", str(sim.leak),
+            "--seed", str(sim.seed), "--log", str(log)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies, even by SIGKILL."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before prctl: nobody will use this teacher
+        os._exit(0)
+
+
+def _wait_ready(proc: subprocess.Popen, port: int, timeout_s: float, err: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            last = err.read_text(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"teacher_sim: the simulated teacher exited ({proc.returncode}): {' '.join(last)}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"teacher_sim: the simulated teacher did not answer within {timeout_s:.0f} s")
+
+
+def union(manifest: dict[str, str], name: str, root: Path) -> str | None:
+    """The dataset a stage names as `a+b` (the paper's stage 2 trains on hard and normal data
+    together): a folder of links to the parts' shards, in order; None for any other name."""
+    from mathforge.io import dataset_files
+
+    parts = name.split("+")
+    if len(parts) < 2 or any(p not in manifest for p in parts):
+        return None
+    out = root / "datasets" / name
+    out.mkdir(parents=True, exist_ok=True)
+    files = [f for p in parts for f in dataset_files(manifest[p]) if f.exists()]
+    for stale in out.iterdir():
+        stale.unlink()
+    for i, f in enumerate(files):
+        # relative links: a moved run directory still reads its own shards
+        (out / f"part-{i:05d}{f.suffix}").symlink_to(os.path.relpath(f.resolve(), out.resolve()))
+    return str(out)
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+@dataclass(frozen=True)
+class RehearseStage:
+    """Student, baseline and oracle trained side by side on the run's data (`rehearse` step).
+
+    student: the recipe's SFT stages on the cleaned synthetic data; baseline: the same student and
+    optimizer steps on the seeds' own worked solutions; oracle: as many generator problems as the
+    student's stages, with true solutions (the ceiling the synthetic data is measured against).
+    One tokenizer, trained once on a fixed corpus, and one initial checkpoint for all three.
+    """
+
+    enabled: bool = False  # off: the step never starts (pipeline.Step.when)
+    train_seeds: tuple[int, ...] = (1, 2)
+    workers: int = 2  # runs at once, one process each
+    threads: int | None = 1  # torch threads per run (None with workers 1: inline, in this process)
+    metric: str = "strict"
+    n_boot: int = 1000
+    oracle_seed: int = 101
+    tokenizer_corpus: str = "mini:train?levels=1-5&size=2000&seed=7"
+
+
+def rehearse(cfg: Any, rd: Any) -> dict[str, Any]:
+    """Train and evaluate the three arms (`mathforge.arms`), then write report.json."""
+    from mathforge.arms import Arm, ArmsConfig, run_arms
+
+    rh = cfg.rehearse
+    out = rd.root / "rehearse"
+    student = _arm_stages(cfg, rd, out)
+    arms = (Arm("student", student), Arm("baseline", _baseline(cfg, rd, student, out)),
+            Arm("oracle", _oracle(cfg, student, out, rh.oracle_seed)))
+    train = dataclasses.replace(cfg.train, student=dataclasses.replace(cfg.train.student, model=_shared_student(cfg, out)))
+    acfg = ArmsConfig(arms=arms, train_seeds=rh.train_seeds, metric=rh.metric, n_boot=rh.n_boot, data_dir=cfg.data_dir,
+                      workers=rh.workers, threads=rh.threads, train=train, eval=cfg.eval)
+    result = run_arms(acfg, out / "arms")
+    report = {"n": _items(cfg), "samples": _rows(student[-1].dataset), **_headline(result, rh.metric),
+              **_truth(rd)}
+    write_json(rd.root / "report.json", report)
+    return {"arms": {a.name: [s.dataset for s in a.stages] for a in arms}, "report": str(rd.root / "report.json")}
+
+
+def _items(cfg: Any) -> int:
+    from mathforge.eval import load_benchmark
+    from mathforge.paths import data_dir
+
+    return len(list(load_benchmark(cfg.eval.benchmarks[0], root=data_dir(cfg.data_dir))[1]))
+
+
+def _truth(rd: Any) -> dict[str, Any]:
+    """The truth audit (mathforge.truthaudit) of the kept data, when the run's teacher logged it."""
+    from mathforge.io import read_records
+    from mathforge.truthaudit import audit, read_log
+
+    path = rd.root / LOG_NAME
+    if not path.exists():
+        return {}
+    log, lines = read_log(path)
+    manifest = rd.manifest()
+    kept = (r for n in ("normal_clean", "hard_clean") if n in manifest for r in read_records(manifest[n]))
+    written = (r for n in ("normal", "hard") if n in manifest for r in read_records(manifest[n]))
+    return {"truth": {**audit(log, kept, written), "log": lines}}
+
+
+def report_lines(rd: Any) -> list[str]:
+    """report.md's section of the rehearsal, from report.json (written by the `rehearse` step)."""
+    path = rd.root / "report.json"
+    if not path.exists():
+        return []
+    rep = json.loads(path.read_text(encoding="utf-8"))
+
+    def cell(f: dict[str, float]) -> str:
+        return f"{100 * f['accuracy']:.1f}% [{100 * f['lo']:.1f}, {100 * f['hi']:.1f}]"
+
+    paired, truth = rep["paired"], rep.get("truth", {})
+    lines = ["## Rehearsal: student vs baseline vs oracle", "",
+             f"{rep['n']} test items ({rep['benchmark']}, {rep['metric']} grader), {rep['samples']} kept samples; "
+             "95% intervals over items and training seeds (details: `rehearse/arms/report.md`).", "",
+             "| items | student | baseline (seeds only) | oracle (true solutions) |", "|---|---|---|---|"]
+    lines += [f"| {label} | {cell(a['student'])} | {cell(a['baseline'])} | {cell(a['oracle'])} |"
+              for label, a in rep["per_level"].items()]
+    verdict = "above 0: the synthetic data beat the seeds alone" if paired["lo"] > 0 else "not above 0"
+    lines += ["", f"Paired difference student - baseline on the same items: {100 * paired['difference']:+.1f} points "
+              f"[{100 * paired['lo']:+.1f}, {100 * paired['hi']:+.1f}], {verdict}.", ""]
+    if truth:
+        lines += ["### Truth audit (the simulated teacher's log joined with the kept data)", "", "```json",
+                  json.dumps(truth, indent=1), "```", ""]
+    return lines
+
+
+def _arm_stages(cfg: Any, rd: Any, out: Path) -> tuple[Any, ...]:
+    """The recipe's stages on single record files of the run's cleaned data (unions written out)."""
+    from mathforge.io import read_records, write_records
+
+    manifest, stages = rd.manifest(), []
+    for stage in cfg.train.stages:
+        path = out / "data" / f"student-{stage.name}.jsonl"
+        if not path.exists():
+            write_records(path, (r for name in stage.dataset.split("+") if name in manifest
+                                 for r in read_records(manifest[name])))
+        stages.append(dataclasses.replace(stage, dataset=str(path)))
+    return tuple(stages)
+
+
+def _rows(path: str) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _baseline(cfg: Any, rd: Any, student: tuple[Any, ...], out: Path) -> tuple[Any, ...]:
+    """The seeds' own worked solutions, for as many optimizer steps as each student stage takes."""
+    from mathforge.io import read_records, write_records
+
+    path = out / "data" / "baseline-seeds.jsonl"
+    if not path.exists():
+        write_records(path, (r for r in read_records(rd.manifest()["seeds"]) if r.solution))
+    n = _rows(str(path))
+    return tuple(dataclasses.replace(s, dataset=str(path), epochs=s.epochs * _rows(s.dataset) / n) for s in student)
+
+
+def _oracle(cfg: Any, student: tuple[Any, ...], out: Path, seed: int) -> tuple[Any, ...]:
+    """Generator problems with true solutions, as many per stage as the student's: the first stage
+    over levels 1-5, the rows a later stage adds (hard data) from levels 4-5."""
+    from mathforge.io import write_records
+    from mathforge.sources import load
+
+    stages, prev = [], 0
+    for i, s in enumerate(student):
+        path = out / "data" / f"oracle-{s.name}.jsonl"
+        n = _rows(s.dataset)
+        if not path.exists():
+            first = list(load(f"mini:train?levels=1-5&size={min(n, prev) if i else n}&seed={seed}"))
+            extra = list(load(f"mini:train?levels=4-5&size={n - prev}&seed={seed + 1}")) if i and n > prev else []
+            write_records(path, first + extra)
+        stages.append(dataclasses.replace(s, dataset=str(path)))
+        prev = n
+    return tuple(stages)
+
+
+def _shared_student(cfg: Any, out: Path) -> str:
+    """One initial checkpoint (tokenizer trained once on a fixed corpus) for every arm and seed."""
+    from mathforge.train.config import StageConfig
+    from mathforge.train.sft import tokenizer_texts
+    from mathforge.train.students import resolve_student
+
+    if cfg.train.student.model != "tiny":
+        return cfg.train.student.model
+    corpus = dataclasses.replace(cfg.train, stages=(StageConfig("corpus", cfg.rehearse.tokenizer_corpus),))
+    return resolve_student(cfg.train.student, out / "student-init", tokenizer_texts(corpus), cfg.train.max_length, 0)
+
+
+def _headline(result: dict[str, Any], metric: str) -> dict[str, Any]:
+    """report.json's figures: each arm's accuracy and the paired student - baseline difference."""
+    bench, entry = next(iter(result["benchmarks"].items()))
+    acc = entry["accuracy"]["all"]
+
+    def fig(iv: dict[str, float]) -> dict[str, float]:
+        return {"accuracy": iv["estimate"], "lo": iv["lo"], "hi": iv["hi"]}
+
+    diff = entry["difference"]["all"]["student - baseline"]
+    per_level = {label: {a: fig(iv) for a, iv in arms.items()} for label, arms in entry["accuracy"].items()}
+    return {"benchmark": bench, "metric": metric, "student": fig(acc["student"]), "baseline": fig(acc["baseline"]),
+            "oracle": fig(acc["oracle"]), "paired": {"difference": diff["estimate"], "lo": diff["lo"], "hi": diff["hi"]},
+            "per_level": per_level}

@@ -100,7 +100,7 @@ def seeds(
 
 
 def _print_seed_summary(out, total, per_source, levels, subjects, unparsed, report) -> None:
-    Console().print(f"{total} seed records -> {out}")
+    Console(soft_wrap=True).print(f"{total} seed records -> {out}")
     table = Table()
     table.add_column("group")
     table.add_column("value")

@@ -320,7 +320,7 @@ class BatchBackend:
         from rich.console import Console
 
         self._logged = time.monotonic()
-        Console(stderr=True).print(self.status_line(), highlight=False)
+        Console(stderr=True, soft_wrap=True).print(self.status_line(), highlight=False)
 
     def status_line(self) -> str:
         """Batches submitted / running / done, requests answered, tokens, cost at batch prices."""

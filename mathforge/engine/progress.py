@@ -28,7 +28,7 @@ class EngineProgress:
         self.failed = 0
         self.fresh = 0
         self.start = time.monotonic()
-        self._console = console or Console(stderr=True)
+        self._console = console or Console(stderr=True, soft_wrap=True)  # a line stays one line
         self._bar: Progress | None = None
         self._logged = self.start
 

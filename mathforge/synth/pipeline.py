@@ -292,7 +292,7 @@ def _reporter(cfg: SynthConfig) -> Callable[[str], None] | None:
         return None
     from rich.console import Console
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # progress lines stay whole at any terminal width
     return lambda line: console.print(line, highlight=False)
 
 

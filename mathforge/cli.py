@@ -814,7 +814,33 @@ def arms(
     try:
         run_arms(cfg, out)
     except (DataError, ValueError) as e:
-        fail(f"{e}\n(finished runs are kept in {out / 'arms.jsonl'}; rerun to resume)")
+        fail(f"{e} (finished runs are kept under {out / 'runs'}; rerun to resume)")
+    console.print((out / "report.md").read_text())
+
+
+@app.command()
+def ablate(
+    recipe: Path = typer.Argument(..., help="ablation recipe YAML (see recipes/ablations/)"),
+    out: Path = typer.Option(..., "--out", "-o", help="ablation directory (rerun to resume; an added arm runs alone)"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. train_seeds=[1] run.train.max_steps=5"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print arms x replicates x steps as run or reuse with an "
+                                 "estimated time; run nothing"),
+) -> None:
+    """Run a paper ablation: a base run recipe, arms overriding any of its fields, replicates (data
+    seeds x training seeds) and a null arm; steps shared across arms by their keys; per-level
+    accuracy, paired differences and a seed-aware verdict in report.md / report.html."""
+    from mathforge.ablate import AblateConfig, run_ablation
+    from mathforge.ablate import dry_run as ablation_dry_run
+    from mathforge.config import ConfigError
+
+    cfg = recipe_config(AblateConfig, recipe, overrides)
+    try:
+        if dry_run:
+            _print_plan(ablation_dry_run(cfg, out))
+            return
+        run_ablation(cfg, out)
+    except (DataError, ConfigError, ValueError, OSError) as e:
+        fail(f"{e} (finished replicates are kept under {out / 'runs'}; rerun to resume)")
     console.print((out / "report.md").read_text())
 
 

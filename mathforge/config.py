@@ -12,6 +12,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,16 +28,26 @@ class ConfigError(ValueError):
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """["a.b=1", "c=x", "s[1].lr=2"] -> {"a": {"b": 1}, "c": "x", "s": {"[1]": {"lr": 2}}} (values
     parsed as YAML scalars; `[i]` indexes a list the recipe sets, applied by `merge`)."""
-    tree: dict[str, Any] = {}
+    pairs = []
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override '{item}' is not key=value")
+        pairs.append((key, yaml.safe_load(raw) if raw.strip() else ""))
+    return override_tree(pairs)
+
+
+def override_tree(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Dotted names with values ("train.stages[1].lr", 1e-3) as the tree `merge` applies."""
+    tree: dict[str, Any] = {}
+    for key, value in pairs:
         parts = [p for part in key.strip().split(".") for p in _INDEXED.findall(part)]
+        if not parts:
+            raise ConfigError(f"override '{key}': empty name")
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        node[parts[-1]] = value
     return tree
 
 

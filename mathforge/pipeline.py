@@ -20,6 +20,7 @@ training from its last checkpoint).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 from collections.abc import Callable
@@ -90,7 +91,8 @@ def run(cfg: RunConfig, out: str | Path, dry_run: bool = False) -> dict[str, Any
     rd = RunDir(out)
     rd.save_config(cfg)
     stats: dict[str, Any] = {}
-    with teacher(cfg, rd.root) as live:  # keys see the simulated teacher's model name, never its port
+    # keys see the simulated teacher's model name, never its port; a train-only run starts none
+    with teacher(cfg, rd.root) if synthesizes(cfg) else contextlib.nullcontext(cfg) as live:
         for step in (s for s in STEPS if s.when(cfg)):
             reset = (lambda s=step: s.reset(rd)) if step.reset else None
             stats[step.name] = rd.run_step(step.name, specs[step.name], lambda s=step: s.run(live, rd, specs),
@@ -138,8 +140,10 @@ def plan(cfg: RunConfig, root: Path, specs: dict[str, StepSpec] | None = None) -
     """Every step of a run in the order it runs, nested ones in place of the steps made of them."""
     cfg = resolved(cfg)
     specs = specs or step_specs(cfg)
-    steps = synth_pipeline.planned(cfg.synth, root / "synth", "synth/")
-    steps += [Planned(n, root, n, specs[n]) for n in ("clean_normal", "clean_hard", "export")]
+    steps = []
+    if synthesizes(cfg):
+        steps = synth_pipeline.planned(cfg.synth, root / "synth", "synth/")
+        steps += [Planned(n, root, n, specs[n]) for n in ("clean_normal", "clean_hard", "export")]
     note = "stages without data are skipped: count known after clean_hard"
     steps += [dataclasses.replace(p, note=note if p.step.startswith("sft-") else "")
               for p in sft.planned(cfg.train, root / "train", "train/", _data_keys(specs, cfg))]
@@ -153,11 +157,35 @@ def validate(cfg: RunConfig) -> None:
     if cfg.train.prompt_style != cfg.eval.settings.prompt_style:
         raise ConfigError(f"the recipe: train.prompt_style '{cfg.train.prompt_style}' and eval.settings.prompt_style "
                           f"'{cfg.eval.settings.prompt_style}' differ: a student is evaluated in the prompt it learned")
-    names = {f"{d}_clean" for d in ("normal", "hard")} | set(SYNTH_DATASETS)
+    names = set(RUN_DATASETS)
     for stage in cfg.train.stages:
-        if not set(stage.dataset.split("+")) <= names and not Path(stage.dataset).exists():
+        if not set(_parts(stage.dataset)) <= names and not Path(stage.dataset).exists() and not _source(stage.dataset):
             raise ConfigError(f"the recipe: train stage {stage.name}: dataset '{stage.dataset}' is neither a "
-                              f"dataset of the run ({', '.join(sorted(names))}) nor an existing path")
+                              f"dataset of the run ({', '.join(sorted(names))}), a source spec (mini:..., "
+                              f"math:...) nor an existing path")
+
+
+RUN_DATASETS = (*SYNTH_DATASETS, "normal_clean", "hard_clean")
+
+
+def _parts(dataset: str) -> list[str]:
+    """The run datasets a stage's dataset names: `a+b*0.25` -> [a, b] (a share follows `*`)."""
+    return [part.split("*")[0].strip() for part in dataset.split("+")]
+
+
+def _source(dataset: str) -> bool:
+    """`dataset` is a source spec the loaders read (`mini:train?...`, `math:path`), not a path."""
+    from mathforge.sources import SOURCES
+
+    kind, sep, _ = dataset.partition(":")
+    return bool(sep) and kind in SOURCES
+
+
+def synthesizes(cfg: RunConfig) -> bool:
+    """The run makes its own data: a train stage names a dataset of the run (or there is no stage).
+    Otherwise it is a train-only run (every stage names a source or a path, e.g. `mathforge arms`'s
+    arms through `mathforge ablate`): synthesis, cleaning and export never start."""
+    return not cfg.train.stages or any(set(_parts(s.dataset)) & set(RUN_DATASETS) for s in cfg.train.stages)
 
 
 def _data_dir(cfg: RunConfig) -> Path:
@@ -228,6 +256,8 @@ def _train(cfg: RunConfig, rd: RunDir, specs: dict[str, StepSpec]) -> dict[str, 
 
 
 def _has_rows(path: str) -> bool:
+    if _source(path) and not Path(path).exists():  # generated or read by its loader: rows known when read
+        return True
     return Path(path).exists() and any(f.stat().st_size > 0 for f in dataset_files(path))
 
 
@@ -242,10 +272,10 @@ def _eval(cfg: RunConfig, rd: RunDir, specs: dict[str, StepSpec]) -> dict[str, A
 
 
 STEPS = (  # the paper's Figure 2, as the table of contents of a run
-    Step("synth", _synth),
-    Step("clean_normal", _clean("normal")),
-    Step("clean_hard", _clean("hard")),
-    Step("export", _export),
+    Step("synth", _synth, when=synthesizes),
+    Step("clean_normal", _clean("normal"), when=synthesizes),
+    Step("clean_hard", _clean("hard"), when=synthesizes),
+    Step("export", _export, when=synthesizes),
     Step("train", _train),
     # A retrained model has the same path: its answers must not come from the old one's cache.
     Step("eval", _eval, reset=lambda rd: shutil.rmtree(rd.root / "eval", ignore_errors=True)),

@@ -177,7 +177,7 @@ def rehearse(cfg: Any, rd: Any) -> dict[str, Any]:
                       workers=rh.workers, threads=rh.threads, train=train, eval=cfg.eval)
     result = run_arms(acfg, out / "arms")
     report = {"n": _items(cfg), "samples": _rows(student[-1].dataset), **_headline(result, rh.metric),
-              **_truth(rd)}
+              **truth_audit(rd)}
     write_json(rd.root / "report.json", report)
     return {"arms": {a.name: [s.dataset for s in a.stages] for a in arms}, "report": str(rd.root / "report.json")}
 
@@ -189,7 +189,7 @@ def _items(cfg: Any) -> int:
     return len(list(load_benchmark(cfg.eval.benchmarks[0], root=data_dir(cfg.data_dir))[1]))
 
 
-def _truth(rd: Any) -> dict[str, Any]:
+def truth_audit(rd: Any) -> dict[str, Any]:
     """The truth audit (mathforge.truthaudit) of the kept data, when the run's teacher logged it."""
     from mathforge.io import read_records
     from mathforge.truthaudit import audit, read_log

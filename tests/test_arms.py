@@ -90,4 +90,5 @@ eval:
     assert result["examples"]["two_stage"]["digest"] == result["examples"]["one_stage"]["digest"]
     assert "<svg" in (out / "report.html").read_text()
     assert subprocess.run(cmd, capture_output=True, text=True, timeout=600).returncode == 0
-    assert len((out / "arms.jsonl").read_text().splitlines()) == 2
+    rows = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and [r["ran"] for r in rows[2:]] == [[], []]  # the rerun trains nothing

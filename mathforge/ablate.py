@@ -1,0 +1,708 @@
+"""The paper's experiments as one command each (`mathforge ablate RECIPE --out DIR`).
+
+An ablation is a base run recipe (`mathforge run`'s, or a train-only one), named arms that each
+override any of its fields (`synth.*`, `clean.*`, `train.*`, `eval.*`, `teacher_sim.*`), and
+replicates: every data seed (the teacher's and the seed subset's: `data_seed_fields` and any
+`{data_seed}` in a string of the recipe) crossed with every training seed. A null arm repeats the
+base with other seeds: the noise floor every other difference is read against.
+
+    for each arm x data seed x training seed: one run directory (`runs/<arm>/d<data>-t<train>`),
+    its steps keyed by the one step model (mathforge.rundir). A replicate whose first steps carry the
+    keys of a finished directory starts as a copy of it, so synthesis and cleaning run once per data
+    seed however many arms and training seeds read them, and adding an arm runs only its own steps.
+    -> per arm: accuracy overall and per level, 95% bootstrap intervals over items and replicates
+    -> per arm: paired difference against the base on the same items; per replicate, exact McNemar
+       ("these two models differ"); across replicates, the seed-aware verdict ("these two configs
+       differ": a t-test on per-replicate paired differences, see `verdict`)
+    -> comparison.json, report.md, report.html (per-level bars), steps.jsonl (what ran, what was reused)
+
+Why a copy and not a store of step outputs addressed by key: a run directory's outputs are fixed
+paths (rundir.py), and a copied directory rerun under a changed config is exactly the rerun the step
+model is built and tested for (changed steps reset and run again, unchanged ones are reused), so an
+ablation adds no second way of running a step. The copy costs disk (a miniature run is tens of MB).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mathforge import htmlreport as H
+from mathforge.config import ConfigError, _read_recipe, build, merge, override_tree
+from mathforge.io import write_json, write_text
+from mathforge.markdown import table
+
+ALPHA = 0.05
+POWER = 0.8
+
+
+@dataclass(frozen=True)
+class AblationArm:
+    """One arm: its name, what it claims, and the run fields it sets (dotted, `train.stages[1].lr`)."""
+
+    name: str
+    set: dict[str, Any] = field(default_factory=dict)
+    about: str = ""
+
+
+@dataclass(frozen=True)
+class AblateConfig:
+    """`mathforge ablate`: a base run recipe, arms overriding it, replicates, the report's statistics."""
+
+    claim: str = ""  # the paper's result this ablation tests (the report's first line)
+    base: str | None = None  # the base run recipe's path (relative to the working directory, as data_dir is)
+    run: dict[str, Any] = field(default_factory=dict)  # run fields set over `base` (or the whole recipe)
+    base_name: str = "base"
+    arms: tuple[AblationArm, ...] = ()
+    train_seeds: tuple[int, ...] = (1, 2)
+    data_seeds: tuple[int, ...] = (0,)
+    data_seed_fields: tuple[str, ...] = ("teacher_sim.seed", "synth.seed")  # set to the data seed
+    null: bool = True  # a null arm: the base again with every seed moved by `null_offset`
+    null_offset: int = 1000
+    metric: str = "strict"
+    n_boot: int = 2_000
+    alpha: float = ALPHA
+    workers: int = 1  # replicates run at once, each in a process of its own
+    threads: int | None = None  # torch threads per replicate; None: torch's default
+    difference: str = "arm - base"  # or "base - arm" (`mathforge arms`: its first arm minus the others)
+
+    def __post_init__(self) -> None:
+        names = [self.base_name, *(a.name for a in self.arms)] + (["null"] if self.null else [])
+        if len(set(names)) != len(names):
+            raise ValueError(f"arms: names must be distinct (base and null included), got {names}")
+        if not self.arms and not self.null:
+            raise ValueError("arms: an ablation needs an arm besides the base (or null: true)")
+        if not self.train_seeds or not self.data_seeds:
+            raise ValueError("train_seeds and data_seeds need one seed at least")
+        if self.difference not in ("arm - base", "base - arm"):
+            raise ValueError(f"difference: 'arm - base' or 'base - arm', got {self.difference!r}")
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One run of an ablation: arm, replicate index, its seeds, its run config and directory."""
+
+    arm: str
+    index: int  # replicate r: the same r of every arm is paired (same items, matched seeds)
+    data_seed: int
+    train_seed: int
+    cfg: Any  # pipeline.RunConfig
+    dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.arm}/d{self.data_seed}-t{self.train_seed}"
+
+
+def load(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> AblateConfig:
+    """An ablation recipe plus `key=value` overrides (run fields: `run.train.max_steps=5`)."""
+    from mathforge.config import load_config
+
+    return load_config(AblateConfig, recipe, overrides)
+
+
+def arm_names(cfg: AblateConfig) -> list[str]:
+    return [cfg.base_name, *(["null"] if cfg.null else []), *(a.name for a in cfg.arms)]
+
+
+def replicates(cfg: AblateConfig, out: Path) -> list[Replicate]:
+    """Every run of the ablation, replicate-major (stopped early, every arm has the first replicates)."""
+    from mathforge.pipeline import RunConfig
+
+    raw = _read_recipe(Path(cfg.base)) if cfg.base else {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{cfg.base}: a run recipe must be a mapping of config fields")
+    raw = merge(raw, cfg.run)
+    sets = {cfg.base_name: {}, "null": {}, **{a.name: a.set for a in cfg.arms}}
+    out_list = []
+    pairs = [(d, t) for d in cfg.data_seeds for t in cfg.train_seeds]
+    for index, (d, t) in enumerate(pairs):
+        for name in arm_names(cfg):
+            off = cfg.null_offset if name == "null" else 0
+            data_seed, train_seed = d + off, t + off
+            plain = merge(raw, override_tree(sets[name].items()))
+            plain = merge(plain, override_tree([(f, data_seed) for f in cfg.data_seed_fields]))
+            plain = merge(plain, override_tree([("train.seed", train_seed)]))
+            plain = _seeded(plain, data_seed, train_seed)
+            where = f"{cfg.base or 'the ablation'} (arm {name})"
+            run_cfg = build(RunConfig, plain, where)
+            out_list.append(Replicate(name, index, data_seed, train_seed, run_cfg,
+                                      out / "runs" / name / f"d{data_seed}-t{train_seed}"))
+    return out_list
+
+
+def _seeded(value: Any, data_seed: int, train_seed: int) -> Any:
+    """`{data_seed}` / `{train_seed}` in the recipe's strings replaced (a whole "{data_seed}" by the number)."""
+    if isinstance(value, dict):
+        return {k: _seeded(v, data_seed, train_seed) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_seeded(v, data_seed, train_seed) for v in value]
+    if isinstance(value, str) and "{" in value:
+        if value in ("{data_seed}", "{train_seed}"):
+            return data_seed if value == "{data_seed}" else train_seed
+        return value.replace("{data_seed}", str(data_seed)).replace("{train_seed}", str(train_seed))
+    return value
+
+
+# ---------------------------------------------------------------- sharing steps between replicates
+
+
+def _planned(rep: Replicate) -> list[Any]:
+    from mathforge.pipeline import plan
+
+    return plan(rep.cfg, rep.dir)
+
+
+def _reusable(planned: list[Any], own: Path, other: Path) -> int:
+    """How many of `planned` (steps of a replicate in `own`) are done with their key in `other`."""
+    from mathforge.rundir import marker_has
+
+    n = 0
+    for p in planned:
+        rel = Path(p.rundir).relative_to(own)
+        if marker_has(other / rel / "steps" / f"{p.step}.json", p.spec.key):
+            n += 1
+    return n
+
+
+def _common(a: list[Any], b: list[Any]) -> int:
+    """Steps two replicates would share: the same step under the same key."""
+    keys = {(p.name, p.spec.key) for p in b}
+    return sum((p.name, p.spec.key) in keys for p in a)
+
+
+def _clone(donor: Path, target: Path) -> None:
+    """`target` becomes a copy of the finished `donor` (its own log and locks excepted)."""
+    tmp = target.with_name(f".{target.name}.copy")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(donor, tmp, ignore=shutil.ignore_patterns("*.lock", "run.log"), symlinks=True)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+
+
+def _best_donor(rep: Replicate, planned: list[Any], dirs: list[Path]) -> tuple[Path | None, int]:
+    best, best_n = None, _reusable(planned, rep.dir, rep.dir) if rep.dir.exists() else 0
+    for d in dirs:
+        if d != rep.dir and d.exists():
+            n = _reusable(planned, rep.dir, d)
+            if n > best_n:
+                best, best_n = d, n
+    return best, best_n
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_ablation(cfg: AblateConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
+    """Run (or resume) every replicate not done, then write comparison.json and the reports."""
+    from mathforge.config import dump_yaml
+    from mathforge.pipeline import validate
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "ablation.yaml", dump_yaml(cfg))
+    reps = replicates(cfg, out)
+    for rep in reps:
+        validate(rep.cfg)
+    plans = {rep.label: _planned(rep) for rep in reps}
+    for _ in _schedule(cfg, reps, plans, out, log):
+        pass
+    result = compare_replicates(cfg, reps)
+    write_json(out / "comparison.json", result)
+    write_text(out / "report.md", markdown(result))
+    H.write_page(out / "report.html", result.get("claim") or "Ablation", html_blocks(result))
+    return result
+
+
+def _schedule(cfg: AblateConfig, reps: list[Replicate], plans: dict[str, list[Any]], out: Path,
+              log: Any) -> Iterator[Replicate]:
+    """Start each replicate once no running one could hand it more finished steps than a finished
+    directory can; up to `cfg.workers` at once (spawned processes, `cfg.threads` torch threads)."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from mathforge.rundir import to_run
+    from mathforge.scale import _init_worker
+
+    pending = list(reps)
+    running: dict[Any, tuple[Replicate, float, dict[str, Any]]] = {}
+    all_dirs = [r.dir for r in reps]
+    total = len(pending)
+    started = time.monotonic()
+    finished = 0
+    pool = ProcessPoolExecutor(max(1, cfg.workers), mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(cfg.threads,))
+    try:
+        while pending or running:
+            busy = [r.dir for r, _, _ in running.values()]
+            for rep in list(pending):
+                if len(running) >= max(1, cfg.workers):
+                    break
+                planned = plans[rep.label]
+                donor, have = _best_donor(rep, planned, [d for d in all_dirs if d not in busy])
+                waits = any(_common(planned, plans[r.label]) > have for r, _, _ in running.values())
+                if waits:
+                    continue
+                pending.remove(rep)
+                if donor is not None:
+                    _clone(donor, rep.dir)
+                todo = to_run(_planned(rep))
+                entry = {"replicate": rep.label, "arm": rep.arm, "index": rep.index, "data_seed": rep.data_seed,
+                         "train_seed": rep.train_seed, "dir": str(rep.dir.relative_to(out)),
+                         "copied_from": str(donor.relative_to(out)) if donor else None,
+                         "ran": todo, "reused": [p.name for p in planned if p.name not in todo]}
+                if not todo:
+                    finished += 1
+                    _append(out / "steps.jsonl", {**entry, "seconds": 0.0})
+                    yield rep
+                    continue
+                log(f"ablate: {rep.label}: running {len(todo)} steps" + (f" (copied from {entry['copied_from']})"
+                                                                           if donor else ""))
+                running[pool.submit(_run_one, rep.cfg, str(rep.dir))] = (rep, time.monotonic(), entry)
+                busy.append(rep.dir)
+            if not running:
+                if pending:  # nothing can start and nothing runs: cannot happen, but never spin
+                    raise RuntimeError(f"ablate: {len(pending)} replicates could not be scheduled")
+                break
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                rep, t0, entry = running.pop(future)
+                future.result()  # a failed replicate stops the ablation; finished ones are kept
+                finished += 1
+                seconds = time.monotonic() - t0
+                _append(out / "steps.jsonl", {**entry, "seconds": round(seconds, 1)})
+                elapsed = time.monotonic() - started
+                eta = elapsed / finished * (total - finished)
+                log(f"ablate: {rep.label} done in {seconds:.0f} s ({finished}/{total}; ETA {eta / 60:.1f} min)")
+                yield rep
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _run_one(cfg: Any, out: str) -> None:
+    from mathforge.pipeline import run
+
+    run(cfg, out)
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    from mathforge.scale import append_row
+
+    append_row(path, row)
+
+
+# ---------------------------------------------------------------- dry run
+
+
+# Seconds per unit when no replicate of the ablation recorded a step yet: measured on the shared
+# 2-core machine with recipes/paper_mini.yaml (synth 173 s for 5,500 targeted samples, training
+# ~0.06 CPU-s per optimizer step of the 64-wide student, evaluation ~0.03 s per item).
+CALIBRATED = {"synth": 0.032, "clean": 0.008, "export": 0.002, "train": 0.06, "eval": 0.03}
+
+
+def dry_run(cfg: AblateConfig, out: str | Path) -> list[str]:
+    """Every arm x replicate x step as run or reuse (from which directory), with an estimated time:
+    recorded step timings of this ablation where any exist, else the calibrated rates above."""
+    out = Path(out)
+    reps = replicates(cfg, out)
+    plans = {rep.label: _planned(rep) for rep in reps}
+    timings = _recorded(out)
+    will: dict[tuple[str, str], str] = {}  # (step, key) -> the replicate that will make it
+    lines, total = [], 0.0
+    for rep in reps:
+        planned = plans[rep.label]
+        donor, _ = _best_donor(rep, planned, [r.dir for r in reps])
+        source = rep.dir if not donor else donor
+        for p in planned:
+            rel = Path(p.rundir).relative_to(rep.dir)
+            from mathforge.rundir import marker_has
+
+            if marker_has(rep.dir / rel / "steps" / f"{p.step}.json", p.spec.key):
+                state = "reuse"
+            elif marker_has(source / rel / "steps" / f"{p.step}.json", p.spec.key):
+                state = f"reuse (copy of {source.relative_to(out)})"
+            elif (p.name, p.spec.key) in will:
+                state = f"reuse (made by {will[p.name, p.spec.key]})"
+            else:
+                state = "run"
+                will[p.name, p.spec.key] = rep.label
+                seconds, how = _estimate(p.name, rep.cfg, timings)
+                total += seconds
+                state = f"run    ~{seconds:.0f} s ({how})"
+            lines.append(f"{rep.label:<28} {p.name:<26} {state}")
+    lines.append(f"estimated: {total / 60:.1f} min of step time for {sum(1 for l in lines if ' run ' in l)} steps "
+                 f"(divide by workers={cfg.workers} for replicates side by side)")
+    return lines
+
+
+def _recorded(out: Path) -> dict[str, list[float]]:
+    """Seconds each step took in this ablation's finished replicates, by step name."""
+    times: dict[str, list[float]] = {}
+    for stats in (out / "runs").glob("*/*/**/stats/*.json") if (out / "runs").exists() else []:
+        try:
+            seconds = json.loads(stats.read_text(encoding="utf-8")).get("seconds")
+        except (OSError, ValueError):
+            continue
+        if isinstance(seconds, int | float):
+            run_root = stats.parents[1]
+            nested = run_root.name if run_root.name in ("synth", "train") and run_root.parent.name.startswith("d") else ""
+            name = f"{nested}/{stats.stem}" if nested else stats.stem
+            times.setdefault(name, []).append(float(seconds))
+    return times
+
+
+def _estimate(name: str, run_cfg: Any, timings: dict[str, list[float]]) -> tuple[float, str]:
+    if name in timings:
+        return statistics.median(timings[name]), "recorded"
+    top = name.split("/")[0]
+    synth = run_cfg.synth
+    if top == "synth":
+        targets = synth.stage1.initial_target + synth.stage1.target + (synth.stage2.target if synth.stage2.enabled else 0)
+        steps = max(1, len([n for n in ("seeds", "stage1_initial", "stage1_coreset", "stage1_normal", "stage2_hard")]))
+        return CALIBRATED["synth"] * targets / steps, "calibrated"
+    if top.startswith("clean"):
+        return CALIBRATED["clean"] * synth.stage1.target, "calibrated"
+    if top == "export":
+        return CALIBRATED["export"] * synth.stage1.target, "calibrated"
+    if top == "train":
+        t = run_cfg.train
+        if t.max_steps > 0:
+            return CALIBRATED["train"] * t.max_steps, "calibrated"
+        rows = synth.stage1.target
+        return CALIBRATED["train"] * rows * max((s.epochs for s in t.stages), default=1) / t.global_batch, "calibrated"
+    if top == "eval":
+        return CALIBRATED["eval"] * (run_cfg.eval.limit or 1000), "calibrated"
+    return 5.0, "calibrated"
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+def compare_replicates(cfg: AblateConfig, reps: list[Replicate]) -> dict[str, Any]:
+    """comparison.json: accuracies, paired differences, per-replicate McNemar, the seed-aware verdict,
+    the noise floor (null arm) and the data each arm trained on."""
+    from mathforge.eval.benchmarks import slug
+    from mathforge.eval.compare import load_items
+
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in arm_names(cfg)}
+    for rep in reps:
+        items = {b: load_items(rep.dir / "eval" / slug(b)) for b in rep.cfg.eval.benchmarks}
+        rows[rep.arm].append({"seed": rep.index, "items": items})
+    result = compare(rows, cfg.metric, cfg.n_boot, cfg.difference)
+    result["claim"] = cfg.claim
+    result["replicates"] = {"data_seeds": list(cfg.data_seeds), "train_seeds": list(cfg.train_seeds),
+                            "null_offset": cfg.null_offset if cfg.null else None}
+    result["about"] = {a.name: {"set": a.set, "about": a.about} for a in cfg.arms}
+    result["verdicts"] = verdicts(rows, cfg)
+    result["data"] = {name: _data_of([r for r in reps if r.arm == name]) for name in arm_names(cfg)}
+    return result
+
+
+def compare(rows: dict[str, list[dict[str, Any]]], metric: str, n_boot: int,
+            difference: str = "arm - base") -> dict[str, Any]:
+    """Per arm and level: accuracy with intervals over items and replicates; each arm against the
+    first (the base): paired differences and, per replicate, `mathforge compare`'s exact McNemar."""
+    from mathforge.eval.compare import paired
+    from mathforge.scale import groups_of, item_matrix
+    from mathforge.stats import interval, paired_difference
+
+    first, *others = list(rows)
+    out: dict[str, Any] = {"metric": metric, "arms": list(rows), "difference_is": difference, "benchmarks": {}}
+    for bench in rows[first][0]["items"]:
+        groups = [("all", None)] + [(f"level {g}", ("level", g)) for g in groups_of(rows[first], bench, "level")]
+        entry: dict[str, Any] = {"accuracy": {}, "difference": {}, "per_seed": {}}
+        for label, group in groups:
+            mats = {a: item_matrix(rs, bench, metric, group)[0] for a, rs in rows.items()}
+            entry["accuracy"][label] = {a: interval(m, n_boot=n_boot).to_dict() for a, m in mats.items()}
+            entry["difference"][label], entry["per_seed"][label] = {}, {}
+            for o in others:
+                # (x, y): difference x - y; per seed, B = x and A = y as `mathforge compare` reads them
+                x, y = (o, first) if difference == "arm - base" else (first, o)
+                entry["difference"][label][f"{x} - {y}"] = paired_difference(mats[x], mats[y], n_boot=n_boot).to_dict()
+                entry["per_seed"][label][f"{x} vs {y}"] = [paired(a, b) for a, b in zip(mats[y], mats[x], strict=False)]
+        out["benchmarks"][bench] = entry
+    return out
+
+
+def verdicts(rows: dict[str, list[dict[str, Any]]], cfg: AblateConfig) -> dict[str, Any]:
+    """Do two *configs* differ? A t-test on per-replicate paired differences (each arm minus the base
+    on the same items, replicate r against replicate r), not on items: items are shared by every
+    replicate, so only replicates are independent draws of "train this config again".
+
+    The unit is the replicate, or the data seed when there are several (replicates that share a data
+    seed share its synthesis and cleaning, so they are not independent): each unit's difference is
+    the mean over its training seeds. The variance is pooled over every compared arm, the null arm
+    included (the arms differ in mean, not in how much a rerun moves them), so the test has
+    sum(units - 1) degrees of freedom instead of units - 1. Calibration on null pairs:
+    `bench/ablate_null.py`. Per-level tests are exploratory unless read with the Holm-adjusted p.
+    """
+    from mathforge.scale import groups_of, item_matrix
+
+    first, *others = list(rows)
+    sign = 1.0 if cfg.difference == "arm - base" else -1.0
+    units_of = _units(rows[first], cfg)
+    out: dict[str, Any] = {"unit": "data seed" if len(cfg.data_seeds) > 1 else "replicate", "alpha": cfg.alpha,
+                           "benchmarks": {}}
+    for bench in rows[first][0]["items"]:
+        groups = [("all", None)] + [(f"level {g}", ("level", g)) for g in groups_of(rows[first], bench, "level")]
+        per_group = {}
+        for label, group in groups:
+            acc = {a: item_matrix(rs, bench, cfg.metric, group)[0].mean(axis=1) for a, rs in rows.items()}
+            diffs = {o: sign * _unit_means(acc[o] - acc[first], units_of) for o in others}
+            per_group[label] = _t_tests(diffs, cfg.alpha)
+        _holm(per_group, [o for o in others])
+        out["benchmarks"][bench] = per_group
+    return out
+
+
+def _units(base_rows: list[dict[str, Any]], cfg: AblateConfig) -> list[int]:
+    """The unit of each replicate row (rows sorted by replicate index, as `item_matrix` sorts them)."""
+    n_train = len(cfg.train_seeds)
+    return [row["seed"] // n_train if len(cfg.data_seeds) > 1 else row["seed"]
+            for row in sorted(base_rows, key=lambda r: r["seed"])]
+
+
+def _unit_means(values: np.ndarray, units: list[int]) -> np.ndarray:
+    ids = sorted(set(units))
+    return np.array([np.mean([v for v, u in zip(values, units, strict=True) if u == i]) for i in ids])
+
+
+def _t_tests(diffs: dict[str, np.ndarray], alpha: float) -> dict[str, Any]:
+    """Each arm's mean unit difference against 0, with the variance pooled over arms."""
+    from scipy.stats import t as student_t
+
+    df = sum(len(d) - 1 for d in diffs.values())
+    ss = sum(float(((d - d.mean()) ** 2).sum()) for d in diffs.values())
+    out: dict[str, Any] = {}
+    for arm, d in diffs.items():
+        entry: dict[str, Any] = {"difference": float(d.mean()), "units": [float(v) for v in d], "df": df}
+        if df == 0:
+            entry.update(p_value=None, verdict="untested: one replicate per arm (add seeds)", min_detectable=None)
+        else:
+            s2 = ss / df
+            se = math.sqrt(s2 / len(d))
+            t_crit = float(student_t.ppf(1 - alpha / 2, df))
+            entry["se"] = se
+            entry["lo"], entry["hi"] = float(d.mean()) - t_crit * se, float(d.mean()) + t_crit * se
+            entry["min_detectable"] = (t_crit + float(student_t.ppf(POWER, df))) * se
+            if se == 0:
+                entry["p_value"] = 1.0 if d.mean() == 0 else 0.0
+            else:
+                entry["p_value"] = float(2 * student_t.sf(abs(d.mean()) / se, df))
+            entry["verdict"] = "the configs differ" if entry["p_value"] < alpha else "inconclusive"
+        out[arm] = entry
+    return out
+
+
+def _holm(per_group: dict[str, dict[str, Any]], arms: list[str]) -> None:
+    """Holm-adjusted p over every per-level test (levels x arms); the overall tests stay as they are."""
+    tests = [(label, arm) for label in per_group if label != "all" for arm in arms
+             if per_group[label][arm].get("p_value") is not None]
+    ranked = sorted(tests, key=lambda k: per_group[k[0]][k[1]]["p_value"])
+    running = 0.0
+    for i, (label, arm) in enumerate(ranked):
+        running = max(running, min(1.0, (len(ranked) - i) * per_group[label][arm]["p_value"]))
+        per_group[label][arm]["p_holm"] = running
+
+
+def _data_of(reps: list[Replicate]) -> dict[str, Any]:
+    """What an arm trained on, per data seed: rows per stage, level mix, true error rate (teacher log)."""
+    from mathforge.rundir import RunDir
+
+    out = {}
+    for rep in reps:
+        key = f"d{rep.data_seed}"
+        if key in out or not rep.dir.exists():
+            continue
+        rd = RunDir(rep.dir)
+        stages = (rd.stats("train").get("stages") or {})
+        entry: dict[str, Any] = {"rows": {n: s.get("samples") for n, s in stages.items()}}
+        entry["levels"] = _level_mix(rd, rep.cfg.train)
+        truth = _truth(rd)
+        if truth:
+            entry["true_error_rate"] = truth.get("kept_error_rate")
+        out[key] = entry
+    return out
+
+
+def _level_mix(rd: Any, train: Any) -> dict[str, dict[str, int]]:
+    """Rows per level of each training stage's data (as `pipeline._train` resolves its name), streamed."""
+    from collections import Counter
+
+    from mathforge.sources import load
+
+    manifest, out = rd.manifest(), {}
+    for stage in train.stages:
+        union = rd.root / "datasets" / stage.dataset
+        source = manifest.get(stage.dataset) or (str(union) if union.exists() else stage.dataset)
+        try:
+            counts = Counter(str(r.level) if r.level is not None else "none" for r in load(source))
+        except (OSError, ValueError):  # a dataset gone since training: the row counts still stand
+            continue
+        out[stage.name] = dict(sorted(counts.items()))
+    return out
+
+
+def _truth(rd: Any) -> dict[str, Any]:
+    report = rd.root / "report.json"  # the rehearse step's, when the run has one
+    if report.exists():
+        return json.loads(report.read_text(encoding="utf-8")).get("truth") or {}
+    from mathforge.rehearsal import LOG_NAME, truth_audit
+
+    return truth_audit(rd).get("truth", {}) if (rd.root / LOG_NAME).exists() else {}
+
+
+# ---------------------------------------------------------------- reports
+
+
+def _pct(v: float | None, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"
+
+
+def _cell(iv: dict[str, float], signed: bool = False) -> str:
+    return f"{_pct(iv['estimate'], signed)} [{_pct(iv['lo'], signed)}, {_pct(iv['hi'], signed)}]"
+
+
+def _accuracy_table(entry: dict[str, Any], arms: list[str]) -> tuple[list[str], list[list[str]]]:
+    headers = ["items", *[f"{a} %" for a in arms]]
+    return headers, [[label, *[_cell(accs[a]) for a in arms]] for label, accs in entry["accuracy"].items()]
+
+
+def _difference_table(result: dict[str, Any], bench: str) -> tuple[list[str], list[list[str]]]:
+    entry = result["benchmarks"][bench]
+    tests = (result.get("verdicts") or {}).get("benchmarks", {}).get(bench, {})
+    headers = ["items", "arm", "paired difference, points [95% items x replicates]", "per replicate: McNemar p",
+               "configs: t-test p", "min. detectable (points)", "verdict"]
+    body = []
+    for label, diffs in entry["difference"].items():
+        for name, iv in diffs.items():
+            arm = _other(name, result["arms"][0])
+            seeds = entry["per_seed"][label]
+            mc = next((v for k, v in seeds.items() if arm in k.split(" vs ")), [])
+            t = tests.get(label, {}).get(arm, {})
+            p = t.get("p_value")
+            ptxt = "-" if p is None else f"{p:.3g}" + (f" (Holm {t['p_holm']:.3g})" if "p_holm" in t else "")
+            verdict = t.get("verdict", "-")
+            if label != "all" and verdict == "the configs differ" and t.get("p_holm", 1) >= result.get("verdicts", {}).get("alpha", ALPHA):
+                verdict = "exploratory (not after Holm)"
+            body.append([label, arm, _cell(iv, True), ", ".join(f"{m['p_value']:.3g}" for m in mc), ptxt,
+                         _pct(t.get("min_detectable")), verdict])
+    return headers, body
+
+
+def _other(name: str, base: str) -> str:
+    a, b = name.split(" - ", 1)
+    return b if a == base else a
+
+
+def _noise_lines(result: dict[str, Any]) -> list[str]:
+    ver = result.get("verdicts") or {}
+    lines = []
+    for bench, groups in ver.get("benchmarks", {}).items():
+        null = groups.get("all", {}).get("null")
+        if null:
+            lines.append(f"- {bench}: null arm (the base with other seeds) differs by {_pct(null['difference'], True)} "
+                         f"points (p {null['p_value']:.3g})" if null.get("p_value") is not None else
+                         f"- {bench}: null arm differs by {_pct(null['difference'], True)} points (untested)")
+        mdd = [v.get("min_detectable") for v in groups.get("all", {}).values() if v.get("min_detectable")]
+        if mdd:
+            lines.append(f"- {bench}: smallest difference detectable between two configs (80% power, "
+                         f"alpha {ver['alpha']}): {_pct(max(mdd))} points; unit: {ver['unit']}, "
+                         f"{next(iter(groups['all'].values()))['df']} degrees of freedom")
+    return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """report.md of an ablation."""
+    arms = result["arms"]
+    lines = [f"# {result.get('claim') or 'Ablation'}", "",
+             f"Accuracy ({result['metric']} grader), % with 95% bootstrap intervals over items and replicates "
+             f"({_replicate_line(result)}). Differences are paired on the same items ({result['difference_is']}). "
+             "Two verdicts: per replicate, exact McNemar says whether *these two models* differ; across "
+             "replicates, a t-test on the per-replicate differences (variance pooled over the arms) says whether "
+             "*the two configs* differ. Per-level rows are exploratory unless significant after Holm's correction.", ""]
+    for name, about in (result.get("about") or {}).items():
+        lines.append(f"- **{name}**: {about['about'] or ''} `{json.dumps(about['set'])}`")
+    lines += ["", "## Noise floor", "", *(_noise_lines(result) or ["- no null arm and one replicate: no noise floor"]), ""]
+    for bench, entry in result["benchmarks"].items():
+        headers, body = _accuracy_table(entry, arms)
+        lines += [f"## {bench}: accuracy", "", *table(headers, body), ""]
+        headers, body = _difference_table(result, bench)
+        lines += [f"## {bench}: differences", "", *table(headers, body), ""]
+    data = result.get("data") or {}
+    if data:
+        rows = [[arm, seed, json.dumps(d.get("rows")), json.dumps(d.get("levels")), _pct(d.get("true_error_rate"))]
+                for arm, seeds in data.items() for seed, d in seeds.items()]
+        lines += ["## What each arm trained on", "", *table(["arm", "data seed", "rows per stage", "level mix",
+                                                             "true error rate %"], rows), ""]
+    examples = result.get("examples") or {}
+    if examples:
+        for name, ex in examples.items():
+            lines.append(f"- {name}: {ex['examples']} examples (set digest {ex['digest']}), epochs per stage {ex['epochs']}")
+        same = len({ex["digest"] for ex in examples.values()}) == 1
+        lines += ["", "The arms train on exactly the same examples." if same else
+                  "**The arms train on different examples**: differences mix data and staging.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _replicate_line(result: dict[str, Any]) -> str:
+    r = result.get("replicates") or {}
+    if not r:
+        return "training seeds"
+    return f"data seeds {r['data_seeds']} x training seeds {r['train_seeds']}"
+
+
+def html_blocks(result: dict[str, Any]) -> list[str]:
+    """report.html: the tables of report.md and per-level bars with interval whiskers."""
+    blocks = [H.paragraph(f"Accuracy ({result['metric']} grader), % with 95% bootstrap intervals; differences are "
+                          f"paired on the same items ({result['difference_is']}).")]
+    noise = _noise_lines(result)
+    if noise:
+        blocks += [H.heading("Noise floor"), H.paragraph(" ".join(n.lstrip("- ") for n in noise))]
+    for bench, entry in result["benchmarks"].items():
+        headers, body = _accuracy_table(entry, result["arms"])
+        blocks += [H.heading(bench), H.table(headers, body)]
+        headers, body = _difference_table(result, bench)
+        blocks.append(H.table(headers, body))
+        fig = _bars(entry, result["arms"], bench)
+        if fig is not None:
+            blocks.append(H.figure(fig, f"{bench}: accuracy per level for each arm (95% intervals)", f"levels-{bench}"))
+    return blocks
+
+
+def _bars(entry: dict[str, Any], arms: list[str], bench: str) -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plotting is optional (extra `plot`); the tables are the result
+        return None
+    plt.rcParams["svg.fonttype"] = "path"
+    labels = list(entry["accuracy"])
+    idx = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(arms)
+    for j, arm in enumerate(arms):
+        ivs = [entry["accuracy"][g][arm] for g in labels]
+        mean = np.array([100 * iv["estimate"] for iv in ivs])
+        err = [mean - [100 * iv["lo"] for iv in ivs], [100 * iv["hi"] for iv in ivs] - mean]
+        ax.bar(idx + (j - (len(arms) - 1) / 2) * width, mean, width, yerr=err, capsize=3, label=arm)
+    ax.set_xticks(idx, labels)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(bench)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -66,7 +66,7 @@ class AblateConfig:
     train_seeds: tuple[int, ...] = (1, 2)
     data_seeds: tuple[int, ...] = (0,)
     data_seed_fields: tuple[str, ...] = ("teacher_sim.seed", "synth.seed")  # set to the data seed
-    null: bool = True  # a null arm: the base again with every seed moved by `null_offset`
+    null_arm: bool = True  # a null arm: the base again with every seed moved by `null_offset`
     null_offset: int = 1000
     metric: str = "strict"
     n_boot: int = 2_000
@@ -76,11 +76,11 @@ class AblateConfig:
     difference: str = "arm - base"  # or "base - arm" (`mathforge arms`: its first arm minus the others)
 
     def __post_init__(self) -> None:
-        names = [self.base_name, *(a.name for a in self.arms)] + (["null"] if self.null else [])
+        names = [self.base_name, *(a.name for a in self.arms)] + (["null"] if self.null_arm else [])
         if len(set(names)) != len(names):
             raise ValueError(f"arms: names must be distinct (base and null included), got {names}")
-        if not self.arms and not self.null:
-            raise ValueError("arms: an ablation needs an arm besides the base (or null: true)")
+        if not self.arms and not self.null_arm:
+            raise ValueError("arms: an ablation needs an arm besides the base (or null_arm: true)")
         if not self.train_seeds or not self.data_seeds:
             raise ValueError("train_seeds and data_seeds need one seed at least")
         if self.difference not in ("arm - base", "base - arm"):
@@ -111,7 +111,7 @@ def load(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Abl
 
 
 def arm_names(cfg: AblateConfig) -> list[str]:
-    return [cfg.base_name, *(["null"] if cfg.null else []), *(a.name for a in cfg.arms)]
+    return [cfg.base_name, *(["null"] if cfg.null_arm else []), *(a.name for a in cfg.arms)]
 
 
 def replicates(cfg: AblateConfig, out: Path) -> list[Replicate]:
@@ -401,7 +401,7 @@ def compare_replicates(cfg: AblateConfig, reps: list[Replicate]) -> dict[str, An
     result = compare(rows, cfg.metric, cfg.n_boot, cfg.difference)
     result["claim"] = cfg.claim
     result["replicates"] = {"data_seeds": list(cfg.data_seeds), "train_seeds": list(cfg.train_seeds),
-                            "null_offset": cfg.null_offset if cfg.null else None}
+                            "null_offset": cfg.null_offset if cfg.null_arm else None}
     result["about"] = {a.name: {"set": a.set, "about": a.about} for a in cfg.arms}
     result["verdicts"] = verdicts(rows, cfg)
     result["data"] = {name: _data_of([r for r in reps if r.arm == name]) for name in arm_names(cfg)}

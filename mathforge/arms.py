@@ -65,7 +65,7 @@ def to_ablation(cfg: ArmsConfig) -> AblateConfig:
            "train": {**train, "stages": [config_to_dict(s) for s in first.stages]}}
     arms = tuple(AblationArm(a.name, {"train.stages": [config_to_dict(s) for s in a.stages]}) for a in others)
     return AblateConfig(claim="Training arms compared", run=run, base_name=first.name, arms=arms, train_seeds=cfg.train_seeds, data_seeds=(0,),
-                        data_seed_fields=(), null=False, metric=cfg.metric, n_boot=cfg.n_boot, workers=cfg.workers,
+                        data_seed_fields=(), null_arm=False, metric=cfg.metric, n_boot=cfg.n_boot, workers=cfg.workers,
                         threads=cfg.threads, difference="base - arm")
 
 

@@ -28,7 +28,7 @@ def _recipe(tmp_path: Path, arms: list[dict]) -> Path:
     path.write_text(yaml.safe_dump({
         "claim": "test: a train-only change reuses synthesis and cleaning",
         "base": str(REPO / "recipes" / "paper_mini.yaml"), "run": SMALL_RUN, "arms": arms,
-        "train_seeds": [1], "data_seeds": [0], "null": False, "n_boot": 50, "workers": 1, "threads": 1}))
+        "train_seeds": [1], "data_seeds": [0], "null_arm": False, "n_boot": 50, "workers": 1, "threads": 1}))
     return path
 
 
@@ -128,7 +128,7 @@ def test_the_seed_aware_verdict_holds_its_level_on_null_pairs_and_finds_a_real_e
     from scipy.stats import binomtest
 
     rng = np.random.default_rng(0)
-    cfg = AblateConfig(arms=(AblationArm("a"),), train_seeds=(1, 2, 3), data_seeds=(0,), null=True, n_boot=10)
+    cfg = AblateConfig(arms=(AblationArm("a"),), train_seeds=(1, 2, 3), data_seeds=(0,), null_arm=True, n_boot=10)
     hits, found = 0, 0
     trials = 400
     for _ in range(trials):

@@ -52,6 +52,10 @@ class AblationArm:
     name: str
     set: dict[str, Any] = field(default_factory=dict)
     about: str = ""
+    # Another arm's name: this arm keeps, by random selection, as many normal rows as that arm's
+    # cleaning kept in the same replicate (`clean.select.budget`, strategy random), so a filter is
+    # compared with a random removal of the same size. Set once that arm's cleaning has finished.
+    same_rows_as: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,9 @@ class AblateConfig:
             raise ValueError("arms: an ablation needs an arm besides the base (or null_arm: true)")
         if not self.train_seeds or not self.data_seeds:
             raise ValueError("train_seeds and data_seeds need one seed at least")
+        for arm in self.arms:
+            if arm.same_rows_as and arm.same_rows_as not in names or arm.same_rows_as == arm.name:
+                raise ValueError(f"arm {arm.name}: same_rows_as '{arm.same_rows_as}' is not another arm")
         if self.difference not in ("arm - base", "base - arm"):
             raise ValueError(f"difference: 'arm - base' or 'base - arm', got {self.difference!r}")
 
@@ -97,6 +104,7 @@ class Replicate:
     train_seed: int
     cfg: Any  # pipeline.RunConfig
     dir: Path
+    waits_for: str = ""  # the replicate whose kept rows set this one's selection budget (`same_rows_as`)
 
     @property
     def label(self) -> str:
@@ -123,6 +131,7 @@ def replicates(cfg: AblateConfig, out: Path) -> list[Replicate]:
         raise ConfigError(f"{cfg.base}: a run recipe must be a mapping of config fields")
     raw = merge(raw, cfg.run)
     sets = {cfg.base_name: {}, "null": {}, **{a.name: a.set for a in cfg.arms}}
+    by_name = {a.name: a for a in cfg.arms}
     out_list = []
     pairs = [(d, t) for d in cfg.data_seeds for t in cfg.train_seeds]
     for index, (d, t) in enumerate(pairs):
@@ -133,11 +142,30 @@ def replicates(cfg: AblateConfig, out: Path) -> list[Replicate]:
             plain = merge(plain, override_tree([(f, data_seed) for f in cfg.data_seed_fields]))
             plain = merge(plain, override_tree([("train.seed", train_seed)]))
             plain = _seeded(plain, data_seed, train_seed)
-            where = f"{cfg.base or 'the ablation'} (arm {name})"
-            run_cfg = build(RunConfig, plain, where)
-            out_list.append(Replicate(name, index, data_seed, train_seed, run_cfg,
-                                      out / "runs" / name / f"d{data_seed}-t{train_seed}"))
+            folder = out / "runs" / name / f"d{data_seed}-t{train_seed}"
+            ref = by_name[name].same_rows_as if name in by_name else ""
+            waits = ""
+            if ref:
+                ref_off = cfg.null_offset if ref == "null" else 0
+                ref_dir = out / "runs" / ref / f"d{d + ref_off}-t{t + ref_off}"
+                rows = kept_rows(ref_dir)
+                waits = "" if rows is not None else f"{ref}/d{d + ref_off}-t{t + ref_off}"
+                budget = rows if rows is not None else 0  # a placeholder until the other arm has cleaned
+                plain = merge(plain, override_tree([("clean.select.strategy", "random"),
+                                                    ("clean.select.budget", max(budget, 1))]))
+            run_cfg = build(RunConfig, plain, f"{cfg.base or 'the ablation'} (arm {name})")
+            out_list.append(Replicate(name, index, data_seed, train_seed, run_cfg, folder, waits))
     return out_list
+
+
+def kept_rows(run_dir: Path) -> int | None:
+    """Rows a finished replicate's cleaning kept of its normal data (None: not cleaned yet)."""
+    from mathforge.rundir import RunDir
+
+    if not (run_dir / "steps" / "clean_normal.json").exists():
+        return None
+    stats = RunDir(run_dir).stats("clean_normal")
+    return stats.get("rows_out") if stats else None
 
 
 def _seeded(value: Any, data_seed: int, train_seed: int) -> Any:
@@ -235,6 +263,8 @@ def _schedule(cfg: AblateConfig, reps: list[Replicate], plans: dict[str, list[An
     from mathforge.scale import _init_worker
 
     pending = list(reps)
+    if pending and all(r.waits_for for r in pending):
+        raise ConfigError("ablate: every arm waits for another arm's kept rows (same_rows_as in a circle)")
     running: dict[Any, tuple[Replicate, float, dict[str, Any]]] = {}
     all_dirs = [r.dir for r in reps]
     total = len(pending)
@@ -248,6 +278,12 @@ def _schedule(cfg: AblateConfig, reps: list[Replicate], plans: dict[str, list[An
             for rep in list(pending):
                 if len(running) >= max(1, cfg.workers):
                     break
+                if rep.waits_for:  # its selection budget is the rows another arm's cleaning keeps
+                    fresh = next(r for r in replicates(cfg, out) if r.label == rep.label)
+                    if fresh.waits_for:
+                        continue
+                    pending[pending.index(rep)] = rep = fresh
+                    plans[rep.label] = _planned(rep)
                 planned = plans[rep.label]
                 donor, have = _best_donor(rep, planned, [d for d in all_dirs if d not in busy])
                 waits = any(_common(planned, plans[r.label]) > have for r, _, _ in running.values())
@@ -271,8 +307,9 @@ def _schedule(cfg: AblateConfig, reps: list[Replicate], plans: dict[str, list[An
                 running[pool.submit(_run_one, rep.cfg, str(rep.dir))] = (rep, time.monotonic(), entry)
                 busy.append(rep.dir)
             if not running:
-                if pending:  # nothing can start and nothing runs: cannot happen, but never spin
-                    raise RuntimeError(f"ablate: {len(pending)} replicates could not be scheduled")
+                if pending:  # nothing can start and nothing runs: a same_rows_as circle
+                    raise ConfigError(f"ablate: {', '.join(r.label for r in pending)} wait for each other's "
+                                      "kept rows (same_rows_as in a circle)")
                 break
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in done:
@@ -339,6 +376,8 @@ def dry_run(cfg: AblateConfig, out: str | Path) -> list[str]:
                 seconds, how = _estimate(p.name, rep.cfg, timings)
                 total += seconds
                 state = f"run    ~{seconds:.0f} s ({how})"
+            if rep.waits_for and p.name.startswith(("clean", "export", "train", "eval")):
+                state += f" (selection budget known after {rep.waits_for} cleaned)"
             lines.append(f"{rep.label:<28} {p.name:<26} {state}")
     lines.append(f"estimated: {total / 60:.1f} min of step time for {sum(1 for l in lines if ' run ' in l)} steps "
                  f"(divide by workers={cfg.workers} for replicates side by side)")
@@ -391,13 +430,7 @@ def _estimate(name: str, run_cfg: Any, timings: dict[str, list[float]]) -> tuple
 def compare_replicates(cfg: AblateConfig, reps: list[Replicate]) -> dict[str, Any]:
     """comparison.json: accuracies, paired differences, per-replicate McNemar, the seed-aware verdict,
     the noise floor (null arm) and the data each arm trained on."""
-    from mathforge.eval.benchmarks import slug
-    from mathforge.eval.compare import load_items
-
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in arm_names(cfg)}
-    for rep in reps:
-        items = {b: load_items(rep.dir / "eval" / slug(b)) for b in rep.cfg.eval.benchmarks}
-        rows[rep.arm].append({"seed": rep.index, "items": items})
+    rows = replicate_rows(cfg, reps)
     result = compare(rows, cfg.metric, cfg.n_boot, cfg.difference)
     result["claim"] = cfg.claim
     result["replicates"] = {"data_seeds": list(cfg.data_seeds), "train_seeds": list(cfg.train_seeds),
@@ -406,6 +439,18 @@ def compare_replicates(cfg: AblateConfig, reps: list[Replicate]) -> dict[str, An
     result["verdicts"] = verdicts(rows, cfg)
     result["data"] = {name: _data_of([r for r in reps if r.arm == name]) for name in arm_names(cfg)}
     return result
+
+
+def replicate_rows(cfg: AblateConfig, reps: list[Replicate]) -> dict[str, list[dict[str, Any]]]:
+    """Per arm, base first: one row per replicate, {"seed": replicate index, "items": {bench: items}}."""
+    from mathforge.eval.benchmarks import slug
+    from mathforge.eval.compare import load_items
+
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in arm_names(cfg)}
+    for rep in reps:
+        items = {b: load_items(rep.dir / "eval" / slug(b)) for b in rep.cfg.eval.benchmarks}
+        rows[rep.arm].append({"seed": rep.index, "items": items})
+    return rows
 
 
 def compare(rows: dict[str, list[dict[str, Any]]], metric: str, n_boot: int,

@@ -33,6 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synth_scale import overrides  # noqa: E402 - the bench folder is not a package
 
 REPO = Path(__file__).resolve().parents[1]
+# The pilot's cap per scale: a pilot ends at about 1.1-1.25x its share of each stage in requests,
+# and the forecast's done-line allows 10% of the forecast requests at 1/500 and 2% at 1/50.
+MAX_PILOT = {500: 0.08, 50: 0.015}
 PROFILES = {"generic": [], "echo": ["--echo-rate", "0.4"],
             "format": ["--format-fail", "Restate a math problem=0.8", "--format-fail", "as inspiration=0.8"]}
 
@@ -42,8 +45,11 @@ def answered(log: Path) -> int:
 
 
 def one_case(scale: int, profile: str, a: argparse.Namespace, port: int) -> dict:
+    start = time.monotonic()
     work = a.work / f"{profile}-{scale}"
-    work.mkdir(parents=True, exist_ok=True)
+    if work.exists():  # its cache and the simulator's log would count an earlier run's requests
+        raise SystemExit(f"{work} exists: remove it, or give another --work")
+    work.mkdir(parents=True)
     log = work / "sim.jsonl"
     sim = subprocess.Popen([sys.executable, "-m", "mathforge.cli", "teacher-sim", "--port", str(port), "--median",
                             str(a.median), "--log", str(log), *PROFILES[profile]],
@@ -53,7 +59,7 @@ def one_case(scale: int, profile: str, a: argparse.Namespace, port: int) -> dict
     recipe = str(REPO / "recipes" / "synth_paper.yaml")
     try:
         plan = subprocess.run([sys.executable, "-m", "mathforge.cli", "plan", recipe, "--out", str(work / "run"),
-                               "--pilot", str(a.pilot), "--max-pilot", str(a.max_pilot), "--json", *args],
+                               "--pilot", str(a.pilot), "--max-pilot", str(a.max_pilot or MAX_PILOT.get(scale, 0.08)), "--json", *args],
                               capture_output=True, text=True)
         if plan.returncode:
             raise SystemExit(f"plan failed:\n{plan.stderr[-3000:]}")
@@ -67,12 +73,15 @@ def one_case(scale: int, profile: str, a: argparse.Namespace, port: int) -> dict
         sim.terminate()
         sim.wait()
     actual = answered(log)
-    lo, hi = fc["interval"] or (None, None)
-    return {"scale": scale, "profile": profile, "forecast": fc["requests"], "interval": fc["interval"],
-            "half_width": round(fc["relative_error"] * 1.645, 3) if fc["relative_error"] is not None else None,
-            "actual": actual, "point_error": round(fc["requests"] / actual - 1, 3),
+    total = fc["with_pilot"]  # the pilot included, as "actual" is
+    lo, hi = total["interval"] or (None, None)
+    return {"scale": scale, "profile": profile, "forecast": total["requests"], "interval": total["interval"],
+            "half_width": round((hi - lo) / 2 / total["requests"], 3) if lo is not None else None,
+            "actual": actual, "point_error": round(total["requests"] / actual - 1, 3),
             "covered": lo is not None and lo <= actual <= hi, "lower_bound": fc["lower_bound"],
-            "pilot_share": round(pilot / actual, 3), "pilot_fraction": fc["pilot_fraction"]}
+            "run_forecast": fc["requests"], "pilot_sent": fc["pilot_requests"], "pilot_reused": fc["pilot_reused"],
+            "pilot_share": round(pilot / total["requests"], 3), "pilot_fraction": fc["pilot_fraction"],
+            "seconds": round(time.monotonic() - start)}
 
 
 def main() -> None:
@@ -83,7 +92,8 @@ def main() -> None:
     p.add_argument("--median", type=float, default=0.05)
     p.add_argument("--concurrency", type=int, default=128)
     p.add_argument("--pilot", type=float, default=0.01)
-    p.add_argument("--max-pilot", type=float, default=0.08)
+    p.add_argument("--max-pilot", type=float, default=None,
+                   help="the pilot's cap as a share of each stage (default: 8%% at 1/500, 1.5%% at 1/50)")
     p.add_argument("--port", type=int, default=8790)
     a = p.parse_args()
     rows = []

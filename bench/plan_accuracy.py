@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synth_scale import overrides  # noqa: E402 - the bench folder is not a package
 
 REPO = Path(__file__).resolve().parents[1]
-# The pilot's cap per scale: a pilot ends at about 1.1-1.25x its share of each stage in requests,
+# The pilot's cap per scale: a pilot ends at 1.1-1.25x its share of each stage in requests (8%: 9.0-10.0%),
 # and the forecast's done-line allows 10% of the forecast requests at 1/500 and 2% at 1/50.
-MAX_PILOT = {500: 0.08, 50: 0.015}
+MAX_PILOT = {500: 0.07, 50: 0.015}
 PROFILES = {"generic": [], "echo": ["--echo-rate", "0.4"],
             "format": ["--format-fail", "Restate a math problem=0.8", "--format-fail", "as inspiration=0.8"]}
 
@@ -93,7 +93,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=128)
     p.add_argument("--pilot", type=float, default=0.01)
     p.add_argument("--max-pilot", type=float, default=None,
-                   help="the pilot's cap as a share of each stage (default: 8%% at 1/500, 1.5%% at 1/50)")
+                   help="the pilot's cap as a share of each stage (default: 7%% at 1/500, 1.5%% at 1/50)")
     p.add_argument("--port", type=int, default=8790)
     a = p.parse_args()
     rows = []

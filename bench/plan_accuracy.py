@@ -7,17 +7,19 @@ their seed, dropped as unchanged), `format` (rephrase and Xwin's new-problem pro
 format 80% of the time). Per case: `mathforge plan --json` (its pilot grows from --pilot up to
 --max-pilot while a method has kept too little), then `mathforge synth` into the same run directory
 (reusing the pilot's answers). "actual" = requests the simulator answered with status 200, pilot
-included. Printed per case: forecast, its 90% interval and half-width, actual, whether the interval
-covers it, whether the point is within ±15%, the pilot's share of the actual, and whether the
-forecast declared itself a lower bound (a miss).
+included, so the forecast compared is plan's `with_pilot` (the run's, plus what the pilots sent
+that the run does not reuse). Printed per case: that forecast, its 90% interval and half-width,
+actual, whether the interval covers it, whether the point is within ±15%, the run's own forecast,
+the pilot's requests and its share of the forecast, seconds, and whether the forecast declared
+itself a lower bound (a miss).
 
-    nice python bench/plan_accuracy.py --scales 500 --work /tmp/plan-accuracy
+    nice python bench/plan_accuracy.py --scales 500,50 --work /tmp/plan-accuracy   # six cases, a fresh folder
 
-Measured at 1/500 only (2 cores shared, load average ~9; the 1/50 cases were not run), pilot 8%
-of each stage (8.4-9.8% of the actual requests): generic 18,454 forecast [15,843-21,065], actual
-19,134 (-3.6%); echo 18,237 [15,567-20,907], actual 19,948 (-8.6%); format 25,246 [14,407-36,085],
-actual 27,423 (-7.9%). Covered 3/3, point within ±15% 3/3, half-width <= 25% 2/3 (format: ±42.9%,
-its two failing methods kept few rows in a pilot capped at 8%).
+Measured at 1/500 only (2 cores shared, load average 4-10; see docs/synthesis.md), pilot capped
+at 7% of each stage: forecast with the pilot vs actual, generic 19,653 [16,847-22,459] vs 19,017
+(+3.3%); echo 19,316 [16,652-21,980] vs 19,685 (-1.9%); format 27,505 [25,409-29,601] vs 27,277
+(+0.8%). Covered 3/3 with half-width <= 14.3%, point within ±15% 3/3, pilot 7.5-8.2% of the
+forecast. A 1/50 case takes about 40-45 minutes here; they were not run.
 """
 
 from __future__ import annotations

@@ -705,7 +705,7 @@ def synth(
 ) -> None:
     """Skywork-MathQA synthesis: MetaMath/Evol/Xwin mix, core-set seed selection, normal + hard stages."""
     from mathforge.config import ConfigError, load_config
-    from mathforge.engine.types import BudgetExceeded
+    from mathforge.engine.types import BatchUnreachable, BudgetExceeded
     from mathforge.synth.pipeline import SynthConfig, run_synth
 
     caps = [f"budget.{k}={v}" for k, v in (("max_usd", max_usd), ("max_tokens", max_tokens),
@@ -719,6 +719,8 @@ def synth(
             _print_plan(plan_lines(planned(cfg, out)))
             return
         result = run_synth(cfg, out)
+    except BatchUnreachable as e:
+        fail(f"stopped: {e}. Everything paid for is kept in {out}.")
     except BudgetExceeded as e:
         fail(f"stopped: {e}. Everything paid for is kept in {out} (request cache, finished shards); "
              "raise the cap and rerun the same command to continue.")
@@ -868,6 +870,8 @@ def teacher_sim(
     batch_fail_rate: float = typer.Option(0.0, "--batch-fail-rate", help="share of batch lines sent to the error file"),
     batch_expire_rate: float = typer.Option(0.0, "--batch-expire-rate", help="share of batches that expire half done"),
     batch_expire_first: int = typer.Option(0, "--batch-expire-first", help="the first N batches expire half done"),
+    batch_lose_first: int = typer.Option(0, "--batch-lose-first", help="the first N batches are lost: never run, 404 after"),
+    batch_poll_status: int = typer.Option(0, "--batch-poll-status", help="every retrieve of a batch answers this HTTP status"),
     echo_rate: float = typer.Option(0.0, "--echo-rate", help="share of new-problem replies that repeat the problem given"),
     format_fail: list[str] = typer.Option([], "--format-fail", help="WORDS=RATE: that share of replies to prompts "
                                           "with these template words are out of format (repeatable)"),
@@ -893,7 +897,8 @@ def teacher_sim(
                         rate_timeout=rate_timeout, rate_drop=rate_drop, retry_after_s=retry_after, seed=seed,
                         world=world, mini=mini)
         batch = BatchSimConfig(delay_s=batch_delay, fail_rate=batch_fail_rate, expire_rate=batch_expire_rate,
-                               expire_first=batch_expire_first, seed=seed)
+                               expire_first=batch_expire_first, lose_first=batch_lose_first,
+                               poll_status=batch_poll_status, seed=seed)
         profile = Profile(echo_rate, parse_format_fail(format_fail)) if echo_rate or format_fail else None
     except ValueError as e:
         fail(str(e))

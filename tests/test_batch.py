@@ -76,6 +76,73 @@ def test_failed_lines_and_an_expired_batch_are_retried_into_the_cache_online_cal
     assert Counter(Counter(r["fp"] for r in rows if r["status"] == 200).values()) == {2: 30}
 
 
+def batch_records(cache: Path) -> list[dict]:
+    from mathforge.ledger import Ledger
+
+    ledger = Ledger(cache.with_name(cache.stem + ".batches.sqlite"))
+    try:
+        return [json.loads(v) for v in ledger.notes("batches").values()]
+    finally:
+        ledger.close()
+
+
+def test_a_batch_the_provider_no_longer_knows_is_marked_lost_and_the_cache_decides_what_is_asked_again(
+        tmp_path, capsys):
+    from mathforge.ledger import Ledger
+
+    sim = start_sim(tmp_path, lose_first=1)  # created, then never run: 404 to every poll
+    cache = tmp_path / "cache.sqlite"
+    cfg = EngineConfig(backend="openai-batch", base_url=sim.url, batch_max_requests=10, **FAST)
+    try:
+        with Engine(cfg, cache_path=cache) as engine:
+            first = engine.run(requests(20))
+            stats = engine.stats()["batch_api"]
+        [lost] = [r["batch"] for r in sim_log(tmp_path) if r["status"] == "batch_lost"]
+        assert f"batch {lost} (wave 1, 10 requests) is lost" in capsys.readouterr().err
+        assert [r["id"] for r in batch_records(cache) if r["state"] == "lost"] == [lost]
+        # A batch that vanished while this process was away: its record says 'submitted', but all
+        # of its requests are in the cache by now; a rerun finds it gone and asks only the new ones.
+        record = next(r for r in batch_records(cache) if r["state"] == "collected")
+        ledger = Ledger(cache.with_name("cache.batches.sqlite"))
+        ledger.note("batches", record["hash"], json.dumps({**record, "state": "submitted", "id": "batch_vanished"}))
+        ledger.close()
+        with Engine(cfg, cache_path=cache) as engine:
+            second = engine.run(requests(25))
+    finally:
+        sim.stop()
+    assert all(r.ok for r in first + second) and stats["lost"] == 1 and stats["running"] == 0
+    assert "batch batch_vanished (wave" in capsys.readouterr().err
+    answered = Counter(r["fp"] for r in sim_log(tmp_path) if r["status"] == 200)
+    assert len(answered) == 25 and max(answered.values()) == 1  # nothing asked twice
+    assert {r["id"] for r in batch_records(cache) if r["state"] == "lost"} == {lost, "batch_vanished"}
+
+
+def test_failed_polls_in_a_row_stop_the_run_with_one_line_naming_the_batch_and_a_rerun_resumes_it(tmp_path):
+    from dataclasses import replace
+
+    from mathforge.engine.types import BatchUnreachable
+
+    sim = start_sim(tmp_path, poll_status=500)
+    cache = tmp_path / "cache.sqlite"
+    cfg = EngineConfig(backend="openai-batch", base_url=sim.url, batch_poll_errors=3, max_retries=1, **FAST)
+    try:
+        with Engine(cfg, cache_path=cache) as engine, pytest.raises(BatchUnreachable) as stop:
+            engine.run(requests(5))
+        [created] = [r["batch"] for r in sim_log(tmp_path) if r["status"] == "batch_created"]
+        assert str(stop.value).startswith(f"batch {created}: polling failed 3 times in a row (last: ")
+        assert "HTTP 500" in str(stop.value) and "\n" not in str(stop.value)
+        assert [(r["id"], r["state"]) for r in batch_records(cache)] == [(created, "submitted")]
+        sim.batch_api.cfg = replace(sim.batch_api.cfg, poll_status=0)  # the provider is back
+        with Engine(cfg, cache_path=cache) as engine:
+            results = engine.run(requests(5))
+    finally:
+        sim.stop()
+    assert all(r.ok for r in results)
+    rows = sim_log(tmp_path)
+    assert_nothing_twice(rows)
+    assert len({r["fp"] for r in rows if r["status"] == 200}) == 5
+
+
 CLIENT = """
 import sys
 from mathforge.engine import Engine, EngineConfig
@@ -190,7 +257,7 @@ def pilot_row(units: int, kept: int, requests: int) -> dict:
 
 def test_a_forecast_never_counts_a_method_that_kept_nothing_as_free():
     from mathforge.synth.pipeline import Stage1Config, Stage2Config, SynthConfig
-    from mathforge.synth.plan import forecast, render
+    from mathforge.synth.plan import forecast, render, with_pilot
 
     cfg = SynthConfig(mix={"evol": 0.5, "xwin": 0.5}, max_passes=3, stage2=Stage2Config(enabled=False),
                       stage1=Stage1Config(initial_target=1000, coreset_budget=100, target=1000),
@@ -212,6 +279,16 @@ def test_a_forecast_never_counts_a_method_that_kept_nothing_as_free():
     steady, drifting = (forecast(cfg, {s: dict(shrinking[s]) for s in pilot}, 1.0, smaller=small)
                         for small in (shrinking, {s: {m: pilot_row(10, 80, 50) for m in ("evol", "xwin")} for s in pilot}))
     assert steady["relative_error"] < drifting["relative_error"]
+    # a half-size pilot whose floor of a few units per method skews the mix is no change of yield:
+    # each method keeps its rows and requests per unit (xwin's cost 20 requests a row, evol's 1.25)
+    costly = {s: {"evol": pilot_row(20, 80, 100), "xwin": pilot_row(20, 10, 200)} for s in pilot}
+    skewed = {s: {"evol": pilot_row(10, 40, 50), "xwin": pilot_row(4, 2, 40)} for s in pilot}
+    alone, beside = (forecast(cfg, costly, 1.0, smaller=small) for small in (None, skewed))
+    assert beside["stages"]["stage1_normal"]["size_drift"] == 0 and beside["relative_error"] == alone["relative_error"]
+    # the pilots' requests count, less those of the stages whose first units the run takes from the cache
+    total = with_pilot(alone, 700, costly)["with_pilot"]
+    shift = 700 - 300  # stage1_initial's 300 pilot requests are reused, stage1_normal's are not
+    assert total["requests"] == alone["requests"] + shift and total["interval"] == [x + shift for x in alone["interval"]]
 
 
 def test_a_cap_counts_the_requests_in_batches_not_finished_yet(tmp_path):

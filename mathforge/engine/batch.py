@@ -15,7 +15,11 @@ lists the provider's batches and adopts one whose metadata carries that hash (a 
 create and the ledger's record of its id). A rerun polls every batch its ledger holds open, and a
 call whose key is in one waits for it. Failed lines (the error file) and lines an expired or
 cancelled batch never ran come back as retryable failures, which the engine's retries put into a
-later batch; what a batch did answer is kept.
+later batch; what a batch did answer is kept. A batch the provider no longer knows (HTTP 404 on it
+or on its output) is marked lost in the ledger, with a log line, and its requests come back the
+same way (the engine asks the cache first, so nothing answered is asked again); `batch_poll_errors`
+failed polls in a row for any other reason stop the run (`BatchUnreachable`, naming the batch),
+which a rerun resumes.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 from mathforge.engine.backends import Outcome, classify_status, parse_openai_body, request_body
 from mathforge.engine.cache import RequestCache
 from mathforge.engine.config import EngineConfig
-from mathforge.engine.types import BackendError, Call, Completion, WaveExported
+from mathforge.engine.types import BackendError, BatchUnreachable, Call, Completion, WaveExported
 from mathforge.io import write_text
 from mathforge.ledger import Ledger
 
@@ -44,6 +48,10 @@ DONE = ("completed", "expired", "cancelled", "failed")
 # records the batch's id (the window that listing and adopting batches covers).
 DIE_AFTER_CREATE = "MATHFORGE_BATCH_DIE_AFTER_CREATE"
 LOG_EVERY_S = 10.0
+
+
+class Gone(BackendError):
+    """HTTP 404 from the files/batches API: the provider does not know the batch or file (any more)."""
 
 
 def batch_line(model: str, call: Call, sim_hints: bool = False) -> dict[str, Any]:
@@ -202,11 +210,19 @@ class BatchBackend:
                 self._log()
             batch = await self._poll(record["id"])
             outcomes = await self._download(batch)
+        except BatchUnreachable as e:  # stays 'submitted' in the ledger: a rerun polls it again
+            outcomes, failure = {}, e
         except Exception as e:  # noqa: BLE001 - its calls get a retryable failure, go into a later batch
             outcomes = {}
-            failure: Outcome = e if isinstance(e, BackendError) else BackendError(
-                "connection", f"batch {record['hash']}: {type(e).__name__}: {e}")
-            self._ledger.note(SCOPE, record["hash"], json.dumps({**record, "state": "abandoned", "error": str(e)}))
+            lost = isinstance(e, Gone) and "id" in record
+            failure = e if isinstance(e, BackendError) and not lost else BackendError(
+                "connection", f"batch {record.get('id', record['hash'])}: {type(e).__name__}: {e}")
+            state = "lost" if lost else "abandoned"
+            self._ledger.note(SCOPE, record["hash"], json.dumps({**record, "state": state, "error": str(e)}))
+            if lost:
+                self.counts["lost"] += 1
+                self._say(f"batch {record['id']} (wave {record['wave']}, {record['requests']} requests) is lost: "
+                          f"the provider no longer knows it ({e}); its unanswered requests go into a later batch")
         else:
             failure = BackendError("timeout", f"batch {batch['id']} ended '{batch['status']}' before this request ran")
             self._store(lines, outcomes)
@@ -218,7 +234,11 @@ class BatchBackend:
             key = x["custom_id"]
             self._claimed.discard(key)
             for f in self._waiters.pop(key, ()):
-                if not f.done():
+                if f.done():
+                    continue
+                if isinstance(failure, BatchUnreachable):
+                    f.set_exception(failure)  # stops the run, as a cap does
+                else:
                     f.set_result(outcomes.get(key, failure))
 
     def _read_input(self, record: dict[str, Any]) -> list[str]:
@@ -271,14 +291,26 @@ class BatchBackend:
         return batch
 
     async def _poll(self, batch_id: str) -> dict[str, Any]:
-        delay = self.cfg.batch_poll_s
+        """The batch once it is done. `Gone` when the provider no longer knows it; BatchUnreachable
+        after `batch_poll_errors` failed polls in a row (each one already retried by `_http`)."""
+        import aiohttp
+
+        delay, errors = self.cfg.batch_poll_s, 0
         while True:
             try:
                 batch = await self._http("GET", f"/batches/{batch_id}")
+            except Gone:
+                raise
+            except (TimeoutError, OSError, RuntimeError, ValueError, BackendError, aiohttp.ClientError) as e:
+                errors += 1  # a provider's hiccup: the batch is still theirs, keep polling a while
+                if errors >= self.cfg.batch_poll_errors:
+                    raise BatchUnreachable(
+                        f"batch {batch_id}: polling failed {errors} times in a row (last: {type(e).__name__}: "
+                        f"{' '.join(str(e).split())}); it stays in the ledger, and a rerun polls it again") from e
+            else:
+                errors = 0
                 if batch.get("status") in DONE:
                     return batch
-            except (TimeoutError, OSError, RuntimeError, BackendError):
-                pass  # a provider's hiccup: the batch is still theirs, keep polling
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, self.cfg.batch_poll_max_s)
 
@@ -299,39 +331,51 @@ class BatchBackend:
             key = os.environ.get(self.cfg.api_key_env) or "no-key"
             self._session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"},
                                                   timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s))
+        last = ""
         for attempt in range(self.cfg.max_retries + 1):
             try:
                 async with self._session.request(method, self.base_url + path, params=params, data=data,
                                                  json=json_body) as resp:
                     text = await resp.text()
+                    last = f"HTTP {resp.status}: {' '.join(text[:200].split())}"
                     if resp.status < 400:
                         return text if raw else json.loads(text)
+                    if resp.status == 404:
+                        raise Gone("bad_request", f"HTTP 404 on {method} {path}")
                     if resp.status != 429 and resp.status < 500:  # refused: asking again will not help
                         raise classify_status(resp.status, resp.headers, f"{method} {path}: {text[:200]}")
             except (TimeoutError, aiohttp.ClientConnectionError):
                 if attempt == self.cfg.max_retries:
                     raise
             await asyncio.sleep(min(self.cfg.backoff_base_s * 2**attempt, self.cfg.backoff_max_s))
-        raise RuntimeError(f"{method} {path}: still failing after {self.cfg.max_retries} retries")
+        raise RuntimeError(f"{method} {path}: still failing after {self.cfg.max_retries} retries ({last})")
 
     def _log(self) -> None:
         if not self.cfg.progress or time.monotonic() - self._logged < LOG_EVERY_S:
             return
+        self._logged = time.monotonic()
+        self._say(self.status_line())
+
+    @staticmethod
+    def _say(line: str) -> None:
+        """One line on stderr, never wrapped nor read as markup."""
         from rich.console import Console
 
-        self._logged = time.monotonic()
-        Console(stderr=True, soft_wrap=True).print(self.status_line(), highlight=False)
+        Console(stderr=True, soft_wrap=True).print(line, highlight=False, markup=False)
 
     def status_line(self) -> str:
-        """Batches submitted / running / done, requests answered, tokens, cost at batch prices."""
+        """Batches submitted / running / done (/ lost), requests answered, tokens, cost at batch prices."""
         c = self.counts
         tokens = c["prompt_tokens"] + c["completion_tokens"]
-        return (f"batches: {c['submitted']} submitted, {c['submitted'] - c['done']} running, {c['done']} done; "
-                f"{c['requests']:,} requests, {tokens:,} tokens, ${self.cost:.4f} at batch prices")
+        lost = f", {c['lost']} lost" if c["lost"] else ""
+        return (f"batches: {c['submitted']} submitted, {c['submitted'] - c['done'] - c['lost']} running, "
+                f"{c['done']} done{lost}; {c['requests']:,} requests, {tokens:,} tokens, "
+                f"${self.cost:.4f} at batch prices")
 
     def stats(self) -> dict[str, Any]:
         c = self.counts
-        return {"submitted": c["submitted"], "running": c["submitted"] - c["done"], "done": c["done"],
+        return {"submitted": c["submitted"], "running": c["submitted"] - c["done"] - c["lost"], "done": c["done"],
+                "lost": c["lost"],
                 "requests": c["requests"], "failed_lines": c["failed"], "prompt_tokens": c["prompt_tokens"],
                 "completion_tokens": c["completion_tokens"], "cost_usd": round(self.cost, 6)}
 

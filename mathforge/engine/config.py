@@ -40,13 +40,16 @@ class EngineConfig:
     # openai-batch: requests waiting in the window go out as batch files (`/v1/files` + `/v1/batches`),
     # billed at `batch_discount` times the online price. A wave is flushed once no request has
     # joined for `batch_settle_s`, or when a file reaches the provider's limits; batches are polled
-    # every `batch_poll_s`, backing off to `batch_poll_max_s`. `concurrency` is the synthesis's
-    # window of units in batch mode: set it high, each wave carries all the units it can.
+    # every `batch_poll_s`, backing off to `batch_poll_max_s`; after `batch_poll_errors` failed polls
+    # of one batch in a row the run stops (a batch the provider answers 404 for is lost instead: its
+    # requests go into a later batch). `concurrency` is the synthesis's window of units in batch
+    # mode: set it high, each wave carries all the units it can.
     batch_max_requests: int = 50_000
     batch_max_bytes: int = 190_000_000  # OpenAI takes 200 MB a file
     batch_settle_s: float = 2.0
     batch_poll_s: float = 10.0
     batch_poll_max_s: float = 300.0
+    batch_poll_errors: int = 10
     batch_window: str = "24h"
     batch_discount: float = 0.5
     # openai-batch: write each wave's files here for an offline runner (vLLM's run_batch) instead of
@@ -76,6 +79,8 @@ class EngineConfig:
             raise ValueError(f"batch_discount must be in (0, 1], got {self.batch_discount}")
         if self.batch_max_requests < 1 or self.batch_max_bytes < 1:
             raise ValueError("batch_max_requests and batch_max_bytes must be >= 1")
+        if self.batch_poll_errors < 1:
+            raise ValueError(f"batch_poll_errors must be >= 1, got {self.batch_poll_errors}")
         for model, price in self.prices.items():
             if len(price) != 2:
                 raise ValueError(f"prices['{model}'] must be [prompt_usd_per_M, completion_usd_per_M]")

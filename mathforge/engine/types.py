@@ -145,6 +145,12 @@ class BudgetExceeded(RuntimeError):
     """A hard cap (dollars, tokens or requests) would be passed by the next call: the run stops."""
 
 
+class BatchUnreachable(BudgetExceeded):
+    """A batch could not be polled `batch_poll_errors` times in a row (for any reason but the
+    provider no longer knowing it): the run stops as at a cap; the batch stays in the ledger and a
+    rerun polls it again."""
+
+
 class WaveExported(BudgetExceeded):
     """A wave of requests was written to batch files for an offline runner (`mathforge batch
     export`): the run stops here as at a cap, and goes on after `mathforge batch import`."""

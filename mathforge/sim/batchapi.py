@@ -9,7 +9,10 @@ earlier than `delay_s` after its creation. Faults, each decided by a hash (a ret
 
 - `fail_rate`: a share of lines go to the error file (HTTP 500) without being answered;
 - `expire_rate` (per batch) and `expire_first` (the first N batches created): the batch expires
-  after answering only the first `expire_share` of its lines, with those in its output file.
+  after answering only the first `expire_share` of its lines, with those in its output file;
+- `lose_first`: the first N batches created are lost: created, then never run and unknown
+  (HTTP 404) to retrieve and list, as a provider that dropped them (logged `"batch_lost"`);
+- `poll_status`: every retrieve of a batch answers this HTTP status (an outage of polling only).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class BatchSimConfig:
     expire_rate: float = 0.0
     expire_first: int = 0
     expire_share: float = 0.5
+    lose_first: int = 0
+    poll_status: int = 0
     concurrency: int = 256  # lines answered at once within the simulator
     seed: int = 0
 
@@ -115,9 +120,12 @@ class BatchAPI:
                  "status": "in_progress", "output_file_id": None, "error_file_id": None,
                  "created_at": int(time.time()), "metadata": body.get("metadata") or {},
                  "request_counts": {"total": len(lines), "completed": 0, "failed": 0}}
-        self.batches[bid] = batch
         self._log({"status": "batch_created", "batch": bid, "requests": len(lines),
                    "hash": batch["metadata"].get("content_hash"), "expires": expire})
+        if self.created <= self.cfg.lose_first:
+            self._log({"status": "batch_lost", "batch": bid})
+            return web.json_response(batch)
+        self.batches[bid] = batch
         task = asyncio.get_running_loop().create_task(self._process(batch, lines, f"http://{request.host}", expire))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -136,6 +144,8 @@ class BatchAPI:
                                   "last_id": page[-1]["id"] if page else None})
 
     async def batch(self, request: web.Request) -> web.Response:
+        if self.cfg.poll_status:
+            return _error(self.cfg.poll_status, "simulated polling failure")
         b = self.batches.get(request.match_info["id"])
         return web.json_response(b) if b else _error(404, "no such batch")
 

@@ -8,10 +8,12 @@ requests and tokens per unit; the run's units are those that fill the method's q
 rows per unit, at most its unit budget (`max_passes`), so a method the pilot saw keep nothing is
 forecast from the requests it spent (it will spend its whole budget), never as 0; a method the
 pilot never ran makes the forecast a declared lower bound. The relative error is the pilot's
-sampling error (about 1/sqrt(rows kept) per method) and the yield's change between the two pilot
-sizes beyond its noise (duplicates, seeds used up); the 90% interval is ± 1.645 of it. Dollars are
-shown at online and batch prices, wall time online (concurrency / latency, rate limits) and in
-batch mode (waves of dependent requests x a batch's turnaround).
+sampling error (about 1/sqrt(rows kept) per method) and the change, beyond its noise, between the
+forecasts from the last pilot and from the one of half its size (duplicates, seeds used up); the
+90% interval is ± 1.645 of it. `with_pilot` adds what the pilots sent and the run will not reuse:
+what the teacher answers in all. Dollars are shown at online and batch prices, wall time online
+(concurrency / latency, rate limits) and in batch mode (waves of dependent requests x a batch's
+turnaround).
 
 The pilot's responses land in `out/cache.sqlite` (the run directory's request cache), so
 `mathforge synth RECIPE --out DIR` reuses every one of them that the full run asks again (the
@@ -80,11 +82,25 @@ def plan(cfg: SynthConfig, out: str | Path, fraction: float = 0.01, max_fraction
             break
         f = min(f * 2, max_fraction)
     _share_cache(previous / "cache.sqlite", out / "cache.sqlite")
-    (_, small, _), (f, pilot, engine) = runs[0], runs[-1]
+    (_, small, _), (f, pilot, engine) = runs[-2], runs[-1]  # the last pilot, and the one of half its size
     latency = engine.get("mean_latency_s") or 1.0
     fc = forecast(cfg, pilot, latency, smaller=small, turnaround_s=turnaround_s, waves=_waves(previous, latency))
-    return {**fc, "pilot_fraction": f, "pilot_requests": sum(y.get("requests", 0) for s in pilot.values()
-                                                             for y in s.values())}
+    return {**fc, "pilot_fraction": f, **with_pilot(fc, sum(e.get("calls", 0) for _, _, e in runs), pilot)}
+
+
+REUSED = ("stage1_initial", "stage2_hard")  # the run's first units there are the pilot's: same seeds, same order
+
+
+def with_pilot(fc: dict[str, Any], sent: int, pilot: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """What the teacher answers in all, the pilot included: the run's forecast, plus the requests
+    the pilots sent (every size; the engine's calls), less those the run takes from the cache (the
+    last pilot's REUSED stages; stage1_normal's seeds are a core-set of the pilot's own rows, so its
+    few shared seeds are not counted, and the total leans high by them)."""
+    reused = min(sent, sum(y.get("requests", 0) for s in REUSED for y in pilot.get(s, {}).values()))
+    shift = sent - reused
+    interval = [lo + shift for lo in fc["interval"]] if fc.get("interval") else None
+    return {"pilot_requests": sent, "pilot_reused": reused,
+            "with_pilot": {"requests": fc["requests"] + shift, "interval": interval}}
 
 
 def _measured(table: dict[str, dict[str, dict[str, Any]]]) -> bool:
@@ -116,11 +132,9 @@ def forecast(cfg: SynthConfig, pilot: dict[str, dict[str, dict[str, Any]]], late
     for stage, target_of in STAGES.items():
         if stage not in pilot:
             continue
-        methods = {m: _method(q, pilot[stage].get(m, {}), max_units(q, cfg.max_passes))
-                   for m, q in quotas(target_of(cfg), cfg.mix).items()}
-        stages[stage] = {**_sum(methods.values()), "methods": methods}
+        stages[stage] = _stage(cfg, target_of(cfg), pilot[stage])
         if smaller and stage in smaller:
-            _widen(stages[stage], _drift(smaller[stage], pilot[stage]))
+            _widen(stages[stage], _drift(_stage(cfg, target_of(cfg), smaller[stage]), stages[stage]))
     total = _sum(stages.values())
     rate = _requests_per_s(ecfg, latency_s, total)
     for row in [total, *stages.values(), *(m for s in stages.values() for m in s["methods"].values())]:
@@ -156,18 +170,26 @@ def _method(quota: int, y: dict[str, Any], unit_budget: int) -> dict[str, Any]:
         "relative_error": round(err, 3), "lower_bound": None, "budget_bound": need >= unit_budget}
 
 
-def _drift(smaller: dict[str, dict[str, Any]], pilot: dict[str, dict[str, Any]]) -> float:
-    """The relative change of requests per kept row from the half-size pilot to the pilot (duplicates
-    and seeds used up move it as a run grows), beyond what sampling noise explains."""
-    def per_kept(t: dict[str, dict[str, Any]]) -> tuple[float, int]:
-        kept = sum(y.get("kept", 0) for y in t.values())
-        return (sum(y.get("requests", 0) for y in t.values()) / kept if kept else 0.0), kept
+def _stage(cfg: SynthConfig, target: int, pilot: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One stage's forecast: its methods' (each filling its quota of `target`), and their sum."""
+    methods = {m: _method(q, pilot.get(m, {}), max_units(q, cfg.max_passes))
+               for m, q in quotas(target, cfg.mix).items()}
+    return {**_sum(methods.values()), "methods": methods}
 
-    (a, ka), (b, kb) = per_kept(smaller), per_kept(pilot)
-    if not (a and b):
+
+def _drift(smaller: dict[str, Any], pilot: dict[str, Any]) -> float:
+    """The relative change of a stage's forecast requests from the half-size pilot's to the pilot's
+    (duplicates and seeds used up move it as a run grows), beyond what sampling noise explains.
+
+    Both are forecasts of the same recipe (each method filling its own quota), so a pilot whose
+    small size gives each method a floor of a few samples does not read as a change of yield. The
+    pilot holds the half-size pilot's units (the same seeds, in the same order), so the noise of
+    their difference is sqrt(e_small^2 - e_pilot^2), not the two errors added."""
+    a, b = smaller["requests"], pilot["requests"]
+    ea, eb = smaller.get("relative_error"), pilot.get("relative_error")
+    if not (a and b) or ea is None or eb is None or smaller.get("lower_bound") or pilot.get("lower_bound"):
         return 0.0
-    noise = math.sqrt(1 / ka + 1 / kb)
-    return max(0.0, abs(b / a - 1) - noise)
+    return max(0.0, abs(b / a - 1) - math.sqrt(max(ea * ea - eb * eb, 0.0)))
 
 
 def _widen(row: dict[str, Any], drift: float) -> None:
@@ -239,6 +261,11 @@ def render(fc: dict[str, Any]) -> str:
              f"requests x {fc['turnaround_s'] / 3600:g} h turnaround = {fc['batch_seconds'] / 3600:.1f} h, at "
              f"${fc['usd_batch']:,.2f}. ± is the relative error: the pilot's sampling error per method, and the "
              f"yield's change from a half-size pilot (pilot: {fc.get('pilot_fraction', 0):.1%} of each stage)."]
+    if fc.get("with_pilot"):
+        w = fc["with_pilot"]
+        span = f" (90% interval {w['interval'][0]:,}-{w['interval'][1]:,})" if w["interval"] else ""
+        notes.append(f"\n\nWith the pilot: the pilot sent {fc['pilot_requests']:,} requests, of which the run takes "
+                     f"about {fc['pilot_reused']:,} from the cache: {w['requests']:,} requests in all{span}.")
     if fc.get("lower_bound"):
         notes.append(f"\n\n**The total is a lower bound, not a forecast**: {fc['lower_bound']}.")
     return "\n".join(table(headers, rows, "llrrlrrrrrr")) + "".join(notes)

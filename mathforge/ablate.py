@@ -415,10 +415,13 @@ def _estimate(name: str, run_cfg: Any, timings: dict[str, list[float]]) -> tuple
         return CALIBRATED["export"] * synth.stage1.target, "calibrated"
     if top == "train":
         t = run_cfg.train
+        stage = next((s for s in t.stages if name == f"train/sft-{s.name}"), None)
+        if stage is None:  # the student's initial checkpoint (tokenizer and weights)
+            return 5.0, "calibrated"
         if t.max_steps > 0:
             return CALIBRATED["train"] * t.max_steps, "calibrated"
-        rows = synth.stage1.target
-        return CALIBRATED["train"] * rows * max((s.epochs for s in t.stages), default=1) / t.global_batch, "calibrated"
+        rows = synth.stage1.target + (synth.stage2.target if "+" in stage.dataset or "hard" in stage.dataset else 0)
+        return CALIBRATED["train"] * rows * stage.epochs / t.global_batch, "calibrated"
     if top == "eval":
         return CALIBRATED["eval"] * (run_cfg.eval.limit or 1000), "calibrated"
     return 5.0, "calibrated"

@@ -42,7 +42,8 @@ def main() -> None:
         seeds = [100 * k + i for i in range(len(base.data_seeds))]
         cfg = load(TEMPLATE, [f"data_seeds={seeds}", f"train_seeds=[{100 * k + 50}]"])
         out = args.out / f"pair{k:03d}"
-        run_ablation(cfg, out, log=lambda *_: None)
+        if not (out / "comparison.json").exists():  # a finished pair is analysed again, not rerun
+            run_ablation(cfg, out, log=lambda *_: None)
         rows = replicate_rows(cfg, replicates(cfg, out))
         test = verdicts(rows, cfg)["benchmarks"][bench]
         p_null.append(test["all"]["null"]["p_value"])

@@ -505,9 +505,11 @@ def verdicts(rows: dict[str, list[dict[str, Any]]], cfg: AblateConfig) -> dict[s
         groups = [("all", None)] + [(f"level {g}", ("level", g)) for g in groups_of(rows[first], bench, "level")]
         per_group = {}
         for label, group in groups:
-            acc = {a: item_matrix(rs, bench, cfg.metric, group)[0].mean(axis=1) for a, rs in rows.items()}
-            diffs = {o: sign * _unit_means(acc[o] - acc[first], units_of) for o in others}
-            per_group[label] = _t_tests(diffs, cfg.alpha)
+            mats = {a: item_matrix(rs, bench, cfg.metric, group)[0] for a, rs in rows.items()}
+            diffs = {o: sign * _unit_means(mats[o].mean(axis=1) - mats[first].mean(axis=1), units_of) for o in others}
+            # a unit's difference moves in steps of 1 / (items x replicates in the unit)
+            quantum = 1 / (mats[first].shape[1] * (len(units_of) / len(set(units_of))))
+            per_group[label] = _t_tests(diffs, cfg.alpha, quantum)
         _holm(per_group, [o for o in others])
         out["benchmarks"][bench] = per_group
     return out
@@ -525,8 +527,13 @@ def _unit_means(values: np.ndarray, units: list[int]) -> np.ndarray:
     return np.array([np.mean([v for v, u in zip(values, units, strict=True) if u == i]) for i in ids])
 
 
-def _t_tests(diffs: dict[str, np.ndarray], alpha: float) -> dict[str, Any]:
-    """Each arm's mean unit difference against 0, with the variance pooled over arms."""
+def _t_tests(diffs: dict[str, np.ndarray], alpha: float, quantum: float = 0.0) -> dict[str, Any]:
+    """Each arm's mean unit difference against 0, with the variance pooled over arms.
+
+    Differences move in steps of `quantum` (accuracies are counts over items), so with few units two
+    can be exactly equal and a sample variance of 0 would call any difference certain. Sheppard's
+    correction for grouped data adds the variance the rounding hides: two units each rounded to the
+    step differ by a uniform error of variance quantum^2 / 6. It is negligible unless the units tie."""
     from scipy.stats import t as student_t
 
     df = sum(len(d) - 1 for d in diffs.values())
@@ -537,7 +544,7 @@ def _t_tests(diffs: dict[str, np.ndarray], alpha: float) -> dict[str, Any]:
         if df == 0:
             entry.update(p_value=None, verdict="untested: one replicate per arm (add seeds)", min_detectable=None)
         else:
-            s2 = ss / df
+            s2 = ss / df + quantum**2 / 6
             se = math.sqrt(s2 / len(d))
             t_crit = float(student_t.ppf(1 - alpha / 2, df))
             entry["se"] = se

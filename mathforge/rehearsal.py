@@ -178,11 +178,11 @@ def union(manifest: dict[str, str], name: str, root: Path) -> str | None:
     parts = dataset_parts(name, f"dataset {name}")
     if any(p not in manifest for p, _ in parts):
         return None
-    if len(parts) == 1 and parts[0][1] == 1:
-        return manifest[parts[0][0]]
+    folders = [manifest[p] if s == 1 else _subset(manifest[p], s, root / "datasets" / part_name(p, s)) for p, s in parts]
+    if len(folders) == 1:  # `a*0.25` alone is its subset, `a+b*0` is `a`
+        return folders[0]
     out = root / "datasets" / "+".join(part_name(p, s) for p, s in parts)
     out.mkdir(parents=True, exist_ok=True)
-    folders = [manifest[p] if s == 1 else _subset(manifest[p], s, root / "datasets" / part_name(p, s)) for p, s in parts]
     files = [f for folder in folders for f in dataset_files(folder) if f.exists()]
     for stale in out.iterdir():
         stale.unlink()
@@ -197,7 +197,7 @@ def _subset(source: str, share: float, out: Path) -> str:
     from mathforge.io import dataset_files, write_records
     from mathforge.rundir import marker_has, step_key, write_marker
 
-    key = step_key(1, {"share": share, "seed": SHARE_SEED}, files=dataset_files(source))
+    key = step_key(1, {"share": share, "seed": SHARE_SEED}, files=dataset_files(source))  # 1: the subset's format
     if not marker_has(out / "subset.json", key):
         rows = write_records(out / "part-00000.jsonl", shared_records(source, share))
         write_marker(out / "subset.json", key, rows=rows)
@@ -295,8 +295,8 @@ def report_lines(rd: Any) -> list[str]:
 
 
 def _arm_stages(cfg: Any, rd: Any, out: Path) -> tuple[Any, ...]:
-    """The recipe's stages on single record files of the run's cleaned data (unions written out)."""
-    from mathforge.io import read_records, write_records
+    """The recipe's stages on single record files of the run's cleaned data (unions and shares written out)."""
+    from mathforge.io import write_records
 
     manifest, stages = rd.manifest(), []
     for stage in cfg.train.stages:

@@ -143,6 +143,7 @@ def test_a_share_replays_a_fixed_nested_subset_and_keys_the_union_by_it(tmp_path
     stamp = subset.stat().st_mtime_ns
     assert ids("hard_clean+normal_clean*0.25") - hard == quarter and subset.stat().st_mtime_ns == stamp  # not rewritten
     assert union(manifest, "hard_clean+normal_clean*0", tmp_path) == manifest["hard_clean"]
+    assert ids("normal_clean*0.25") == quarter  # a share alone is its subset
 
     def key(dataset: str) -> str:
         cfg = load_config(RunConfig, REPO / "recipes" / "offline.yaml", [f"train.stages[1].dataset={dataset}"])

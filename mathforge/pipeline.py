@@ -39,6 +39,8 @@ from mathforge.quality.clean import CleanConfig
 from mathforge.rehearsal import (
     RehearseStage,
     TeacherSimStage,
+    dataset_parts,
+    part_name,
     rehearse,
     report_lines,
     resolved,
@@ -128,12 +130,23 @@ def step_specs(cfg: RunConfig) -> dict[str, StepSpec]:
 
 def _data_keys(specs: dict[str, StepSpec], cfg: RunConfig) -> dict[str, str]:
     """The run's dataset names -> the keys of the steps that write them (train stages name datasets;
-    `a+b`, the union of two, is keyed by both)."""
+    `a+b`, the union of two, is keyed by both; `a+b*0.25` by both and the share, `a+b*0` as `a`)."""
     made_by = {"seeds": "synth/seeds", "normal": "synth/stage1_normal", "hard": "synth/stage2_hard",
                "normal_clean": "clean_normal", "hard_clean": "clean_hard"}
     keys = {name: specs[step].key for name, step in made_by.items() if step in specs}
-    unions = {s.dataset: s.dataset.split("+") for s in cfg.train.stages if "+" in s.dataset}
-    return keys | {name: combined_key(VERSION, {p: keys.get(p, p) for p in parts}) for name, parts in unions.items()}
+    unions = {}
+    for stage in cfg.train.stages:
+        if _is_union(stage.dataset):
+            parts = dataset_parts(stage.dataset, f"the recipe: train stage {stage.name}")
+            whole = len(parts) == 1 and parts[0][1] == 1
+            unions[stage.dataset] = keys.get(parts[0][0], parts[0][0]) if whole else combined_key(
+                VERSION, {part_name(p, share): keys.get(p, p) for p, share in parts})
+    return keys | unions
+
+
+def _is_union(dataset: str) -> bool:
+    """A stage's dataset made of the run's datasets (`a+b`, `b*0.25`), not a path that exists."""
+    return ("+" in dataset or "*" in dataset) and not Path(dataset).exists()
 
 
 def plan(cfg: RunConfig, root: Path, specs: dict[str, StepSpec] | None = None) -> list[Planned]:
@@ -159,7 +172,9 @@ def validate(cfg: RunConfig) -> None:
                           f"'{cfg.eval.settings.prompt_style}' differ: a student is evaluated in the prompt it learned")
     names = set(RUN_DATASETS)
     for stage in cfg.train.stages:
-        if not set(_parts(stage.dataset)) <= names and not Path(stage.dataset).exists() and not _source(stage.dataset):
+        parts = dataset_parts(stage.dataset, f"the recipe: train stage {stage.name}") if _is_union(stage.dataset) \
+            else [(stage.dataset, 1.0)]
+        if not {p for p, _ in parts} <= names and not Path(stage.dataset).exists() and not _source(stage.dataset):
             raise ConfigError(f"the recipe: train stage {stage.name}: dataset '{stage.dataset}' is neither a "
                               f"dataset of the run ({', '.join(sorted(names))}), a source spec (mini:..., "
                               f"math:...) nor an existing path")

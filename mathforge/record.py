@@ -124,6 +124,12 @@ def stable_id(*parts: str) -> str:
     return h.hexdigest()
 
 
+def hash_fraction(*parts: str) -> float:
+    """A number in [0, 1) fixed by `parts` (a row id and a seed): rows taken where it is below a share
+    form the same subset on every rerun, and a smaller share's subset lies inside a larger one's."""
+    return int(stable_id(*parts), 16) / 2**64
+
+
 def row_id(location: str | Path, index: int) -> str:
     """The id of a plain row that names none: its file's stem and 0-based row number ("extra/41").
     A seed source and a record reader give the same row the same id."""

@@ -38,6 +38,7 @@ class TeacherSimStage:
 
     world: str = ""  # "mini": the miniature world's teacher (mathforge.sim.miniteacher)
     levels: tuple[float, ...] = LEVELS  # P(a solution is right) at true levels 1-5
+    accuracy: float | None = None  # one P(right) for every level (overrides `levels`): teacher error 1 - accuracy
     verdict_right: float = 0.9
     ill_posed: float = 0.05
     leak: float = 0.01
@@ -45,9 +46,14 @@ class TeacherSimStage:
     median_s: float = 0.0  # latency: none by default (a rehearsal measures the pipeline, not the wire)
     start_timeout_s: float = 60.0
 
+    def __post_init__(self) -> None:
+        if self.accuracy is not None and not 0 <= self.accuracy <= 1:
+            raise ValueError(f"teacher_sim.accuracy must be in [0, 1] (or null), got {self.accuracy}")
+
     def mini(self) -> MiniConfig:
-        return MiniConfig(levels=tuple(self.levels), verdict_right=self.verdict_right, ill_posed=self.ill_posed,
-                          leak=self.leak)
+        """The simulator's settings: what it is started with and what names its model (the keys see them)."""
+        levels = tuple(self.levels) if self.accuracy is None else (self.accuracy,) * len(self.levels)
+        return MiniConfig(levels=levels, verdict_right=self.verdict_right, ill_posed=self.ill_posed, leak=self.leak)
 
 
 def resolved(cfg: Any) -> Any:
@@ -85,9 +91,10 @@ def teacher(cfg: Any, root: Path) -> Iterator[Any]:
 
 
 def _command(sim: TeacherSimStage, port: int, log: Path) -> list[str]:
+    mini = sim.mini()
     return [sys.executable, "-m", "mathforge.cli", "teacher-sim", "--world", sim.world, "--port", str(port),
-            "--median", str(sim.median_s), "--sigma", "0", "--levels", ",".join(map(str, sim.levels)),
-            "--verdict-right", str(sim.verdict_right), "--ill-posed", str(sim.ill_posed), "--leak", str(sim.leak),
+            "--median", str(sim.median_s), "--sigma", "0", "--levels", ",".join(map(str, mini.levels)),
+            "--verdict-right", str(mini.verdict_right), "--ill-posed", str(mini.ill_posed), "--leak", str(mini.leak),
             "--seed", str(sim.seed), "--log", str(log)]
 
 
@@ -121,22 +128,79 @@ def _wait_ready(proc: subprocess.Popen, port: int, timeout_s: float, err: Path) 
     raise RuntimeError(f"teacher_sim: the simulated teacher did not answer within {timeout_s:.0f} s")
 
 
+SHARE_SEED = "share"  # fixed, not the training seed: every seed trains on the same subset, and shares nest
+
+
+def dataset_parts(spec: str, where: str) -> list[tuple[str, float]]:
+    """A stage's dataset `a+b*0.25` as (part, share) pairs: all of `a` and a fixed 25% of `b` (the
+    rows whose `hash_fraction(id, SHARE_SEED)` is below the share); a part of share 0 is left out."""
+    from mathforge.config import ConfigError
+
+    out = []
+    for part in spec.split("+"):
+        name, star, text = part.partition("*")
+        try:
+            share = float(text) if star else 1.0
+        except ValueError:
+            share = -1.0
+        if not name or not 0 <= share <= 1:
+            raise ConfigError(f"{where}: dataset '{spec}': part '{part}' must be a name with an optional share "
+                              "in [0, 1] (normal_clean*0.25)")
+        if share > 0:
+            out.append((name, share))
+    if not out:
+        raise ConfigError(f"{where}: dataset '{spec}': every part has share 0, no data is left")
+    return out
+
+
+def part_name(name: str, share: float) -> str:
+    """The part as a key and a folder name see it (`normal_clean@0.25`; a whole part is its name)."""
+    return name if share == 1 else f"{name}@{share:g}"
+
+
+def shared_records(path: str, share: float) -> Iterator[Any]:
+    """The rows of dataset `path` that a share keeps, streamed."""
+    from mathforge.io import read_records
+    from mathforge.record import hash_fraction
+
+    return (r for r in read_records(path) if share == 1 or hash_fraction(r.id, SHARE_SEED) < share)
+
+
 def union(manifest: dict[str, str], name: str, root: Path) -> str | None:
-    """The dataset a stage names as `a+b` (the paper's stage 2 trains on hard and normal data
-    together): a folder of links to the parts' shards, in order; None for any other name."""
+    """The dataset a stage names as `a+b` or `a+b*0.25` (the paper's stage 2 trains on hard and normal
+    data together; a share replays part of one): a folder of links to the parts' shards, in order,
+    a part with a share below 1 first written out as its subset (once per subset and source files).
+    None for any other name."""
     from mathforge.io import dataset_files
 
-    parts = name.split("+")
-    if len(parts) < 2 or any(p not in manifest for p in parts):
+    if ("+" not in name and "*" not in name) or Path(name).exists():
         return None
-    out = root / "datasets" / name
+    parts = dataset_parts(name, f"dataset {name}")
+    if any(p not in manifest for p, _ in parts):
+        return None
+    folders = [manifest[p] if s == 1 else _subset(manifest[p], s, root / "datasets" / part_name(p, s)) for p, s in parts]
+    if len(folders) == 1:  # `a*0.25` alone is its subset, `a+b*0` is `a`
+        return folders[0]
+    out = root / "datasets" / "+".join(part_name(p, s) for p, s in parts)
     out.mkdir(parents=True, exist_ok=True)
-    files = [f for p in parts for f in dataset_files(manifest[p]) if f.exists()]
+    files = [f for folder in folders for f in dataset_files(folder) if f.exists()]
     for stale in out.iterdir():
         stale.unlink()
     for i, f in enumerate(files):
         # relative links: a moved run directory still reads its own shards
         (out / f"part-{i:05d}{f.suffix}").symlink_to(os.path.relpath(f.resolve(), out.resolve()))
+    return str(out)
+
+
+def _subset(source: str, share: float, out: Path) -> str:
+    """`source`'s rows kept by `share`, written once as one shard (rewritten when the source's files change)."""
+    from mathforge.io import dataset_files, write_records
+    from mathforge.rundir import marker_has, step_key, write_marker
+
+    key = step_key(1, {"share": share, "seed": SHARE_SEED}, files=dataset_files(source))  # 1: the subset's format
+    if not marker_has(out / "subset.json", key):
+        rows = write_records(out / "part-00000.jsonl", shared_records(source, share))
+        write_marker(out / "subset.json", key, rows=rows)
     return str(out)
 
 
@@ -231,15 +295,15 @@ def report_lines(rd: Any) -> list[str]:
 
 
 def _arm_stages(cfg: Any, rd: Any, out: Path) -> tuple[Any, ...]:
-    """The recipe's stages on single record files of the run's cleaned data (unions written out)."""
-    from mathforge.io import read_records, write_records
+    """The recipe's stages on single record files of the run's cleaned data (unions and shares written out)."""
+    from mathforge.io import write_records
 
     manifest, stages = rd.manifest(), []
     for stage in cfg.train.stages:
         path = out / "data" / f"student-{stage.name}.jsonl"
         if not path.exists():
-            write_records(path, (r for name in stage.dataset.split("+") if name in manifest
-                                 for r in read_records(manifest[name])))
+            write_records(path, (r for name, share in dataset_parts(stage.dataset, f"train stage {stage.name}")
+                                 if name in manifest for r in shared_records(manifest[name], share)))
         stages.append(dataclasses.replace(stage, dataset=str(path)))
     return tuple(stages)
 

@@ -243,3 +243,22 @@ def test_a_round_trip_through_the_engine_logs_the_truth_under_the_cache_key(tmp_
 def test_a_story_beyond_the_ladder_is_level_five():
     assert Story("Ana", "shells", 7, (("+", 5),) * 3).level == 5
     assert mini.level_of(7, []) == 1 and mini.level_of(7, [("+", 5)]) == 2 and mini.level_of(30, [("+", 5)]) == 5
+
+
+def test_a_flat_accuracy_sets_every_level_and_reaches_the_simulator_and_its_name(tmp_path):
+    from mathforge.config import ConfigError, build
+    from mathforge.rehearsal import TeacherSimStage, _command
+
+    half = TeacherSimStage(world="mini", accuracy=0.5)
+    assert half.mini().levels == (0.5,) * 5 and half.mini() == MiniConfig(levels=(0.5,) * 5)
+    command = _command(half, 1234, tmp_path / "log.jsonl")
+    assert command[command.index("--levels") + 1] == "0.5,0.5,0.5,0.5,0.5"
+    names = {model_name(s.mini()) for s in (half, TeacherSimStage(world="mini", accuracy=0.75), TeacherSimStage())}
+    assert len(names) == 3
+    rng = random.Random(2)
+    for level in (1, 5):  # the easiest and the hardest level alike
+        rights = [ask(render_synth("solve", problem=render(draw(level, rng), rng), fewshot=[]).text, i, half.mini())[2]
+                  ["right"] for i in range(300)]
+        assert abs(sum(rights) / 300 - 0.5) < 0.087, level  # 3 standard errors
+    with pytest.raises(ConfigError, match="accuracy"):
+        build(TeacherSimStage, {"world": "mini", "accuracy": 1.5}, "recipe")

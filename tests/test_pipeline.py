@@ -117,3 +117,42 @@ def test_recipe_mistakes_fail_before_any_step(tmp_path):
         result = CliRunner().invoke(app, ["run", str(REPO / "recipes" / "offline.yaml"), "--out", str(out), override])
         assert result.exit_code != 0 and message in " ".join(result.output.split()), (override, result.output)
         assert not (out / "steps").exists() or not any((out / "steps").glob("*.json"))
+
+
+def test_a_share_replays_a_fixed_nested_subset_and_keys_the_union_by_it(tmp_path):
+    from mathforge.config import ConfigError, load_config
+    from mathforge.io import write_records
+    from mathforge.pipeline import RunConfig, _data_keys, step_specs, validate
+    from mathforge.record import Record
+    from mathforge.rehearsal import union
+
+    manifest = {}
+    for name, n in (("hard_clean", 40), ("normal_clean", 400)):
+        manifest[name] = str(tmp_path / "data" / f"{name}.jsonl")
+        write_records(manifest[name], [Record(id=f"{name}/{i}", source="t", problem=f"p{i}", solution="s",
+                                              answer="1") for i in range(n)])
+
+    def ids(spec: str) -> set[str]:
+        return {r.id for r in read_records(union(manifest, spec, tmp_path))}
+
+    hard = ids("hard_clean*1")
+    quarter, half = ids("hard_clean+normal_clean*0.25") - hard, ids("hard_clean+normal_clean*0.5") - hard
+    assert len(hard) == 40 and hard <= ids("hard_clean+normal_clean*0.25")
+    assert 70 <= len(quarter) <= 130 and 160 <= len(half) <= 240 and quarter < half  # 3 sd of Binomial(400, p)
+    subset = tmp_path / "datasets" / "normal_clean@0.25" / "part-00000.jsonl"
+    stamp = subset.stat().st_mtime_ns
+    assert ids("hard_clean+normal_clean*0.25") - hard == quarter and subset.stat().st_mtime_ns == stamp  # not rewritten
+    assert union(manifest, "hard_clean+normal_clean*0", tmp_path) == manifest["hard_clean"]
+    assert ids("normal_clean*0.25") == quarter  # a share alone is its subset
+
+    def key(dataset: str) -> str:
+        cfg = load_config(RunConfig, REPO / "recipes" / "offline.yaml", [f"train.stages[1].dataset={dataset}"])
+        validate(cfg)
+        return _data_keys(step_specs(cfg), cfg)[dataset]
+
+    keys = {d: key(d) for d in ("hard_clean", "hard_clean+normal_clean*0", "hard_clean+normal_clean*0.25",
+                                "hard_clean+normal_clean*0.5", "hard_clean+normal_clean")}
+    assert keys["hard_clean"] == keys["hard_clean+normal_clean*0"] and len(set(keys.values())) == 4
+    for bad in ("hard_clean+normal_clean*1.5", "hard_clean+normal_clean*x", "normal_clean*0"):
+        with pytest.raises(ConfigError, match="train stage stage2-hard: dataset"):
+            key(bad)

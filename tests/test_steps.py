@@ -63,6 +63,7 @@ def readers(field: str) -> tuple[str, ...]:
         ("synth.stage2.target", ("synth/stage2_hard",)),
         ("synth.stage1.initial_target", ("synth/stage1_initial",)),
         ("synth.stage1.coreset_budget", ("synth/stage1_coreset",)),
+        ("synth.stage1.coreset", ("synth/stage1_coreset",)),
         ("synth.stage1.embed_model", ("synth/stage1_coreset",)),
         ("synth.stage1.embed_batch_size", NOTHING),
         ("synth.stage1.target", ("synth/stage1_normal",)),
@@ -215,3 +216,21 @@ def test_fields_outside_every_key_rerun_nothing(tmp_path, field):
     base = load_config(RunConfig, REPO / "recipes" / "offline.yaml")
     finished(base, tmp_path)
     assert to_run(plan(load_config(RunConfig, REPO / "recipes" / "offline.yaml", [field]), tmp_path)) == []
+
+
+@pytest.mark.parametrize("base, change, steps", [
+    ((), "synth.stage1.coreset=random", ("synth/stage1_coreset",)),
+    ((), "train.max_length=p90", ("train/student-init", "train/max-length")),
+    ((), "train.overlong=truncate", ("train/sft-stage1-normal",)),
+    ((), "train.stages[1].dataset=hard_clean+normal_clean*0.25", ("train/student-init",)),  # its tokenizer reads both
+    ((), "train.stages[1].dataset=hard_clean+normal_clean*0", NOTHING),  # a share of 0 leaves the part out
+    (("train.stages[1].dataset=hard_clean+normal_clean*0.25",), "train.stages[1].dataset=hard_clean+normal_clean*0.5",
+     ("train/student-init",)),
+    (("teacher_sim.world=mini",), "teacher_sim.accuracy=0.5", (*GENERATING, "synth/stage1_normal")),
+])
+def test_the_ablation_options_rerun_exactly_their_readers(tmp_path, base, change, steps):
+    recipe = REPO / "recipes" / "offline.yaml"
+    finished(load_config(RunConfig, recipe, list(base)), tmp_path)
+    cfg = load_config(RunConfig, recipe, [*base, change])
+    validate(cfg)
+    assert set(to_run(plan(cfg, tmp_path))) == downstream(steps)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mathforge.config import load_config
+from mathforge.config import ConfigError, load_config
 from mathforge.engine import Engine, EngineConfig
 from mathforge.engine.types import Completion, Result
 from mathforge.io import read_records
@@ -495,6 +495,28 @@ def test_two_stages_every_method_lineage_and_yield_table(tmp_path):
     assert len(rows) == 1 and rows[0][-1] == "repaired |"
     coverage = json.loads((tmp_path / "stats" / "stage1_coreset.json").read_text())["coverage"]
     assert coverage["after"]["max_dist"] < coverage["before"]["max_dist"]
+
+
+def test_a_random_core_set_takes_the_budget_by_seeded_hash_without_embedding(tmp_path):
+    from mathforge.quality.coreset import vectors_path
+    from mathforge.record import hash_fraction
+    from mathforge.synth.pipeline import step_specs
+
+    cfg = small_config("stage1.coreset=random", "mix={evol: 1}", "stage2.enabled=false", "stage1.target=4")
+    with scripted_engine(tmp_path, ScriptedBackend()) as engine:
+        run_synth(cfg, tmp_path, teacher=engine)
+    last = {}  # each problem stands for its last row by id, as for k-center
+    for r in sorted(read_records(tmp_path / "stage1" / "initial"), key=lambda r: r.id):
+        last[r.problem] = r.id
+    expected = sorted(last.values(), key=lambda rid: hash_fraction(rid, "0"))[:6]
+    assert [r.id for r in read_records(tmp_path / "stage1" / "seed_synthetic.jsonl")] == expected
+    assert json.loads((tmp_path / "stats" / "stage1_coreset.json").read_text())["coverage"]["method"] == "random"
+    assert not any(vectors_path(s).exists() for s in (tmp_path / "stage1" / "initial").glob("part-*"))
+    keys = {c: step_specs(small_config(f"stage1.coreset={c}")) for c in ("kcenter", "random")}
+    assert keys["kcenter"]["stage1_coreset"].key != keys["random"]["stage1_coreset"].key
+    assert keys["kcenter"]["stage1_initial"].key == keys["random"]["stage1_initial"].key
+    with pytest.raises(ConfigError, match="stage1.coreset"):
+        small_config("stage1.coreset=kmeans")
 
 
 def test_a_killed_run_resumes_without_repeating_completed_requests(tmp_path):

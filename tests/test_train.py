@@ -254,6 +254,34 @@ def test_a_stage_smaller_than_one_batch_still_trains(tmp_path):
     assert result["few"]["steps"] >= 2
 
 
+def test_a_percentile_max_length_resolves_on_stage_one_and_truncation_keeps_every_sample(stage_files, tmp_path):
+    from transformers import AutoTokenizer
+
+    from mathforge.answers import sft_target
+    from mathforge.train.sft import train
+
+    stages = [StageConfig("normal", str(stage_files / "normal.jsonl"), max_samples=60)]
+    results = train(tiny_cfg(stages, max_length="p50", overlong="truncate", max_steps=1, num_proc=1), tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path / "student-init")
+    pairs = [(len(tok(format_prompt(r.problem))["input_ids"]), len(tok(sft_target(r.solution, r.answer),
+              add_special_tokens=False)["input_ids"]) + 1) for r in islice(load(f"math:{stage_files}/normal.jsonl"), 60)]
+    lengths = sorted(p + t for p, t in pairs)
+    resolved = json.loads((tmp_path / "stats" / "max-length.json").read_text())
+    assert resolved["max_length"] == lengths[29] and resolved["samples"] == 60  # the 30th of 60: half fit
+    assert results["normal"]["max_length"] == lengths[29]
+    # cut, not dropped, unless the prompt alone fills the length (no target token would be left)
+    no_room = sum(p >= lengths[29] for p, _ in pairs)
+    assert results["normal"]["samples"] == 60 - no_room and results["normal"]["dropped"] == ({"too_long": no_room} if no_room else {})
+    rows = SFTRows(results["normal"]["data"])
+    v = lengths[29]
+    full = [rows[i]["input_ids"] for i in range(len(rows)) if len(rows[i]["input_ids"]) == v]
+    assert len(full) == sum(p < v <= p + t for p, t in pairs)  # those that fit exactly, and those cut
+    assert sum(ids[-1] != tok.eos_token_id for ids in full) == sum(p < v < p + t for p, t in pairs)  # cut: no EOS
+    assert all(len(rows[i]["input_ids"]) <= lengths[29] for i in range(len(rows)))
+    with pytest.raises(ValueError, match="percentile"):
+        tiny_cfg(stages, max_length="p0")
+
+
 def test_lora_stage_saves_merged_plain_weights(stage_files, tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mathforge import markdown
 from mathforge.engine.limits import Budget
@@ -36,7 +36,7 @@ from mathforge.io import dataset_files, read_records, write_json, write_records,
 from mathforge.ledger import Ledger
 from mathforge.paths import repo_path
 from mathforge.quality import coreset
-from mathforge.record import Record, annotate
+from mathforge.record import Record, annotate, hash_fraction
 from mathforge.rundir import Planned, RunDir, StepSpec, step_spec
 from mathforge.synth import evol, metamath, rejection, stream, xwin
 from mathforge.synth.common import Ctx
@@ -61,6 +61,7 @@ class SamplingConfig:
 class Stage1Config:
     initial_target: int = 200_000  # samples synthesised from the initial seeds
     coreset_budget: int = 50_000  # "seed synthetic problems" kept by k-center greedy
+    coreset: Literal["kcenter", "random"] = "kcenter"  # random: the same budget by a seeded hash (Table 3's baseline)
     target: int = 2_100_000  # normal data, synthesised from the seed synthetic problems
     embed_model: str | None = None  # sentence-transformers name or dir; None = embedded MiniLM
     embed_batch_size: int = 64
@@ -153,7 +154,7 @@ def step_specs(cfg: SynthConfig) -> dict[str, StepSpec]:
             hard_after["stage2_judge"] = specs["stage2_judge"].key
         specs["stage2_hard"] = step_spec(VERSION, {**gen, "stage2.target": cfg.stage2.target}, after={**after, **hard_after})
     specs["stage1_initial"] = step_spec(VERSION, {**gen, "stage1.initial_target": cfg.stage1.initial_target}, after=after)
-    core = {k: getattr(cfg.stage1, k) for k in ("coreset_budget", "embed_model")}
+    core = {k: getattr(cfg.stage1, k) for k in ("coreset_budget", "coreset", "embed_model")}
     specs["stage1_coreset"] = step_spec(VERSION, {"stage1": core, "seed": cfg.seed},
                                         after={"stage1_initial": specs["stage1_initial"].key})
     specs["stage1_normal"] = step_spec(VERSION, {**gen, "stage1.target": cfg.stage1.target},
@@ -261,7 +262,7 @@ async def _stage1(cfg: SynthConfig, rd: RunDir, base: Ctx, seeds: list[Record], 
     try:
         await rd.arun_step("stage1_initial", specs["stage1_initial"], lambda: synthesize(
             cfg, base, seeds, s1.initial_target, rd.path("stage1", "initial"), ledger, "stage1_initial", window,
-            on_shard=embedder), reset=_reset_generation(rd, ledger, "stage1_initial"))
+            on_shard=embedder if s1.coreset == "kcenter" else None), reset=_reset_generation(rd, ledger, "stage1_initial"))
         for error in await asyncio.to_thread(embedder.finish):
             rd.log.warning("embedding a stage1_initial shard ahead failed (the core-set step redoes it): %s", error)
     finally:
@@ -413,16 +414,21 @@ def _coreset_stage(cfg: SynthConfig, rd: RunDir) -> dict[str, Any]:
     if not last:
         raise ValueError("stage1_initial kept no records: nothing to select seed synthetic problems from")
     budget = min(cfg.stage1.coreset_budget, len(last))
-    vectors = coreset.problem_vectors(initial, list(last), cfg.stage1.embed_model, cfg.stage1.embed_batch_size)
-    result = coreset.k_center_greedy(vectors, budget, seed=cfg.seed)
     ids = list(last.values())
-    rank = {ids[i]: n for n, i in enumerate(result.indices.tolist())}
+    if cfg.stage1.coreset == "random":  # no embedding: the ids' seeded hashes alone decide
+        picks = sorted(range(len(ids)), key=lambda i: hash_fraction(ids[i], str(cfg.seed)))[:budget]
+        report = {"method": "random", "n": len(ids), "k": budget, "seed": cfg.seed}
+    else:
+        vectors = coreset.problem_vectors(initial, list(last), cfg.stage1.embed_model, cfg.stage1.embed_batch_size)
+        result = coreset.k_center_greedy(vectors, budget, seed=cfg.seed)
+        picks, report = result.indices.tolist(), {"method": "kcenter", **result.report}
+    rank = {ids[i]: n for n, i in enumerate(picks)}
     chosen: list[Record | None] = [None] * len(rank)  # the output, in pick order
     for r in read_records(initial):
         if r.id in rank:
             chosen[rank[r.id]] = annotate(r, "coreset", {"rank": rank[r.id]})
     write_records(rd.path("stage1", "seed_synthetic.jsonl"), chosen)
-    return {"candidates": len(last), "selected": len(chosen), "coverage": result.report}
+    return {"candidates": len(last), "selected": len(chosen), "coverage": report}
 
 
 def _hard_seed_stage(cfg: SynthConfig, rd: RunDir, seeds: Sequence[Record]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ the stage list itself is written in the YAML.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -66,7 +67,10 @@ class TrainConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     prompt_style: PromptStyle = "alpaca"  # the same prompt as evaluation (mathforge.prompt)
-    max_length: int = 2048
+    # tokens of prompt + target; "pNN": the NN-th percentile of stage 1's sample lengths in the student's
+    # tokenizer, resolved when training starts (the `max-length` step; Table 10's ablation)
+    max_length: int | str = 2048
+    overlong: Literal["drop", "truncate"] = "drop"  # a longer sample: dropped, or cut to max_length (its tail unlearned)
     global_batch: int = 32  # samples per optimizer step (packed sequences when packing is on)
     micro_batch: int = 4  # per device; gradient accumulation makes up the rest
     packing: bool = True
@@ -82,3 +86,13 @@ class TrainConfig:
     logging_steps: int = 10
     max_steps: int = -1  # per stage; > 0 cuts every stage short (smoke runs)
     report_to: tuple[str, ...] = ()  # "tensorboard", "wandb", "mlflow" (JSONL metrics are always written)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_length, str) and percentile(self.max_length) is None:
+            raise ValueError(f"max_length must be a number of tokens or a percentile 'p1'..'p100', got '{self.max_length}'")
+
+
+def percentile(max_length: int | str) -> int | None:
+    """The NN of a max length "pNN" (1-100), None for anything else."""
+    found = re.fullmatch(r"p(\d{1,3})", max_length) if isinstance(max_length, str) else None
+    return int(found[1]) if found and 1 <= int(found[1]) <= 100 else None

@@ -60,7 +60,7 @@ class Prepared:
 
 
 def fingerprint(spec: str, tokenizer: Any, *, style: PromptStyle, max_length: int, packing: bool,
-                max_samples: int | None = None) -> str:
+                max_samples: int | None = None, truncate: bool = False) -> str:
     """A hash of everything the prepared set depends on (data, tokenizer, prompt style, length, packing),
     made by the one step hasher: the data by its files' sizes and mtimes, a generated source by its spec."""
     from mathforge.rundir import step_key
@@ -68,6 +68,8 @@ def fingerprint(spec: str, tokenizer: Any, *, style: PromptStyle, max_length: in
     files = data_files(spec)
     config = {"spec": None if files else spec, "tokenizer": tokenizer_hash(tokenizer), "max_samples": max_samples,
               "style": style, "max_length": max_length, "packing": packing}
+    if truncate:  # only then: the sets prepared before truncation existed keep their fingerprints
+        config["truncate"] = True
     return step_key(FORMAT, config, files=files)
 
 
@@ -92,16 +94,18 @@ def data_files(spec: str) -> list[Path]:
 
 
 def prepare(spec: str, tokenizer: Any, *, style: PromptStyle, max_length: int, packing: bool, root: str | Path,
-            max_samples: int | None = None, num_proc: int | None = None) -> Prepared:
-    """The prepared training set of `spec` under `root`, built unless its fingerprint is already there."""
-    key = fingerprint(spec, tokenizer, style=style, max_length=max_length, packing=packing, max_samples=max_samples)
+            max_samples: int | None = None, num_proc: int | None = None, truncate: bool = False) -> Prepared:
+    """The prepared training set of `spec` under `root`, built unless its fingerprint is already there.
+    `truncate`: a sample longer than `max_length` is cut to it instead of dropped."""
+    key = fingerprint(spec, tokenizer, style=style, max_length=max_length, packing=packing, max_samples=max_samples,
+                      truncate=truncate)
     target = Path(root).resolve() / key  # absolute: datasets reports its cache files by absolute path
     if (target / "prepared.json").exists():
         return _load_stats(target, cached=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
     try:
-        _build(tmp, spec, tokenizer, style, max_length, packing, max_samples, num_proc or os.cpu_count() or 1)
+        _build(tmp, spec, tokenizer, style, max_length, packing, max_samples, num_proc or os.cpu_count() or 1, truncate)
         if target.exists():  # a folder without prepared.json is an unfinished build
             shutil.rmtree(target)
         tmp.rename(target)
@@ -116,7 +120,7 @@ def _load_stats(path: Path, cached: bool) -> Prepared:
 
 
 def _build(folder: Path, spec: str, tokenizer: Any, style: PromptStyle, max_length: int, packing: bool,
-           max_samples: int | None, workers: int) -> None:
+           max_samples: int | None, workers: int, truncate: bool) -> None:
     from datasets import Dataset, Features, List, Value
 
     id_type = "uint16" if len(tokenizer) <= 65536 else "int32"  # half the disk and page cache for <=64k vocabularies
@@ -125,14 +129,14 @@ def _build(folder: Path, spec: str, tokenizer: Any, style: PromptStyle, max_leng
     samples = Dataset.from_generator(
         _encode_part, features=features, cache_dir=str(folder / "arrow"), num_proc=workers if workers > 1 else None,
         gen_kwargs={"part": list(range(workers)), "parts": workers, "spec": spec, "max_samples": max_samples,
-                    "tokenizer": tokenizer, "style": style, "max_length": max_length})
+                    "tokenizer": tokenizer, "style": style, "max_length": max_length, "truncate": truncate})
     files = [str(Path(f["filename"]).relative_to(folder)) for f in samples.cache_files]
     stats = _plan(samples, folder, max_length if packing else 0)
     write_json(folder / "prepared.json", {**stats, "packed": packing, "files": files})
 
 
 def _encode_part(part: list[int], parts: int, spec: str, max_samples: int | None, tokenizer: Any,
-                 style: PromptStyle, max_length: int) -> Iterator[dict[str, Any]]:
+                 style: PromptStyle, max_length: int, truncate: bool) -> Iterator[dict[str, Any]]:
     """Rows of worker `part[0]`: every `parts`-th block of BLOCK records, each block tokenised in one call."""
     block: list = []
     try:
@@ -140,22 +144,25 @@ def _encode_part(part: list[int], parts: int, spec: str, max_samples: int | None
             if (i // BLOCK) % parts == part[0]:
                 block.append(record)
                 if len(block) == BLOCK:
-                    yield from encode_block(block, tokenizer, style, max_length)
+                    yield from encode_block(block, tokenizer, style, max_length, truncate)
                     block = []
     except DataError as e:
         # Raised in a pool worker, the error would reach the parent only as a formatted traceback:
         # it travels as a row instead, and `_plan` raises it with its file:line message intact.
         yield {"id": str(e), "input_ids": [], "prompt_len": 0, "length": 0, "drop": BAD_INPUT}
         return
-    yield from encode_block(block, tokenizer, style, max_length)
+    yield from encode_block(block, tokenizer, style, max_length, truncate)
 
 
-def encode_block(records: list, tokenizer: Any, style: PromptStyle, max_length: int) -> Iterator[dict[str, Any]]:
+def encode_block(records: list, tokenizer: Any, style: PromptStyle, max_length: int,
+                 truncate: bool = False) -> Iterator[dict[str, Any]]:
     """Tokenise records with two batched calls (prompts, targets): prompt + target + EOS, or a drop reason.
 
     Prompt and target are tokenised separately and joined, so the model learns to continue exactly
-    the token sequence it is given at evaluation. Over-long samples are dropped, not truncated: a cut
+    the token sequence it is given at evaluation. Over-long samples are dropped by default: a cut
     target loses its answer line and EOS and would teach the model to ramble (the paper filters at 2048).
+    `truncate` cuts them to `max_length` instead (a model whose maximum length is below the data's, as
+    in the paper's Table 10); a prompt that leaves no target token is still dropped.
     """
     texts = [sft_texts(r, style, tokenizer) for r in records]
     usable = [t for t in texts if t is not None]
@@ -170,11 +177,32 @@ def encode_block(records: list, tokenizer: Any, style: PromptStyle, max_length: 
             continue
         prompt, response = next(encoded)
         n = len(prompt) + len(response) + 1
-        if n > max_length:
+        if n > max_length and truncate and len(prompt) < max_length:
+            yield {"id": record.id, "input_ids": (prompt + response)[:max_length], "prompt_len": len(prompt),
+                   "length": max_length, "drop": None}
+        elif n > max_length:
             yield {"id": record.id, "input_ids": [], "prompt_len": len(prompt), "length": n, "drop": "too_long"}
         else:
             yield {"id": record.id, "input_ids": prompt + response + [eos], "prompt_len": len(prompt),
                    "length": n, "drop": None}
+
+
+def sample_lengths(spec: str, tokenizer: Any, style: PromptStyle, max_samples: int | None = None) -> np.ndarray:
+    """Prompt + target + EOS tokens of every sample of `spec` with a target, as `encode_block` counts
+    them: records streamed BLOCK at a time, 4 bytes a sample held (25M samples: 100 MB)."""
+    parts, block = [], []
+    for record in load_records(spec, max_samples):
+        block.append(record)
+        if len(block) == BLOCK:
+            parts.append(_lengths(block, tokenizer, style))
+            block = []
+    parts.append(_lengths(block, tokenizer, style))
+    return np.concatenate(parts)
+
+
+def _lengths(block: list, tokenizer: Any, style: PromptStyle) -> np.ndarray:
+    rows = encode_block(block, tokenizer, style, max_length=2**31 - 1)
+    return np.array([row["length"] for row in rows if row["drop"] is None], np.int32)
 
 
 def _plan(samples: Any, folder: Path, max_length: int) -> dict[str, Any]:

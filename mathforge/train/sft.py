@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import PartialState
 from transformers import (
@@ -42,7 +43,7 @@ from mathforge.io import follow_umask
 from mathforge.prompt import format_prompt
 from mathforge.rundir import Planned, RunDir, StepSpec, step_key, step_spec
 from mathforge.sources import SOURCES
-from mathforge.train.config import StageConfig, TrainConfig
+from mathforge.train.config import StageConfig, TrainConfig, percentile
 from mathforge.train.data import load_records, pad_collate
 from mathforge.train.packing import packed_collate
 from mathforge.train.prepare import Prepared, SFTRows, data_files, prepare
@@ -63,6 +64,11 @@ def step_specs(cfg: TrainConfig, data_keys: dict[str, str] | None = None) -> dic
     else:
         init = step_spec(VERSION, {"student": cfg.student})
     specs, start = {"student-init": init}, init.key
+    if percentile(cfg.max_length):  # a length of stage 1's data in the student's tokenizer
+        first = cfg.stages[0]
+        specs["max-length"] = step_spec(VERSION, {"max_length": cfg.max_length, "prompt_style": cfg.prompt_style,
+                                                  "max_samples": first.max_samples},
+                                        after={"start": start, "data": data[first.name]})
     shared = {k: v for k, v in _fields(dataclasses.replace(cfg, stages=())).items() if not k.startswith("student.")}
     for stage in cfg.stages:  # the student and the data reach a stage through `start` and `data`
         fields = {**shared, **_fields(dataclasses.replace(stage, dataset="-"), "stage")}
@@ -97,6 +103,7 @@ def train(cfg: TrainConfig, out: str | Path, data_keys: dict[str, str] | None = 
         run.save_config(cfg)
     specs = step_specs(cfg, data_keys)
     start = _student(cfg, run, specs["student-init"])
+    cfg = resolve_max_length(cfg, start, run, specs)
     results: dict[str, Any] = {}
     for stage in cfg.stages:
         name, home = f"sft-{stage.name}", run.root / "sft" / stage.name
@@ -119,6 +126,33 @@ def _student(cfg: TrainConfig, run: RunDir, spec: StepSpec) -> str:
             cfg.student, init, tokenizer_texts(cfg), cfg.max_length, cfg.seed)},
             reset=partial(shutil.rmtree, init, ignore_errors=True), writer=state.is_main_process)
     return resolve_student(cfg.student, init, (), cfg.max_length, cfg.seed)
+
+
+def resolve_max_length(cfg: TrainConfig, start: str, run: RunDir, specs: dict[str, StepSpec]) -> TrainConfig:
+    """`cfg` with a percentile max length ("p90") made a number of tokens: that percentile of the
+    prompt + target + EOS lengths of stage 1's samples in the student's tokenizer (at `start`), the
+    smallest length at least that share of the samples fits in. Kept in the `max-length` step's stats."""
+    q = percentile(cfg.max_length)
+    if q is None:
+        return cfg
+    from mathforge.train.prepare import sample_lengths
+
+    def resolve() -> dict[str, Any]:
+        stage = cfg.stages[0]
+        lengths = sample_lengths(stage.dataset, AutoTokenizer.from_pretrained(start), cfg.prompt_style,
+                                 stage.max_samples)
+        if not len(lengths):
+            raise ValueError(f"max_length {cfg.max_length}: stage {stage.name} has no sample to measure")
+        value = int(np.percentile(lengths, q, method="higher"))
+        return {"max_length": value, "percentile": q, "samples": len(lengths), "longest": int(lengths.max()),
+                "over": int((lengths > value).sum())}
+
+    state = process_state()
+    with state.main_process_first():
+        stats = run.run_step("max-length", specs["max-length"], resolve, writer=state.is_main_process)
+    run.log.info("max_length %s: %d tokens (%d of %d samples of stage 1 longer)", cfg.max_length,
+                 stats["max_length"], stats["over"], stats["samples"])
+    return dataclasses.replace(cfg, max_length=stats["max_length"])
 
 
 def process_state() -> PartialState:
@@ -155,7 +189,10 @@ def prepare_stages(cfg: TrainConfig, out: str | Path) -> dict[str, Prepared]:
     """Tokenise (and pack) every stage's data without training: the `--prepare-only` flow."""
     check(cfg)
     run = _run_dir(out, process_state())
-    tokenizer = AutoTokenizer.from_pretrained(_student(cfg, run, step_specs(cfg)["student-init"]))
+    specs = step_specs(cfg)
+    start = _student(cfg, run, specs["student-init"])
+    cfg = resolve_max_length(cfg, start, run, specs)
+    tokenizer = AutoTokenizer.from_pretrained(start)
     return {stage.name: prepare_stage(cfg, stage, tokenizer, run) for stage in cfg.stages}
 
 
@@ -164,7 +201,8 @@ def prepare_stage(cfg: TrainConfig, stage: StageConfig, tokenizer: Any, run: Run
     root = Path(cfg.data_cache) if cfg.data_cache else run.root / "tokenized"
     with process_state().main_process_first():
         prepared = prepare(stage.dataset, tokenizer, style=cfg.prompt_style, max_length=cfg.max_length,
-                           packing=cfg.packing, root=root, max_samples=stage.max_samples, num_proc=cfg.num_proc)
+                           packing=cfg.packing, root=root, max_samples=stage.max_samples, num_proc=cfg.num_proc,
+                           truncate=cfg.overlong == "truncate")
     if not prepared.samples:
         raise ValueError(f"stage {stage.name}: no usable sample in {stage.dataset} (dropped: {prepared.dropped})")
     run.log.info("stage %s: %d samples (%d tokens) in %d rows at %s%s, dropped %s", stage.name, prepared.samples,
@@ -201,7 +239,7 @@ def train_stage(cfg: TrainConfig, stage: StageConfig, start: str, run: RunDir) -
         "trained_tokens": prepared.trained_tokens, "dropped": prepared.dropped,
         "dropped_examples": prepared.dropped_examples, "data": str(prepared.path), "steps": trainer.state.global_step,
         "train_loss": result.training_loss, "train_runtime": result.metrics.get("train_runtime"),
-        "resumed_from": str(resume) if resume else None, "start": start,
+        "resumed_from": str(resume) if resume else None, "start": start, "max_length": cfg.max_length,
     }
 
 

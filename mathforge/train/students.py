@@ -20,7 +20,7 @@ from mathforge.train.config import StudentConfig
 SPECIALS = ("<|endoftext|>", "<pad>")
 
 
-def resolve_student(cfg: StudentConfig, init_dir: Path, texts: Iterable[str], max_length: int, seed: int) -> str:
+def resolve_student(cfg: StudentConfig, init_dir: Path, texts: Iterable[str], max_length: int | str, seed: int) -> str:
     """The checkpoint (directory or Hub name) that stage 1 starts from; builds it when needed."""
     if cfg.model == "smollm2":
         return str(smollm2_checkpoint())
@@ -55,7 +55,7 @@ def _convert_smollm2(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def build_tiny(cfg: StudentConfig, out: Path, texts: Iterable[str], max_length: int, seed: int) -> None:
+def build_tiny(cfg: StudentConfig, out: Path, texts: Iterable[str], max_length: int | str, seed: int) -> None:
     """Train a BPE tokenizer on `texts`, build a randomly initialised Llama, save both to `out`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -68,7 +68,9 @@ def build_tiny(cfg: StudentConfig, out: Path, texts: Iterable[str], max_length: 
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
         num_key_value_heads=cfg.num_kv_heads,
-        max_position_embeddings=max_length,
+        # a percentile max length ("p90") is resolved with this tokenizer, after it: RoPE learns no
+        # position table, so the limit is only the config's field, set to the default length then
+        max_position_embeddings=max_length if isinstance(max_length, int) else 2048,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -79,6 +79,7 @@ def readers(field: str) -> tuple[str, ...]:
         ("train.max_length", ("train/student-init", "train/sft-stage1-normal")),
         ("train.seed", ("train/student-init", "train/sft-stage1-normal")),
         ("train.prompt_style", ("clean_normal", "clean_hard", "train/student-init", "train/sft-stage1-normal")),
+        ("train.tokenizer_corpus", ("train/student-init", "train/sft-stage1-normal")),
         ("train.", ("train/sft-stage1-normal",)),
         ("eval.", ("eval",)),
     )
@@ -226,6 +227,9 @@ def test_fields_outside_every_key_rerun_nothing(tmp_path, field):
     ((), "train.stages[1].dataset=hard_clean+normal_clean*0", NOTHING),  # a share of 0 leaves the part out
     (("train.stages[1].dataset=hard_clean+normal_clean*0.25",), "train.stages[1].dataset=hard_clean+normal_clean*0.5",
      ("train/student-init",)),
+    # with a fixed tokenizer corpus (recipes/ablation_base.yaml) a stage-2 data change leaves stage 1 alone
+    (("train.tokenizer_corpus=mini:train?levels=1-5&size=50&seed=7",),
+     "train.stages[1].dataset=hard_clean+normal_clean*0.25", ("train/sft-stage2-hard",)),
     (("teacher_sim.world=mini",), "teacher_sim.accuracy=0.5", (*GENERATING, "synth/stage1_normal")),
 ])
 def test_the_ablation_options_rerun_exactly_their_readers(tmp_path, base, change, steps):

@@ -85,6 +85,10 @@ class TrainConfig:
     save_total_limit: int = 2
     logging_steps: int = 10
     max_steps: int = -1  # per stage; > 0 cuts every stage short (smoke runs)
+    # A tiny student's tokenizer is trained on these texts (a source spec or path) instead of every
+    # stage's: arms that change a stage's data (an ablation's) then share one vocabulary, so stage 1
+    # is the same training in each of them.
+    tokenizer_corpus: str | None = None
     report_to: tuple[str, ...] = ()  # "tensorboard", "wandb", "mlflow" (JSONL metrics are always written)
 
     def __post_init__(self) -> None:

@@ -57,7 +57,11 @@ def step_specs(cfg: TrainConfig, data_keys: dict[str, str] | None = None) -> dic
     `data_keys` names the key of a dataset made by an earlier step (a run's cleaning); any other
     dataset is keyed by its files' sizes and mtimes (a generated source by its spec)."""
     data = {s.name: (data_keys or {}).get(s.dataset) or data_key(s.dataset) for s in cfg.stages}
-    if cfg.student.model == "tiny":  # its tokenizer is trained on every stage's texts
+    if cfg.student.model == "tiny" and cfg.tokenizer_corpus:  # its tokenizer is trained on a fixed corpus
+        corpus = {"prompt_style": cfg.prompt_style, "max_length": cfg.max_length, "seed": cfg.seed}
+        init = step_spec(VERSION, {"student": cfg.student, **corpus},
+                         after={"data:tokenizer_corpus": data_key(cfg.tokenizer_corpus)})
+    elif cfg.student.model == "tiny":  # its tokenizer is trained on every stage's texts
         corpus = {"prompt_style": cfg.prompt_style, "max_length": cfg.max_length, "seed": cfg.seed,
                   "max_samples": [s.max_samples for s in cfg.stages]}
         init = step_spec(VERSION, {"student": cfg.student, **corpus}, after={f"data:{n}": k for n, k in data.items()})
@@ -412,10 +416,12 @@ def _link(link: Path, target: Path) -> None:
 
 
 def tokenizer_texts(cfg: TrainConfig):
-    """Prompt + target texts of every stage (only a tiny student's tokenizer is trained on them)."""
+    """Prompt + target texts of every stage, or of `tokenizer_corpus` (only a tiny student's tokenizer
+    is trained on them)."""
     style = "plain" if cfg.prompt_style == "chat" else cfg.prompt_style  # a tokenizer-less template
-    for stage in cfg.stages:
-        for record in load_records(stage.dataset, stage.max_samples):
+    sources = [(cfg.tokenizer_corpus, None)] if cfg.tokenizer_corpus else [(s.dataset, s.max_samples) for s in cfg.stages]
+    for dataset, max_samples in sources:
+        for record in load_records(dataset, max_samples):
             target = sft_target(record.solution, record.answer)
             if target is not None:
                 yield format_prompt(record.problem, style=style) + target

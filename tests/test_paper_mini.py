@@ -66,7 +66,7 @@ def test_the_small_recipe_runs_end_to_end_and_reruns_to_the_same_report(unkilled
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("MATHFORGE_SLOW"), reason="about 2.5 minutes on 2 busy cores: MATHFORGE_SLOW=1")
+@pytest.mark.skipif(not os.environ.get("MATHFORGE_SLOW"), reason="90-180 s on 2 shared cores, over the suite's allowance: MATHFORGE_SLOW=1 runs it")
 def test_a_run_killed_at_three_random_moments_then_rerun_gives_the_same_report(unkilled, tmp_path):
     """`mathforge run` SIGKILLed at three seeded moments, one in each third of the uninterrupted
     run's steps (measured from its first log line to its last; an attempt's clock starts at its

@@ -214,7 +214,8 @@ class RehearseStage:
     student: the recipe's SFT stages on the cleaned synthetic data; baseline: the same student and
     optimizer steps on the seeds' own worked solutions; oracle: as many generator problems as the
     student's stages, with true solutions (the ceiling the synthetic data is measured against).
-    One tokenizer, trained once on a fixed corpus, and one initial checkpoint for all three.
+    One tokenizer, trained once on a fixed corpus, for all three; each training seed draws its own
+    initial weights (the same for every arm at that seed, so the arms' differences stay paired).
     """
 
     enabled: bool = False  # off: the step never starts (pipeline.Step.when)
@@ -236,7 +237,7 @@ def rehearse(cfg: Any, rd: Any) -> dict[str, Any]:
     student = _arm_stages(cfg, rd, out)
     arms = (Arm("student", student), Arm("baseline", _baseline(cfg, rd, student, out)),
             Arm("oracle", _oracle(cfg, student, out, rh.oracle_seed)))
-    train = dataclasses.replace(cfg.train, student=dataclasses.replace(cfg.train.student, model=_shared_student(cfg, out)))
+    train = dataclasses.replace(cfg.train, student=_shared_tokenizer(cfg, out))
     acfg = ArmsConfig(arms=arms, train_seeds=rh.train_seeds, metric=rh.metric, n_boot=rh.n_boot, data_dir=cfg.data_dir,
                       workers=rh.workers, threads=rh.threads, train=train, eval=cfg.eval)
     result = run_arms(acfg, out / "arms")
@@ -262,10 +263,13 @@ def truth_audit(rd: Any) -> dict[str, Any]:
     if not path.exists():
         return {}
     log, lines = read_log(path)
+    # How the log read (its duplicate and torn lines) depends on where a run was killed, not on
+    # what it made: beside report.json, so that a killed and resumed run gives the same report.
+    write_json(rd.root / "rehearse" / "truth_log.json", lines)
     manifest = rd.manifest()
     kept = (r for n in ("normal_clean", "hard_clean") if n in manifest for r in read_records(manifest[n]))
     written = (r for n in ("normal", "hard") if n in manifest for r in read_records(manifest[n]))
-    return {"truth": {**audit(log, kept, written), "log": lines}}
+    return {"truth": {**audit(log, kept, written), "log_answered": lines["answered"]}}
 
 
 def report_lines(rd: Any) -> list[str]:
@@ -289,7 +293,12 @@ def report_lines(rd: Any) -> list[str]:
     lines += ["", f"Paired difference student - baseline on the same items: {100 * paired['difference']:+.1f} points "
               f"[{100 * paired['lo']:+.1f}, {100 * paired['hi']:+.1f}], {verdict}.", ""]
     if truth:
-        lines += ["### Truth audit (the simulated teacher's log joined with the kept data)", "", "```json",
+        log = json.loads((rd.root / "rehearse" / "truth_log.json").read_text(encoding="utf-8"))
+        lines += ["### Truth audit (the simulated teacher's log joined with the kept data)", "",
+                  f"Coverage: {truth['joined']} of {truth['kept']} kept rows joined to the log by the cache keys of "
+                  f"their requests ({100 * (truth['coverage'] or 0):.1f}%); the log's {log['lines']} lines held "
+                  f"{log.get('duplicate', 0)} duplicate(s) and {log.get('torn', 0)} torn line(s) "
+                  "(a killed run's; the first complete line of a request counts).", "", "```json",
                   json.dumps(truth, indent=1), "```", ""]
     return lines
 
@@ -343,16 +352,22 @@ def _oracle(cfg: Any, student: tuple[Any, ...], out: Path, seed: int) -> tuple[A
     return tuple(stages)
 
 
-def _shared_student(cfg: Any, out: Path) -> str:
-    """One initial checkpoint (tokenizer trained once on a fixed corpus) for every arm and seed."""
+def _shared_tokenizer(cfg: Any, out: Path) -> Any:
+    """The student config every arm and seed trains: a tiny student on one tokenizer, trained once
+    on a fixed corpus (its weights drawn per training seed, in each run); any other student as is."""
+    from mathforge.models import atomic_dir
     from mathforge.train.config import StageConfig
     from mathforge.train.sft import tokenizer_texts
-    from mathforge.train.students import resolve_student
+    from mathforge.train.students import train_tokenizer
 
-    if cfg.train.student.model != "tiny":
-        return cfg.train.student.model
-    corpus = dataclasses.replace(cfg.train, stages=(StageConfig("corpus", cfg.rehearse.tokenizer_corpus),))
-    return resolve_student(cfg.train.student, out / "student-init", tokenizer_texts(corpus), cfg.train.max_length, 0)
+    student = cfg.train.student
+    if student.model != "tiny" or student.tokenizer:
+        return student
+    path = out / "tokenizer"
+    if not (path / "tokenizer_config.json").exists():
+        corpus = dataclasses.replace(cfg.train, stages=(StageConfig("corpus", cfg.rehearse.tokenizer_corpus),))
+        atomic_dir(path, lambda tmp: train_tokenizer(tokenizer_texts(corpus), student.vocab_size).save_pretrained(tmp))
+    return dataclasses.replace(student, tokenizer=str(path))
 
 
 def _headline(result: dict[str, Any], metric: str) -> dict[str, Any]:

@@ -344,6 +344,7 @@ class Engine:
             texts=[],
             finish_reasons=[],
             cached=all(c.cache_key in cached_keys for c in calls),
+            cache_keys=[c.cache_key for c in calls],
         )
         for c in calls:
             out = done.get(c.cache_key, BackendError("backend", "no outcome recorded"))

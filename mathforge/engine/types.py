@@ -80,6 +80,9 @@ class Result:
     cached: bool = False
     error: str | None = None
     sample_errors: list[str | None] = field(default_factory=list)
+    # The engine's cache key of each sample: what a simulated teacher's log is keyed by, so a row
+    # can carry the requests that made it (mathforge.truthaudit)
+    cache_keys: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

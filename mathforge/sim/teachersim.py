@@ -201,11 +201,19 @@ def _body(body: dict[str, Any], reply: str, text: str, chat: bool, fp: str) -> d
             "model": body.get("model", "sim"), "choices": [choice], "usage": usage}
 
 
+def _ends_line(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"
+
+
 def serve(cfg: SimConfig, host: str, port: int, log_path: str | None,
           batch: BatchSimConfig | None = None, profile: Profile | None = None) -> None:
     """Serve until interrupted; the log is line-buffered so a reader sees every answered attempt.
     `profile` changes the replies' yields (see simprofiles.py)."""
     log = open(log_path, "a", encoding="utf-8", buffering=1) if log_path else None  # noqa: SIM115 - closed below
+    if log is not None and log.tell() and not _ends_line(log_path):
+        log.write("\n")  # a line torn by a killed predecessor stays a line of its own, not the start of ours
     try:
         sim = TeacherSim(cfg, log, batch)
         sim.slow_s, sim.retry_after = cfg.hang_s, cfg.retry_after_s

@@ -9,7 +9,7 @@ import itertools
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from mathforge.answers import ANSWER_PREFIX, answer_line
@@ -102,8 +102,10 @@ class Ctx:
                 return parts[0], "stop"
         return text, finish
 
-    async def follow_up(self, reqs: list[Request], responses: list[str], ask: Prompt, prefix: str, desc: str) -> list[str]:
-        """Ask after each response for one missing final line (greedy, short); returns the lines.
+    async def follow_up(self, reqs: list[Request], responses: list[str], ask: Prompt, prefix: str,
+                        desc: str) -> list[tuple[str, list[str]]]:
+        """Ask after each response for one missing final line (greedy, short); returns each line
+        and its request's cache keys.
 
         Chat: a second user turn with `ask`. Completion: the response continued after `prefix`
         (the answer-extraction step of zero-shot CoT), returned with the prefix.
@@ -119,8 +121,8 @@ class Ctx:
                 messages = [*(req.messages or []), {"role": "assistant", "content": response}, *user(ask)]
                 followups.append(Request(key=key, messages=messages, sampling=sampling, level=req.level,
                                          priority=req.priority))
-        texts = [text_of(r)[0] for r in await self.ask(followups, desc)]
-        return [f"{prefix}{t}" if self.completion else t for t in texts]
+        results = await self.ask(followups, desc)
+        return [(f"{prefix}{text_of(r)[0]}" if self.completion else text_of(r)[0], r.cache_keys) for r in results]
 
     async def ask(self, requests: list[Request], desc: str) -> list[Result]:
         """Run requests through the teacher's shared window, counting them and their tokens."""
@@ -185,8 +187,10 @@ async def solve(ctx: Ctx, items: Sequence[SolveItem], desc: str) -> list[tuple[C
     """
     prompts = [render(it.template, **it.variables) for it in items]
     reqs = [ctx.request("solve", it.key, p, level=it.level) for it, p in zip(items, prompts, strict=True)]
-    texts = [text_of(r) for r in await ctx.ask(reqs, desc)]
-    checked = [check_response(t, f) if f != "error" else Checked(reason="request_failed") for t, f in texts]
+    results = await ctx.ask(reqs, desc)
+    texts = [text_of(r) for r in results]
+    checked = [replace(check_response(t, f) if f != "error" else Checked(reason="request_failed"),
+                       requests=tuple(r.cache_keys)) for (t, f), r in zip(texts, results, strict=True)]
     if ctx.elicit:
         checked = await _elicit_answers(ctx, reqs, [t for t, _ in texts], checked, desc)
     return [(c, p.version) for c, p in zip(checked, prompts, strict=True)]
@@ -199,9 +203,10 @@ async def _elicit_answers(ctx: Ctx, reqs: list[Request], texts: list[str], check
     ask = render("elicit", what="the final answer", form=f"{ANSWER_PREFIX} <final answer>")
     lines = await ctx.follow_up([reqs[i] for i in todo], [texts[i] for i in todo], ask, f"{ANSWER_PREFIX} ", f"{desc}: answer line")
     out = list(checked)
-    for i, line in zip(todo, lines, strict=True):
+    for i, (line, keys) in zip(todo, lines, strict=True):
         answer = answer_line(line)
-        out[i] = with_answer(texts[i].strip(), answer, "elicited") if answer else Checked(reason="no_answer_line")
+        made = with_answer(texts[i].strip(), answer, "elicited") if answer else Checked(reason="no_answer_line")
+        out[i] = replace(made, requests=(*checked[i].requests, *keys))
     return out
 
 
@@ -315,10 +320,13 @@ def _repeated_lines(text: str) -> bool:
 
 
 def make_record(ctx: Ctx, parent: Record, problem: str, method: str, checked: Checked, version: str,
-                step: int | None = None, **meta: Any) -> Record:
-    """A synthetic record with lineage back to `parent` and what the method learned in meta['synth']."""
+                step: int | None = None, written_by: Sequence[str] = (), **meta: Any) -> Record:
+    """A synthetic record with lineage back to `parent` and what the method learned in meta['synth'],
+    among it `requests`: the engine's cache keys of the requests that wrote its problem
+    (`written_by`) and solved it, in order (what a simulated teacher's log is keyed by)."""
+    synth = {"repair": checked.repair, **meta, "requests": [*written_by, *checked.requests]}
     fields: dict[str, Any] = {"solution": checked.solution, "answer": checked.answer, "teacher": ctx.teacher_name,
-                              "prompt_version": version, "meta": {"synth": {"repair": checked.repair, **meta}}}
+                              "prompt_version": version, "meta": {"synth": synth}}
     if step is not None:
         fields["step"] = step
     return derive(parent, problem=problem, method=method, stage=ctx.stage, **fields)

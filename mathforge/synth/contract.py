@@ -21,12 +21,14 @@ _FINAL_LINE = re.compile(r"^\s*(?:\**\s*)?(?:final answer|answer|####)\s*(?:is)?
 
 @dataclass(frozen=True)
 class Checked:
-    """A parsed response: `solution` ends with the answer line; `reason` is set when dropped."""
+    """A parsed response: `solution` ends with the answer line; `reason` is set when dropped;
+    `requests`: the engine's cache keys of the requests it came from (the solve, any follow-up)."""
 
     solution: str | None = None
     answer: str | None = None
     repair: str | None = None
     reason: str | None = None
+    requests: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

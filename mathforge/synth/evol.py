@@ -69,11 +69,11 @@ async def _advance(ctx: Ctx, alive: list[Trajectory], step: int, strategies: Seq
         if reason:
             ctx.meter.dropped[f"evol_{reason}"] += 1
             continue
-        survivors.append((t, strategy, key, problem, prompt.version))
+        survivors.append((t, strategy, key, problem, prompt.version, res.cache_keys))
     items = [SolveItem(f"{key}/solve", "solve", {"problem": q, "fewshot": ctx.examples(t.seed.id, key)}, t.seed.level)
-             for t, _, key, q, _ in survivors]
+             for t, _, key, q, _, _ in survivors]
     nxt = []
-    for (t, strategy, _, problem, version), (checked, _) in zip(survivors, await solve(ctx, items, f"evol: solve {step}"), strict=True):
+    for (t, strategy, _, problem, version, written_by), (checked, _) in zip(survivors, await solve(ctx, items, f"evol: solve {step}"), strict=True):
         if not checked.ok:
             ctx.meter.dropped[checked.reason] += 1
             continue
@@ -83,7 +83,7 @@ async def _advance(ctx: Ctx, alive: list[Trajectory], step: int, strategies: Seq
         if checked.repair:
             ctx.meter.repaired[checked.repair] += 1
         row = make_record(ctx, t.current, problem, f"evol/{strategy}", checked, version, step=step,
-                          trajectory=t.key)
+                          written_by=written_by, trajectory=t.key)
         kept.append(row)
         nxt.append(Trajectory(t.seed, t.replica, row))
     return nxt

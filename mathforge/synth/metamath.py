@@ -139,29 +139,33 @@ def _key(ctx: Ctx, sub: str, seed: Record, replica: int) -> str:
     return f"{ctx.stage}/metamath/{sub}/{seed.id}/{replica}"
 
 
-async def _solve_and_keep(ctx: Ctx, sub: str, jobs: list[tuple[Record, str, str, str | None]], template: str) -> list[Record]:
-    """jobs: (seed, key, question, expected answer); solve each and keep what meets the contract."""
+async def _solve_and_keep(ctx: Ctx, sub: str, jobs: list[tuple[Record, str, str, str | None, list[str]]],
+                          template: str) -> list[Record]:
+    """jobs: (seed, key, question, expected answer, cache keys of the requests that wrote the
+    question); solve each and keep what meets the contract."""
     items = [SolveItem(key, template, {"problem": q, "fewshot": ctx.examples(seed.id, key)}, seed.level)
-             for seed, key, q, _ in jobs]
+             for seed, key, q, _, _ in jobs]
     kept = []
-    for (seed, _, question, expected), (checked, version) in zip(jobs, await solve(ctx, items, f"metamath/{sub}"), strict=True):
+    for (seed, _, question, expected, written_by), (checked, version) in zip(
+            jobs, await solve(ctx, items, f"metamath/{sub}"), strict=True):
         if not checked.ok:
             ctx.meter.dropped[checked.reason] += 1
             continue
         if checked.repair:
             ctx.meter.repaired[checked.repair] += 1
-        kept.append(_record(ctx, seed, question, sub, checked, version, expected))
+        kept.append(_record(ctx, seed, question, sub, checked, version, expected, written_by))
     ctx.meter.kept += len(kept)
     return kept
 
 
-def _record(ctx: Ctx, seed: Record, question: str, sub: str, checked, version: str, expected: str | None) -> Record:
-    return make_record(ctx, seed, question, f"metamath/{sub}", checked, version, step=1,
+def _record(ctx: Ctx, seed: Record, question: str, sub: str, checked, version: str, expected: str | None,
+            written_by: list[str]) -> Record:
+    return make_record(ctx, seed, question, f"metamath/{sub}", checked, version, step=1, written_by=written_by,
                        expected=expected, agrees=same_answer(checked.answer, expected))
 
 
 async def _answer_aug(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
-    jobs = [(s, _key(ctx, "answer_aug", s, r), s.problem, s.answer) for s, r in units]
+    jobs = [(s, _key(ctx, "answer_aug", s, r), s.problem, s.answer, []) for s, r in units]
     return await _solve_and_keep(ctx, "answer_aug", jobs, "metamath_answer")
 
 
@@ -176,7 +180,7 @@ async def _rephrase(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Recor
         if reason:
             ctx.meter.dropped[f"rephrase_{reason}"] += 1
             continue
-        jobs.append((seed, f"{key}/solve", question, seed.answer))
+        jobs.append((seed, f"{key}/solve", question, seed.answer, res.cache_keys))
     return await _solve_and_keep(ctx, "rephrase", jobs, "solve")
 
 
@@ -188,7 +192,7 @@ async def _fobar(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Record]:
         if built is None:
             ctx.meter.dropped["no_answer" if not seed.answer else "no_maskable_number"] += 1
             continue
-        jobs.append((seed, key, built[0], built[1]))
+        jobs.append((seed, key, built[0], built[1], []))
     return await _solve_and_keep(ctx, "fobar", jobs, "metamath_fobar")
 
 
@@ -209,6 +213,6 @@ async def _self_verify(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Re
         if reason:
             ctx.meter.dropped[f"statement_{reason}"] += 1
             continue
-        jobs.append((seed, f"{key}/solve", question, sv.value))
+        jobs.append((seed, f"{key}/solve", question, sv.value, res.cache_keys))
     return await _solve_and_keep(ctx, "self_verify", jobs, "solve")
 

@@ -40,6 +40,7 @@ class Draft:
     problem: str
     version: str
     history: list[dict[str, str]] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)  # cache keys of the requests that wrote and checked it
 
 
 def parse_verdict(text: str) -> str | None:
@@ -85,7 +86,7 @@ async def _generate(ctx: Ctx, units: Sequence[tuple[Record, int]]) -> list[Draft
         if reason:
             ctx.meter.dropped[f"xwin_{reason}"] += 1
             continue
-        drafts.append(Draft(seed, key, problem, prompt.version))
+        drafts.append(Draft(seed, key, problem, prompt.version, requests=list(res.cache_keys)))
     return drafts
 
 
@@ -93,13 +94,17 @@ async def _verify(ctx: Ctx, drafts: list[Draft], rnd: int) -> list[tuple[str | N
     """(verdict, critique) per draft; a check with no verdict line is asked for it once."""
     prompts = [render("xwin_verify", problem=d.problem) for d in drafts]
     reqs = [ctx.request("check", f"{d.key}/verify{rnd}", p, level=d.seed.level) for d, p in zip(drafts, prompts, strict=True)]
-    checks = [text_of(r)[0] for r in await ctx.ask(reqs, f"xwin: verify {rnd}")]
+    results = await ctx.ask(reqs, f"xwin: verify {rnd}")
+    checks = [text_of(r)[0] for r in results]
+    for d, r in zip(drafts, results, strict=True):
+        d.requests += r.cache_keys
     verdicts = [parse_verdict(c) for c in checks]
     missing = [i for i, v in enumerate(verdicts) if v is None and checks[i].strip()]
     ask = render("elicit", what="your conclusion", form="Verdict: correct   (or)   Verdict: incorrect")
     lines = await ctx.follow_up([reqs[i] for i in missing], [checks[i] for i in missing], ask, "Verdict: ", "xwin: verdict")
-    for i, line in zip(missing, lines, strict=True):
+    for i, (line, keys) in zip(missing, lines, strict=True):
         verdicts[i] = parse_verdict(line)
+        drafts[i].requests += keys
     for d, v, c in zip(drafts, verdicts, checks, strict=True):
         d.history.append({"problem": d.problem, "verdict": v or "none", "check": c.strip()})
     return [(v, c) for v, c in zip(verdicts, checks, strict=True)]
@@ -122,6 +127,7 @@ async def _revise(ctx: Ctx, flawed: list[tuple[Draft, str]], rnd: int) -> list[D
             ctx.meter.dropped[f"xwin_revise_{reason}"] += 1
             continue
         d.problem = problem
+        d.requests += res.cache_keys
         out.append(d)
     return out
 
@@ -136,7 +142,7 @@ async def _solve(ctx: Ctx, sound: list[Draft]) -> list[Record]:
             continue
         if checked.repair:
             ctx.meter.repaired[checked.repair] += 1
-        kept.append(make_record(ctx, d.seed, d.problem, "xwin", checked, d.version, step=1,
+        kept.append(make_record(ctx, d.seed, d.problem, "xwin", checked, d.version, step=1, written_by=d.requests,
                                 revisions=len(d.history) - 1, history=d.history))
     ctx.meter.kept += len(kept)
     return kept

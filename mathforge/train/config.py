@@ -46,6 +46,10 @@ class StudentConfig:
     num_layers: int = 4
     num_heads: int = 4
     num_kv_heads: int = 2
+    # a tokenizer directory to build on instead of training one on the recipe's texts: arms that
+    # must share one vocabulary (the rehearsal's student, baseline and oracle) while each training
+    # seed initialises its own weights
+    tokenizer: str = ""
 
 
 @dataclass(frozen=True)

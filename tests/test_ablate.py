@@ -122,6 +122,9 @@ def _rows_for(rng: np.random.Generator, n_rep: int, n_items: int, acc: float, it
     return rows
 
 
+OWN = {"null": "own data", "a": "own data"}  # both draw their own noise, as an arm with its own synthesis
+
+
 def test_the_seed_aware_verdict_holds_its_level_on_null_pairs_and_finds_a_real_effect():
     """400 simulated null ablations (item difficulty shared, seed-to-seed spread as a tiny student's):
     the share of 'configs differ' stays near 5%; a 15-point effect (above the reported smallest detectable difference, ~13) is found most of the time."""
@@ -134,9 +137,9 @@ def test_the_seed_aware_verdict_holds_its_level_on_null_pairs_and_finds_a_real_e
     for _ in range(trials):
         item_p = rng.beta(2, 2, 200)
         rows = {name: _rows_for(rng, 3, 200, 0.5, item_p, 0.03) for name in ("base", "null", "a")}
-        hits += verdicts(rows, cfg)["benchmarks"]["b"]["all"]["a"]["p_value"] < 0.05
+        hits += verdicts(rows, cfg, OWN)["benchmarks"]["b"]["all"]["a"]["p_value"] < 0.05
         rows["a"] = _rows_for(rng, 3, 200, 0.5, item_p, 0.03, shift=0.15)
-        found += verdicts(rows, cfg)["benchmarks"]["b"]["all"]["a"]["p_value"] < 0.05
+        found += verdicts(rows, cfg, OWN)["benchmarks"]["b"]["all"]["a"]["p_value"] < 0.05
     assert binomtest(hits, trials, 0.05).pvalue > 0.01, hits
     assert found / trials > 0.8, found
 

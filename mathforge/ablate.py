@@ -350,6 +350,8 @@ CALIBRATED = {"synth": 0.032, "clean": 0.008, "export": 0.002, "train": 0.06, "e
 def dry_run(cfg: AblateConfig, out: str | Path) -> list[str]:
     """Every arm x replicate x step as run or reuse (from which directory), with an estimated time:
     recorded step timings of this ablation where any exist, else the calibrated rates above."""
+    from mathforge.rundir import marker_has
+
     out = Path(out)
     reps = replicates(cfg, out)
     plans = {rep.label: _planned(rep) for rep in reps}
@@ -359,11 +361,9 @@ def dry_run(cfg: AblateConfig, out: str | Path) -> list[str]:
     for rep in reps:
         planned = plans[rep.label]
         donor, _ = _best_donor(rep, planned, [r.dir for r in reps])
-        source = rep.dir if not donor else donor
+        source = donor or rep.dir
         for p in planned:
             rel = Path(p.rundir).relative_to(rep.dir)
-            from mathforge.rundir import marker_has
-
             if marker_has(rep.dir / rel / "steps" / f"{p.step}.json", p.spec.key):
                 state = "reuse"
             elif marker_has(source / rel / "steps" / f"{p.step}.json", p.spec.key):
@@ -379,7 +379,7 @@ def dry_run(cfg: AblateConfig, out: str | Path) -> list[str]:
             if rep.waits_for and p.name.startswith(("clean", "export", "train", "eval")):
                 state += f" (selection budget known after {rep.waits_for} cleaned)"
             lines.append(f"{rep.label:<28} {p.name:<26} {state}")
-    lines.append(f"estimated: {total / 60:.1f} min of step time for {sum(1 for l in lines if ' run ' in l)} steps "
+    lines.append(f"estimated: {total / 60:.1f} min of step time for {sum(' run ' in line for line in lines)} steps "
                  f"(divide by workers={cfg.workers} for replicates side by side)")
     return lines
 
@@ -619,9 +619,8 @@ def _level_mix(rd: Any, train: Any) -> dict[str, dict[str, int]]:
     from collections import Counter
 
     from mathforge.io import read_records
-    from mathforge.sources import load
-
     from mathforge.rehearsal import dataset_parts, part_name
+    from mathforge.sources import load
 
     manifest, out = rd.manifest(), {}
     for stage in train.stages:

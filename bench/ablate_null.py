@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     base = load(TEMPLATE)
     bench = base.run["eval"]["benchmarks"][0]
-    p_null, found_all, found_l2, mdd, diffs = [], 0, 0, [], []
+    p_null, found_all, found_l2, mdd, diffs, planted_mdd = [], 0, 0, [], [], []
     start = time.monotonic()
     for k in range(args.pairs):
         seeds = [100 * k + i for i in range(len(base.data_seeds))]
@@ -49,20 +49,22 @@ def main() -> None:
         p_null.append(test["all"]["null"]["p_value"])
         diffs.append(test["all"]["null"]["difference"])
         mdd.append(test["all"]["null"]["min_detectable"])
+        planted_mdd.append(test["level 2"]["null"]["min_detectable"])
         planted = _plant(rows, bench, args.share, seed=k)
         ptest = verdicts(planted, cfg)["benchmarks"][bench]
-        found_all += ptest["all"]["null"]["p_value"] < cfg.alpha
-        found_l2 += ptest["level 2"]["null"].get("p_holm", 1.0) < cfg.alpha
+        found_all += int(ptest["all"]["null"]["p_value"] < cfg.alpha)
+        found_l2 += int(ptest["level 2"]["null"].get("p_holm", 1.0) < cfg.alpha)
         elapsed = time.monotonic() - start
         print(f"pair {k + 1}/{args.pairs}: null p {p_null[-1]:.3f}, difference {100 * diffs[-1]:+.1f} points; "
               f"{elapsed / 60:.1f} min, ETA {elapsed / (k + 1) * (args.pairs - k - 1) / 60:.1f} min", flush=True)
-    hits = sum(p < 0.05 for p in p_null)
-    binom = binomtest(hits, len(p_null), 0.05).pvalue
+    hits = int(sum(p < 0.05 for p in p_null))
+    binom = float(binomtest(hits, len(p_null), 0.05).pvalue)
     summary = {"pairs": len(p_null), "significant_at_5pct": hits, "share": hits / len(p_null),
-               "binomial_p_vs_5pct": binom, "calibrated_at_1pct": binom >= 0.01,
+               "binomial_p_vs_5pct": binom, "calibrated_at_1pct": bool(binom >= 0.01),
                "null_difference_sd_points": 100 * statistics.pstdev(diffs),
                "median_min_detectable_points": 100 * statistics.median(mdd),
                "planted": {"share_of_level2_items_wrong": args.share, "found_overall": found_all / len(p_null),
+                           "median_level2_min_detectable_points": 100 * statistics.median(planted_mdd),
                            "found_level2_holm": found_l2 / len(p_null)},
                "minutes": round((time.monotonic() - start) / 60, 1)}
     (args.out / "calibration.json").write_text(json.dumps(summary, indent=1))

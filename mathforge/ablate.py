@@ -314,7 +314,12 @@ def _schedule(cfg: AblateConfig, reps: list[Replicate], plans: dict[str, list[An
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in done:
                 rep, t0, entry = running.pop(future)
-                future.result()  # a failed replicate stops the ablation; finished ones are kept
+                try:
+                    future.result()
+                except Exception as e:  # a failed replicate stops the ablation; finished ones are kept
+                    message = str(e).splitlines()[0] if str(e) else ""
+                    raise ValueError(f"ablate: replicate {rep.label} failed ({type(e).__name__}: {message}); "
+                                     f"{rep.dir} keeps the steps it finished") from e
                 finished += 1
                 seconds = time.monotonic() - t0
                 _append(out / "steps.jsonl", {**entry, "seconds": round(seconds, 1)})

@@ -93,12 +93,15 @@ def run(cfg: RunConfig, out: str | Path, dry_run: bool = False) -> dict[str, Any
     rd = RunDir(out)
     rd.save_config(cfg)
     stats: dict[str, Any] = {}
-    # keys see the simulated teacher's model name, never its port; a train-only run starts none
-    with teacher(cfg, rd.root) if synthesizes(cfg) else contextlib.nullcontext(cfg) as live:
-        for step in (s for s in STEPS if s.when(cfg)):
-            reset = (lambda s=step: s.reset(rd)) if step.reset else None
-            stats[step.name] = rd.run_step(step.name, specs[step.name], lambda s=step: s.run(live, rd, specs),
-                                           reset=reset)
+    for step in (s for s in STEPS if s.when(cfg)):
+        reset = (lambda s=step: s.reset(rd)) if step.reset else None
+        # Synthesis alone talks to the teacher: a simulated one runs while synthesis does (keys see its
+        # model name, never its port), not beside training, whose workers need the memory.
+        live = teacher(cfg, rd.root) if step.name == "synth" and not rd.is_done("synth", specs["synth"].key) \
+            else contextlib.nullcontext(cfg)
+        with live as step_cfg:
+            stats[step.name] = rd.run_step(step.name, specs[step.name],
+                                           lambda s=step, c=step_cfg: s.run(c, rd, specs), reset=reset)
     write_text(rd.root / "report.md", render_report(rd, cfg))
     return stats
 

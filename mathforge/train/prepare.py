@@ -36,7 +36,7 @@ from mathforge.io import DataError, dataset_files, write_json
 from mathforge.prompt import PromptStyle
 from mathforge.train.data import IGNORE, eos_id, load_records, sft_texts
 
-FORMAT = 1  # bump when the stored layout or the tokenisation changes: older folders then miss the cache
+FORMAT = 2  # bump when the stored layout, the tokenisation or the row order changes: older folders then miss the cache
 BLOCK = 1000  # records per batched tokenizer call, and the unit of work dealt round-robin to the workers
 BAD_INPUT = "bad_input"  # the drop reason of the row that carries a worker's DataError
 
@@ -208,13 +208,20 @@ def _lengths(block: list, tokenizer: Any, style: PromptStyle) -> np.ndarray:
 def _plan(samples: Any, folder: Path, max_length: int) -> dict[str, Any]:
     """Write the row plan (packed when max_length > 0) and return the set's stats.
 
-    Reads three scalar columns only (12 bytes a sample), never the token lists.
+    Samples are planned in the order of their ids, not of the input file: synthesis writes rows as
+    concurrent requests finish, so two runs of one recipe hold the same rows in other orders, and a
+    model trained on the file's order would differ between them (and between a killed run and one
+    never killed). Reads three scalar columns and the ids (about 12 bytes a sample plus the id
+    strings, in Arrow), never the token lists.
     """
+    import pyarrow.compute as pc
+
     table = samples.data
     drops = table.column("drop").to_pylist()
     if BAD_INPUT in drops:
         raise DataError(table.column("id")[drops.index(BAD_INPUT)].as_py())
-    kept = np.flatnonzero(np.array([d is None for d in drops]))
+    by_id = pc.sort_indices(table.column("id")).to_numpy()  # stable: equal ids keep the file's order
+    kept = by_id[np.array([drops[i] is None for i in by_id], dtype=bool)] if len(by_id) else by_id.astype(np.int64)
     lengths = table.column("length").to_numpy()[kept]
     prompt_lens = table.column("prompt_len").to_numpy()[kept]
     if max_length:

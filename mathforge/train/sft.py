@@ -49,7 +49,7 @@ from mathforge.train.packing import packed_collate
 from mathforge.train.prepare import Prepared, SFTRows, data_files, prepare
 from mathforge.train.students import resolve_student
 
-VERSION = 1  # of a stage's output (its model folder); bump when it changes
+VERSION = 2  # of a stage's output (its model folder); bump when it changes (2: samples in id order)
 
 
 def step_specs(cfg: TrainConfig, data_keys: dict[str, str] | None = None) -> dict[str, StepSpec]:

@@ -3,9 +3,9 @@
     python bench/kill_rerun.py --kills 3 --span 300 --seed 0 --result report.json \
         --reference runs/paper_mini -- python -m mathforge.cli run recipes/paper_mini.yaml --out runs/paper_mini_k
 
-The command runs in a process group of its own; each attempt is SIGKILLed (the whole group: its
-teacher and training workers too) at a moment drawn uniformly within `--span` seconds of its start,
-`--kills` times; then it runs to the end. `--result` (a file under the command's `--out`) is then
+The command runs in a process group of its own and is SIGKILLed (the whole group: its teacher and
+training workers too) at `--kills` moments drawn uniformly in the `--span` seconds an unkilled run
+takes, each attempt resuming the last; then it runs to the end. `--result` (a file under the command's `--out`) is then
 compared with the same file under `--reference`, a run of the same recipe never killed.
 """
 
@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=3)
     ap.add_argument("--span", type=float, required=True, help="seconds an unkilled run takes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--startup", type=float, default=15.0, help="seconds a resumed run takes before new work")
     ap.add_argument("--result", default="report.json")
     ap.add_argument("--reference", type=Path, required=True)
     ap.add_argument("command", nargs=argparse.REMAINDER)
@@ -34,8 +35,11 @@ def main() -> None:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     out = Path(command[command.index("--out") + 1])
     rng = random.Random(args.seed)
-    for k in range(args.kills):
-        moment = rng.uniform(0.05, 0.95) * args.span
+    # moments in the run's own work time, sorted: attempt k resumes where attempt k-1 was killed, so
+    # it runs (moment k - moment k-1) of new work, after `--startup` seconds of imports
+    moments = sorted(rng.uniform(0.05, 0.95) * args.span for _ in range(args.kills))
+    for k, (before, at) in enumerate(zip([0.0, *moments], moments, strict=False)):
+        moment = at - before + args.startup
         proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             proc.wait(moment)

@@ -127,3 +127,12 @@ def test_card_token_counts_come_from_the_length_step_when_it_counted_the_same_te
     other = [dataclasses.replace(planted[0], meta={**planted[0].meta, "length": {**planted[0].meta["length"],
                                                                                 "style": "chat"}})]
     assert export(other, tmp_path / "d", tokenizer=tokenizer, tokenizer_name="smollm2")["tokens"]["max"] < 10**6
+
+
+def test_the_card_of_data_cleaned_without_decontamination_says_no_such_step():
+    from mathforge.quality.export import _steps_section
+
+    report = {"decontam": None, "selection": {"strategy": "random", "budget": 10, "selected": 3, "seen": 3,
+                                              "before": {"mean_level": 2.0}, "after": {"mean_level": 2.0}}}
+    text = "\n".join(_steps_section([report]))
+    assert "## Decontamination" not in text and "3 of 3 rows kept" in text

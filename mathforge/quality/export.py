@@ -223,7 +223,7 @@ def _steps_section(reports: Sequence[dict[str, Any]]) -> list[str]:
                  ", ".join(f"{k}: {v}" for k, v in f["dropped_by_reason"].items()) or "-") for f in filters]
         parts += ["## Filters", "\n".join(table(("filter", "seen", "kept", "dropped", "dropped by reason"), rows)), ""]
     for r in reports:
-        if "decontam" in r:
+        if r.get("decontam"):  # None: cleaning ran without decontamination (`clean.decontam: false`)
             d = r["decontam"]
             sets = ", ".join(f"{k} ({v} items)" for k, v in d["sets"].items())
             removed = ", ".join(f"{k}: {v}" for k, v in d["removed_by_set"].items()) or "none"

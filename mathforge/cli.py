@@ -676,8 +676,10 @@ def run_(
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. eval.limit=50"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print every step (nested ones too) as run or reuse, and why; run nothing"),
 ) -> None:
-    """The whole pipeline: synthesis -> cleaning -> export -> two-stage SFT -> evaluation -> report."""
-    from mathforge.pipeline import RunConfig, run
+    """The whole pipeline: synthesis -> cleaning -> export -> two-stage SFT -> evaluation -> report
+    (and the rehearsal, student vs baseline vs oracle, when the recipe asks for it)."""
+    from mathforge.pipeline import RunConfig
+    from mathforge.rehearse import run
 
     cfg = recipe_config(RunConfig, recipe, overrides)
     try:

@@ -7,6 +7,8 @@
     train      two-stage SFT, each stage on the dataset it names (`normal_clean`, `hard_clean`, a path)
     eval       strict + symbolic grading on GSM8K and MATH, per level and subject
     report     report.md rendered from the stats files of the run
+    rehearse   (recipes that ask for it) student vs seeds-only baseline vs oracle: mathforge.rehearse,
+               above the pipeline, since it runs pipelines of its own through mathforge.ablate
 
 Each step is a keyed `RunDir` step (`step_specs`: the config it reads and the keys of the steps it
 reads from), and so are the steps nested in synthesis and training: a rerun runs exactly the changed
@@ -41,7 +43,6 @@ from mathforge.rehearsal import (
     TeacherSimStage,
     dataset_parts,
     part_name,
-    rehearse,
     report_lines,
     resolved,
     teacher,
@@ -297,8 +298,7 @@ STEPS = (  # the paper's Figure 2, as the table of contents of a run
     Step("train", _train),
     # A retrained model has the same path: its answers must not come from the old one's cache.
     Step("eval", _eval, reset=lambda rd: shutil.rmtree(rd.root / "eval", ignore_errors=True)),
-    # student vs seeds-only baseline vs oracle, side by side (recipes/paper_mini.yaml)
-    Step("rehearse", lambda c, rd, specs: rehearse(c, rd), when=lambda c: c.rehearse.enabled),
+    # then, above the pipeline, the rehearsal (mathforge.rehearse; recipes/paper_mini.yaml)
 )
 
 

@@ -19,7 +19,8 @@ import psutil
 import pytest
 
 from mathforge.config import load_config
-from mathforge.pipeline import RunConfig, run
+from mathforge.pipeline import RunConfig
+from mathforge.rehearse import run
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "paper_mini.yaml"

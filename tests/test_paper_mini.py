@@ -100,7 +100,7 @@ def test_a_run_killed_at_three_random_moments_then_rerun_gives_the_same_report(u
 def test_each_training_seed_draws_its_own_weights_on_the_one_tokenizer(tmp_path):
     from safetensors.torch import load_file
 
-    from mathforge.rehearsal import _shared_tokenizer
+    from mathforge.rehearse import _shared_tokenizer
     from mathforge.train.students import resolve_student
 
     student = _shared_tokenizer(load_config(RunConfig, RECIPE, SMALL), tmp_path)

@@ -36,7 +36,9 @@ GSM8K_TRAIN = f"gsm8k:{DATA / 'gsm8k' / 'train.jsonl'}"
 
 
 def real(spec: str, n: int) -> list[Record]:
-    return list(islice(load(spec), n))
+    """The first n records of a source, in id order: the order a prepared set plans its samples in,
+    so row i of a prepared set is record i."""
+    return sorted(islice(load(spec), n), key=lambda r: r.id)
 
 
 @pytest.fixture(scope="module")
@@ -414,8 +416,9 @@ def test_trl_sft_trainer_trains_on_an_export_with_completion_only_loss(tokenizer
     assert {"prompt", "completion", "messages", "seed_id", "method"} <= set(data.column_names) and len(data) == 24
     # The export's texts are the ones our recipe trains on: same tokens as the prepared set, less EOS.
     _, rows = prepared_rows(records, tokenizer, tmp_path)
+    planned = [r.id for r in records]  # the prepared set's order (`real` gives them in id order)
     for i in (0, 23):
-        ours = rows[i]["input_ids"].tolist()
+        ours = rows[planned.index(data[i]["id"])]["input_ids"].tolist()
         theirs = tokenizer(data[i]["prompt"])["input_ids"] + tokenizer(data[i]["completion"], add_special_tokens=False)["input_ids"]
         assert theirs + [tokenizer.eos_token_id] == ours
         assert data[i]["messages"][1] == {"role": "assistant", "content": data[i]["completion"].strip()}

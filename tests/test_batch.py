@@ -108,9 +108,12 @@ def test_a_batch_the_provider_no_longer_knows_is_marked_lost_and_the_cache_decid
         ledger.close()
         with Engine(cfg, cache_path=cache) as engine:
             second = engine.run(requests(25))
+            resumed = engine.stats()["batch_api"]
     finally:
         sim.stop()
     assert all(r.ok for r in first + second) and stats["lost"] == 1 and stats["running"] == 0
+    # the vanished batch counts as submitted (resumed) and lost: none is left running, never below zero
+    assert resumed["resumed"] == 1 and resumed["lost"] == 1 and resumed["running"] == 0
     assert "batch batch_vanished (wave" in capsys.readouterr().err
     answered = Counter(r["fp"] for r in sim_log(tmp_path) if r["status"] == 200)
     assert len(answered) == 25 and max(answered.values()) == 1  # nothing asked twice

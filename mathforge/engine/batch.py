@@ -201,6 +201,9 @@ class BatchBackend:
         """Create the batch (or adopt it, when an earlier process may have created it), poll it to
         the end, collect its outputs."""
         lines = [json.loads(x) for x in self._read_input(record)]
+        if record["state"] == "submitted":  # an earlier process created it: this one polls it to the end
+            self.counts["submitted"] += 1
+            self.counts["resumed"] += 1
         try:
             if record["state"] == "new":
                 batch = (resumed and await self._adopt(record["hash"])) or await self._create(record, lines[0]["url"])
@@ -219,8 +222,9 @@ class BatchBackend:
                 "connection", f"batch {record.get('id', record['hash'])}: {type(e).__name__}: {e}")
             state = "lost" if lost else "abandoned"
             self._ledger.note(SCOPE, record["hash"], json.dumps({**record, "state": state, "error": str(e)}))
+            if "id" in record:  # it was submitted: no longer running
+                self.counts["lost" if lost else "abandoned"] += 1
             if lost:
-                self.counts["lost"] += 1
                 self._say(f"batch {record['id']} (wave {record['wave']}, {record['requests']} requests) is lost: "
                           f"the provider no longer knows it ({e}); its unanswered requests go into a later batch")
         else:
@@ -368,14 +372,21 @@ class BatchBackend:
         c = self.counts
         tokens = c["prompt_tokens"] + c["completion_tokens"]
         lost = f", {c['lost']} lost" if c["lost"] else ""
-        return (f"batches: {c['submitted']} submitted, {c['submitted'] - c['done'] - c['lost']} running, "
+        lost += f", {c['abandoned']} abandoned" if c["abandoned"] else ""
+        resumed = f" ({c['resumed']} resumed)" if c["resumed"] else ""
+        return (f"batches: {c['submitted']} submitted{resumed}, {self._running()} running, "
                 f"{c['done']} done{lost}; {c['requests']:,} requests, {tokens:,} tokens, "
                 f"${self.cost:.4f} at batch prices")
 
+    def _running(self) -> int:
+        """Batches submitted (by this process, or by an earlier one and resumed here) not yet ended."""
+        c = self.counts
+        return c["submitted"] - c["done"] - c["lost"] - c["abandoned"]
+
     def stats(self) -> dict[str, Any]:
         c = self.counts
-        return {"submitted": c["submitted"], "running": c["submitted"] - c["done"] - c["lost"], "done": c["done"],
-                "lost": c["lost"],
+        return {"submitted": c["submitted"], "resumed": c["resumed"], "running": self._running(), "done": c["done"],
+                "lost": c["lost"], "abandoned": c["abandoned"],
                 "requests": c["requests"], "failed_lines": c["failed"], "prompt_tokens": c["prompt_tokens"],
                 "completion_tokens": c["completion_tokens"], "cost_usd": round(self.cost, 6)}
 

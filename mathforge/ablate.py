@@ -446,6 +446,7 @@ def compare_replicates(cfg: AblateConfig, reps: list[Replicate]) -> dict[str, An
     result["about"] = {a.name: {"set": a.set, "about": a.about} for a in cfg.arms}
     result["verdicts"] = verdicts(rows, cfg, variance_groups(cfg, reps))
     result["data"] = {name: _data_of([r for r in reps if r.arm == name]) for name in arm_names(cfg)}
+    result["seen"] = seen_items(cfg, reps, rows)
     return result
 
 
@@ -619,27 +620,100 @@ def _data_of(reps: list[Replicate]) -> dict[str, Any]:
     return out
 
 
-def _level_mix(rd: Any, train: Any) -> dict[str, dict[str, int]]:
-    """Rows per level of each training stage's data (as `pipeline._train` resolves its name), streamed."""
-    from collections import Counter
-
-    from mathforge.io import read_records
+def _stage_sources(rd: Any, train: Any) -> list[tuple[str, str]]:
+    """(stage name, the data it trained on) as `pipeline._train` resolves a stage's dataset name."""
     from mathforge.rehearsal import dataset_parts, part_name
-    from mathforge.sources import load
 
-    manifest, out = rd.manifest(), {}
+    manifest, out = rd.manifest(), []
     for stage in train.stages:
         union = rd.root / "datasets" / stage.dataset
         if ("+" in stage.dataset or "*" in stage.dataset) and not Path(stage.dataset).exists():  # as `union` names it
             parts = dataset_parts(stage.dataset, f"stage {stage.name}")
             union = rd.root / "datasets" / "+".join(part_name(p, s) for p, s in parts)
-        source = manifest.get(stage.dataset) or (str(union) if union.exists() else stage.dataset)
-        rows = read_records(source) if Path(source).exists() else load(source)  # a run's dataset, or a spec
+        out.append((stage.name, manifest.get(stage.dataset) or (str(union) if union.exists() else stage.dataset)))
+    return out
+
+
+def _stage_rows(source: str) -> Iterator[Any]:
+    from mathforge.io import read_records
+    from mathforge.sources import load
+
+    return read_records(source) if Path(source).exists() else load(source)  # a run's dataset, or a spec
+
+
+def _level_mix(rd: Any, train: Any) -> dict[str, dict[str, int]]:
+    """Rows per level of each training stage's data, streamed."""
+    from collections import Counter
+
+    out = {}
+    for name, source in _stage_sources(rd, train):
         try:
-            counts = Counter(str(r.level) if r.level is not None else "none" for r in rows)
+            counts = Counter(str(r.level) if r.level is not None else "none" for r in _stage_rows(source))
         except (OSError, ValueError):  # a dataset gone since training: the row counts still stand
             continue
-        out[stage.name] = dict(sorted(counts.items()))
+        out[name] = dict(sorted(counts.items()))
+    return out
+
+
+def _text_key(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _seen_ids(rep: Replicate, bench: str) -> set[str] | None:
+    """Ids of the benchmark's items whose problem (whitespace aside) is in the replicate's training
+    data: a leak the decontamination let through, or one an arm planted. Holds the test problems
+    (~200 bytes a row) and streams the training rows; None when the data or samples are gone."""
+    from mathforge.eval.benchmarks import slug
+    from mathforge.io import read_rows
+    from mathforge.rundir import RunDir
+
+    samples = rep.dir / "eval" / slug(bench) / "samples.jsonl"
+    if not samples.exists():
+        return None
+    by_problem: dict[str, set[str]] = {}
+    for _, row in read_rows(samples):
+        if row.get("problem") is not None:
+            by_problem.setdefault(_text_key(row["problem"]), set()).add(str(row["id"]))
+    seen: set[str] = set()
+    try:
+        for _, source in _stage_sources(RunDir(rep.dir), rep.cfg.train):
+            for r in _stage_rows(source):
+                seen |= by_problem.get(_text_key(r.problem), set())
+    except (OSError, ValueError):
+        return None
+    return seen
+
+
+def seen_items(cfg: AblateConfig, reps: list[Replicate], rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per benchmark and arm, the test items found in its training data, and how the arm and the
+    base answer those very items (the base's replicate of the same index): what a leak inflates.
+    Empty when no replicate trained on a test problem."""
+    base = arm_names(cfg)[0]
+    out: dict[str, Any] = {}
+    for bench in rows[base][0]["items"] if rows[base] else []:
+        per_arm: dict[str, Any] = {}
+        for name in arm_names(cfg):
+            own = [r for r in reps if r.arm == name]
+            tally = {"replicates": 0, "seen": 0, "correct": 0, "base_correct": 0, "unseen": 0, "unseen_correct": 0}
+            for rep, row, base_row in zip(own, rows[name], rows[base], strict=False):
+                ids = _seen_ids(rep, bench)
+                if ids is None:
+                    continue
+                mine, theirs = row["items"][bench], base_row["items"][bench]
+                right = dict(zip(mine["ids"], mine["correct"][cfg.metric], strict=True))
+                base_right = dict(zip(theirs["ids"], theirs["correct"][cfg.metric], strict=True))
+                tally["replicates"] += 1
+                for item, ok in right.items():
+                    if item in ids:
+                        tally["seen"] += 1
+                        tally["correct"] += ok
+                        tally["base_correct"] += base_right.get(item, 0)
+                    else:
+                        tally["unseen"] += 1
+                        tally["unseen_correct"] += ok
+            per_arm[name] = tally
+        if any(t["seen"] for t in per_arm.values()):
+            out[bench] = per_arm
     return out
 
 
@@ -659,6 +733,24 @@ def _pct(v: float | None, signed: bool = False) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"
+
+
+SEEN_ABOUT = ("Items whose problem (whitespace aside) is in an arm's training data, summed over its replicates; the "
+              "arm's answers on them, {base}'s answers on the same items in the replicate of the same seeds (what "
+              "training on them added), and the arm's answers on the other items.")
+
+
+def _seen_table(result: dict[str, Any], bench: str) -> tuple[list[str], list[list[str]]]:
+    base = result["arms"][0]
+    rows = [[arm, str(t["replicates"]), str(t["seen"]), _ratio(t["correct"], t["seen"]),
+             "-" if arm == base else _ratio(t["base_correct"], t["seen"]), _ratio(t["unseen_correct"], t["unseen"])]
+            for arm, t in result["seen"][bench].items()]
+    return ["arm", "replicates", "items seen in training", "arm correct on them %", f"{base} correct on them %",
+            "arm correct on the rest %"], rows
+
+
+def _ratio(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f} ({part}/{whole})" if whole else "-"
 
 
 def _cell(iv: dict[str, float], signed: bool = False) -> str:
@@ -741,6 +833,9 @@ def markdown(result: dict[str, Any]) -> str:
                 for arm, seeds in data.items() for seed, d in seeds.items()]
         lines += ["## What each arm trained on", "", *table(["arm", "data seed", "rows per stage", "level mix",
                                                              "true error rate %"], rows), ""]
+    for bench in result.get("seen") or {}:
+        lines += [f"## {bench}: test items in the training data", "", SEEN_ABOUT.format(base=result["arms"][0]), "",
+                  *table(*_seen_table(result, bench)), ""]
     examples = result.get("examples") or {}
     if examples:
         for name, ex in examples.items():
@@ -773,6 +868,9 @@ def html_blocks(result: dict[str, Any]) -> list[str]:
         fig = _bars(entry, result["arms"], bench)
         if fig is not None:
             blocks.append(H.figure(fig, f"{bench}: accuracy per level for each arm (95% intervals)", f"levels-{bench}"))
+        if bench in (result.get("seen") or {}):
+            blocks += [H.heading(f"{bench}: test items in the training data"),
+                       H.paragraph(SEEN_ABOUT.format(base=result["arms"][0])), H.table(*_seen_table(result, bench))]
     return blocks
 
 

@@ -153,3 +153,50 @@ def test_differences_read_arm_minus_base_and_per_seed_mcnemar_pairs_replicates()
     assert diff["estimate"] > 0.15 and diff["lo"] > 0
     per_seed = result["benchmarks"]["b"]["per_seed"]["all"]["better vs base"]
     assert len(per_seed) == 2 and all(m["b"] > m["a"] for m in per_seed)
+
+
+def test_test_items_in_an_arms_training_data_are_counted_and_answered_against_the_base(tmp_path):
+    """A leak (a test problem, whitespace aside, in the training data) is found per replicate, and the
+    arm's answers on those items are set beside the base's answers on the very same items."""
+    from mathforge.ablate import _text_key, seen_items
+    from mathforge.eval.benchmarks import slug
+
+    bench = "mini:test?levels=1-5&per_level=2"
+    test = [{"id": f"t{i}", "problem": f"Ana has {i} beads. How many beads does Ana have now?"} for i in range(10)]
+
+    def dataset(name: str, problems: list[str]) -> str:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"id": f"{name}{i}", "problem": p, "solution": "x", "answer": "1"}) + "\n"
+                                for i, p in enumerate(problems)))
+        return str(path)
+
+    clean = dataset("clean", ["Bo has 3 cards. How many cards does Bo have now?"])
+    leaky = dataset("leaky", ["Bo has 3 cards.", "  Ana has 2 beads.\nHow many beads does  Ana have now? ",
+                              test[5]["problem"], test[5]["problem"]])
+    stage = {"name": "s", "epochs": 1, "lr": 1.0e-3}
+    recipe = tmp_path / "ablation.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "base": str(REPO / "recipes" / "ablation_base.yaml"),
+        "run": {"train": {"stages": [{**stage, "dataset": clean}]}, "eval": {"benchmarks": [bench]}},
+        "arms": [{"name": "leak", "set": {"train.stages": [{**stage, "dataset": leaky}]}}],
+        "train_seeds": [1, 2], "data_seeds": [0], "null_arm": False}))
+    cfg = load_config(AblateConfig, recipe)
+    reps = replicates(cfg, tmp_path / "out")
+    rows: dict[str, list] = {"base": [], "leak": []}
+    for rep in reps:  # every item answered right by the leaky arm, only t2 by the base
+        samples = rep.dir / "eval" / slug(bench) / "samples.jsonl"
+        samples.parent.mkdir(parents=True)
+        samples.write_text("".join(json.dumps(t) + "\n" for t in test))
+        right = [1] * 10 if rep.arm == "leak" else [int(t["id"] == "t2") for t in test]
+        rows[rep.arm].append({"seed": rep.index, "items": {bench: {"ids": [t["id"] for t in test],
+                                                                     "correct": {"strict": right}}}})
+    seen = seen_items(cfg, reps, rows)[bench]
+    assert seen["base"]["seen"] == 0 and seen["base"]["unseen"] == 20
+    assert seen["leak"] == {"replicates": 2, "seen": 4, "correct": 4, "base_correct": 2, "unseen": 16,
+                            "unseen_correct": 16}
+    assert _text_key(" a \n b ") == "a b"
+    from mathforge.ablate import markdown
+
+    text = markdown({"arms": ["base", "leak"], "metric": "strict", "difference_is": "arm - base", "benchmarks": {},
+                     "seen": {bench: seen}})
+    assert "| leak | 2 | 4 | 100.0 (4/4) | 50.0 (2/4) | 100.0 (16/16) |" in text

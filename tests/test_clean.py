@@ -167,3 +167,31 @@ def test_single_step_commands_are_the_chain_with_one_phase_on(sim, tmp_path):
     order = {r.id: i for i, r in enumerate(read_records(sim))}
     assert chosen["selection"]["selected"] == len(ids) == 100 and ids == sorted(ids, key=order.get)
     assert not (tmp_path / "ck.jsonl.work").exists() and not (tmp_path / "sel.jsonl.work").exists()
+
+
+def test_hard_selection_in_the_chain_takes_hard_rows_first_then_the_hardest_and_is_the_same_over_any_sharding(
+        sim, tmp_path):
+    from mathforge.quality.select import SelectConfig, difficulty, is_hard
+
+    def chosen(shard_rows: int, budget: int) -> tuple[list[Record], list[Record]]:
+        out = tmp_path / f"hard-{shard_rows}-{budget}"
+        clean(sim, out, cfg(shard_rows=shard_rows, select=SelectConfig(strategy="hard", budget=budget, seed=5)),
+              data_dir=DATA)
+        return list(read_records(out / "data")), list(read_records(out / "work" / "filter"))
+
+    for budget in (40, 260):
+        picked, offered = chosen(150, budget)
+        assert len(picked) == budget
+        ids = {r.id for r in picked}
+        hard = [r for r in offered if is_hard(r)]
+        assert 40 < len(hard) < 260  # one budget below the hard rows, one above
+        if budget < len(hard):
+            assert all(is_hard(r) for r in picked)
+        else:  # every hard row, then the hardest of the rest
+            assert {r.id for r in hard} <= ids
+            rest_in = [difficulty(r) for r in picked if not is_hard(r)]
+            rest_out = [difficulty(r) for r in offered if r.id not in ids]
+            assert min(rest_in) >= max(rest_out)
+        assert {r.id for r in chosen(1000, budget)[0]} == ids  # one shard or four: the same rows
+    with pytest.raises(ValueError, match="clean.select.strategy 'coreset': the cleaning chain selects random or hard"):
+        cfg(select=SelectConfig(strategy="coreset"))

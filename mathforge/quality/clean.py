@@ -12,7 +12,9 @@ a set of shard tasks with completion markers:
 2. dedup (once, global): keep-first verdicts from the keys and band hashes alone, candidate pairs
    checked on the full signatures read from disk, the same verdicts as today's `NearDedup`;
 3. filter (per shard): the dedup verdicts, then format, length and answer check (batched);
-4. select (per shard, from a global plan over row counts): the kept dataset in `data/`.
+4. select (per shard, from a global plan): the kept dataset in `data/`. `random` plans from the row
+   counts alone; `hard` (hard rows first, then the rest by descending difficulty, as
+   `quality.select`'s `hard`) from one pass over the filtered shards.
 
 Output folder::
 
@@ -104,8 +106,14 @@ class CleanConfig:
             raise ValueError(f"clean.answer_check.grader must be symbolic or strict, got '{self.answer_check.grader}'")
         if self.shard_rows < 1:
             raise ValueError(f"clean.shard_rows must be >= 1, got {self.shard_rows}")
+        if self.select.strategy not in CHAIN_STRATEGIES:
+            raise ValueError(f"clean.select.strategy '{self.select.strategy}': the cleaning chain selects "
+                             f"{' or '.join(CHAIN_STRATEGIES)} (run `mathforge select` on its output for verifier or coreset)")
+        if self.select.hard_by not in ("level", "judge", "both"):
+            raise ValueError(f"clean.select.hard_by must be level, judge or both, got '{self.select.hard_by}'")
 
 
+CHAIN_STRATEGIES = ("random", "hard")  # the selections the chain plans globally in bounded memory
 VERSION = 1  # of the cleaning outputs (shards, rejects, report); bump when one changes
 
 
@@ -126,7 +134,7 @@ class Task:
     job: Job
     index: int
     span: Span | None = None  # scan: the input piece
-    plan: tuple[int, int, int] = (0, 0, 0)  # select: (first global row, rank threshold, rows in total)
+    plan: tuple[int, Any, int] = (0, 0, 0)  # select: (first global row, threshold, rows in total)
 
 
 def clean(data: str | Path, out: str | Path, cfg: CleanConfig, *, data_dir: str | Path, seeds: str | Path | None = None,
@@ -155,7 +163,7 @@ def clean(data: str | Path, out: str | Path, cfg: CleanConfig, *, data_dir: str 
     counts = [s["rows"] for s in scans]
     _once(out / "work" / "dedup.done.json", key, lambda: _dedup(out, counts, cfg))
     filtered = _phase(executor, _filter, [Task(job, i) for i in range(len(spans))], out, "filter", key)
-    plans = _select_plan([f["rows"] for f in filtered], cfg.select)
+    plans = _select_plan([f["rows"] for f in filtered], cfg.select, job)
     selected = _phase(executor, _select, [Task(job, i, plan=p) for i, p in enumerate(plans)], out, "select", key)
     report = _report(data, out, scans, filtered, selected, cfg, key)
     write_json(out / "report.json", report)
@@ -442,18 +450,47 @@ def _seed_answers(seeds: str | None) -> dict[str, str] | None:
 # ---------------------------------------------------------------- phase 4: select
 
 
-def _select_plan(counts: list[int], cfg: SelectConfig) -> list[tuple[int, int, int]]:
-    """Per shard (first global row, rank threshold, total rows): `random` keeps the `budget` rows of
-    lowest hashed rank, found from the row count alone (8 bytes per row, once)."""
-    if cfg.strategy != "random":
-        raise ValueError(f"clean.select.strategy '{cfg.strategy}': the cleaning chain selects at random only "
-                         "(run `mathforge select` on its output for verifier, hard or coreset)")
+def _select_plan(counts: list[int], cfg: SelectConfig, job: Job | None = None) -> list[tuple[int, Any, int]]:
+    """Per shard (first global row, threshold, total rows). `random` keeps the `budget` rows of
+    lowest hashed rank, found from the row count alone (8 bytes per row, once). `hard` keeps the
+    `budget` first rows in the order (not hard, -difficulty, hashed rank): hard rows first, then the
+    hardest of the rest, random among equals; its threshold is that order's key of the last row kept.
+    Hashed ranks are distinct (splitmix64 is a bijection), so either threshold keeps exactly `budget`."""
+    if cfg.strategy not in CHAIN_STRATEGIES:
+        raise ValueError(f"clean.select.strategy '{cfg.strategy}': the cleaning chain selects "
+                         f"{' or '.join(CHAIN_STRATEGIES)} (run `mathforge select` on its output for verifier or coreset)")
     total = sum(counts)
-    ranks = _ranks(cfg.seed, 0, total)
-    limit = int(np.partition(ranks, cfg.budget - 1)[cfg.budget - 1]) if 0 < cfg.budget < total else None
-    threshold = -1 if cfg.budget == 0 else (2**64 - 1 if limit is None else limit)
-    starts = np.cumsum([0, *counts])[:-1]
-    return [(int(s), threshold, total) for s in starts]
+    starts = [int(s) for s in np.cumsum([0, *counts])[:-1]]
+    if cfg.budget == 0 or total <= cfg.budget:
+        threshold: Any = -1 if cfg.budget == 0 else 2**64 - 1
+    elif cfg.strategy == "random":
+        ranks = _ranks(cfg.seed, 0, total)
+        threshold = int(np.partition(ranks, cfg.budget - 1)[cfg.budget - 1])
+    else:
+        if job is None:
+            raise ValueError("hard selection reads the filtered shards: the plan needs the job")
+        # The global order needs every row's key: 17 bytes per row (tier 1, difficulty 8, rank 8), once.
+        tier, difficulty = np.empty(total, np.uint8), np.empty(total, np.float64)
+        for i, start in enumerate(starts):
+            rows = read_records(_paths(job, "filter", i)[0])
+            for j, r in enumerate(rows, start):
+                tier[j], difficulty[j] = _hard_tier_and_difficulty(r, cfg)
+        ranks = _ranks(cfg.seed, 0, total)
+        last = np.lexsort((ranks, -difficulty, tier))[cfg.budget - 1]
+        threshold = (int(tier[last]), float(-difficulty[last]), int(ranks[last]))
+    return [(s, threshold, total) for s in starts]
+
+
+def _hard_key(record: Record, rank: Any, cfg: SelectConfig) -> tuple[int, float, int]:
+    """A row's place in the hard-first order, as the plan compares it."""
+    tier, difficulty = _hard_tier_and_difficulty(record, cfg)
+    return tier, -difficulty, int(rank)
+
+
+def _hard_tier_and_difficulty(record: Record, cfg: SelectConfig) -> tuple[int, float]:
+    from mathforge.quality.select import difficulty, is_hard
+
+    return (0 if is_hard(record, cfg.min_level, cfg.hard_by) else 1), difficulty(record)
 
 
 def _ranks(seed: int, start: int, stop: int) -> np.ndarray:
@@ -469,8 +506,12 @@ def _select(task: Task) -> dict[str, Any]:
     source, _ = _paths(job, "filter", task.index)
     target, _ = _paths(job, "select", task.index)
     rows = list(read_records(source))  # one shard: at most shard_rows records
-    picked = [r for r, rank in zip(rows, _ranks(job.cfg.select.seed, start, start + len(rows)), strict=True)
-              if threshold >= 0 and int(rank) <= threshold]
+    ranks = _ranks(job.cfg.select.seed, start, start + len(rows))
+    if isinstance(threshold, tuple):  # hard first: the plan's order, compared key by key
+        picked = [r for r, rank in zip(rows, ranks, strict=True)
+                  if _hard_key(r, rank, job.cfg.select) <= threshold]
+    else:
+        picked = [r for r, rank in zip(rows, ranks, strict=True) if threshold >= 0 and int(rank) <= threshold]
     with AtomicWriter(target) as w:
         w.write_all(picked)
     return {"rows": len(picked), "before": describe(rows), "after": describe(picked)}

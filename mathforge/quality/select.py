@@ -124,11 +124,12 @@ def is_hard(record: Record, min_level: int = 4, hard_by: str = "both") -> bool:
     return {"level": by_level, "judge": by_judge, "both": by_level or by_judge}[hard_by]
 
 
-def _difficulty(record: Record) -> float:
-    difficulty = record.meta.get("difficulty") or {}
-    rate = difficulty.get("pass_rate")
+def difficulty(record: Record) -> float:
+    """A row's difficulty on the 1-5 scale: its level, the judge's score or the measured fail rate, the highest."""
+    judged = record.meta.get("difficulty") or {}
+    rate = judged.get("pass_rate")
     measured = 1 + 4 * (1 - rate) if rate is not None else 0  # always solved -> 1, never -> 5
-    return max(difficulty.get("score") or 0, record.level or 0, measured)
+    return max(judged.get("score") or 0, record.level or 0, measured)
 
 
 def _hard(records: list[Record], cfg: SelectConfig) -> tuple[list[int], dict[str, Any]]:
@@ -140,7 +141,7 @@ def _hard(records: list[Record], cfg: SelectConfig) -> tuple[list[int], dict[str
     hard_set = set(hard)
     rest = [i for i in range(len(records)) if i not in hard_set]
     rng.shuffle(rest)  # random among equals, then hardest first
-    rest.sort(key=lambda i: -_difficulty(records[i]))
+    rest.sort(key=lambda i: -difficulty(records[i]))
     chosen = (hard + rest)[: cfg.budget]
     return chosen, {"hard_available": len(hard), "hard_selected": min(len(hard), cfg.budget)}
 

@@ -425,11 +425,32 @@ def _estimate(name: str, run_cfg: Any, timings: dict[str, list[float]]) -> tuple
             return 5.0, "calibrated"
         if t.max_steps > 0:
             return CALIBRATED["train"] * t.max_steps, "calibrated"
-        rows = synth.stage1.target + (synth.stage2.target if "+" in stage.dataset or "hard" in stage.dataset else 0)
+        rows = _stage_size(stage.dataset, run_cfg)
+        if stage.max_samples:
+            rows = min(rows, stage.max_samples)
         return CALIBRATED["train"] * rows * stage.epochs / t.global_batch, "calibrated"
     if top == "eval":
         return CALIBRATED["eval"] * (run_cfg.eval.limit or 1000), "calibrated"
     return 5.0, "calibrated"
+
+
+def _stage_size(dataset: str, run_cfg: Any) -> int:
+    """Rows a stage trains on, before anything ran: a run's synthesis targets for its own datasets,
+    a source spec's `size=` (summed over a union's parts), else 1,000."""
+    from urllib.parse import parse_qs
+
+    from mathforge.pipeline import RUN_DATASETS
+    from mathforge.rehearsal import dataset_parts
+
+    synth, rows = run_cfg.synth, 0
+    for part, share in dataset_parts(dataset, "a stage"):
+        if part in RUN_DATASETS:
+            n = synth.stage2.target if "hard" in part else synth.stage1.target
+        else:
+            size = parse_qs(part.split("?", 1)[1]).get("size", []) if "?" in part else []
+            n = int(size[0]) if size and size[0].isdigit() else 1000
+        rows += int(n * share)
+    return max(rows, 1)
 
 
 # ---------------------------------------------------------------- the comparison

@@ -200,3 +200,15 @@ def test_test_items_in_an_arms_training_data_are_counted_and_answered_against_th
     text = markdown({"arms": ["base", "leak"], "metric": "strict", "difference_is": "arm - base", "benchmarks": {},
                      "seen": {bench: seen}})
     assert "| leak | 2 | 4 | 100.0 (4/4) | 50.0 (2/4) | 100.0 (16/16) |" in text
+
+
+def test_a_dry_runs_training_estimate_counts_the_rows_a_stage_names():
+    """A source spec's `size=`, a union's shares, a run's synthesis targets: not the paper's defaults
+    for a train-only arm (two_stage_mini's dry run once said 12,602 minutes)."""
+    from mathforge.ablate import _stage_size
+
+    cfg = replicates(load_config(AblateConfig, REPO / "recipes" / "ablations" / "stage2_replay.yaml"), Path("/tmp"))[0].cfg
+    assert _stage_size("mini:train?levels=1-3&size=1200&seed=0", cfg) == 1200
+    assert _stage_size("normal_clean", cfg) == cfg.synth.stage1.target
+    assert _stage_size("hard_clean+normal_clean*0.25", cfg) == cfg.synth.stage2.target + cfg.synth.stage1.target // 4
+    assert _stage_size("/data/x.jsonl", cfg) == 1000

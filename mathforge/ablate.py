@@ -389,9 +389,13 @@ def dry_run(cfg: AblateConfig, out: str | Path) -> list[str]:
     return lines
 
 
-def _recorded(out: Path) -> dict[str, list[float]]:
-    """Seconds each step took in this ablation's finished replicates, by step name."""
-    times: dict[str, list[float]] = {}
+def _recorded(out: Path) -> dict[str, list[tuple[float, Any]]]:
+    """Seconds each step took in this ablation's finished replicates, by step name, each with the
+    config it ran under (its `config.yaml`), so a step rerun under another config is scaled."""
+    from mathforge.pipeline import RunConfig
+
+    times: dict[str, list[tuple[float, Any]]] = {}
+    configs: dict[Path, Any] = {}
     for stats in (out / "runs").glob("*/*/**/stats/*.json") if (out / "runs").exists() else []:
         try:
             seconds = json.loads(stats.read_text(encoding="utf-8")).get("seconds")
@@ -401,13 +405,33 @@ def _recorded(out: Path) -> dict[str, list[float]]:
             run_root = stats.parents[1]
             nested = run_root.name if run_root.name in ("synth", "train") and run_root.parent.name.startswith("d") else ""
             name = f"{nested}/{stats.stem}" if nested else stats.stem
-            times.setdefault(name, []).append(float(seconds))
+            rep_dir = run_root.parent if nested else run_root
+            if rep_dir not in configs:
+                try:
+                    configs[rep_dir] = build(RunConfig, _read_recipe(rep_dir / "config.yaml"), str(rep_dir))
+                except (OSError, ValueError, ConfigError):
+                    configs[rep_dir] = None
+            times.setdefault(name, []).append((float(seconds), configs[rep_dir]))
     return times
 
 
-def _estimate(name: str, run_cfg: Any, timings: dict[str, list[float]]) -> tuple[float, str]:
+def _estimate(name: str, run_cfg: Any, timings: dict[str, list[tuple[float, Any]]]) -> tuple[float, str]:
+    """Recorded seconds of the step, scaled by how much more work the calibrated rates say this
+    config's step is than the recorded one's (8 epochs where 3 ran: 8/3); else the calibrated rates."""
     if name in timings:
-        return statistics.median(timings[name]), "recorded"
+        scaled = [seconds * _ratio_of_work(name, run_cfg, cfg) for seconds, cfg in timings[name]]
+        return statistics.median(scaled), "recorded"
+    return _calibrated(name, run_cfg)
+
+
+def _ratio_of_work(name: str, new: Any, old: Any) -> float:
+    if old is None:
+        return 1.0
+    before = _calibrated(name, old)[0]
+    return _calibrated(name, new)[0] / before if before > 0 else 1.0
+
+
+def _calibrated(name: str, run_cfg: Any) -> tuple[float, str]:
     top = name.split("/")[0]
     synth = run_cfg.synth
     if top == "synth":

@@ -212,3 +212,24 @@ def test_a_dry_runs_training_estimate_counts_the_rows_a_stage_names():
     assert _stage_size("normal_clean", cfg) == cfg.synth.stage1.target
     assert _stage_size("hard_clean+normal_clean*0.25", cfg) == cfg.synth.stage2.target + cfg.synth.stage1.target // 4
     assert _stage_size("/data/x.jsonl", cfg) == 1000
+
+
+def test_a_recorded_step_time_is_scaled_to_the_work_a_changed_config_asks(tmp_path):
+    """Rerunning a finished ablation with stage 1 at twice the epochs: the dry run's estimate is the
+    recorded time twice over, not the recorded time."""
+    import dataclasses
+
+    from mathforge.ablate import _estimate, _recorded
+    from mathforge.config import dump_yaml
+
+    cfg = replicates(load_config(AblateConfig, REPO / "recipes" / "ablations" / "stage2_replay.yaml"), tmp_path)[0].cfg
+    run = tmp_path / "runs" / "base" / "d0-t1"
+    (run / "train" / "stats").mkdir(parents=True)
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    first = cfg.train.stages[0]
+    (run / "train" / "stats" / f"sft-{first.name}.json").write_text(json.dumps({"seconds": 30.0}))
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, stages=(dataclasses.replace(first, epochs=first.epochs * 2), *cfg.train.stages[1:])))
+    timings = _recorded(tmp_path)
+    assert _estimate(f"train/sft-{first.name}", cfg, timings) == (30.0, "recorded")
+    assert _estimate(f"train/sft-{first.name}", longer, timings) == (pytest.approx(60.0), "recorded")

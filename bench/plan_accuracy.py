@@ -19,7 +19,9 @@ Measured at 1/500 only (2 cores shared, load average 4-10; see docs/synthesis.md
 at 7% of each stage: forecast with the pilot vs actual, generic 19,653 [16,847-22,459] vs 19,017
 (+3.3%); echo 19,316 [16,652-21,980] vs 19,685 (-1.9%); format 27,505 [25,409-29,601] vs 27,277
 (+0.8%). Covered 3/3 with half-width <= 14.3%, point within ±15% 3/3, pilot 7.5-8.2% of the
-forecast. A 1/50 case takes about 40-45 minutes here; they were not run.
+forecast. At 1/50 (pilot capped at 1.5% of each stage; about 12 minutes a case): generic 180,622
+[162,169-199,075] vs 181,799 (-0.6%); echo 185,328 [166,992-203,664] vs 188,722 (-1.8%); format
+260,607 [246,638-274,576] vs 261,126 (-0.2%); pilot 1.7-1.9% of the forecast.
 """
 
 from __future__ import annotations

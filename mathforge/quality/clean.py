@@ -107,13 +107,17 @@ class CleanConfig:
         if self.shard_rows < 1:
             raise ValueError(f"clean.shard_rows must be >= 1, got {self.shard_rows}")
         if self.select.strategy not in CHAIN_STRATEGIES:
-            raise ValueError(f"clean.select.strategy '{self.select.strategy}': the cleaning chain selects "
-                             f"{' or '.join(CHAIN_STRATEGIES)} (run `mathforge select` on its output for verifier or coreset)")
+            raise ValueError(_unplannable(self.select.strategy))
         if self.select.hard_by not in ("level", "judge", "both"):
             raise ValueError(f"clean.select.hard_by must be level, judge or both, got '{self.select.hard_by}'")
 
 
 CHAIN_STRATEGIES = ("random", "hard")  # the selections the chain plans globally in bounded memory
+
+
+def _unplannable(strategy: str) -> str:
+    return (f"clean.select.strategy '{strategy}': the cleaning chain selects {' or '.join(CHAIN_STRATEGIES)} "
+            "(run `mathforge select` on its output for verifier or coreset)")
 VERSION = 1  # of the cleaning outputs (shards, rejects, report); bump when one changes
 
 
@@ -457,8 +461,7 @@ def _select_plan(counts: list[int], cfg: SelectConfig, job: Job | None = None) -
     hardest of the rest, random among equals; its threshold is that order's key of the last row kept.
     Hashed ranks are distinct (splitmix64 is a bijection), so either threshold keeps exactly `budget`."""
     if cfg.strategy not in CHAIN_STRATEGIES:
-        raise ValueError(f"clean.select.strategy '{cfg.strategy}': the cleaning chain selects "
-                         f"{' or '.join(CHAIN_STRATEGIES)} (run `mathforge select` on its output for verifier or coreset)")
+        raise ValueError(_unplannable(cfg.strategy))
     total = sum(counts)
     starts = [int(s) for s in np.cumsum([0, *counts])[:-1]]
     if cfg.budget == 0 or total <= cfg.budget:
@@ -469,7 +472,8 @@ def _select_plan(counts: list[int], cfg: SelectConfig, job: Job | None = None) -
     else:
         if job is None:
             raise ValueError("hard selection reads the filtered shards: the plan needs the job")
-        # The global order needs every row's key: 17 bytes per row (tier 1, difficulty 8, rank 8), once.
+        # The global order needs every row's key: 17 bytes a row held (tier 1, difficulty 8, rank 8),
+        # about 41 at the sort (its int64 order and the negated difficulties), once per cleaning.
         tier, difficulty = np.empty(total, np.uint8), np.empty(total, np.float64)
         for i, start in enumerate(starts):
             rows = read_records(_paths(job, "filter", i)[0])
